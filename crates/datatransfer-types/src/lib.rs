@@ -1,0 +1,42 @@
+//! Pure types of the Filecoin data-transfer protocol, shared by every other crate of the
+//! workspace: no I/O, no async runtime, no clock.
+//!
+//! Two peers open a *channel* to move an IPLD DAG (a root CID plus a selector) from one to
+//! the other. This crate names the pieces:
+//!
+//! - [`ChannelId`] / [`TransferId`]: which channel; [`Status`]: where it is;
+//!   [`ChannelState`]: everything known about it.
+//! - [`Event`] / [`EventCode`]: what subscribers are told.
+//! - [`Voucher`], [`VoucherResult`], [`Registerable`] and the [`Registry`] of accepted types;
+//!   [`ValidationOutcome`]: what a validator decides.
+//! - [`message`]: the wire messages, byte-identical to go-data-transfer's on
+//!   `/fil/datatransfer/1.1.0` and `/fil/datatransfer/1.2.0`.
+//!
+//! Most users reach these through the `datatransfer` façade; a simulator or another transport
+//! uses them directly.
+
+pub mod cbor;
+mod channel;
+mod event;
+mod ids;
+pub mod message;
+mod node;
+mod status;
+mod validation;
+mod voucher;
+
+pub use channel::{
+    ChannelStage, ChannelStages, ChannelState, DEFAULT_MAX_LOGS_PER_STAGE, StageLog,
+};
+pub use event::{Event, EventCode, Timestamp, UnknownEventCode};
+pub use ids::{ChannelId, TransferId};
+pub use node::{DagCbor, NodeError};
+pub use status::{Status, UnknownStatus};
+pub use validation::{Validation, ValidationError, ValidationOutcome};
+pub use voucher::{
+    Registerable, Registry, RegistryError, TypeIdentifier, TypedNode, Voucher, VoucherResult,
+};
+
+/// Re-exported so users name the same `Cid` and `PeerId` types we do.
+pub use cid::Cid;
+pub use libp2p_identity::PeerId;
