@@ -37,6 +37,7 @@ pub use voucher::{
     Registerable, Registry, RegistryError, TypeIdentifier, TypedNode, Voucher, VoucherResult,
 };
 
-/// Re-exported so users name the same `Cid` and `PeerId` types we do.
+/// Re-exported so users name the same `Cid` and `PeerId` types (and crate versions) we do.
+pub use cid;
 pub use cid::Cid;
 pub use libp2p_identity::PeerId;

@@ -1,0 +1,1473 @@
+//! The protocol engine: the whole behaviour of a go-data-transfer node over many channels, as
+//! a sans-IO state machine (go-data-transfer v1.15.1 `impl/`).
+//!
+//! Inputs are method calls: API calls (`open_pull`, `pause`, ...), messages from the network
+//! ([`Engine::handle_message`]), transport events ([`Engine::handle_transport_event`]),
+//! validator answers ([`Engine::handle_validation`]) and delivery failures. Outputs queue up and
+//! are drained with [`Engine::poll_output`]. Time is always an argument; nothing here blocks,
+//! sleeps or does I/O, so a simulator can drive thousands of engines deterministically.
+
+use std::collections::{HashMap, VecDeque};
+
+use datatransfer_types::message::{Message, MessageType, TransferRequest, TransferResponse};
+use datatransfer_types::{
+    ChannelId, ChannelState, Cid, DagCbor, PeerId, Registry, RegistryError, Status, Timestamp,
+    TransferId, TypeIdentifier, TypedNode, Validation, ValidationOutcome, Voucher, VoucherResult,
+};
+
+use crate::channel_fsm::{ChannelEvent, FsmError, transition};
+use crate::io::{
+    HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
+    ValidationAnswer, ValidationCall, ValidationToken,
+};
+
+/// Limits the engine enforces; every quantity a peer can grow is bounded here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most channels kept open at once (initiated and received); more requests are refused.
+    pub max_channels: usize,
+    /// Most vouchers, and most voucher results, recorded per channel.
+    pub max_vouchers_per_channel: usize,
+    /// Most validator calls in flight at once; requests beyond are refused.
+    pub max_pending_validations: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_channels: 10_000,
+            max_vouchers_per_channel: 1_024,
+            max_pending_validations: 4_096,
+        }
+    }
+}
+
+/// Misuse of the API by the local caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// No channel with this id is open here.
+    #[error("channel not found: {0}")]
+    ChannelNotFound(Box<ChannelId>),
+    /// Only the initiator may send vouchers.
+    #[error("cannot send a voucher on channel {0}: we did not initiate it")]
+    NotInitiator(Box<ChannelId>),
+    /// Opening another channel would exceed [`EngineConfig::max_channels`].
+    #[error("too many open channels (limit {0})")]
+    TooManyChannels(usize),
+    /// The channel already holds [`EngineConfig::max_vouchers_per_channel`] vouchers.
+    #[error("too many vouchers on the channel (limit {0})")]
+    TooManyVouchers(usize),
+    /// A voucher type is registered twice, or is empty.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The state machine refused the event.
+    #[error(transparent)]
+    Fsm(#[from] FsmError),
+}
+
+/// Where a request came from, and so where its answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Network,
+    Transport(HookToken),
+}
+
+/// How handling a request or revalidation ended (Go's nil / `ErrPause` / `ErrResume` / error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Pause,
+    Resume,
+    Err(String),
+}
+
+impl Verdict {
+    fn accepted(&self) -> bool {
+        !matches!(self, Self::Err(_))
+    }
+
+    fn from_outcome(outcome: &ValidationOutcome) -> Self {
+        match outcome {
+            ValidationOutcome::Accept => Self::Ok,
+            // Go's seed API: "send the voucher result back and await another attempt", so the
+            // channel stays open and paused until a voucher arrives.
+            ValidationOutcome::Pause | ValidationOutcome::RetryValidation => Self::Pause,
+            ValidationOutcome::Resume => Self::Resume,
+            ValidationOutcome::Rejected { reason } => {
+                Self::Err(format!("response rejected: {reason}"))
+            }
+        }
+    }
+
+    fn from_answer(answer: &ValidationAnswer) -> (Self, Option<VoucherResult>) {
+        match answer {
+            Ok(Some(v)) => (Self::from_outcome(&v.outcome), v.voucher_result.clone()),
+            Ok(None) => (Self::Ok, None),
+            Err(e) => (Self::Err(e.to_string()), None),
+        }
+    }
+
+    fn hook_result(&self) -> HookResult {
+        match self {
+            Self::Ok => HookResult::Continue,
+            Self::Pause => HookResult::Pause,
+            Self::Resume => HookResult::Resume,
+            Self::Err(e) => HookResult::Fail(e.clone()),
+        }
+    }
+}
+
+/// A validator call in flight and what to do with its answer.
+#[derive(Debug, Clone)]
+enum Pending {
+    NewRequest {
+        via: Via,
+        channel: ChannelId,
+        request: Box<TransferRequest>,
+        voucher: Voucher,
+    },
+    RestartRequest {
+        via: Via,
+        channel: ChannelId,
+        request: Box<TransferRequest>,
+    },
+    VoucherUpdate {
+        via: Via,
+        channel: ChannelId,
+        voucher: Voucher,
+    },
+    DataQueued {
+        token: HookToken,
+        channel: ChannelId,
+    },
+    DataReceived {
+        token: HookToken,
+        channel: ChannelId,
+    },
+    Complete {
+        channel: ChannelId,
+    },
+    RestartAsResponder {
+        channel: ChannelId,
+    },
+}
+
+/// One node's data-transfer protocol engine.
+#[derive(Debug)]
+pub struct Engine {
+    me: PeerId,
+    config: EngineConfig,
+    channels: HashMap<ChannelId, ChannelState>,
+    next_transfer_id: u64,
+    validated: Registry<()>,
+    revalidators: Registry<()>,
+    results: Registry<()>,
+    pending: HashMap<ValidationToken, Pending>,
+    next_token: u64,
+    out: VecDeque<Output>,
+}
+
+/// Which of the four roles this node plays on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    CreatePull,
+    CreatePush,
+    ReceivePull,
+    ReceivePush,
+}
+
+impl Engine {
+    /// An engine for the node `me`. Transfer ids start at `first_transfer_id` (Go seeds them
+    /// from the clock; a simulator passes a fixed value), kept below 2^63 so Go peers can
+    /// decode them.
+    pub fn new(me: PeerId, config: EngineConfig, first_transfer_id: u64) -> Self {
+        Self {
+            me,
+            config,
+            channels: HashMap::new(),
+            next_transfer_id: first_transfer_id & (u64::MAX >> 1),
+            validated: Registry::new(),
+            revalidators: Registry::new(),
+            results: Registry::new(),
+            pending: HashMap::new(),
+            next_token: 0,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Accept vouchers of this type in requests (a validator for it exists in the shell).
+    pub fn register_voucher_type(&mut self, type_id: TypeIdentifier) -> Result<(), UsageError> {
+        Ok(self.validated.register_opaque(type_id, ())?)
+    }
+
+    /// Accept vouchers of this type on running channels (a revalidator exists in the shell).
+    pub fn register_revalidator(&mut self, type_id: TypeIdentifier) -> Result<(), UsageError> {
+        Ok(self.revalidators.register_opaque(type_id, ())?)
+    }
+
+    /// Accept voucher results of this type in responses.
+    pub fn register_voucher_result_type(
+        &mut self,
+        type_id: TypeIdentifier,
+    ) -> Result<(), UsageError> {
+        Ok(self.results.register_opaque(type_id, ())?)
+    }
+
+    /// Takes over a channel loaded from a store (after a restart of the node). Terminal
+    /// channels are ignored. Call [`Engine::restart`] to resume it.
+    pub fn load_channel(&mut self, state: ChannelState) {
+        if state.status.is_terminal() {
+            return;
+        }
+        if state.channel_id.initiator == self.me {
+            self.next_transfer_id = self
+                .next_transfer_id
+                .max(state.channel_id.id.0.saturating_add(1));
+        }
+        self.channels.insert(state.channel_id, state);
+    }
+
+    /// The state of an open channel.
+    pub fn channel(&self, id: &ChannelId) -> Option<&ChannelState> {
+        self.channels.get(id)
+    }
+
+    /// Every open (non-terminal) channel.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelState> {
+        self.channels.values()
+    }
+
+    /// How many validator calls await an answer.
+    pub fn pending_validations(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next thing for the shell to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Whether outputs are waiting.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    // ----- helpers -------------------------------------------------------------------------
+
+    fn emit(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    fn send(
+        &mut self,
+        to: PeerId,
+        channel: ChannelId,
+        message: impl Into<Message>,
+        on_failure: OnSendFailure,
+    ) {
+        self.emit(Output::SendMessage {
+            to,
+            channel,
+            message: message.into(),
+            on_failure,
+        });
+    }
+
+    fn transport(&mut self, c: TransportCommand) {
+        self.emit(Output::Transport(c));
+    }
+
+    fn hook(
+        &mut self,
+        token: HookToken,
+        channel: ChannelId,
+        message: Option<Message>,
+        result: HookResult,
+    ) {
+        self.transport(TransportCommand::HookResult {
+            token,
+            channel,
+            message,
+            result,
+        });
+    }
+
+    fn ask(&mut self, call: ValidationCall, then: Pending) -> ValidationToken {
+        let token = ValidationToken(self.next_token);
+        self.next_token += 1;
+        self.pending.insert(token, then);
+        self.emit(Output::Validate { token, call });
+        token
+    }
+
+    fn has_revalidators(&self) -> bool {
+        self.revalidators.type_ids().next().is_some()
+    }
+
+    fn validations_full(&self) -> bool {
+        self.pending.len() >= self.config.max_pending_validations
+    }
+
+    fn role(&self, ch: &ChannelState) -> Role {
+        match (ch.is_pull(), ch.channel_id.initiator == self.me) {
+            (true, true) => Role::CreatePull,
+            (true, false) => Role::ReceivePull,
+            (false, true) => Role::CreatePush,
+            (false, false) => Role::ReceivePush,
+        }
+    }
+
+    /// Applies an event to a channel and carries out what follows: the event output, the
+    /// cleanup of the cleanup states, and eviction once terminal.
+    fn fire(&mut self, id: ChannelId, event: ChannelEvent, now: Timestamp) -> Result<(), FsmError> {
+        let Some(state) = self.channels.get_mut(&id) else {
+            return Ok(());
+        };
+        let t = transition(state, &event, now)?;
+        let snapshot = Box::new(state.clone());
+        let other = id.other_party(&self.me);
+        self.emit(Output::Event {
+            event: t.event,
+            state: snapshot,
+        });
+        if t.cleanup {
+            self.transport(TransportCommand::CleanupChannel { channel: id });
+            self.emit(Output::Unprotect {
+                peer: other,
+                channel: id,
+            });
+            // Cleanup is always allowed from a cleanup state.
+            self.fire(id, ChannelEvent::CleanupComplete, now)?;
+        }
+        if self
+            .channels
+            .get(&id)
+            .is_some_and(|s| s.status.is_terminal())
+        {
+            self.channels.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Fires an event whose refusal Go only logs.
+    fn fire_quiet(&mut self, id: ChannelId, event: ChannelEvent, now: Timestamp) {
+        let _ = self.fire(id, event, now);
+    }
+
+    fn voucher_count(&self, id: &ChannelId) -> usize {
+        self.channels.get(id).map_or(0, |c| c.vouchers.len())
+    }
+
+    fn record_voucher(
+        &mut self,
+        id: ChannelId,
+        voucher: Voucher,
+        now: Timestamp,
+    ) -> Result<(), String> {
+        if self.voucher_count(&id) >= self.config.max_vouchers_per_channel {
+            return Err(format!(
+                "too many vouchers on channel (limit {})",
+                self.config.max_vouchers_per_channel
+            ));
+        }
+        self.fire(id, ChannelEvent::NewVoucher(voucher), now)
+            .map_err(|e| e.to_string())
+    }
+
+    fn record_result(&mut self, id: ChannelId, result: VoucherResult, now: Timestamp) {
+        let full = self
+            .channels
+            .get(&id)
+            .is_some_and(|c| c.voucher_results.len() >= self.config.max_vouchers_per_channel);
+        if !full {
+            self.fire_quiet(id, ChannelEvent::NewVoucherResult(result), now);
+        }
+    }
+
+    fn pause_self(&mut self, id: ChannelId, now: Timestamp) {
+        let ev = if id.initiator == self.me {
+            ChannelEvent::PauseInitiator
+        } else {
+            ChannelEvent::PauseResponder
+        };
+        self.fire_quiet(id, ev, now);
+    }
+
+    fn resume_self(&mut self, id: ChannelId, now: Timestamp) {
+        let ev = if id.initiator == self.me {
+            ChannelEvent::ResumeInitiator
+        } else {
+            ChannelEvent::ResumeResponder
+        };
+        self.fire_quiet(id, ev, now);
+    }
+
+    fn pause_other(&mut self, id: ChannelId, now: Timestamp) {
+        let ev = if id.responder == self.me {
+            ChannelEvent::PauseInitiator
+        } else {
+            ChannelEvent::PauseResponder
+        };
+        self.fire_quiet(id, ev, now);
+    }
+
+    fn resume_other(&mut self, id: ChannelId, now: Timestamp) {
+        let ev = if id.responder == self.me {
+            ChannelEvent::ResumeInitiator
+        } else {
+            ChannelEvent::ResumeResponder
+        };
+        self.fire_quiet(id, ev, now);
+    }
+
+    fn update_message(&self, id: ChannelId, paused: bool) -> Message {
+        if id.initiator == self.me {
+            TransferRequest::update(id.id, paused).into()
+        } else {
+            TransferResponse::update(id.id, paused).into()
+        }
+    }
+
+    fn cancel_message(&self, id: ChannelId) -> Message {
+        if id.initiator == self.me {
+            TransferRequest::cancel(id.id).into()
+        } else {
+            TransferResponse::cancel(id.id).into()
+        }
+    }
+
+    fn existing(&self, id: &ChannelId) -> Result<&ChannelState, UsageError> {
+        self.channels
+            .get(id)
+            .ok_or_else(|| UsageError::ChannelNotFound(Box::new(*id)))
+    }
+
+    // ----- API calls -----------------------------------------------------------------------
+
+    fn open(
+        &mut self,
+        now: Timestamp,
+        to: PeerId,
+        voucher: Voucher,
+        base_cid: Cid,
+        selector: DagCbor,
+        pull: bool,
+    ) -> Result<ChannelId, UsageError> {
+        if self.channels.len() >= self.config.max_channels {
+            return Err(UsageError::TooManyChannels(self.config.max_channels));
+        }
+        let mut id = ChannelId::new(self.me, to, TransferId(self.next_transfer_id));
+        while self.channels.contains_key(&id) {
+            id.id.0 = (id.id.0 + 1) & (u64::MAX >> 1);
+        }
+        self.next_transfer_id = (id.id.0 + 1) & (u64::MAX >> 1);
+        let state = ChannelState::new(
+            id,
+            self.me,
+            base_cid,
+            selector.clone(),
+            voucher.clone(),
+            pull,
+            0,
+        );
+        self.channels.insert(id, state);
+        self.fire(id, ChannelEvent::Open, now)?;
+        self.emit(Output::ConfigureTransport {
+            channel: id,
+            voucher: voucher.clone(),
+        });
+        self.emit(Output::Protect {
+            peer: to,
+            channel: id,
+        });
+        let request =
+            TransferRequest::new_channel(id.id, pull, voucher, base_cid, selector.clone());
+        if pull {
+            self.transport(TransportCommand::OpenChannel {
+                data_sender: to,
+                channel: id,
+                root: base_cid,
+                selector,
+                message: request.into(),
+                restart: None,
+            });
+        } else {
+            self.send(to, id, request, OnSendFailure::Fail);
+        }
+        Ok(id)
+    }
+
+    /// Opens a channel that pushes the DAG under `base_cid` chosen by `selector` to `to`.
+    pub fn open_push(
+        &mut self,
+        now: Timestamp,
+        to: PeerId,
+        voucher: Voucher,
+        base_cid: Cid,
+        selector: DagCbor,
+    ) -> Result<ChannelId, UsageError> {
+        self.open(now, to, voucher, base_cid, selector, false)
+    }
+
+    /// Opens a channel that pulls the DAG under `base_cid` chosen by `selector` from `to`.
+    pub fn open_pull(
+        &mut self,
+        now: Timestamp,
+        to: PeerId,
+        voucher: Voucher,
+        base_cid: Cid,
+        selector: DagCbor,
+    ) -> Result<ChannelId, UsageError> {
+        self.open(now, to, voucher, base_cid, selector, true)
+    }
+
+    /// Sends a new voucher on a channel we initiated (to answer a revalidation request).
+    pub fn send_voucher(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        voucher: Voucher,
+    ) -> Result<(), UsageError> {
+        let other = self.existing(&id)?.other_peer();
+        if id.initiator != self.me {
+            return Err(UsageError::NotInitiator(Box::new(id)));
+        }
+        if self.voucher_count(&id) >= self.config.max_vouchers_per_channel {
+            return Err(UsageError::TooManyVouchers(
+                self.config.max_vouchers_per_channel,
+            ));
+        }
+        self.send(
+            other,
+            id,
+            TransferRequest::voucher(id.id, voucher.clone()),
+            OnSendFailure::Disconnect,
+        );
+        Ok(self.fire(id, ChannelEvent::NewVoucher(voucher), now)?)
+    }
+
+    /// Closes (cancels) a channel: stops the transport, tells the other side, and cancels.
+    pub fn close(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
+        let other = self.existing(&id)?.other_peer();
+        self.transport(TransportCommand::CloseChannel { channel: id });
+        let msg = self.cancel_message(id);
+        self.send(other, id, msg, OnSendFailure::Disconnect);
+        match self.fire(id, ChannelEvent::Cancel, now) {
+            Ok(()) | Err(FsmError::Terminated { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pauses our side of a channel.
+    pub fn pause(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
+        let other = self.existing(&id)?.other_peer();
+        self.transport(TransportCommand::PauseChannel { channel: id });
+        let msg = self.update_message(id, true);
+        self.send(other, id, msg, OnSendFailure::Disconnect);
+        self.pause_self(id, now);
+        Ok(())
+    }
+
+    /// Resumes our side of a channel.
+    pub fn resume(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
+        self.existing(&id)?;
+        let msg = self.update_message(id, false);
+        self.transport(TransportCommand::ResumeChannel {
+            channel: id,
+            message: Some(msg),
+        });
+        self.resume_self(id, now);
+        Ok(())
+    }
+
+    /// Restarts a channel after a disconnect or a restart of this node, as Go's
+    /// `RestartDataTransferChannel`: the initiator re-opens it; the responder re-validates the
+    /// voucher and asks the initiator to re-open it.
+    pub fn restart(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
+        let ch = self.existing(&id)?;
+        if ch.status.is_cleaning_up() {
+            return Ok(self.fire(id, ChannelEvent::CompleteCleanupOnRestart, now)?);
+        }
+        match self.role(ch) {
+            Role::CreatePull | Role::CreatePush => {
+                let ch = ch.clone();
+                self.reopen_as_initiator(ch);
+            }
+            Role::ReceivePull | Role::ReceivePush => {
+                let call = validate_call(true, &ch.clone(), ch.other_peer());
+                self.ask(call, Pending::RestartAsResponder { channel: id });
+            }
+        }
+        Ok(())
+    }
+
+    fn reopen_as_initiator(&mut self, ch: ChannelState) {
+        let id = ch.channel_id;
+        let voucher = ch
+            .voucher()
+            .cloned()
+            .unwrap_or_else(|| TypedNode::new(TypeIdentifier::EMPTY, DagCbor::null()));
+        let other = ch.other_peer();
+        let request = TransferRequest::restart(
+            id.id,
+            ch.is_pull(),
+            voucher.clone(),
+            ch.base_cid,
+            ch.selector.clone(),
+        );
+        self.emit(Output::ConfigureTransport {
+            channel: id,
+            voucher,
+        });
+        self.emit(Output::Protect {
+            peer: other,
+            channel: id,
+        });
+        if ch.is_pull() {
+            self.transport(TransportCommand::OpenChannel {
+                data_sender: other,
+                channel: id,
+                root: ch.base_cid,
+                selector: ch.selector.clone(),
+                message: request.into(),
+                restart: Some(Box::new(ch)),
+            });
+        } else {
+            self.send(other, id, request, OnSendFailure::Disconnect);
+        }
+    }
+
+    // ----- network input -------------------------------------------------------------------
+
+    /// A message arrived from `from` over the data-transfer network.
+    pub fn handle_message(&mut self, now: Timestamp, from: PeerId, message: Message) {
+        match message {
+            Message::Request(r) if r.message_type == MessageType::RestartExistingChannelRequest => {
+                self.on_restart_existing(from, &r)
+            }
+            Message::Request(r) => self.on_request(now, from, r, Via::Network),
+            Message::Response(r) => self.on_response(now, from, r),
+        }
+    }
+
+    /// A message the shell could not deliver.
+    pub fn handle_send_failure(
+        &mut self,
+        now: Timestamp,
+        channel: ChannelId,
+        on_failure: OnSendFailure,
+        error: &str,
+    ) {
+        match on_failure {
+            OnSendFailure::Fail => self.fire_quiet(
+                channel,
+                ChannelEvent::error(format!("Unable to send request: {error}")),
+                now,
+            ),
+            OnSendFailure::Disconnect => self.fire_quiet(
+                channel,
+                ChannelEvent::Disconnected {
+                    message: format!("Unable to send message: {error}"),
+                },
+                now,
+            ),
+            OnSendFailure::Ignore => {}
+        }
+    }
+
+    /// Go's `ReceiveRestartExistingChannelRequest`: the responder asks us, the initiator, to
+    /// re-open a channel.
+    fn on_restart_existing(&mut self, from: PeerId, r: &TransferRequest) {
+        let Some(id) = r.restart_channel else { return };
+        let Some(ch) = self.channels.get(&id) else {
+            return;
+        };
+        if id.initiator != self.me || ch.other_peer() != from {
+            return;
+        }
+        match self.role(ch) {
+            Role::CreatePull | Role::CreatePush => {
+                let ch = ch.clone();
+                self.reopen_as_initiator(ch);
+            }
+            Role::ReceivePull | Role::ReceivePush => {}
+        }
+    }
+
+    fn on_request(&mut self, now: Timestamp, from: PeerId, req: TransferRequest, via: Via) {
+        let id = ChannelId::new(from, self.me, req.transfer_id);
+        match req.message_type {
+            MessageType::Restart => self.on_restart_request(now, id, req, via),
+            MessageType::New => self.on_new_request(now, id, req, via),
+            MessageType::Cancel => {
+                self.transport(TransportCommand::CleanupChannel { channel: id });
+                self.fire_quiet(id, ChannelEvent::Cancel, now);
+                self.finish_request(now, id, &req, via, None, Verdict::Ok);
+            }
+            MessageType::Voucher => self.on_voucher_update(now, id, req, via),
+            _ => {
+                // Everything else is an update: the initiator paused or resumed.
+                if !self.channels.contains_key(&id) {
+                    let err = Verdict::Err(format!("channel not found: {id}"));
+                    return self.finish_request(now, id, &req, via, None, err);
+                }
+                let verdict = if req.pause {
+                    self.pause_other(id, now);
+                    Verdict::Ok
+                } else {
+                    self.resume_other(id, now);
+                    match self.channels.get(&id).map(|c| c.status) {
+                        Some(Status::ResponderPaused | Status::ResponderFinalizing) => {
+                            Verdict::Pause
+                        }
+                        _ => Verdict::Ok,
+                    }
+                };
+                self.finish_request(now, id, &req, via, None, verdict);
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        req: &TransferRequest,
+        via: Via,
+        why: String,
+    ) {
+        let response = match req.message_type {
+            MessageType::Restart => TransferResponse::restart(id.id, false, false, None),
+            MessageType::New => TransferResponse::new_channel(id.id, false, false, None),
+            _ => TransferResponse::voucher_result(id.id, false, false, None),
+        };
+        self.finish_request(now, id, req, via, Some(response), Verdict::Err(why));
+    }
+
+    fn on_new_request(&mut self, now: Timestamp, id: ChannelId, req: TransferRequest, via: Via) {
+        let checked = (|| {
+            if self.channels.contains_key(&id) {
+                return Err(format!("channel {id} already exists"));
+            }
+            if self.channels.len() >= self.config.max_channels {
+                return Err(format!(
+                    "too many open channels (limit {})",
+                    self.config.max_channels
+                ));
+            }
+            if self.validations_full() {
+                return Err("too many requests awaiting validation".to_owned());
+            }
+            let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
+            self.validated.lookup(&voucher).map_err(|e| e.to_string())?;
+            let base_cid = req.base_cid.ok_or("request carries no base CID")?;
+            let selector = req.selector.clone().ok_or("request carries no selector")?;
+            Ok((voucher, base_cid, selector))
+        })();
+        let (voucher, base_cid, selector) = match checked {
+            Ok(v) => v,
+            Err(why) => {
+                // An existing channel is left alone (Go would close its transport).
+                return self.reject(now, id, &req, via, why);
+            }
+        };
+        let call = if req.pull {
+            ValidationCall::ValidatePull {
+                is_restart: false,
+                channel: id,
+                receiver: id.initiator,
+                voucher: voucher.clone(),
+                base_cid,
+                selector,
+            }
+        } else {
+            ValidationCall::ValidatePush {
+                is_restart: false,
+                channel: id,
+                sender: id.initiator,
+                voucher: voucher.clone(),
+                base_cid,
+                selector,
+            }
+        };
+        self.ask(
+            call,
+            Pending::NewRequest {
+                via,
+                channel: id,
+                request: Box::new(req),
+                voucher,
+            },
+        );
+    }
+
+    fn accept_new(
+        &mut self,
+        now: Timestamp,
+        via: Via,
+        id: ChannelId,
+        req: TransferRequest,
+        voucher: Voucher,
+        answer: ValidationAnswer,
+    ) {
+        let (verdict, result) = Verdict::from_answer(&answer);
+        let response = |accepted: bool, paused: bool| {
+            TransferResponse::new_channel(id.id, accepted, paused, result.clone())
+        };
+        // Re-check: another request for the same id may have been accepted meanwhile.
+        let limit_hit = self.channels.len() >= self.config.max_channels;
+        if let Verdict::Err(_) = verdict {
+            return self.finish_request(now, id, &req, via, Some(response(false, false)), verdict);
+        }
+        if self.channels.contains_key(&id) || limit_hit {
+            let why = Verdict::Err(format!("channel {id} cannot be created"));
+            return self.finish_request(now, id, &req, via, Some(response(false, false)), why);
+        }
+        let (Some(base_cid), Some(selector)) = (req.base_cid, req.selector.clone()) else {
+            return;
+        };
+        let state = ChannelState::new(
+            id,
+            self.me,
+            base_cid,
+            selector,
+            voucher.clone(),
+            req.pull,
+            0,
+        );
+        self.channels.insert(id, state);
+        self.fire_quiet(id, ChannelEvent::Open, now);
+        if let Some(r) = result.clone() {
+            self.record_result(id, r, now);
+        }
+        self.fire_quiet(id, ChannelEvent::Accept, now);
+        self.emit(Output::ConfigureTransport {
+            channel: id,
+            voucher,
+        });
+        self.emit(Output::Protect {
+            peer: id.initiator,
+            channel: id,
+        });
+        let paused = verdict == Verdict::Pause;
+        if paused {
+            self.fire_quiet(id, ChannelEvent::PauseResponder, now);
+        }
+        self.finish_request(now, id, &req, via, Some(response(true, paused)), verdict);
+    }
+
+    fn on_restart_request(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        req: TransferRequest,
+        via: Via,
+    ) {
+        let checked = (|| {
+            if self.me == id.initiator {
+                return Err("initiator cannot be manager peer for a restart request".to_owned());
+            }
+            let ch = self
+                .channels
+                .get(&id)
+                .ok_or_else(|| format!("channel not found: {id}"))?;
+            if req.base_cid != Some(ch.base_cid) {
+                return Err("base cid does not match".to_owned());
+            }
+            let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
+            self.validated.lookup(&voucher).map_err(|e| e.to_string())?;
+            if ch.voucher() != Some(&voucher) {
+                return Err("channel and request vouchers do not match".to_owned());
+            }
+            if self.validations_full() {
+                return Err("too many requests awaiting validation".to_owned());
+            }
+            Ok(validate_call(true, ch, id.initiator))
+        })();
+        match checked {
+            Ok(call) => {
+                self.ask(
+                    call,
+                    Pending::RestartRequest {
+                        via,
+                        channel: id,
+                        request: Box::new(req),
+                    },
+                );
+            }
+            Err(why) => self.reject(
+                now,
+                id,
+                &req,
+                via,
+                format!("restart request for channel {id} failed validation: {why}"),
+            ),
+        }
+    }
+
+    fn accept_restart(
+        &mut self,
+        now: Timestamp,
+        via: Via,
+        id: ChannelId,
+        req: TransferRequest,
+        answer: ValidationAnswer,
+    ) {
+        let (verdict, result) = Verdict::from_answer(&answer);
+        let paused = verdict == Verdict::Pause;
+        let response = TransferResponse::restart(id.id, verdict.accepted(), paused, result.clone());
+        if verdict.accepted() && self.channels.contains_key(&id) {
+            if let Some(r) = result {
+                self.record_result(id, r, now);
+            }
+            self.fire_quiet(id, ChannelEvent::Restart, now);
+            if let Some(v) = self.channels.get(&id).and_then(|c| c.voucher().cloned()) {
+                self.emit(Output::ConfigureTransport {
+                    channel: id,
+                    voucher: v,
+                });
+            }
+            self.emit(Output::Protect {
+                peer: id.initiator,
+                channel: id,
+            });
+            if paused {
+                self.fire_quiet(id, ChannelEvent::PauseResponder, now);
+            }
+        }
+        self.finish_request(now, id, &req, via, Some(response), verdict);
+    }
+
+    fn on_voucher_update(&mut self, now: Timestamp, id: ChannelId, req: TransferRequest, via: Via) {
+        let checked = (|| {
+            if !self.channels.contains_key(&id) {
+                return Err(format!("channel not found: {id}"));
+            }
+            let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
+            self.revalidators
+                .lookup(&voucher)
+                .map_err(|e| e.to_string())?;
+            if self.validations_full() {
+                return Err("too many requests awaiting validation".to_owned());
+            }
+            Ok(voucher)
+        })();
+        match checked {
+            Ok(voucher) => {
+                self.ask(
+                    ValidationCall::Revalidate {
+                        channel: id,
+                        voucher: voucher.clone(),
+                    },
+                    Pending::VoucherUpdate {
+                        via,
+                        channel: id,
+                        voucher,
+                    },
+                );
+            }
+            Err(why) => {
+                if self.channels.contains_key(&id) {
+                    let (resp, verdict) =
+                        self.revalidation_result(now, id, None, Verdict::Err(why));
+                    self.finish_request(now, id, &req, via, Some(resp), verdict);
+                } else {
+                    self.finish_request(now, id, &req, via, None, Verdict::Err(why));
+                }
+            }
+        }
+    }
+
+    /// Go's `processRevalidationResult`: the response to send, after recording the result and
+    /// pausing or resuming as the verdict says.
+    fn revalidation_result(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        result: Option<VoucherResult>,
+        verdict: Verdict,
+    ) -> (TransferResponse, Verdict) {
+        let finalizing = self
+            .channels
+            .get(&id)
+            .is_some_and(|c| c.status == Status::Finalizing);
+        let accepted = verdict.accepted();
+        let paused = verdict == Verdict::Pause;
+        let response = if finalizing {
+            TransferResponse::complete(id.id, accepted, paused, result.clone())
+        } else {
+            TransferResponse::voucher_result(id.id, accepted, paused, result.clone())
+        };
+        if let Some(r) = result {
+            self.record_result(id, r, now);
+        }
+        match verdict {
+            Verdict::Pause => self.pause_self(id, now),
+            Verdict::Resume => self.resume_self(id, now),
+            _ => {}
+        }
+        (response, verdict)
+    }
+
+    /// Go's `receiver.receiveRequest` (network) or the transport hook's reply.
+    fn finish_request(
+        &mut self,
+        _now: Timestamp,
+        id: ChannelId,
+        req: &TransferRequest,
+        via: Via,
+        response: Option<TransferResponse>,
+        mut verdict: Verdict,
+    ) {
+        if let Via::Transport(token) = via {
+            let message = response.map(Message::Response);
+            return self.hook(token, id, message, verdict.hook_result());
+        }
+        if verdict == Verdict::Resume {
+            let status = self.channels.get(&id).map(|c| c.status);
+            if matches!(
+                status,
+                Some(Status::Requested | Status::Ongoing | Status::InitiatorPaused)
+            ) {
+                return self.transport(TransportCommand::ResumeChannel {
+                    channel: id,
+                    message: response.map(Message::Response),
+                });
+            }
+            verdict = Verdict::Ok;
+        }
+        if let Some(response) = response {
+            let opens = matches!(
+                response.message_type,
+                MessageType::New | MessageType::Restart
+            ) && response.accepted
+                && !req.pull;
+            match (opens, req.base_cid, req.selector.clone()) {
+                (true, Some(root), Some(selector)) => {
+                    let restart = (response.message_type == MessageType::Restart)
+                        .then(|| self.channels.get(&id).cloned().map(Box::new))
+                        .flatten();
+                    self.transport(TransportCommand::OpenChannel {
+                        data_sender: id.initiator,
+                        channel: id,
+                        root,
+                        selector,
+                        message: response.into(),
+                        restart,
+                    });
+                }
+                _ => self.send(id.initiator, id, response, OnSendFailure::Ignore),
+            }
+        }
+        match verdict {
+            Verdict::Pause => self.transport(TransportCommand::PauseChannel { channel: id }),
+            Verdict::Err(_) => self.transport(TransportCommand::CloseChannel { channel: id }),
+            _ => {}
+        }
+    }
+
+    /// Go's `OnResponseReceived` plus `receiver.receiveResponse`.
+    fn on_response(&mut self, now: Timestamp, from: PeerId, resp: TransferResponse) {
+        let id = ChannelId::new(self.me, from, resp.transfer_id);
+        if !self.channels.contains_key(&id) {
+            return;
+        }
+        match self.response_verdict(now, id, &resp) {
+            Verdict::Pause => self.transport(TransportCommand::PauseChannel { channel: id }),
+            Verdict::Err(_) => self.transport(TransportCommand::CloseChannel { channel: id }),
+            _ => {}
+        }
+    }
+
+    fn response_verdict(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        resp: &TransferResponse,
+    ) -> Verdict {
+        use MessageType as T;
+        if resp.message_type == T::Cancel {
+            self.fire_quiet(id, ChannelEvent::Cancel, now);
+            return Verdict::Ok;
+        }
+        if matches!(
+            resp.message_type,
+            T::VoucherResult | T::New | T::Complete | T::Restart
+        ) {
+            if let Some(result) = resp
+                .typed_voucher_result()
+                .filter(|r| !r.type_id.is_empty())
+            {
+                if let Err(e) = self.results.lookup(&result) {
+                    return Verdict::Err(e.to_string());
+                }
+                self.record_result(id, result, now);
+            }
+            if !resp.accepted {
+                self.fire_quiet(id, ChannelEvent::error("response rejected"), now);
+                return Verdict::Err("response rejected".to_owned());
+            }
+            if resp.message_type == T::New {
+                self.fire_quiet(id, ChannelEvent::Accept, now);
+            }
+            if resp.message_type == T::Restart {
+                self.fire_quiet(id, ChannelEvent::Restart, now);
+            }
+        }
+        if resp.message_type == T::Complete && resp.accepted {
+            if !resp.paused {
+                self.fire_quiet(id, ChannelEvent::ResponderCompletes, now);
+                return Verdict::Ok;
+            }
+            self.fire_quiet(id, ChannelEvent::ResponderBeginsFinalization, now);
+        }
+        if resp.paused {
+            self.pause_other(id, now);
+        } else {
+            self.resume_other(id, now);
+        }
+        Verdict::Ok
+    }
+
+    // ----- transport input -----------------------------------------------------------------
+
+    /// Something happened in the transport.
+    pub fn handle_transport_event(&mut self, now: Timestamp, event: TransportEvent) {
+        use TransportEvent as T;
+        match event {
+            T::ChannelOpened { channel } => self.fire_quiet(channel, ChannelEvent::Opened, now),
+            T::RequestReceived {
+                token,
+                from,
+                request,
+            } => {
+                if request.message_type == MessageType::RestartExistingChannelRequest {
+                    let id = ChannelId::new(from, self.me, request.transfer_id);
+                    self.on_restart_existing(from, &request);
+                    return self.hook(token, id, None, HookResult::Continue);
+                }
+                self.on_request(now, from, request, Via::Transport(token))
+            }
+            T::ResponseReceived { from, response } => self.on_response(now, from, response),
+            T::DataReceived {
+                token,
+                channel,
+                size,
+                index,
+                unique,
+            } => {
+                let is_new = self.progress(now, channel, Progress::Received, size, index, unique);
+                if is_new && channel.initiator != self.me && self.has_revalidators() {
+                    self.ask(
+                        ValidationCall::OnPushDataReceived {
+                            channel,
+                            bytes: size,
+                        },
+                        Pending::DataReceived { token, channel },
+                    );
+                } else {
+                    let result = self.hook_result_for(&channel);
+                    self.hook(token, channel, None, result);
+                }
+            }
+            T::DataQueued {
+                token,
+                channel,
+                size,
+                index,
+                unique,
+            } => {
+                let is_new = self.progress(now, channel, Progress::Queued, size, index, unique);
+                if is_new && channel.initiator != self.me && self.has_revalidators() {
+                    self.ask(
+                        ValidationCall::OnPullDataSent {
+                            channel,
+                            bytes: size,
+                        },
+                        Pending::DataQueued { token, channel },
+                    );
+                } else {
+                    let result = self.hook_result_for(&channel);
+                    self.hook(token, channel, None, result);
+                }
+            }
+            T::DataSent {
+                channel,
+                size,
+                index,
+                unique,
+            } => {
+                self.progress(now, channel, Progress::Sent, size, index, unique);
+            }
+            T::TransferQueued { channel } => {
+                self.fire_quiet(channel, ChannelEvent::TransferRequestQueued, now)
+            }
+            T::ChannelCompleted { channel, result } => self.on_completed(now, channel, result),
+            T::RequestCancelled { channel, error } => self.fire_quiet(
+                channel,
+                ChannelEvent::RequestCancelled { message: error },
+                now,
+            ),
+            T::Disconnected { channel, error } => {
+                self.fire_quiet(channel, ChannelEvent::Disconnected { message: error }, now)
+            }
+            T::SendDataError { channel, error } => {
+                self.fire_quiet(channel, ChannelEvent::SendDataError { message: error }, now)
+            }
+            T::ReceiveDataError { channel, error } => self.fire_quiet(
+                channel,
+                ChannelEvent::ReceiveDataError { message: error },
+                now,
+            ),
+            T::OpenFailed { channel, error } => self.fire_quiet(
+                channel,
+                ChannelEvent::error(format!("Unable to send request: {error}")),
+                now,
+            ),
+        }
+    }
+
+    /// A hook about an unknown channel is refused; a known one carries on.
+    fn hook_result_for(&self, id: &ChannelId) -> HookResult {
+        if self.channels.contains_key(id) {
+            HookResult::Continue
+        } else {
+            HookResult::Fail(format!("channel not found: {id}"))
+        }
+    }
+
+    /// Go's `fireProgressEvent`: the progress event only for a unique block past the highest
+    /// index seen (so a restart does not count blocks twice), then the index event. Returns
+    /// whether the block was new.
+    fn progress(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        kind: Progress,
+        size: u64,
+        index: u64,
+        unique: bool,
+    ) -> bool {
+        let Some(ch) = self.channels.get(&id) else {
+            return false;
+        };
+        let seen = match kind {
+            Progress::Received => ch.received_blocks_total,
+            Progress::Queued => ch.queued_blocks_total,
+            Progress::Sent => ch.sent_blocks_total,
+        };
+        let is_new = unique && index > seen;
+        if is_new {
+            let ev = match kind {
+                Progress::Received => ChannelEvent::DataReceivedProgress { bytes: size },
+                Progress::Queued => ChannelEvent::DataQueuedProgress { bytes: size },
+                Progress::Sent => ChannelEvent::DataSentProgress { bytes: size },
+            };
+            self.fire_quiet(id, ev, now);
+        }
+        let ev = match kind {
+            Progress::Received => ChannelEvent::DataReceived { index },
+            Progress::Queued => ChannelEvent::DataQueued { index },
+            Progress::Sent => ChannelEvent::DataSent { index },
+        };
+        self.fire_quiet(id, ev, now);
+        is_new
+    }
+
+    fn on_completed(&mut self, now: Timestamp, id: ChannelId, result: Result<(), String>) {
+        let Some(ch) = self.channels.get(&id) else {
+            return;
+        };
+        match result {
+            Ok(()) if id.initiator != self.me => {
+                if self.has_revalidators() {
+                    self.ask(
+                        ValidationCall::OnComplete { channel: id },
+                        Pending::Complete { channel: id },
+                    );
+                } else {
+                    self.complete_as_responder(now, id, Ok(None));
+                }
+            }
+            Ok(()) => self.fire_quiet(id, ChannelEvent::FinishTransfer, now),
+            Err(e) => {
+                if !matches!(ch.status, Status::Failing | Status::Failed) {
+                    let msg = format!("data transfer channel {id} failed to transfer data: {e}");
+                    self.fire_quiet(id, ChannelEvent::error(msg), now);
+                }
+            }
+        }
+    }
+
+    fn complete_as_responder(&mut self, now: Timestamp, id: ChannelId, answer: ValidationAnswer) {
+        let (verdict, result) = Verdict::from_answer(&answer);
+        if let Some(r) = result.clone() {
+            self.record_result(id, r, now);
+        }
+        let accepted = verdict.accepted();
+        let paused = verdict == Verdict::Pause;
+        let msg = TransferResponse::complete(id.id, accepted, paused, result);
+        self.send(id.initiator, id, msg, OnSendFailure::Disconnect);
+        let ev = match (&verdict, paused) {
+            (Verdict::Err(e), _) => ChannelEvent::error(e.clone()),
+            (_, true) => ChannelEvent::BeginFinalizing,
+            (_, false) => ChannelEvent::Complete,
+        };
+        self.fire_quiet(id, ev, now);
+    }
+
+    // ----- validator answers ---------------------------------------------------------------
+
+    /// The answer to an [`Output::Validate`]. Unknown tokens are ignored.
+    pub fn handle_validation(
+        &mut self,
+        now: Timestamp,
+        token: ValidationToken,
+        answer: ValidationAnswer,
+    ) {
+        let Some(pending) = self.pending.remove(&token) else {
+            return;
+        };
+        match pending {
+            Pending::NewRequest {
+                via,
+                channel,
+                request,
+                voucher,
+            } => self.accept_new(now, via, channel, *request, voucher, answer),
+            Pending::RestartRequest {
+                via,
+                channel,
+                request,
+            } => self.accept_restart(now, via, channel, *request, answer),
+            Pending::VoucherUpdate {
+                via,
+                channel,
+                voucher,
+            } => {
+                let (verdict, result) = Verdict::from_answer(&answer);
+                let req = TransferRequest::voucher(channel.id, voucher.clone());
+                if !self.channels.contains_key(&channel) {
+                    return self.finish_request(
+                        now,
+                        channel,
+                        &req,
+                        via,
+                        None,
+                        Verdict::Err("channel not found".into()),
+                    );
+                }
+                let verdict = match self.record_voucher(channel, voucher, now) {
+                    Ok(()) => verdict,
+                    Err(e) => Verdict::Err(e),
+                };
+                let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
+                self.finish_request(now, channel, &req, via, Some(resp), verdict);
+            }
+            Pending::DataQueued {
+                token: hook,
+                channel,
+            } => {
+                let (verdict, result) = Verdict::from_answer(&answer);
+                if !self.channels.contains_key(&channel) {
+                    return self.hook(
+                        hook,
+                        channel,
+                        None,
+                        HookResult::Fail("channel not found".into()),
+                    );
+                }
+                if verdict == Verdict::Ok && result.is_none() {
+                    return self.hook(hook, channel, None, HookResult::Continue);
+                }
+                let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
+                self.hook(hook, channel, Some(resp.into()), verdict.hook_result());
+            }
+            Pending::DataReceived {
+                token: hook,
+                channel,
+            } => {
+                let (verdict, result) = Verdict::from_answer(&answer);
+                if !self.channels.contains_key(&channel) {
+                    return self.hook(
+                        hook,
+                        channel,
+                        None,
+                        HookResult::Fail("channel not found".into()),
+                    );
+                }
+                if verdict == Verdict::Ok && result.is_none() {
+                    return self.hook(hook, channel, None, HookResult::Continue);
+                }
+                let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
+                self.send(channel.initiator, channel, resp, OnSendFailure::Disconnect);
+                self.hook(hook, channel, None, verdict.hook_result());
+            }
+            Pending::Complete { channel } => {
+                if self.channels.contains_key(&channel) {
+                    self.complete_as_responder(now, channel, answer);
+                }
+            }
+            Pending::RestartAsResponder { channel } => {
+                let Some(ch) = self.channels.get(&channel) else {
+                    return;
+                };
+                let other = ch.other_peer();
+                let (verdict, _) = Verdict::from_answer(&answer);
+                if verdict.accepted() {
+                    let req = TransferRequest::restart_existing_channel(channel);
+                    self.send(other, channel, req, OnSendFailure::Disconnect);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Progress {
+    Received,
+    Queued,
+    Sent,
+}
+
+/// The validator call that re-validates a channel's original voucher.
+fn validate_call(is_restart: bool, ch: &ChannelState, initiator: PeerId) -> ValidationCall {
+    let voucher = ch
+        .voucher()
+        .cloned()
+        .unwrap_or_else(|| TypedNode::new(TypeIdentifier::EMPTY, DagCbor::null()));
+    if ch.is_pull() {
+        ValidationCall::ValidatePull {
+            is_restart,
+            channel: ch.channel_id,
+            receiver: initiator,
+            voucher,
+            base_cid: ch.base_cid,
+            selector: ch.selector.clone(),
+        }
+    } else {
+        ValidationCall::ValidatePush {
+            is_restart,
+            channel: ch.channel_id,
+            sender: initiator,
+            voucher,
+            base_cid: ch.base_cid,
+            selector: ch.selector.clone(),
+        }
+    }
+}
+
+/// Convenience for shells: a validation that simply accepts.
+pub fn accept() -> ValidationAnswer {
+    Ok(Some(Validation::accept()))
+}

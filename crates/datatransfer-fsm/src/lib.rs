@@ -1,0 +1,26 @@
+//! The data-transfer protocol's brain, with no I/O: a per-channel state machine and a protocol
+//! engine for a whole node, driven by method calls and drained as a queue of outputs.
+//!
+//! Modelled on `quinn-proto`: nothing here opens sockets, spawns tasks, reads a clock or
+//! touches a disk. Time is passed in. The same inputs in the same order always give the same
+//! outputs, so the engine runs unchanged under the tokio façade and in deterministic
+//! simulations of thousands of peers.
+//!
+//! - [`channel_fsm::transition`]: go-data-transfer's channel state machine as a pure function.
+//! - [`Engine`]: one node's protocol engine; feed it API calls, peer messages, transport
+//!   events and validator answers, then drain [`Output`]s with [`Engine::poll_output`].
+//! - `sim` (feature `sim`): a deterministic multi-node simulator with an in-memory network
+//!   and a fake transport.
+
+pub mod channel_fsm;
+mod engine;
+pub mod io;
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use channel_fsm::{ChannelEvent, FsmError, Transition, transition};
+pub use engine::{Engine, EngineConfig, UsageError, accept};
+pub use io::{
+    HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
+    ValidationAnswer, ValidationCall, ValidationToken,
+};

@@ -1,0 +1,341 @@
+//! Simulator scenarios: whole protocol runs between engines over an in-memory network with a
+//! fake transport, each for many seeds. `SIM_SEEDS=n` runs more seeds than the default.
+
+#![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
+
+use datatransfer_fsm::sim::{Policy, Sim, SimConfig, dag_cid, unknown_voucher, voucher};
+use datatransfer_types::{EventCode, Status};
+
+fn seeds(default: u64) -> std::ops::Range<u64> {
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    0..n
+}
+
+fn sim(seed: u64, nodes: usize) -> Sim {
+    let mut s = Sim::new(SimConfig {
+        seed,
+        nodes,
+        ..SimConfig::default()
+    });
+    s.add_dag(dag_cid(1), 20, 1 << 20);
+    s
+}
+
+/// Runs to quiescence and checks the settled invariants, naming the seed on failure.
+fn settle(s: &mut Sim, seed: u64) {
+    assert!(s.run(1_000_000), "seed {seed}: did not go quiet");
+    if let Err(e) = s.check_settled() {
+        panic!("seed {seed}: {e}");
+    }
+}
+
+#[test]
+fn pull_round_trip() {
+    for seed in seeds(200) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.status(1, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.state(0, &ch).unwrap().received, 20 << 20);
+        assert_eq!(s.state(1, &ch).unwrap().sent, 20 << 20);
+        assert_eq!(s.state(1, &ch).unwrap().queued, 20 << 20);
+        assert_eq!(s.state(0, &ch).unwrap().received_blocks_total, 20);
+    }
+}
+
+#[test]
+fn push_round_trip() {
+    for seed in seeds(200) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.status(1, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.state(1, &ch).unwrap().received, 20 << 20);
+        assert_eq!(s.state(0, &ch).unwrap().sent, 20 << 20);
+    }
+}
+
+#[test]
+fn pull_events_on_the_initiator_start_and_end_as_go_does() {
+    let mut s = sim(7, 2);
+    let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+    settle(&mut s, 7);
+    let codes = s.codes(0, &ch);
+    assert_eq!(
+        &codes[..3],
+        &[EventCode::Open, EventCode::Opened, EventCode::Accept]
+    );
+    assert_eq!(codes.last(), Some(&EventCode::CleanupComplete));
+    let received = codes
+        .iter()
+        .filter(|c| **c == EventCode::DataReceivedProgress)
+        .count();
+    assert_eq!(received, 20);
+    assert!(codes.contains(&EventCode::FinishTransfer));
+    assert!(codes.contains(&EventCode::ResponderCompletes));
+}
+
+#[test]
+fn unrecognized_voucher_is_rejected() {
+    for seed in seeds(50) {
+        let mut s = sim(seed, 2);
+        let pull = s.open_pull(0, 1, dag_cid(1), unknown_voucher());
+        let push = s.open_push(0, 1, dag_cid(1), unknown_voucher());
+        settle(&mut s, seed);
+        for ch in [pull, push] {
+            assert_eq!(s.status(0, &ch), Status::Failed, "seed {seed}");
+            assert_eq!(
+                s.status(1, &ch),
+                Status::ChannelNotFoundError,
+                "seed {seed}"
+            );
+            assert_eq!(s.state(0, &ch).unwrap().message, "response rejected");
+        }
+    }
+}
+
+#[test]
+fn validator_rejection_fails_the_initiator() {
+    for seed in seeds(50) {
+        let mut s = sim(seed, 2);
+        s.nodes[1].policy.reject_all = true;
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Failed, "seed {seed}");
+    }
+}
+
+#[test]
+fn pay_per_byte_retrieval_with_ten_revalidations_and_finalization() {
+    for seed in seeds(200) {
+        let mut s = sim(seed, 2);
+        s.nodes[1].policy = Policy {
+            pay_interval: Some(2 << 20),
+            finalize: true,
+            ..Policy::default()
+        };
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.status(1, &ch), Status::Completed, "seed {seed}");
+        // 20 MiB at 2 MiB per payment: 10 payment requests, plus the final one.
+        assert_eq!(s.nodes[1].revalidations, 11, "seed {seed}");
+        let client = s.state(0, &ch).unwrap();
+        assert_eq!(
+            client.vouchers.len(),
+            12,
+            "seed {seed}: first voucher + 11 payments"
+        );
+        assert_eq!(client.received, 20 << 20);
+        let codes = s.codes(0, &ch);
+        assert!(
+            codes.contains(&EventCode::ResponderBeginsFinalization),
+            "seed {seed}"
+        );
+        let provider = s.codes(1, &ch);
+        assert!(
+            provider.contains(&EventCode::BeginFinalizing),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn push_with_revalidation_by_the_receiver() {
+    for seed in seeds(100) {
+        let mut s = sim(seed, 2);
+        s.nodes[1].policy = Policy {
+            pay_interval: Some(4 << 20),
+            ..Policy::default()
+        };
+        let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.status(1, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.nodes[1].revalidations, 5, "seed {seed}");
+    }
+}
+
+#[test]
+fn three_pauses_and_resumes_from_both_sides() {
+    for seed in seeds(200) {
+        for pull in [true, false] {
+            let mut s = sim(seed, 2);
+            let ch = if pull {
+                s.open_pull(0, 1, dag_cid(1), voucher(0))
+            } else {
+                s.open_push(0, 1, dag_cid(1), voucher(0))
+            };
+            for round in 0..3u64 {
+                let side = ((seed + round) % 2) as usize;
+                // Let some data flow, then pause from one side and resume later.
+                s.run_until(1_000_000, |s| {
+                    s.state(1 - side, &ch)
+                        .is_some_and(|st| st.status == Status::Ongoing)
+                        && s.state(0, &ch)
+                            .is_some_and(|st| st.received + st.sent >= (round + 1) * (4 << 20))
+                });
+                if s.state(side, &ch).is_none_or(|st| st.status.is_terminal()) {
+                    break;
+                }
+                s.with_engine(side, |e, now| e.pause(now, ch).unwrap());
+                s.run_until(200, |_| false);
+                let paused = s.status(side, &ch);
+                assert!(
+                    paused.is_paused() || !paused.is_in_progress(),
+                    "seed {seed} pull {pull}: {paused}"
+                );
+                s.with_engine(side, |e, now| e.resume(now, ch).unwrap());
+            }
+            settle(&mut s, seed);
+            assert_eq!(
+                s.status(0, &ch),
+                Status::Completed,
+                "seed {seed} pull {pull}"
+            );
+            assert_eq!(
+                s.status(1, &ch),
+                Status::Completed,
+                "seed {seed} pull {pull}"
+            );
+            let codes: Vec<_> = s.codes(0, &ch);
+            assert!(
+                codes
+                    .iter()
+                    .filter(|c| matches!(c, EventCode::PauseInitiator | EventCode::PauseResponder))
+                    .count()
+                    >= 1,
+                "seed {seed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cancel_from_either_side_mid_transfer() {
+    for seed in seeds(200) {
+        for canceller in [0usize, 1] {
+            let mut s = sim(seed, 2);
+            let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+            s.run_until(1_000_000, |s| {
+                s.state(0, &ch).is_some_and(|st| st.received >= 5 << 20)
+            });
+            s.close(canceller, ch);
+            settle(&mut s, seed);
+            assert_eq!(
+                s.status(0, &ch),
+                Status::Cancelled,
+                "seed {seed} by {canceller}"
+            );
+            assert_eq!(
+                s.status(1, &ch),
+                Status::Cancelled,
+                "seed {seed} by {canceller}"
+            );
+            assert!(s.state(0, &ch).unwrap().received < 20 << 20);
+        }
+    }
+}
+
+#[test]
+fn restart_after_a_disconnect() {
+    for seed in seeds(200) {
+        for pull in [true, false] {
+            let mut s = sim(seed, 2);
+            let ch = if pull {
+                s.open_pull(0, 1, dag_cid(1), voucher(0))
+            } else {
+                s.open_push(0, 1, dag_cid(1), voucher(0))
+            };
+            let receiver = if pull { 0 } else { 1 };
+            s.run_until(1_000_000, |s| {
+                s.state(receiver, &ch)
+                    .is_some_and(|st| st.received >= 8 << 20)
+            });
+            s.disconnect(0, 1);
+            s.run(1_000_000);
+            assert!(
+                s.status(0, &ch).is_in_progress(),
+                "seed {seed}: {}",
+                s.status(0, &ch)
+            );
+            s.reconnect(0, 1);
+            s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+            settle(&mut s, seed);
+            assert_eq!(
+                s.status(0, &ch),
+                Status::Completed,
+                "seed {seed} pull {pull}"
+            );
+            assert_eq!(
+                s.status(1, &ch),
+                Status::Completed,
+                "seed {seed} pull {pull}"
+            );
+            let st = s.state(receiver, &ch).unwrap();
+            assert_eq!(
+                st.received,
+                20 << 20,
+                "seed {seed} pull {pull}: every byte counted once"
+            );
+            let codes = s.codes(0, &ch);
+            assert!(
+                codes.contains(&EventCode::Disconnected) && codes.contains(&EventCode::Restart)
+            );
+        }
+    }
+}
+
+#[test]
+fn restart_requested_by_the_responder() {
+    for seed in seeds(100) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        s.run_until(1_000_000, |s| {
+            s.state(0, &ch).is_some_and(|st| st.received >= 8 << 20)
+        });
+        s.disconnect(0, 1);
+        s.run(1_000_000);
+        s.reconnect(0, 1);
+        // The responder asks the initiator to restart (RestartExistingChannelRequest).
+        s.with_engine(1, |e, now| e.restart(now, ch).unwrap());
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.status(1, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.state(0, &ch).unwrap().received, 20 << 20);
+    }
+}
+
+#[test]
+fn thousand_concurrent_channels_between_ten_nodes() {
+    for seed in seeds(3) {
+        let mut s = Sim::new(SimConfig {
+            seed,
+            nodes: 10,
+            reorder: true,
+            ..SimConfig::default()
+        });
+        s.add_dag(dag_cid(1), 4, 256 << 10);
+        let mut channels = Vec::new();
+        for k in 0..1000u64 {
+            let a = s.rng().range(0, 9) as usize;
+            let b = (a + 1 + s.rng().range(0, 8) as usize) % 10;
+            let ch = if k % 2 == 0 {
+                s.open_pull(a, b, dag_cid(1), voucher(0))
+            } else {
+                s.open_push(a, b, dag_cid(1), voucher(0))
+            };
+            channels.push((a, b, ch));
+        }
+        settle(&mut s, seed);
+        for (a, b, ch) in channels {
+            assert_eq!(s.status(a, &ch), Status::Completed, "seed {seed}");
+            assert_eq!(s.status(b, &ch), Status::Completed, "seed {seed}");
+        }
+    }
+}
