@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub max_vouchers_per_channel: usize,
     /// Most validator calls in flight at once; requests beyond are refused.
     pub max_pending_validations: usize,
+    /// How many recently finished channels are remembered (id and final status), so that a
+    /// restart of a channel the peer did not see finish is answered instead of refused.
+    pub remembered_finished_channels: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
             max_channels: 10_000,
             max_vouchers_per_channel: 1_024,
             max_pending_validations: 4_096,
+            remembered_finished_channels: 4_096,
         }
     }
 }
@@ -165,6 +169,8 @@ pub struct Engine {
     pending: HashMap<ValidationToken, Pending>,
     next_token: u64,
     out: VecDeque<Output>,
+    finished: HashMap<ChannelId, Status>,
+    finished_order: VecDeque<ChannelId>,
 }
 
 /// Which of the four roles this node plays on a channel.
@@ -192,6 +198,8 @@ impl Engine {
             pending: HashMap::new(),
             next_token: 0,
             out: VecDeque::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
         }
     }
 
@@ -349,14 +357,31 @@ impl Engine {
             // Cleanup is always allowed from a cleanup state.
             self.fire(id, ChannelEvent::CleanupComplete, now)?;
         }
-        if self
-            .channels
-            .get(&id)
-            .is_some_and(|s| s.status.is_terminal())
-        {
+        if let Some(done) = self.channels.get(&id).filter(|s| s.status.is_terminal()) {
+            let status = done.status;
             self.channels.remove(&id);
+            self.remember_finished(id, status);
         }
         Ok(())
+    }
+
+    fn remember_finished(&mut self, id: ChannelId, status: Status) {
+        if self.config.remembered_finished_channels == 0 {
+            return;
+        }
+        if self.finished.insert(id, status).is_none() {
+            self.finished_order.push_back(id);
+        }
+        while self.finished_order.len() > self.config.remembered_finished_channels {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
+    }
+
+    /// The final status of a channel that finished recently, if remembered.
+    pub fn finished_status(&self, id: &ChannelId) -> Option<Status> {
+        self.finished.get(id).copied()
     }
 
     /// Fires an event whose refusal Go only logs.
@@ -687,9 +712,22 @@ impl Engine {
 
     /// Go's `ReceiveRestartExistingChannelRequest`: the responder asks us, the initiator, to
     /// re-open a channel.
+    ///
+    /// Go ignores the request for a channel it no longer has. We answer with a cancel instead,
+    /// so a responder that missed the end of the channel (a cancel lost in a disconnect) does
+    /// not keep it open forever; a Go responder cancels on it as well.
     fn on_restart_existing(&mut self, from: PeerId, r: &TransferRequest) {
         let Some(id) = r.restart_channel else { return };
         let Some(ch) = self.channels.get(&id) else {
+            let completed = self.finished.get(&id) == Some(&Status::Completed);
+            if id.initiator == self.me && id.responder == from && !completed {
+                self.send(
+                    from,
+                    id,
+                    TransferRequest::cancel(id.id),
+                    OnSendFailure::Ignore,
+                );
+            }
             return;
         };
         if id.initiator != self.me || ch.other_peer() != from {
@@ -873,6 +911,12 @@ impl Engine {
         req: TransferRequest,
         via: Via,
     ) {
+        if !self.channels.contains_key(&id) && self.finished.get(&id) == Some(&Status::Completed) {
+            // We completed but the initiator did not hear it (the message was lost): tell it
+            // again, and let the transport re-send whatever it is still missing.
+            let done = TransferResponse::complete(id.id, true, false, None);
+            return self.finish_request(now, id, &req, via, Some(done), Verdict::Ok);
+        }
         let checked = (|| {
             if self.me == id.initiator {
                 return Err("initiator cannot be manager peer for a restart request".to_owned());
@@ -1237,9 +1281,10 @@ impl Engine {
         }
     }
 
-    /// A hook about an unknown channel is refused; a known one carries on.
+    /// A hook about an unknown channel is refused; a known one (or one we completed, being
+    /// re-sent after a restart) carries on.
     fn hook_result_for(&self, id: &ChannelId) -> HookResult {
-        if self.channels.contains_key(id) {
+        if self.channels.contains_key(id) || self.finished.get(id) == Some(&Status::Completed) {
             HookResult::Continue
         } else {
             HookResult::Fail(format!("channel not found: {id}"))

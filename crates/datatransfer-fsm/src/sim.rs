@@ -921,7 +921,20 @@ impl Sim {
                         ticking: false,
                     },
                 );
-                self.pump(i, channel);
+                if skip >= total {
+                    // A restart after every block arrived: graphsync still completes the
+                    // response (with nothing to send), so the requester completes too.
+                    self.wire(i, from, Wire::Done { channel });
+                    self.feed(
+                        i,
+                        TransportEvent::ChannelCompleted {
+                            channel,
+                            result: Ok(()),
+                        },
+                    );
+                } else {
+                    self.pump(i, channel);
+                }
             }
             Hook::Update { channel, pause } => {
                 if let HookResult::Fail(_) = result {
