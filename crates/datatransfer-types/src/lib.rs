@@ -22,6 +22,7 @@ mod ids;
 pub mod message;
 mod node;
 mod status;
+pub mod store;
 mod validation;
 mod voucher;
 
