@@ -1,0 +1,175 @@
+//! The data-transfer network on rust-libp2p, through `libp2p-stream`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datatransfer_types::PeerId;
+use datatransfer_types::message::{Message, WireVersion};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::StreamProtocol;
+use libp2p_stream::{Control, OpenStreamError};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::framing::read_messages;
+use crate::protect::ProtectHandle;
+use crate::{DataTransferNetwork, NetworkConfig, NetworkError, NetworkEvent};
+
+fn protocol(v: WireVersion) -> StreamProtocol {
+    StreamProtocol::new(v.protocol())
+}
+
+/// The data-transfer protocols over a libp2p `Swarm` that holds a `libp2p_stream::Behaviour`
+/// (for the streams) and a [`crate::ProtectBehaviour`] (for connection protection).
+///
+/// The swarm is driven by its owner; this type only opens and accepts streams through the
+/// stream behaviour's [`Control`], so graphsync and anything else can share the swarm.
+#[derive(Clone)]
+pub struct Libp2pNetwork {
+    me: PeerId,
+    control: Control,
+    protect: ProtectHandle,
+    config: Arc<NetworkConfig>,
+    /// The version each peer speaks, once known.
+    versions: Arc<Mutex<HashMap<PeerId, WireVersion>>>,
+}
+
+impl std::fmt::Debug for Libp2pNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Libp2pNetwork")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Libp2pNetwork {
+    /// Starts serving the configured protocol versions through `control` and returns the
+    /// network and the receiver of what peers send. Must be called inside a tokio runtime
+    /// (it spawns the tasks that read inbound streams).
+    pub fn new(
+        me: PeerId,
+        mut control: Control,
+        protect: ProtectHandle,
+        config: NetworkConfig,
+    ) -> Result<(Self, mpsc::Receiver<NetworkEvent>), libp2p_stream::AlreadyRegistered> {
+        let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
+        let config = Arc::new(config);
+        let permits = Arc::new(Semaphore::new(config.max_inbound_streams.max(1)));
+        for &version in &config.versions {
+            let mut incoming = control.accept(protocol(version))?;
+            let tx = tx.clone();
+            let config = config.clone();
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                while let Some((from, stream)) = incoming.next().await {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let tx = tx.clone();
+                    let config = config.clone();
+                    tokio::spawn(async move {
+                        let res = read_messages(stream, from, version, &config.limits, &tx).await;
+                        // On error the stream is dropped here, which resets it.
+                        if let Err(error) = res {
+                            let _ = tx.send(NetworkEvent::Error { from, error }).await;
+                        }
+                        drop(permit);
+                    });
+                }
+            });
+        }
+        let net = Self {
+            me,
+            control,
+            protect,
+            config,
+            versions: Arc::new(Mutex::new(HashMap::new())),
+        };
+        Ok((net, rx))
+    }
+
+    /// The protocol version `peer` is known to speak, if it was contacted already.
+    pub fn version_of(&self, peer: &PeerId) -> Option<WireVersion> {
+        self.versions.lock().ok().and_then(|v| v.get(peer).copied())
+    }
+
+    /// Opens a stream in the best version the peer speaks, writes the message, closes.
+    async fn try_send(&self, to: PeerId, message: &Message) -> Result<(), Attempt> {
+        let known = self.version_of(&to);
+        let candidates: Vec<WireVersion> = match known {
+            Some(v) => vec![v],
+            None => self.config.versions.clone(),
+        };
+        let mut control = self.control.clone();
+        for version in candidates {
+            match control.open_stream(to, protocol(version)).await {
+                Ok(mut stream) => {
+                    if let Ok(mut v) = self.versions.lock() {
+                        v.insert(to, version);
+                    }
+                    let bytes = message.to_cbor(version);
+                    stream
+                        .write_all(&bytes)
+                        .await
+                        .map_err(|e| Attempt::Failed(e.to_string()))?;
+                    stream
+                        .close()
+                        .await
+                        .map_err(|e| Attempt::Failed(e.to_string()))?;
+                    return Ok(());
+                }
+                Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
+                Err(e) => return Err(Attempt::Failed(e.to_string())),
+            }
+        }
+        if let Ok(mut v) = self.versions.lock() {
+            v.remove(&to);
+        }
+        Err(Attempt::Unsupported)
+    }
+}
+
+enum Attempt {
+    Failed(String),
+    Unsupported,
+}
+
+#[async_trait]
+impl DataTransferNetwork for Libp2pNetwork {
+    fn peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    async fn send_message(&self, to: PeerId, message: Message) -> Result<(), NetworkError> {
+        let retry = &self.config.retry;
+        let attempts = retry.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match tokio::time::timeout(self.config.send_timeout, self.try_send(to, &message)).await
+            {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(Attempt::Unsupported)) => {
+                    return Err(NetworkError::UnsupportedProtocol { peer: to });
+                }
+                Ok(Err(Attempt::Failed(e))) => last = e,
+                Err(_) => last = format!("timed out after {:?}", self.config.send_timeout),
+            }
+            if attempt < attempts {
+                tokio::time::sleep(retry.backoff(attempt)).await;
+            }
+        }
+        Err(NetworkError::Unreachable {
+            peer: to,
+            attempts,
+            last,
+        })
+    }
+
+    fn protect(&self, peer: PeerId, tag: &str) {
+        self.protect.protect(peer, tag);
+    }
+
+    fn unprotect(&self, peer: PeerId, tag: &str) -> bool {
+        self.protect.unprotect(peer, tag)
+    }
+}
