@@ -15,7 +15,6 @@
 //! Most users reach these through the `datatransfer` façade; a simulator or another transport
 //! uses them directly.
 
-pub mod cbor;
 mod channel;
 mod event;
 mod ids;
@@ -41,4 +40,6 @@ pub use voucher::{
 /// Re-exported so users name the same `Cid` and `PeerId` types (and crate versions) we do.
 pub use cid;
 pub use cid::Cid;
+/// Low-level CBOR reading and writing, shared with the IPLD crate.
+pub use dt_ipld::cbor;
 pub use libp2p_identity::PeerId;

@@ -4,7 +4,8 @@
 //! give: text strings that hold arbitrary (non-UTF-8) bytes, because Go writes peer ids that way;
 //! embedded IPLD nodes kept as their raw bytes so they re-encode without loss; and finding the
 //! end of one CBOR item in a stream with a hard cap on its size and nesting. This module does
-//! exactly that and nothing more; the message codec in [`crate::message`] is built on it.
+//! exactly that and nothing more; data-transfer's message codec and this crate's DAG-CBOR
+//! codec are built on it.
 //!
 //! Only definite-length items are accepted (DAG-CBOR forbids the others, and Go's cbor-gen
 //! never writes them).
@@ -196,6 +197,16 @@ impl<'a> Reader<'a> {
             0 => Ok(()),
             extra => Err(CborError::TrailingBytes { extra }),
         }
+    }
+
+    /// Consumes the next `n` bytes (the body of a byte or text string whose header was read).
+    pub fn take_bytes(&mut self, n: u64) -> Result<&'a [u8], CborError> {
+        self.take(n)
+    }
+
+    /// Moves the cursor back to `pos` (a position this reader was at before).
+    pub fn rewind_to(&mut self, pos: usize) {
+        self.pos = pos.min(self.buf.len());
     }
 
     fn take(&mut self, n: u64) -> Result<&'a [u8], CborError> {

@@ -1,0 +1,24 @@
+//! IPLD for data transfer, with no networking: reusable on its own.
+//!
+//! - [`cbor`]: low-level CBOR that keeps raw bytes and non-UTF-8 strings (Go's wire formats).
+//! - [`Node`]: the IPLD data model, map entries in encoded order (traversal order depends on it).
+//! - [`codec`]: DAG-CBOR, DAG-PB and raw blocks, and verification of blocks against CIDs.
+//! - [`selector`]: IPLD selectors, parsed from their DAG-CBOR form with bounds.
+//! - [`traversal`]: a resumable selector walk that asks for blocks one at a time, so a
+//!   responder can feed it from a store and a requester from the network, each checking the
+//!   same order.
+//! - [`blockstore`]: the `Blockstore` trait and an in-memory store.
+
+// Errors carry the CID they are about (80 bytes inline); they are rare and cold, so they are
+// returned by value rather than boxed.
+#![allow(clippy::result_large_err)]
+
+pub mod blockstore;
+pub mod cbor;
+pub mod codec;
+mod node;
+pub mod selector;
+pub mod traversal;
+
+pub use cid::Cid;
+pub use node::{Kind, Node, Path, PathSegment};
