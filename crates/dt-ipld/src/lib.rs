@@ -8,6 +8,8 @@
 //!   responder can feed it from a store and a requester from the network, each checking the
 //!   same order.
 //! - [`blockstore`]: the `Blockstore` trait and an in-memory store.
+//! - [`unixfs`]: import files as UnixFS DAGs (the same CIDs as `ipfs add --raw-leaves
+//!   --cid-version=1`) and export them back.
 
 // Errors carry the CID they are about (80 bytes inline); they are rare and cold, so they are
 // returned by value rather than boxed.
@@ -19,6 +21,7 @@ pub mod codec;
 mod node;
 pub mod selector;
 pub mod traversal;
+pub mod unixfs;
 
 pub use cid::Cid;
 pub use node::{Kind, Node, Path, PathSegment};
