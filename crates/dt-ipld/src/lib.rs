@@ -8,6 +8,7 @@
 //!   responder can feed it from a store and a requester from the network, each checking the
 //!   same order.
 //! - [`blockstore`]: the `Blockstore` trait and an in-memory store.
+//! - [`car`]: CARv1/CARv2 reading, CARv1 writing, and a CAR file as a read-only block store.
 //! - [`unixfs`]: import files as UnixFS DAGs (the same CIDs as `ipfs add --raw-leaves
 //!   --cid-version=1`) and export them back.
 
@@ -16,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod blockstore;
+pub mod car;
 pub mod cbor;
 pub mod codec;
 mod node;
