@@ -7,7 +7,8 @@
 //! - [`traversal`]: a resumable selector walk that asks for blocks one at a time, so a
 //!   responder can feed it from a store and a requester from the network, each checking the
 //!   same order.
-//! - [`blockstore`]: the `Blockstore` trait and an in-memory store.
+//! - [`blockstore`]: the `Blockstore` trait and an in-memory store; [`fsstore`]: a durable
+//!   store of one file per block.
 //! - [`car`]: CARv1/CARv2 reading, CARv1 writing, and a CAR file as a read-only block store.
 //! - [`unixfs`]: import files as UnixFS DAGs (the same CIDs as `ipfs add --raw-leaves
 //!   --cid-version=1`) and export them back.
@@ -20,6 +21,7 @@ pub mod blockstore;
 pub mod car;
 pub mod cbor;
 pub mod codec;
+pub mod fsstore;
 mod node;
 pub mod selector;
 pub mod traversal;
