@@ -9,8 +9,12 @@
 //! - [`v1`]: `/ipfs/graphsync/1.0.0`, protobuf via prost.
 //! - [`Version`], [`encode_frame`] and [`FrameReader`]: messages framed with a varint length
 //!   prefix (go-msgio), capped at 4 MiB by default.
+//! - [`responder::Responder`] and [`requester::Verifier`]: both ends of one request, sans IO,
+//!   on `dt-ipld`'s resumable traversal (go-graphsync's metadata and do-not-send rules).
 
 pub mod message;
+pub mod requester;
+pub mod responder;
 pub mod v1;
 pub mod v2;
 
