@@ -72,6 +72,25 @@ pub struct OutgoingBlock {
     pub index: u64,
 }
 
+/// One step of the walk.
+// A link step is a few hundred bytes (two CIDs inline); steps are handed out one at a time
+// and consumed at once, so boxing would only add an allocation per block.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepItem {
+    /// A link was reached.
+    Link {
+        /// The block as the per-block hook sees it.
+        event: OutgoingBlock,
+        /// Its metadata action.
+        action: LinkAction,
+        /// The block, if it is to be sent.
+        block: Option<Block>,
+    },
+    /// The walk is over; the final status.
+    Finished(ResponseStatus),
+}
+
 /// One response to send: the response entry and the blocks that go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponsePart {
@@ -197,6 +216,48 @@ impl Responder {
         self.pending_extensions.set(name, value);
     }
 
+    /// Advances the walk by one link: the block reached (with its bytes when it is to be
+    /// sent) and its metadata entry, or the final status once the walk is over.
+    pub fn step(&mut self, store: &dyn Blockstore) -> Result<StepItem, ResponderError> {
+        match self.traversal.advance(&mut NoVisitor).map_err(Box::new)? {
+            Step::Done => {
+                self.finished = true;
+                Ok(StepItem::Finished(if self.any_missing {
+                    ResponseStatus::RequestCompletedPartial
+                } else {
+                    ResponseStatus::RequestCompletedFull
+                }))
+            }
+            Step::NeedBlock(cid) => {
+                let data = store.get(&cid).map_err(|e| Box::new(TraversalError::Store(e)))?;
+                self.index += 1;
+                let present = data.is_some();
+                let send = present && self.index > self.skip_first && !self.ignore.contains(&cid) && self.sent.insert(cid);
+                self.any_missing |= !present;
+                let event = OutgoingBlock {
+                    cid,
+                    size: data.as_ref().map_or(0, |d| d.len() as u64),
+                    sent: send,
+                    index: self.index,
+                };
+                self.traversal.provide(data.as_deref(), &mut NoVisitor).map_err(Box::new)?;
+                let action = if present { LinkAction::Present } else { LinkAction::Missing };
+                let block = if send { data.map(|d| Block { cid, data: d.to_vec() }) } else { None };
+                Ok(StepItem::Link { event, action, block })
+            }
+        }
+    }
+
+    /// Takes the extensions queued for the next response.
+    pub fn take_extensions(&mut self) -> Extensions {
+        std::mem::take(&mut self.pending_extensions)
+    }
+
+    /// The request this responder serves.
+    pub fn request_id(&self) -> RequestId {
+        self.id
+    }
+
     /// The next response, or `None` when paused (and nothing is pending) or finished.
     ///
     /// `hook` sees every block the walk reaches, in order, and may pause after it.
@@ -213,51 +274,17 @@ impl Responder {
         let mut bytes = 0usize;
         let mut status = ResponseStatus::PartialResponse;
         while !self.paused && bytes < self.target {
-            match self.traversal.advance(&mut NoVisitor).map_err(Box::new)? {
-                Step::Done => {
-                    status = if self.any_missing {
-                        ResponseStatus::RequestCompletedPartial
-                    } else {
-                        ResponseStatus::RequestCompletedFull
-                    };
-                    self.finished = true;
+            match self.step(store)? {
+                StepItem::Finished(s) => {
+                    status = s;
                     break;
                 }
-                Step::NeedBlock(cid) => {
-                    let data = store
-                        .get(&cid)
-                        .map_err(|e| Box::new(TraversalError::Store(e)))?;
-                    self.index += 1;
-                    let present = data.is_some();
-                    let send = present
-                        && self.index > self.skip_first
-                        && !self.ignore.contains(&cid)
-                        && self.sent.insert(cid);
-                    self.any_missing |= !present;
-                    metadata.push((
-                        cid,
-                        if present {
-                            LinkAction::Present
-                        } else {
-                            LinkAction::Missing
-                        },
-                    ));
-                    let event = OutgoingBlock {
-                        cid,
-                        size: data.as_ref().map_or(0, |d| d.len() as u64),
-                        sent: send,
-                        index: self.index,
-                    };
-                    if send && let Some(d) = &data {
-                        bytes += d.len();
-                        blocks.push(Block {
-                            cid,
-                            data: d.to_vec(),
-                        });
+                StepItem::Link { event, action, block } => {
+                    metadata.push((event.cid, action));
+                    if let Some(b) = block {
+                        bytes += b.data.len();
+                        blocks.push(b);
                     }
-                    self.traversal
-                        .provide(data.as_deref(), &mut NoVisitor)
-                        .map_err(Box::new)?;
                     if hook(&event) == BlockDecision::Pause {
                         self.paused = true;
                         status = ResponseStatus::RequestPaused;
