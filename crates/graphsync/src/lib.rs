@@ -11,8 +11,11 @@
 //!   prefix (go-msgio), capped at 4 MiB by default.
 //! - [`responder::Responder`] and [`requester::Verifier`]: both ends of one request, sans IO,
 //!   on `dt-ipld`'s resumable traversal (go-graphsync's metadata and do-not-send rules).
+//! - [`node::GraphSync`]: the node over libp2p (via `libp2p-stream`), with [`node::Hooks`]
+//!   for the protocol on top.
 
 pub mod message;
+pub mod node;
 pub mod requester;
 pub mod responder;
 pub mod v1;

@@ -229,10 +229,15 @@ impl Responder {
                 }))
             }
             Step::NeedBlock(cid) => {
-                let data = store.get(&cid).map_err(|e| Box::new(TraversalError::Store(e)))?;
+                let data = store
+                    .get(&cid)
+                    .map_err(|e| Box::new(TraversalError::Store(e)))?;
                 self.index += 1;
                 let present = data.is_some();
-                let send = present && self.index > self.skip_first && !self.ignore.contains(&cid) && self.sent.insert(cid);
+                let send = present
+                    && self.index > self.skip_first
+                    && !self.ignore.contains(&cid)
+                    && self.sent.insert(cid);
                 self.any_missing |= !present;
                 let event = OutgoingBlock {
                     cid,
@@ -240,10 +245,27 @@ impl Responder {
                     sent: send,
                     index: self.index,
                 };
-                self.traversal.provide(data.as_deref(), &mut NoVisitor).map_err(Box::new)?;
-                let action = if present { LinkAction::Present } else { LinkAction::Missing };
-                let block = if send { data.map(|d| Block { cid, data: d.to_vec() }) } else { None };
-                Ok(StepItem::Link { event, action, block })
+                self.traversal
+                    .provide(data.as_deref(), &mut NoVisitor)
+                    .map_err(Box::new)?;
+                let action = if present {
+                    LinkAction::Present
+                } else {
+                    LinkAction::Missing
+                };
+                let block = if send {
+                    data.map(|d| Block {
+                        cid,
+                        data: d.to_vec(),
+                    })
+                } else {
+                    None
+                };
+                Ok(StepItem::Link {
+                    event,
+                    action,
+                    block,
+                })
             }
         }
     }
@@ -279,7 +301,11 @@ impl Responder {
                     status = s;
                     break;
                 }
-                StepItem::Link { event, action, block } => {
+                StepItem::Link {
+                    event,
+                    action,
+                    block,
+                } => {
                     metadata.push((event.cid, action));
                     if let Some(b) = block {
                         bytes += b.data.len();

@@ -1,0 +1,916 @@
+//! A graphsync node over libp2p: the async API ([`GraphSync::request`] and the responder
+//! controls) on top of the sans-IO [`Responder`] and [`Verifier`].
+//!
+//! Streams go through `libp2p-stream`'s [`Control`], so the node shares its `Swarm` with any
+//! other behaviour (data transfer's). Tasks: one node task that owns all request state and
+//! decodes inbound messages; one writer task per peer (a long-lived outbound stream, its
+//! version negotiated on open: 2.0.0 preferred, 1.0.0 as fallback); one reader task per
+//! inbound stream (length-prefixed frames, capped); and one task per response being served,
+//! which awaits the hooks block by block. Concurrent responses are limited per peer and in
+//! total; requests beyond wait for a slot.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cid::Cid;
+use dt_ipld::blockstore::Blockstore;
+use dt_ipld::selector::Selector;
+use dt_ipld::traversal::{BlockVisit, TraversalConfig};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, StreamProtocol};
+use libp2p_stream::{Control, OpenStreamError};
+use thiserror::Error;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::message::{
+    Block, Extensions, Message, RawNode, Request, RequestId, RequestType, Response, ResponseStatus,
+};
+use crate::requester::{Progress, Verifier, VerifyError};
+use crate::responder::{BlockDecision, OutgoingBlock, Responder, StepItem};
+use crate::v1::V1Ids;
+use crate::{DEFAULT_MAX_MESSAGE_SIZE, FrameReader, Version, decode_body, encode_frame};
+
+/// Settings of a graphsync node.
+#[derive(Debug, Clone)]
+pub struct GraphSyncConfig {
+    /// Protocol versions, most preferred first.
+    pub versions: Vec<Version>,
+    /// Largest message accepted or sent.
+    pub max_message_size: usize,
+    /// Block bytes per message.
+    pub message_target: usize,
+    /// Responses served at once to one peer.
+    pub max_responses_per_peer: usize,
+    /// Responses served at once in total.
+    pub max_responses: usize,
+    /// Received blocks that may wait for their turn in a request's walk.
+    pub max_buffered_blocks: usize,
+    /// Bounds of every walk.
+    pub traversal: TraversalConfig,
+    /// Events buffered per request before the node waits for the consumer.
+    pub event_buffer: usize,
+}
+
+impl Default for GraphSyncConfig {
+    fn default() -> Self {
+        Self {
+            versions: vec![Version::V2, Version::V1],
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            message_target: crate::responder::DEFAULT_MESSAGE_TARGET,
+            max_responses_per_peer: 6,
+            max_responses: 32,
+            max_buffered_blocks: 256,
+            traversal: TraversalConfig::default(),
+            event_buffer: 256,
+        }
+    }
+}
+
+/// What the incoming-request hook decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestDecision {
+    /// Serve it, sending these extensions with the first response.
+    Accept(Extensions),
+    /// Accept it but start paused (resume with [`GraphSync::unpause_response`]).
+    Pause(Extensions),
+    /// Refuse it with this status (an error status) and extensions.
+    Reject(ResponseStatus, Extensions),
+}
+
+/// The seam a protocol on top of graphsync (data transfer) uses; every method has a default
+/// that accepts and carries on.
+#[async_trait]
+pub trait Hooks: Send + Sync + 'static {
+    /// A peer asks for data.
+    async fn incoming_request(&self, _peer: PeerId, _request: &Request) -> RequestDecision {
+        RequestDecision::Accept(Extensions::new())
+    }
+
+    /// A block is about to go out (or is skipped); returns whether to pause after it and
+    /// extensions to send with it.
+    async fn outgoing_block(
+        &self,
+        _peer: PeerId,
+        _id: RequestId,
+        _block: &OutgoingBlock,
+    ) -> (BlockDecision, Extensions) {
+        (BlockDecision::Continue, Extensions::new())
+    }
+
+    /// A checked block arrived for one of our requests; returns whether to pause it.
+    fn incoming_block(&self, _peer: PeerId, _id: RequestId, _block: &BlockVisit) -> BlockDecision {
+        BlockDecision::Continue
+    }
+
+    /// A response to one of our requests arrived (its extensions carry protocol messages).
+    fn incoming_response(&self, _peer: PeerId, _response: &Response) {}
+
+    /// A peer updated one of its requests with extensions.
+    fn request_updated(&self, _peer: PeerId, _request: &Request) {}
+
+    /// We finished serving a request.
+    fn completed_response(&self, _peer: PeerId, _id: RequestId, _status: ResponseStatus) {}
+
+    /// A peer cancelled a request we were serving.
+    fn requestor_cancelled(&self, _peer: PeerId, _id: RequestId) {}
+
+    /// Talking to a peer failed.
+    fn network_error(&self, _peer: PeerId, _error: &str) {}
+}
+
+/// Hooks that accept everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AcceptAll;
+
+impl Hooks for AcceptAll {}
+
+/// A request of ours failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GraphSyncError {
+    /// The responder's data failed verification.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The network to the peer failed.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The request was cancelled locally.
+    #[error("request cancelled")]
+    Cancelled,
+    /// The selector does not parse.
+    #[error("invalid selector: {0}")]
+    Selector(String),
+    /// The node is shut down.
+    #[error("graphsync node is shut down")]
+    Closed,
+}
+
+/// What a request of ours reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestEvent {
+    /// A response arrived (status and extensions).
+    Response(Response),
+    /// A block was received and checked (and stored), in walk order.
+    Block {
+        /// Its CID.
+        cid: Cid,
+        /// Its size.
+        size: u64,
+    },
+    /// The request ended.
+    Completed(Result<ResponseStatus, GraphSyncError>),
+}
+
+enum Cmd {
+    Request {
+        peer: PeerId,
+        request: Request,
+        selector: Selector,
+        events: mpsc::Sender<RequestEvent>,
+    },
+    CancelRequest(RequestId),
+    PauseRequest(RequestId),
+    UnpauseRequest(RequestId, Extensions),
+    Response(PeerId, RequestId, ResponseCmd),
+    Inbound(PeerId, Version, Vec<u8>),
+    WriteFailed(PeerId, String),
+    ResponseDone(PeerId, RequestId),
+}
+
+enum ResponseCmd {
+    Pause,
+    Unpause(Extensions),
+    Cancel,
+    Extensions(Extensions),
+}
+
+/// A graphsync node.
+#[derive(Debug, Clone)]
+pub struct GraphSync {
+    me: PeerId,
+    tx: mpsc::Sender<Cmd>,
+    nonce: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+/// One of our requests in progress: its events, and control over it.
+#[derive(Debug)]
+pub struct RequestHandle {
+    /// The request's id.
+    pub id: RequestId,
+    events: mpsc::Receiver<RequestEvent>,
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl RequestHandle {
+    /// The next event; `None` after `Completed`.
+    pub async fn next(&mut self) -> Option<RequestEvent> {
+        self.events.recv().await
+    }
+
+    /// Cancels the request.
+    pub async fn cancel(&self) {
+        let _ = self.tx.send(Cmd::CancelRequest(self.id)).await;
+    }
+
+    /// Pauses the request (the responder is told to stop; unpausing resumes where it was).
+    pub async fn pause(&self) {
+        let _ = self.tx.send(Cmd::PauseRequest(self.id)).await;
+    }
+
+    /// Resumes a paused request, sending `extensions` with it.
+    pub async fn unpause(&self, extensions: Extensions) {
+        let _ = self.tx.send(Cmd::UnpauseRequest(self.id, extensions)).await;
+    }
+
+    /// Waits for the end; returns the final status.
+    pub async fn finish(mut self) -> Result<ResponseStatus, GraphSyncError> {
+        while let Some(ev) = self.next().await {
+            if let RequestEvent::Completed(r) = ev {
+                return r;
+            }
+        }
+        Err(GraphSyncError::Closed)
+    }
+}
+
+struct Outgoing {
+    peer: PeerId,
+    request: Request,
+    verifier: Verifier,
+    events: mpsc::Sender<RequestEvent>,
+    received: u64,
+    paused: bool,
+}
+
+struct Peer {
+    writer: mpsc::Sender<Message>,
+    ids: Arc<Mutex<V1Ids>>,
+    responses: Arc<Semaphore>,
+}
+
+struct Node {
+    control: Control,
+    store: Arc<dyn Blockstore>,
+    hooks: Arc<dyn Hooks>,
+    config: Arc<GraphSyncConfig>,
+    tx: mpsc::Sender<Cmd>,
+    peers: HashMap<PeerId, Peer>,
+    outgoing: HashMap<RequestId, Outgoing>,
+    responses: HashMap<(PeerId, RequestId), mpsc::Sender<ResponseCmd>>,
+    all_responses: Arc<Semaphore>,
+}
+
+impl GraphSync {
+    /// Starts a node serving `store` through `control`. Must be called in a tokio runtime.
+    pub fn start(
+        me: PeerId,
+        mut control: Control,
+        store: Arc<dyn Blockstore>,
+        hooks: Arc<dyn Hooks>,
+        config: GraphSyncConfig,
+    ) -> Result<Self, libp2p_stream::AlreadyRegistered> {
+        let (tx, rx) = mpsc::channel(1024);
+        let config = Arc::new(config);
+        for &version in &config.versions {
+            let mut incoming = control.accept(StreamProtocol::new(version.protocol()))?;
+            let tx = tx.clone();
+            let max = config.max_message_size;
+            tokio::spawn(async move {
+                while let Some((peer, stream)) = incoming.next().await {
+                    tokio::spawn(read_stream(peer, version, stream, max, tx.clone()));
+                }
+            });
+        }
+        let node = Node {
+            control,
+            store,
+            hooks,
+            all_responses: Arc::new(Semaphore::new(config.max_responses.max(1))),
+            config,
+            tx: tx.clone(),
+            peers: HashMap::new(),
+            outgoing: HashMap::new(),
+            responses: HashMap::new(),
+        };
+        tokio::spawn(node.run(rx));
+        Ok(Self {
+            me,
+            tx,
+            nonce: std::collections::hash_map::RandomState::new().hash_one(me.to_bytes()),
+            counter: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.me
+    }
+
+    /// Asks `peer` for the DAG under `root` chosen by `selector`; received blocks are checked
+    /// and written to the node's store.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        root: Cid,
+        selector: RawNode,
+        extensions: Extensions,
+    ) -> Result<RequestHandle, GraphSyncError> {
+        let parsed = Selector::from_dag_cbor(selector.as_bytes())
+            .map_err(|e| GraphSyncError::Selector(e.to_string()))?;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.nonce.to_be_bytes());
+        id[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let id = RequestId(id);
+        let (events_tx, events) = mpsc::channel(256);
+        let request = Request::new(id, root, selector, 0, extensions);
+        self.tx
+            .send(Cmd::Request {
+                peer,
+                request,
+                selector: parsed,
+                events: events_tx,
+            })
+            .await
+            .map_err(|_| GraphSyncError::Closed)?;
+        Ok(RequestHandle {
+            id,
+            events,
+            tx: self.tx.clone(),
+        })
+    }
+
+    async fn response_cmd(&self, peer: PeerId, id: RequestId, cmd: ResponseCmd) {
+        let _ = self.tx.send(Cmd::Response(peer, id, cmd)).await;
+    }
+
+    /// Resumes a response we paused (by hook or by [`GraphSync::pause_response`]).
+    pub async fn unpause_response(&self, peer: PeerId, id: RequestId, extensions: Extensions) {
+        self.response_cmd(peer, id, ResponseCmd::Unpause(extensions))
+            .await;
+    }
+
+    /// Pauses a response we are serving.
+    pub async fn pause_response(&self, peer: PeerId, id: RequestId) {
+        self.response_cmd(peer, id, ResponseCmd::Pause).await;
+    }
+
+    /// Stops serving a response (the requester gets `RequestCancelled`).
+    pub async fn cancel_response(&self, peer: PeerId, id: RequestId) {
+        self.response_cmd(peer, id, ResponseCmd::Cancel).await;
+    }
+
+    /// Sends extensions with the next response of a request we serve.
+    pub async fn send_extensions(&self, peer: PeerId, id: RequestId, extensions: Extensions) {
+        self.response_cmd(peer, id, ResponseCmd::Extensions(extensions))
+            .await;
+    }
+}
+
+async fn read_stream(
+    peer: PeerId,
+    version: Version,
+    mut stream: libp2p::Stream,
+    max: usize,
+    tx: mpsc::Sender<Cmd>,
+) {
+    let mut frames = FrameReader::new(max);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        loop {
+            match frames.next_frame() {
+                Ok(Some(body)) => {
+                    if tx.send(Cmd::Inbound(peer, version, body)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Dropping the stream resets it; the peer's other streams go on.
+                    let _ = tx
+                        .send(Cmd::WriteFailed(peer, format!("bad inbound frame: {e}")))
+                        .await;
+                    return;
+                }
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => frames.push(&buf[..n]),
+        }
+    }
+}
+
+async fn write_stream(
+    peer: PeerId,
+    mut control: Control,
+    versions: Vec<Version>,
+    ids: Arc<Mutex<V1Ids>>,
+    mut rx: mpsc::Receiver<Message>,
+    tx: mpsc::Sender<Cmd>,
+) {
+    let mut open: Option<(libp2p::Stream, Version)> = None;
+    while let Some(msg) = rx.recv().await {
+        if open.is_none() {
+            for &v in &versions {
+                match control
+                    .open_stream(peer, StreamProtocol::new(v.protocol()))
+                    .await
+                {
+                    Ok(s) => {
+                        open = Some((s, v));
+                        break;
+                    }
+                    Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((stream, version)) = open.as_mut() else {
+            let _ = tx
+                .send(Cmd::WriteFailed(
+                    peer,
+                    "peer speaks no graphsync version of ours".into(),
+                ))
+                .await;
+            continue;
+        };
+        let frame = match ids.lock() {
+            Ok(mut ids) => encode_frame(&msg, *version, &mut ids),
+            Err(_) => return,
+        };
+        if let Err(e) = stream.write_all(&frame).await {
+            open = None;
+            let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
+        }
+    }
+    if let Some((mut s, _)) = open {
+        let _ = s.close().await;
+    }
+}
+
+impl Node {
+    fn peer(&mut self, peer: PeerId) -> &Peer {
+        let per_peer = self.config.max_responses_per_peer.max(1);
+        let control = self.control.clone();
+        let versions = self.config.versions.clone();
+        let tx = self.tx.clone();
+        self.peers.entry(peer).or_insert_with(|| {
+            let (writer, rx) = mpsc::channel(8);
+            let ids = Arc::new(Mutex::new(V1Ids::default()));
+            tokio::spawn(write_stream(peer, control, versions, ids.clone(), rx, tx));
+            Peer {
+                writer,
+                ids,
+                responses: Arc::new(Semaphore::new(per_peer)),
+            }
+        })
+    }
+
+    async fn send(&mut self, peer: PeerId, msg: Message) {
+        let writer = self.peer(peer).writer.clone();
+        let _ = writer.send(msg).await;
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Cmd::Request {
+                    peer,
+                    request,
+                    selector,
+                    events,
+                } => {
+                    let root = request.root.unwrap_or_default();
+                    let verifier = Verifier::new(
+                        root,
+                        selector,
+                        self.config.traversal.clone(),
+                        self.config.max_buffered_blocks,
+                    );
+                    let id = request.id;
+                    self.outgoing.insert(
+                        id,
+                        Outgoing {
+                            peer,
+                            request: request.clone(),
+                            verifier,
+                            events,
+                            received: 0,
+                            paused: false,
+                        },
+                    );
+                    self.send(
+                        peer,
+                        Message {
+                            requests: vec![request],
+                            ..Message::default()
+                        },
+                    )
+                    .await;
+                }
+                Cmd::CancelRequest(id) => {
+                    if let Some(o) = self.outgoing.remove(&id) {
+                        self.send(
+                            o.peer,
+                            Message {
+                                requests: vec![Request::cancel(id)],
+                                ..Message::default()
+                            },
+                        )
+                        .await;
+                        let _ = o
+                            .events
+                            .send(RequestEvent::Completed(Err(GraphSyncError::Cancelled)))
+                            .await;
+                    }
+                }
+                Cmd::PauseRequest(id) => self.pause_request(id).await,
+                Cmd::UnpauseRequest(id, ext) => self.unpause_request(id, ext).await,
+                Cmd::Response(peer, id, cmd) => {
+                    if let Some(ctl) = self.responses.get(&(peer, id)) {
+                        let _ = ctl.send(cmd).await;
+                    }
+                }
+                Cmd::ResponseDone(peer, id) => {
+                    self.responses.remove(&(peer, id));
+                }
+                Cmd::WriteFailed(peer, error) => {
+                    self.hooks.network_error(peer, &error);
+                    let failed: Vec<RequestId> = self
+                        .outgoing
+                        .iter()
+                        .filter(|(_, o)| o.peer == peer)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in failed {
+                        if let Some(o) = self.outgoing.remove(&id) {
+                            let _ = o
+                                .events
+                                .send(RequestEvent::Completed(Err(GraphSyncError::Network(
+                                    error.clone(),
+                                ))))
+                                .await;
+                        }
+                    }
+                }
+                Cmd::Inbound(peer, version, body) => {
+                    let ids = self.peer(peer).ids.clone();
+                    let decoded = match ids.lock() {
+                        Ok(ids) => decode_body(&body, version, &ids),
+                        Err(_) => continue,
+                    };
+                    match decoded {
+                        Ok(msg) => self.on_message(peer, msg).await,
+                        Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pause_request(&mut self, id: RequestId) {
+        if let Some(o) = self.outgoing.get_mut(&id)
+            && !o.paused
+        {
+            // As go-graphsync's requester does: stop the responder; resuming re-sends the
+            // request with the blocks already received skipped.
+            o.paused = true;
+            let peer = o.peer;
+            self.send(
+                peer,
+                Message {
+                    requests: vec![Request::cancel(id)],
+                    ..Message::default()
+                },
+            )
+            .await;
+        }
+    }
+
+    async fn unpause_request(&mut self, id: RequestId, ext: Extensions) {
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        if !o.paused {
+            let peer = o.peer;
+            let update = Request::update(id, ext);
+            self.send(
+                peer,
+                Message {
+                    requests: vec![update],
+                    ..Message::default()
+                },
+            )
+            .await;
+            return;
+        }
+        o.paused = false;
+        let mut again = o.request.clone();
+        for (k, v) in ext.iter() {
+            again.extensions.set(k, v.clone());
+        }
+        again.extensions.set(
+            crate::responder::DO_NOT_SEND_FIRST_BLOCKS,
+            crate::responder::encode_skip_count(o.received),
+        );
+        let peer = o.peer;
+        self.send(
+            peer,
+            Message {
+                requests: vec![again],
+                ..Message::default()
+            },
+        )
+        .await;
+    }
+
+    async fn on_message(&mut self, peer: PeerId, msg: Message) {
+        for req in msg.requests {
+            match req.kind {
+                RequestType::New => self.serve(peer, req),
+                RequestType::Cancel => {
+                    if let Some(ctl) = self.responses.remove(&(peer, req.id)) {
+                        let _ = ctl.send(ResponseCmd::Cancel).await;
+                        self.hooks.requestor_cancelled(peer, req.id);
+                    }
+                }
+                RequestType::Update => self.hooks.request_updated(peer, &req),
+            }
+        }
+        let mut blocks: HashMap<Cid, Vec<u8>> =
+            msg.blocks.into_iter().map(|b| (b.cid, b.data)).collect();
+        for resp in msg.responses {
+            let mine: Vec<Block> = resp
+                .metadata
+                .iter()
+                .filter_map(|(cid, _)| blocks.remove(cid).map(|data| Block { cid: *cid, data }))
+                .collect();
+            self.on_response(peer, resp, mine).await;
+        }
+    }
+
+    async fn on_response(&mut self, peer: PeerId, resp: Response, blocks: Vec<Block>) {
+        let id = resp.id;
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        if o.peer != peer || (o.paused && resp.status == ResponseStatus::RequestCancelled) {
+            return;
+        }
+        self.hooks.incoming_response(peer, &resp);
+        let _ = o.events.send(RequestEvent::Response(resp.clone())).await;
+        let store = self.store.clone();
+        let hooks = self.hooks.clone();
+        let mut got: Vec<(Cid, u64)> = Vec::new();
+        let mut pause = false;
+        let mut store_err = None;
+        let result = o
+            .verifier
+            .on_response(&resp, blocks, &*store, &mut |visit, data| {
+                if let Some(d) = data
+                    && let Err(e) = store.put(&visit.cid, d)
+                {
+                    store_err = Some(e.to_string());
+                }
+                if visit.present {
+                    got.push((visit.cid, visit.size as u64));
+                }
+                if hooks.incoming_block(peer, id, visit) == BlockDecision::Pause {
+                    pause = true;
+                }
+            });
+        o.received += got.len() as u64;
+        for (cid, size) in got {
+            let _ = o.events.send(RequestEvent::Block { cid, size }).await;
+        }
+        let done = match (result, store_err) {
+            (_, Some(e)) => Some(Err(GraphSyncError::Network(format!(
+                "local store failed: {e}"
+            )))),
+            (Ok(Progress::Complete), None) => Some(Ok(resp.status)),
+            (Ok(Progress::InProgress), None) => None,
+            (Err(e), None) => Some(Err(e.into())),
+        };
+        if let Some(r) = done {
+            let failed = r.is_err();
+            if let Some(o) = self.outgoing.remove(&id) {
+                if failed && !resp.status.is_terminal() {
+                    self.send(
+                        peer,
+                        Message {
+                            requests: vec![Request::cancel(id)],
+                            ..Message::default()
+                        },
+                    )
+                    .await;
+                }
+                let _ = o.events.send(RequestEvent::Completed(r)).await;
+            }
+        } else if pause {
+            self.pause_request(id).await;
+        }
+    }
+
+    fn serve(&mut self, peer: PeerId, request: Request) {
+        let (ctl_tx, ctl) = mpsc::channel(16);
+        // A repeated request (an unpause after a requester-side pause) replaces the old one.
+        self.responses.insert((peer, request.id), ctl_tx);
+        let per_peer = self.peer(peer).responses.clone();
+        let writer = self.peer(peer).writer.clone();
+        let ctx = ServeCtx {
+            peer,
+            store: self.store.clone(),
+            hooks: self.hooks.clone(),
+            config: self.config.clone(),
+            writer,
+            done: self.tx.clone(),
+            all: self.all_responses.clone(),
+            per_peer,
+        };
+        tokio::spawn(ctx.serve(request, ctl));
+    }
+}
+
+struct ServeCtx {
+    peer: PeerId,
+    store: Arc<dyn Blockstore>,
+    hooks: Arc<dyn Hooks>,
+    config: Arc<GraphSyncConfig>,
+    writer: mpsc::Sender<Message>,
+    done: mpsc::Sender<Cmd>,
+    all: Arc<Semaphore>,
+    per_peer: Arc<Semaphore>,
+}
+
+impl ServeCtx {
+    async fn respond(&self, response: Response, blocks: Vec<Block>) -> bool {
+        let msg = Message {
+            responses: vec![response],
+            blocks,
+            ..Message::default()
+        };
+        self.writer.send(msg).await.is_ok()
+    }
+
+    async fn serve(self, request: Request, mut ctl: mpsc::Receiver<ResponseCmd>) {
+        let id = request.id;
+        // Queue until there is room: per peer, then in total.
+        let (Ok(_p), Ok(_a)) = (
+            self.per_peer.clone().acquire_owned().await,
+            self.all.clone().acquire_owned().await,
+        ) else {
+            return;
+        };
+        let status = self.run(request, &mut ctl).await;
+        if let Some(status) = status {
+            self.hooks.completed_response(self.peer, id, status);
+        }
+        let _ = self.done.send(Cmd::ResponseDone(self.peer, id)).await;
+    }
+
+    /// Serves the request; returns the final status sent, or `None` if cancelled.
+    async fn run(
+        &self,
+        request: Request,
+        ctl: &mut mpsc::Receiver<ResponseCmd>,
+    ) -> Option<ResponseStatus> {
+        let id = request.id;
+        let reply = |status, extensions| Response {
+            id,
+            status,
+            metadata: Vec::new(),
+            extensions,
+        };
+        let (mut paused, mut pending) = match self.hooks.incoming_request(self.peer, &request).await
+        {
+            RequestDecision::Accept(e) => (false, e),
+            RequestDecision::Pause(e) => (true, e),
+            RequestDecision::Reject(status, e) => {
+                self.respond(reply(status, e), Vec::new()).await;
+                return Some(status);
+            }
+        };
+        let mut responder = match Responder::new(
+            &request,
+            self.config.traversal.clone(),
+            self.config.message_target,
+        ) {
+            Ok(r) => r,
+            Err(_) => {
+                let status = ResponseStatus::RequestFailedUnknown;
+                self.respond(reply(status, pending), Vec::new()).await;
+                return Some(status);
+            }
+        };
+        if paused {
+            self.respond(
+                reply(ResponseStatus::RequestPaused, std::mem::take(&mut pending)),
+                Vec::new(),
+            )
+            .await;
+        }
+        loop {
+            // Commands first; while paused, wait for one.
+            loop {
+                let cmd = if paused {
+                    ctl.recv().await
+                } else {
+                    ctl.try_recv().ok()
+                };
+                match cmd {
+                    None if paused => return None,
+                    None => break,
+                    Some(ResponseCmd::Cancel) => {
+                        self.respond(
+                            reply(ResponseStatus::RequestCancelled, Extensions::new()),
+                            Vec::new(),
+                        )
+                        .await;
+                        return None;
+                    }
+                    Some(ResponseCmd::Pause) => {
+                        paused = true;
+                        self.respond(
+                            reply(ResponseStatus::RequestPaused, std::mem::take(&mut pending)),
+                            Vec::new(),
+                        )
+                        .await;
+                    }
+                    Some(ResponseCmd::Unpause(e)) => {
+                        paused = false;
+                        merge(&mut pending, e);
+                    }
+                    Some(ResponseCmd::Extensions(e)) => merge(&mut pending, e),
+                }
+                if !paused {
+                    break;
+                }
+            }
+            let mut metadata = Vec::new();
+            let mut blocks = Vec::new();
+            let mut bytes = 0;
+            let mut status = ResponseStatus::PartialResponse;
+            let mut finished = false;
+            while bytes < self.config.message_target {
+                match responder.step(&*self.store) {
+                    Err(_) => {
+                        status = ResponseStatus::RequestFailedUnknown;
+                        finished = true;
+                        break;
+                    }
+                    Ok(StepItem::Finished(s)) => {
+                        status = s;
+                        finished = true;
+                        break;
+                    }
+                    Ok(StepItem::Link {
+                        event,
+                        action,
+                        block,
+                    }) => {
+                        metadata.push((event.cid, action));
+                        if let Some(b) = block {
+                            bytes += b.data.len();
+                            blocks.push(b);
+                        }
+                        let (decision, ext) =
+                            self.hooks.outgoing_block(self.peer, id, &event).await;
+                        merge(&mut pending, ext);
+                        if decision == BlockDecision::Pause {
+                            paused = true;
+                            status = ResponseStatus::RequestPaused;
+                            break;
+                        }
+                    }
+                }
+            }
+            let response = Response {
+                id,
+                status,
+                metadata,
+                extensions: std::mem::take(&mut pending),
+            };
+            if !self.respond(response, blocks).await || finished {
+                return finished.then_some(status);
+            }
+        }
+    }
+}
+
+fn merge(into: &mut Extensions, from: Extensions) {
+    for (k, v) in from.iter() {
+        into.set(k, v.clone());
+    }
+}

@@ -1,0 +1,409 @@
+//! Graphsync nodes over real libp2p (TCP + noise + yamux on 127.0.0.1, ephemeral ports).
+
+#![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use dt_ipld::codec::{self, DAG_CBOR, RAW};
+use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
+use dt_ipld::{Cid, Node};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError, Hooks, RequestEvent};
+use graphsync::requester::VerifyError;
+use graphsync::responder::{BlockDecision, OutgoingBlock};
+use graphsync::v1::V1Ids;
+use graphsync::{
+    Block, Extensions, Message, RawNode, RequestId, Response, ResponseStatus, Version,
+};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+fn all() -> RawNode {
+    RawNode::new(vec![
+        0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62, b':',
+        b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
+    ])
+    .unwrap()
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct TestNode {
+    peer: PeerId,
+    addr: Multiaddr,
+    gs: GraphSync,
+    store: Arc<MemoryBlockstore>,
+    dial: mpsc::Sender<(Multiaddr, oneshot::Sender<()>)>,
+    control: libp2p_stream::Control,
+}
+
+impl TestNode {
+    /// Connects to `other` and waits until the connection is up.
+    async fn connect(&self, other: &Self) {
+        let (tx, rx) = oneshot::channel();
+        self.dial.send((other.addr.clone(), tx)).await.unwrap();
+        timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    }
+}
+
+async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    (swarm, addr)
+}
+
+fn drive(
+    mut swarm: Swarm<libp2p_stream::Behaviour>,
+) -> mpsc::Sender<(Multiaddr, oneshot::Sender<()>)> {
+    let (tx, mut rx) = mpsc::channel::<(Multiaddr, oneshot::Sender<()>)>(4);
+    tokio::spawn(async move {
+        let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => {
+                    if let SwarmEvent::ConnectionEstablished { .. } = ev {
+                        for w in waiting.drain(..) { let _ = w.send(()); }
+                    }
+                }
+                d = rx.recv() => match d {
+                    Some((addr, done)) => { swarm.dial(addr).unwrap(); waiting.push(done); }
+                    None => return,
+                },
+            }
+        }
+    });
+    tx
+}
+
+async fn node(hooks: Arc<dyn Hooks>, config: GraphSyncConfig) -> TestNode {
+    let (swarm, addr) = swarm().await;
+    let peer = *swarm.local_peer_id();
+    let control = swarm.behaviour().new_control();
+    let store = Arc::new(MemoryBlockstore::new());
+    let gs = GraphSync::start(peer, control.clone(), store.clone(), hooks, config).unwrap();
+    let dial = drive(swarm);
+    TestNode {
+        peer,
+        addr,
+        gs,
+        store,
+        dial,
+        control,
+    }
+}
+
+fn only(v: Version) -> GraphSyncConfig {
+    GraphSyncConfig {
+        versions: vec![v],
+        ..GraphSyncConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_file_and_a_10_mib_dag_cbor_dag_in_both_versions() {
+    let server = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let data = bytes(64 << 20, 11);
+    let file = import_bytes(&*server.store, &data, &ImportOptions::default())
+        .unwrap()
+        .root;
+    let leaves: Vec<Node> = (0..40u64)
+        .map(|i| {
+            Node::Link(
+                server
+                    .store
+                    .put_new(RAW, &bytes(256 << 10, 2 * i + 1))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let dag = server
+        .store
+        .put_new(
+            DAG_CBOR,
+            &codec::encode_dag_cbor(&Node::map(vec![("leaves", Node::List(leaves))])),
+        )
+        .unwrap();
+
+    for version in [Version::V2, Version::V1] {
+        let client = node(Arc::new(AcceptAll), only(version)).await;
+        client.connect(&server).await;
+        let req = client
+            .gs
+            .request(server.peer, file, all(), Extensions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            timeout(Duration::from_secs(120), req.finish())
+                .await
+                .unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+        let mut back = Vec::with_capacity(data.len());
+        export(&*client.store, &file, &mut back).unwrap();
+        assert!(back == data, "{version:?}: bytes differ");
+
+        let req = client
+            .gs
+            .request(server.peer, dag, all(), Extensions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            timeout(Duration::from_secs(60), req.finish())
+                .await
+                .unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+        assert_eq!(
+            client.store.len(),
+            65 + 1 + 40,
+            "{version:?}: 64 leaves + root, DAG root + 40 leaves"
+        );
+    }
+}
+
+/// Pauses every response after its third block and counts blocks seen.
+#[derive(Default)]
+struct PauseAtThree {
+    seen: AtomicU64,
+}
+
+#[async_trait]
+impl Hooks for PauseAtThree {
+    async fn outgoing_block(
+        &self,
+        _: PeerId,
+        _: RequestId,
+        block: &OutgoingBlock,
+    ) -> (BlockDecision, Extensions) {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        let d = if block.index == 3 {
+            BlockDecision::Pause
+        } else {
+            BlockDecision::Continue
+        };
+        (d, Extensions::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responder_pause_and_unpause_requester_pause_and_cancel() {
+    let hooks = Arc::new(PauseAtThree::default());
+    let server = node(hooks.clone(), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let data = bytes(4 << 20, 3);
+    let root = import_bytes(
+        &*server.store,
+        &data,
+        &ImportOptions {
+            chunk_size: 256 << 10,
+            max_links: 174,
+        },
+    )
+    .unwrap()
+    .root;
+
+    // The responder's hook pauses after three blocks; unpausing finishes the transfer.
+    let mut req = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    loop {
+        match timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            RequestEvent::Response(r) if r.status == ResponseStatus::RequestPaused => break,
+            RequestEvent::Completed(r) => panic!("completed early: {r:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(hooks.seen.load(Ordering::SeqCst), 3);
+    server
+        .gs
+        .unpause_response(client.peer, req.id, Extensions::new())
+        .await;
+    assert_eq!(
+        timeout(Duration::from_secs(30), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*client.store, &root, &mut back).unwrap();
+    assert!(back == data);
+
+    // A cancelled request ends with Cancelled.
+    let other = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    other.connect(&server).await;
+    let req = other
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    req.cancel().await;
+    assert_eq!(
+        timeout(Duration::from_secs(10), req.finish())
+            .await
+            .unwrap(),
+        Err(GraphSyncError::Cancelled)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_limit_wait_their_turn() {
+    let config = GraphSyncConfig {
+        max_responses_per_peer: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(Arc::new(AcceptAll), config).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let mut roots = Vec::new();
+    for s in 0..3 {
+        let data = bytes(1 << 20, 50 + s);
+        roots.push(
+            import_bytes(
+                &*server.store,
+                &data,
+                &ImportOptions {
+                    chunk_size: 64 << 10,
+                    max_links: 174,
+                },
+            )
+            .unwrap()
+            .root,
+        );
+    }
+    let mut reqs = Vec::new();
+    for r in &roots {
+        reqs.push(
+            client
+                .gs
+                .request(server.peer, *r, all(), Extensions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for r in reqs {
+        assert_eq!(
+            timeout(Duration::from_secs(30), r.finish()).await.unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_block_from_a_bogus_responder_fails_the_request() {
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    // A peer that answers every request with a block that is not the one asked for.
+    let bogus = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            versions: vec![],
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let mut control = bogus.control.clone();
+    let mut incoming = control
+        .accept(libp2p::StreamProtocol::new(Version::V2.protocol()))
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some((peer, mut stream)) = incoming.next().await {
+            let mut control = control.clone();
+            tokio::spawn(async move {
+                let mut frames = graphsync::FrameReader::new(1 << 20);
+                let mut buf = vec![0u8; 4096];
+                let req = loop {
+                    if let Ok(Some(body)) = frames.next_frame() {
+                        break graphsync::v2::decode(&body, 64).unwrap().requests.remove(0);
+                    }
+                    let n = stream.read(&mut buf).await.unwrap();
+                    frames.push(&buf[..n]);
+                };
+                let root = req.root.unwrap();
+                let wrong = b"not the block you asked for".to_vec();
+                let wrong_cid = codec::cid_of(RAW, &wrong);
+                let msg = Message {
+                    responses: vec![Response {
+                        id: req.id,
+                        status: ResponseStatus::RequestCompletedFull,
+                        metadata: vec![(root, graphsync::LinkAction::Present)],
+                        extensions: Extensions::new(),
+                    }],
+                    blocks: vec![Block {
+                        cid: wrong_cid,
+                        data: wrong,
+                    }],
+                    ..Message::default()
+                };
+                let mut out = control
+                    .open_stream(peer, libp2p::StreamProtocol::new(Version::V2.protocol()))
+                    .await
+                    .unwrap();
+                out.write_all(&graphsync::encode_frame(
+                    &msg,
+                    Version::V2,
+                    &mut V1Ids::default(),
+                ))
+                .await
+                .unwrap();
+                out.close().await.unwrap();
+            });
+        }
+    });
+    client.connect(&bogus).await;
+    let root: Cid = codec::cid_of(RAW, b"the real block");
+    let req = client
+        .gs
+        .request(bogus.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    let res = timeout(Duration::from_secs(10), req.finish())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            res,
+            Err(GraphSyncError::Verify(VerifyError::BlockNotSent(_)))
+        ),
+        "{res:?}"
+    );
+}
