@@ -90,7 +90,12 @@ async fn child(path: &str) {
                 },
                 ChannelUpdate {
                     state: state_at(c2, k2v),
-                    events: vec![ev],
+                    // Each channel's event names that channel's own write.
+                    events: vec![Event::new(
+                        EventCode::DataReceivedProgress,
+                        format!("write {k2v}"),
+                        Timestamp(n),
+                    )],
                     durability: Durability::Progress,
                 },
             ];

@@ -46,6 +46,9 @@ pub struct GraphSyncConfig {
     pub max_responses_per_peer: usize,
     /// Responses served at once in total.
     pub max_responses: usize,
+    /// Requests from one peer held at once (served or waiting); more are refused with
+    /// `RequestFailedBusy`, so a flood of requests cannot grow memory without bound.
+    pub max_requests_per_peer: usize,
     /// Received blocks that may wait for their turn in a request's walk.
     pub max_buffered_blocks: usize,
     /// Bounds of every walk.
@@ -62,6 +65,7 @@ impl Default for GraphSyncConfig {
             message_target: crate::responder::DEFAULT_MESSAGE_TARGET,
             max_responses_per_peer: 6,
             max_responses: 32,
+            max_requests_per_peer: 64,
             max_buffered_blocks: 256,
             traversal: TraversalConfig::default(),
             event_buffer: 256,
@@ -242,19 +246,32 @@ impl RequestHandle {
     }
 }
 
+/// A request of ours: running, or paused the way go-graphsync pauses (cancel the response,
+/// then re-request it skipping the blocks already traversed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pause {
+    Running,
+    /// Cancel sent; the old response has not ended yet. `Some` once unpause was asked for.
+    Pausing(Option<Extensions>),
+    Paused,
+}
+
 struct Outgoing {
     peer: PeerId,
     request: Request,
     verifier: Verifier,
     events: mpsc::Sender<RequestEvent>,
-    received: u64,
-    paused: bool,
+    /// Links the walk has passed (sent, skipped or missing): what a restart skips.
+    traversed: u64,
+    pause: Pause,
 }
 
 struct Peer {
     writer: mpsc::Sender<Message>,
     ids: Arc<Mutex<V1Ids>>,
     responses: Arc<Semaphore>,
+    /// "Busy" refusals on their way out, capped so a flood cannot pile them up.
+    refusals: Arc<Semaphore>,
 }
 
 struct Node {
@@ -474,6 +491,7 @@ impl Node {
                 writer,
                 ids,
                 responses: Arc::new(Semaphore::new(per_peer)),
+                refusals: Arc::new(Semaphore::new(64)),
             }
         })
     }
@@ -507,8 +525,8 @@ impl Node {
                             request: request.clone(),
                             verifier,
                             events,
-                            received: 0,
-                            paused: false,
+                            traversed: 0,
+                            pause: Pause::Running,
                         },
                     );
                     self.send(
@@ -582,11 +600,9 @@ impl Node {
 
     async fn pause_request(&mut self, id: RequestId) {
         if let Some(o) = self.outgoing.get_mut(&id)
-            && !o.paused
+            && o.pause == Pause::Running
         {
-            // As go-graphsync's requester does: stop the responder; resuming re-sends the
-            // request with the blocks already received skipped.
-            o.paused = true;
+            o.pause = Pause::Pausing(None);
             let peer = o.peer;
             self.send(
                 peer,
@@ -603,27 +619,37 @@ impl Node {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
-        if !o.paused {
-            let peer = o.peer;
-            let update = Request::update(id, ext);
-            self.send(
-                peer,
-                Message {
-                    requests: vec![update],
-                    ..Message::default()
-                },
-            )
-            .await;
-            return;
+        match &mut o.pause {
+            Pause::Running => {
+                let peer = o.peer;
+                self.send(
+                    peer,
+                    Message {
+                        requests: vec![Request::update(id, ext)],
+                        ..Message::default()
+                    },
+                )
+                .await;
+            }
+            // Re-request once the old response has ended, so the two do not interleave.
+            Pause::Pausing(wanted) => *wanted = Some(ext),
+            Pause::Paused => self.rerequest(id, ext).await,
         }
-        o.paused = false;
+    }
+
+    async fn rerequest(&mut self, id: RequestId, ext: Extensions) {
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            return;
+        };
+        o.pause = Pause::Running;
+        o.verifier.restart(o.traversed);
         let mut again = o.request.clone();
         for (k, v) in ext.iter() {
             again.extensions.set(k, v.clone());
         }
         again.extensions.set(
             crate::responder::DO_NOT_SEND_FIRST_BLOCKS,
-            crate::responder::encode_skip_count(o.received),
+            crate::responder::encode_skip_count(o.traversed),
         );
         let peer = o.peer;
         self.send(
@@ -666,7 +692,17 @@ impl Node {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
-        if o.peer != peer || (o.paused && resp.status == ResponseStatus::RequestCancelled) {
+        if o.peer != peer {
+            return;
+        }
+        if let Pause::Pausing(wanted) = &o.pause
+            && resp.status == ResponseStatus::RequestCancelled
+        {
+            // The old response is over: stay paused, or restart if unpause came meanwhile.
+            match wanted.clone() {
+                Some(ext) => self.rerequest(id, ext).await,
+                None => o.pause = Pause::Paused,
+            }
             return;
         }
         self.hooks.incoming_response(peer, &resp);
@@ -676,6 +712,7 @@ impl Node {
         let mut got: Vec<(Cid, u64)> = Vec::new();
         let mut pause = false;
         let mut store_err = None;
+        let mut traversed = 0u64;
         let result = o
             .verifier
             .on_response(&resp, blocks, &*store, &mut |visit, data| {
@@ -684,6 +721,7 @@ impl Node {
                 {
                     store_err = Some(e.to_string());
                 }
+                traversed += 1;
                 if visit.present {
                     got.push((visit.cid, visit.size as u64));
                 }
@@ -691,7 +729,7 @@ impl Node {
                     pause = true;
                 }
             });
-        o.received += got.len() as u64;
+        o.traversed += traversed;
         for (cid, size) in got {
             let _ = o.events.send(RequestEvent::Block { cid, size }).await;
         }
@@ -724,6 +762,33 @@ impl Node {
     }
 
     fn serve(&mut self, peer: PeerId, request: Request) {
+        let held = self.responses.keys().filter(|(p, _)| *p == peer).count();
+        if held >= self.config.max_requests_per_peer
+            && !self.responses.contains_key(&(peer, request.id))
+        {
+            let busy = Response {
+                id: request.id,
+                status: ResponseStatus::RequestFailedBusy,
+                metadata: Vec::new(),
+                extensions: Extensions::new(),
+            };
+            let p = self.peer(peer);
+            let (writer, refusals) = (p.writer.clone(), p.refusals.clone());
+            // Sent from a task so the node never waits on this peer; past the cap, a peer
+            // flooding us gets no answer at all.
+            if let Ok(permit) = refusals.try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _ = writer
+                        .send(Message {
+                            responses: vec![busy],
+                            ..Message::default()
+                        })
+                        .await;
+                    drop(permit);
+                });
+            }
+            return;
+        }
         let (ctl_tx, ctl) = mpsc::channel(16);
         // A repeated request (an unpause after a requester-side pause) replaces the old one.
         self.responses.insert((peer, request.id), ctl_tx);

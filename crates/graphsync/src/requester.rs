@@ -74,6 +74,8 @@ pub struct Verifier {
     received: HashMap<Cid, Vec<u8>>,
     max_buffered: usize,
     done: bool,
+    /// Metadata entries still to drop: a restarted responder reports the links it skipped.
+    discard: u64,
 }
 
 struct Collect<'a, 'b> {
@@ -107,7 +109,16 @@ impl Verifier {
             received: HashMap::new(),
             max_buffered,
             done: false,
+            discard: 0,
         }
+    }
+
+    /// Prepares for a restarted responder that skips the first `skipped` blocks of the walk
+    /// (`graphsync/do-not-send-first-blocks`) but still reports their links.
+    pub fn restart(&mut self, skipped: u64) {
+        self.metadata.clear();
+        self.received.clear();
+        self.discard = skipped;
     }
 
     /// Takes in one response and its blocks. Every block the walk accepts is reported to
@@ -129,7 +140,13 @@ impl Verifier {
         if self.received.len() > self.max_buffered {
             return Err(VerifyError::TooManyBuffered(self.max_buffered));
         }
-        self.metadata.extend(response.metadata.iter().copied());
+        for entry in &response.metadata {
+            if self.discard > 0 {
+                self.discard -= 1;
+            } else {
+                self.metadata.push_back(*entry);
+            }
+        }
         loop {
             let step = self
                 .traversal

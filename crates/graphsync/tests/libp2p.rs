@@ -407,3 +407,130 @@ async fn a_wrong_block_from_a_bogus_responder_fails_the_request() {
         "{res:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_is_refused_beyond_the_limit() {
+    let config = GraphSyncConfig {
+        max_requests_per_peer: 2,
+        max_responses_per_peer: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(Arc::new(AcceptAll), config).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let root = import_bytes(
+        &*server.store,
+        &bytes(2 << 20, 77),
+        &ImportOptions {
+            chunk_size: 64 << 10,
+            max_links: 174,
+        },
+    )
+    .unwrap()
+    .root;
+    let mut reqs = Vec::new();
+    for _ in 0..6 {
+        reqs.push(
+            client
+                .gs
+                .request(server.peer, root, all(), Extensions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for r in reqs {
+        match timeout(Duration::from_secs(30), r.finish()).await.unwrap() {
+            Ok(ResponseStatus::RequestCompletedFull) => ok += 1,
+            Err(GraphSyncError::Verify(VerifyError::Failed(ResponseStatus::RequestFailedBusy))) => {
+                busy += 1
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+    assert_eq!(ok + busy, 6);
+}
+
+/// Pauses our own request once, on the second block it receives (the first leaf).
+#[derive(Default)]
+struct PauseMyRequest {
+    seen: AtomicU64,
+}
+
+impl Hooks for PauseMyRequest {
+    fn incoming_block(
+        &self,
+        _: PeerId,
+        _: RequestId,
+        _: &dt_ipld::traversal::BlockVisit,
+    ) -> BlockDecision {
+        if self.seen.fetch_add(1, Ordering::SeqCst) == 1 {
+            BlockDecision::Pause
+        } else {
+            BlockDecision::Continue
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_pauses_and_unpauses_without_blocks_sent_twice() {
+    // One block per message, so the pause lands while the responder is still sending.
+    let one_per_message = GraphSyncConfig {
+        message_target: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(Arc::new(AcceptAll), one_per_message).await;
+    let client = node(
+        Arc::new(PauseMyRequest::default()),
+        GraphSyncConfig::default(),
+    )
+    .await;
+    client.connect(&server).await;
+    let data = bytes(40 * (64 << 10), 1);
+    let root = import_bytes(
+        &*server.store,
+        &data,
+        &ImportOptions {
+            chunk_size: 64 << 10,
+            max_links: 174,
+        },
+    )
+    .unwrap()
+    .root;
+    let mut req = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    let mut blocks = 0;
+    // Wait for the first leaf, after which our hook paused the request.
+    while blocks < 2 {
+        if let RequestEvent::Block { .. } = timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            blocks += 1;
+        }
+    }
+    req.unpause(Extensions::new()).await;
+    loop {
+        match timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            RequestEvent::Block { .. } => blocks += 1,
+            RequestEvent::Completed(r) => {
+                assert_eq!(r, Ok(ResponseStatus::RequestCompletedFull));
+                break;
+            }
+            RequestEvent::Response(_) => {}
+        }
+    }
+    assert_eq!(blocks, 1 + 40, "root and 40 leaves, each once");
+    let mut back = Vec::new();
+    export(&*client.store, &root, &mut back).unwrap();
+    assert!(back == data);
+}
