@@ -88,6 +88,11 @@ pub enum RequestDecision {
 /// that accepts and carries on.
 #[async_trait]
 pub trait Hooks: Send + Sync + 'static {
+    /// The store to serve this request from; `None` means the node's own store.
+    fn store_for_request(&self, _peer: PeerId, _request: &Request) -> Option<Arc<dyn Blockstore>> {
+        None
+    }
+
     /// A peer asks for data.
     async fn incoming_request(&self, _peer: PeerId, _request: &Request) -> RequestDecision {
         RequestDecision::Accept(Extensions::new())
@@ -173,6 +178,7 @@ enum Cmd {
         request: Request,
         selector: Selector,
         events: mpsc::Sender<RequestEvent>,
+        store: Option<Arc<dyn Blockstore>>,
     },
     CancelRequest(RequestId),
     PauseRequest(RequestId),
@@ -258,6 +264,7 @@ enum Pause {
 
 struct Outgoing {
     peer: PeerId,
+    store: Arc<dyn Blockstore>,
     request: Request,
     verifier: Verifier,
     events: mpsc::Sender<RequestEvent>,
@@ -341,6 +348,31 @@ impl GraphSync {
         selector: RawNode,
         extensions: Extensions,
     ) -> Result<RequestHandle, GraphSyncError> {
+        self.request_to(peer, root, selector, extensions, None)
+            .await
+    }
+
+    /// As [`GraphSync::request`], writing received blocks to `store` instead of the node's.
+    pub async fn request_into(
+        &self,
+        peer: PeerId,
+        root: Cid,
+        selector: RawNode,
+        extensions: Extensions,
+        store: Arc<dyn Blockstore>,
+    ) -> Result<RequestHandle, GraphSyncError> {
+        self.request_to(peer, root, selector, extensions, Some(store))
+            .await
+    }
+
+    async fn request_to(
+        &self,
+        peer: PeerId,
+        root: Cid,
+        selector: RawNode,
+        extensions: Extensions,
+        store: Option<Arc<dyn Blockstore>>,
+    ) -> Result<RequestHandle, GraphSyncError> {
         let parsed = Selector::from_dag_cbor(selector.as_bytes())
             .map_err(|e| GraphSyncError::Selector(e.to_string()))?;
         let mut id = [0u8; 16];
@@ -355,6 +387,7 @@ impl GraphSync {
                 request,
                 selector: parsed,
                 events: events_tx,
+                store,
             })
             .await
             .map_err(|_| GraphSyncError::Closed)?;
@@ -509,6 +542,7 @@ impl Node {
                     request,
                     selector,
                     events,
+                    store,
                 } => {
                     let root = request.root.unwrap_or_default();
                     let verifier = Verifier::new(
@@ -522,6 +556,7 @@ impl Node {
                         id,
                         Outgoing {
                             peer,
+                            store: store.unwrap_or_else(|| self.store.clone()),
                             request: request.clone(),
                             verifier,
                             events,
@@ -707,7 +742,7 @@ impl Node {
         }
         self.hooks.incoming_response(peer, &resp);
         let _ = o.events.send(RequestEvent::Response(resp.clone())).await;
-        let store = self.store.clone();
+        let store = o.store.clone();
         let hooks = self.hooks.clone();
         let mut got: Vec<(Cid, u64)> = Vec::new();
         let mut pause = false;
@@ -794,9 +829,13 @@ impl Node {
         self.responses.insert((peer, request.id), ctl_tx);
         let per_peer = self.peer(peer).responses.clone();
         let writer = self.peer(peer).writer.clone();
+        let store = self
+            .hooks
+            .store_for_request(peer, &request)
+            .unwrap_or_else(|| self.store.clone());
         let ctx = ServeCtx {
             peer,
-            store: self.store.clone(),
+            store,
             hooks: self.hooks.clone(),
             config: self.config.clone(),
             writer,

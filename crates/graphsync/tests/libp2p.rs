@@ -534,3 +534,123 @@ async fn a_requester_pauses_and_unpauses_without_blocks_sent_twice() {
     export(&*client.store, &root, &mut back).unwrap();
     assert!(back == data);
 }
+
+/// Serves requests carrying the extension "x/store" from a second store.
+struct TwoStores {
+    other: Arc<MemoryBlockstore>,
+}
+
+impl Hooks for TwoStores {
+    fn store_for_request(
+        &self,
+        _: PeerId,
+        request: &graphsync::Request,
+    ) -> Option<Arc<dyn Blockstore>> {
+        request
+            .extensions
+            .get("x/store")
+            .map(|_| self.other.clone() as Arc<dyn Blockstore>)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_can_have_its_own_store_on_both_sides() {
+    let other = Arc::new(MemoryBlockstore::new());
+    let server = node(
+        Arc::new(TwoStores {
+            other: other.clone(),
+        }),
+        GraphSyncConfig::default(),
+    )
+    .await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let data = bytes(1 << 20, 99);
+    let root = import_bytes(
+        &*other,
+        &data,
+        &ImportOptions {
+            chunk_size: 128 << 10,
+            max_links: 174,
+        },
+    )
+    .unwrap()
+    .root;
+    // Not in the server's own store: the default store finds nothing to send.
+    let plain = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(10), plain.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedPartial)
+    );
+    // With the extension, the hook picks the other store; the client writes to its own pick.
+    let mut ext = Extensions::new();
+    ext.set("x/store", RawNode::new(vec![0xf5]).unwrap());
+    let mine = Arc::new(MemoryBlockstore::new());
+    let req = client
+        .gs
+        .request_into(server.peer, root, all(), ext, mine.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(10), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*mine, &root, &mut back).unwrap();
+    assert!(back == data);
+    assert!(
+        client.store.is_empty(),
+        "nothing went to the client's default store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_responder_can_cancel() {
+    let hooks = Arc::new(PauseAtThree::default());
+    let server = node(hooks, GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let root = import_bytes(
+        &*server.store,
+        &bytes(2 << 20, 5),
+        &ImportOptions {
+            chunk_size: 256 << 10,
+            max_links: 174,
+        },
+    )
+    .unwrap()
+    .root;
+    let mut req = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    loop {
+        if let RequestEvent::Response(r) = timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+            && r.status == ResponseStatus::RequestPaused
+        {
+            break;
+        }
+    }
+    server.gs.cancel_response(client.peer, req.id).await;
+    let res = timeout(Duration::from_secs(10), req.finish())
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        Err(GraphSyncError::Verify(VerifyError::Failed(
+            ResponseStatus::RequestCancelled
+        )))
+    );
+}
