@@ -419,38 +419,14 @@ impl Engine {
         }
     }
 
-    fn pause_self(&mut self, id: ChannelId, now: Timestamp) {
-        let ev = if id.initiator == self.me {
-            ChannelEvent::PauseInitiator
-        } else {
-            ChannelEvent::PauseResponder
-        };
-        self.fire_quiet(id, ev, now);
-    }
-
-    fn resume_self(&mut self, id: ChannelId, now: Timestamp) {
-        let ev = if id.initiator == self.me {
-            ChannelEvent::ResumeInitiator
-        } else {
-            ChannelEvent::ResumeResponder
-        };
-        self.fire_quiet(id, ev, now);
-    }
-
-    fn pause_other(&mut self, id: ChannelId, now: Timestamp) {
-        let ev = if id.responder == self.me {
-            ChannelEvent::PauseInitiator
-        } else {
-            ChannelEvent::PauseResponder
-        };
-        self.fire_quiet(id, ev, now);
-    }
-
-    fn resume_other(&mut self, id: ChannelId, now: Timestamp) {
-        let ev = if id.responder == self.me {
-            ChannelEvent::ResumeInitiator
-        } else {
-            ChannelEvent::ResumeResponder
+    /// Pauses or resumes one side of a channel: ours (`mine`) or the other peer's.
+    fn set_paused(&mut self, id: ChannelId, mine: bool, paused: bool, now: Timestamp) {
+        let initiator_side = (id.initiator == self.me) == mine;
+        let ev = match (initiator_side, paused) {
+            (true, true) => ChannelEvent::PauseInitiator,
+            (true, false) => ChannelEvent::ResumeInitiator,
+            (false, true) => ChannelEvent::PauseResponder,
+            (false, false) => ChannelEvent::ResumeResponder,
         };
         self.fire_quiet(id, ev, now);
     }
@@ -599,7 +575,7 @@ impl Engine {
         self.transport(TransportCommand::PauseChannel { channel: id });
         let msg = self.update_message(id, true);
         self.send(other, id, msg, OnSendFailure::Disconnect);
-        self.pause_self(id, now);
+        self.set_paused(id, true, true, now);
         Ok(())
     }
 
@@ -611,7 +587,7 @@ impl Engine {
             channel: id,
             message: Some(msg),
         });
-        self.resume_self(id, now);
+        self.set_paused(id, true, false, now);
         Ok(())
     }
 
@@ -760,10 +736,10 @@ impl Engine {
                     return self.finish_request(now, id, &req, via, None, err);
                 }
                 let verdict = if req.pause {
-                    self.pause_other(id, now);
+                    self.set_paused(id, false, true, now);
                     Verdict::Ok
                 } else {
-                    self.resume_other(id, now);
+                    self.set_paused(id, false, false, now);
                     match self.channels.get(&id).map(|c| c.status) {
                         Some(Status::ResponderPaused | Status::ResponderFinalizing) => {
                             Verdict::Pause
@@ -1056,8 +1032,8 @@ impl Engine {
             self.record_result(id, r, now);
         }
         match verdict {
-            Verdict::Pause => self.pause_self(id, now),
-            Verdict::Resume => self.resume_self(id, now),
+            Verdict::Pause => self.set_paused(id, true, true, now),
+            Verdict::Resume => self.set_paused(id, true, false, now),
             _ => {}
         }
         (response, verdict)
@@ -1176,9 +1152,9 @@ impl Engine {
             self.fire_quiet(id, ChannelEvent::ResponderBeginsFinalization, now);
         }
         if resp.paused {
-            self.pause_other(id, now);
+            self.set_paused(id, false, true, now);
         } else {
-            self.resume_other(id, now);
+            self.set_paused(id, false, false, now);
         }
         Verdict::Ok
     }

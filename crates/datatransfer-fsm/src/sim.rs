@@ -924,14 +924,7 @@ impl Sim {
                 if skip >= total {
                     // A restart after every block arrived: graphsync still completes the
                     // response (with nothing to send), so the requester completes too.
-                    self.wire(i, from, Wire::Done { channel });
-                    self.feed(
-                        i,
-                        TransportEvent::ChannelCompleted {
-                            channel,
-                            result: Ok(()),
-                        },
-                    );
+                    self.finish_sending(i, from, channel);
                 } else {
                     self.pump(i, channel);
                 }
@@ -1017,14 +1010,7 @@ impl Sim {
                     },
                 );
                 if finished {
-                    self.wire(i, to, Wire::Done { channel });
-                    self.feed(
-                        i,
-                        TransportEvent::ChannelCompleted {
-                            channel,
-                            result: Ok(()),
-                        },
-                    );
+                    self.finish_sending(i, to, channel);
                 } else {
                     self.pump(i, channel);
                 }
@@ -1063,6 +1049,19 @@ impl Sim {
                 self.after_receive(i, channel);
             }
         }
+    }
+
+    /// The sender's last block went out: tell the receiver, and report completion (graphsync's
+    /// responder completes once everything is sent).
+    fn finish_sending(&mut self, i: usize, to: usize, channel: ChannelId) {
+        self.wire(i, to, Wire::Done { channel });
+        self.feed(
+            i,
+            TransportEvent::ChannelCompleted {
+                channel,
+                result: Ok(()),
+            },
+        );
     }
 
     /// Queues the next block if the sending side may.
