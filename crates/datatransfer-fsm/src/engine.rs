@@ -8,6 +8,7 @@
 //! sleeps or does I/O, so a simulator can drive thousands of engines deterministically.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use datatransfer_types::message::{Message, MessageType, TransferRequest, TransferResponse};
 use datatransfer_types::{
@@ -33,6 +34,51 @@ pub struct EngineConfig {
     /// How many recently finished channels are remembered (id and final status), so that a
     /// restart of a channel the peer did not see finish is answered instead of refused.
     pub remembered_finished_channels: usize,
+    /// Watch channels this node initiated and restart or fail them when they stall
+    /// (go-data-transfer's `channelmonitor`); `None` turns the monitor off.
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// Settings of the channel monitor. Times are in the engine's clock (passed in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// How long the responder has to accept a channel before it fails.
+    pub accept_timeout: Duration,
+    /// How long a running channel may make no progress before it is restarted.
+    pub stall_timeout: Duration,
+    /// How long to wait after a disconnect or transport error before restarting.
+    pub restart_backoff: Duration,
+    /// Restarts in a row without progress in between before the channel fails.
+    pub max_consecutive_restarts: u32,
+    /// How long, after all data moved, to wait for the responder to complete.
+    pub complete_timeout: Duration,
+}
+
+impl Default for MonitorConfig {
+    /// Close to the settings Lotus uses with go-data-transfer.
+    fn default() -> Self {
+        Self {
+            accept_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            restart_backoff: Duration::from_secs(20),
+            max_consecutive_restarts: 15,
+            complete_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the monitor knows of one channel.
+#[derive(Debug, Clone)]
+struct Watch {
+    status: Status,
+    /// When the status last changed.
+    changed: Timestamp,
+    /// When data last moved (or the channel was last restarted).
+    progressed: Timestamp,
+    /// Restarts since data last moved.
+    restarts: u32,
+    /// Restart at this time (after a disconnect or transport error).
+    backoff_until: Option<Timestamp>,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +88,7 @@ impl Default for EngineConfig {
             max_vouchers_per_channel: 1_024,
             max_pending_validations: 4_096,
             remembered_finished_channels: 4_096,
+            monitor: None,
         }
     }
 }
@@ -171,6 +218,9 @@ pub struct Engine {
     out: VecDeque<Output>,
     finished: HashMap<ChannelId, Status>,
     finished_order: VecDeque<ChannelId>,
+    watches: HashMap<ChannelId, Watch>,
+    /// Channels re-opened by a restart whose transport has not confirmed the open yet.
+    reopening: std::collections::HashSet<ChannelId>,
 }
 
 /// Which of the four roles this node plays on a channel.
@@ -200,6 +250,8 @@ impl Engine {
             out: VecDeque::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            watches: HashMap::new(),
+            reopening: std::collections::HashSet::new(),
         }
     }
 
@@ -343,6 +395,8 @@ impl Engine {
         };
         let t = transition(state, &event, now)?;
         let snapshot = Box::new(state.clone());
+        let status = state.status;
+        self.observe(id, &event, status, now);
         let other = id.other_party(&self.me);
         self.emit(Output::Event {
             event: t.event,
@@ -363,6 +417,126 @@ impl Engine {
             self.remember_finished(id, status);
         }
         Ok(())
+    }
+
+    /// Updates the monitor's view of a channel after an event.
+    fn observe(&mut self, id: ChannelId, event: &ChannelEvent, status: Status, now: Timestamp) {
+        let Some(cfg) = &self.config.monitor else {
+            return;
+        };
+        if id.initiator != self.me || status.is_terminal() {
+            self.watches.remove(&id);
+            return;
+        }
+        let backoff = cfg.restart_backoff;
+        let w = self.watches.entry(id).or_insert(Watch {
+            status,
+            changed: now,
+            progressed: now,
+            restarts: 0,
+            backoff_until: None,
+        });
+        if w.status != status {
+            w.status = status;
+            w.changed = now;
+        }
+        match event {
+            ChannelEvent::DataReceivedProgress { .. }
+            | ChannelEvent::DataSentProgress { .. }
+            | ChannelEvent::DataQueuedProgress { .. } => {
+                w.progressed = now;
+                w.restarts = 0;
+            }
+            ChannelEvent::Disconnected { .. }
+            | ChannelEvent::SendDataError { .. }
+            | ChannelEvent::ReceiveDataError { .. } => {
+                w.backoff_until = Some(now.saturating_add(backoff));
+            }
+            _ => {}
+        }
+    }
+
+    /// When the monitor next needs [`Engine::handle_timeout`] called, if ever.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.watches.values().filter_map(|w| self.deadline(w)).min()
+    }
+
+    fn deadline(&self, w: &Watch) -> Option<Timestamp> {
+        let cfg = self.config.monitor.as_ref()?;
+        if let Some(t) = w.backoff_until {
+            return Some(t);
+        }
+        match w.status {
+            Status::Requested => Some(w.changed.saturating_add(cfg.accept_timeout)),
+            Status::TransferFinished
+            | Status::ResponderFinalizingTransferFinished
+            | Status::Finalizing => Some(w.changed.saturating_add(cfg.complete_timeout)),
+            s if s.is_paused() || s.is_cleaning_up() => None,
+            _ => Some(
+                w.progressed
+                    .max(w.changed)
+                    .saturating_add(cfg.stall_timeout),
+            ),
+        }
+    }
+
+    /// Acts on every monitor deadline that has passed: restarts stalled channels, and fails
+    /// those not accepted in time, not completed in time, or restarted too often.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let Some(cfg) = self.config.monitor.clone() else {
+            return;
+        };
+        let due: Vec<ChannelId> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| self.deadline(w).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(w) = self.watches.get_mut(&id) else {
+                continue;
+            };
+            let failure = match w.status {
+                Status::Requested if w.backoff_until.is_none() => Some(format!(
+                    "data transfer channel was not accepted within {:?}",
+                    cfg.accept_timeout
+                )),
+                Status::TransferFinished
+                | Status::ResponderFinalizingTransferFinished
+                | Status::Finalizing
+                    if w.backoff_until.is_none() =>
+                {
+                    Some(format!(
+                        "timed out after {:?} waiting for the responder to complete",
+                        cfg.complete_timeout
+                    ))
+                }
+                _ if w.restarts >= cfg.max_consecutive_restarts => Some(format!(
+                    "data transfer channel stalled: no progress after {} consecutive restarts",
+                    w.restarts
+                )),
+                _ => None,
+            };
+            match failure {
+                Some(message) => self.fail(now, id, message),
+                None => {
+                    w.restarts += 1;
+                    w.backoff_until = None;
+                    w.progressed = now;
+                    let _ = self.restart(now, id);
+                }
+            }
+        }
+    }
+
+    /// Closes a channel with an error: stops the transport, tells the peer, fails it.
+    fn fail(&mut self, now: Timestamp, id: ChannelId, message: String) {
+        let other = id.other_party(&self.me);
+        self.transport(TransportCommand::CloseChannel { channel: id });
+        let msg = self.cancel_message(id);
+        self.send(other, id, msg, OnSendFailure::Ignore);
+        self.fire_quiet(id, ChannelEvent::error(message), now);
+        self.watches.remove(&id);
     }
 
     fn remember_finished(&mut self, id: ChannelId, status: Status) {
@@ -596,6 +770,18 @@ impl Engine {
     /// voucher and asks the initiator to re-open it.
     pub fn restart(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
         let ch = self.existing(&id)?;
+        if self.config.monitor.is_some() && id.initiator == self.me && !ch.status.is_cleaning_up() {
+            // Channels loaded from a store start being watched when they are restarted.
+            let status = ch.status;
+            self.watches.entry(id).or_insert(Watch {
+                status,
+                changed: now,
+                progressed: now,
+                restarts: 0,
+                backoff_until: None,
+            });
+        }
+        let ch = self.existing(&id)?;
         if ch.status.is_cleaning_up() {
             return Ok(self.fire(id, ChannelEvent::CompleteCleanupOnRestart, now)?);
         }
@@ -635,6 +821,7 @@ impl Engine {
             channel: id,
         });
         if ch.is_pull() {
+            self.reopening.insert(id);
             self.transport(TransportCommand::OpenChannel {
                 data_sender: other,
                 channel: id,
@@ -1165,7 +1352,10 @@ impl Engine {
     pub fn handle_transport_event(&mut self, now: Timestamp, event: TransportEvent) {
         use TransportEvent as T;
         match event {
-            T::ChannelOpened { channel } => self.fire_quiet(channel, ChannelEvent::Opened, now),
+            T::ChannelOpened { channel } => {
+                self.reopening.remove(&channel);
+                self.fire_quiet(channel, ChannelEvent::Opened, now)
+            }
             T::RequestReceived {
                 token,
                 from,
@@ -1249,11 +1439,16 @@ impl Engine {
                 ChannelEvent::ReceiveDataError { message: error },
                 now,
             ),
-            T::OpenFailed { channel, error } => self.fire_quiet(
-                channel,
-                ChannelEvent::error(format!("Unable to send request: {error}")),
-                now,
-            ),
+            T::OpenFailed { channel, error } => {
+                // A failed first open fails the channel (Go's OpenPullDataChannel); a failed
+                // re-open is a disconnect, for the monitor (or the user) to retry.
+                let message = format!("Unable to send request: {error}");
+                if self.reopening.remove(&channel) {
+                    self.fire_quiet(channel, ChannelEvent::Disconnected { message }, now)
+                } else {
+                    self.fire_quiet(channel, ChannelEvent::error(message), now)
+                }
+            }
         }
     }
 

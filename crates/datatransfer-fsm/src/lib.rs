@@ -19,7 +19,7 @@ pub mod io;
 pub mod sim;
 
 pub use channel_fsm::{ChannelEvent, FsmError, Transition, transition};
-pub use engine::{Engine, EngineConfig, UsageError, accept};
+pub use engine::{Engine, EngineConfig, MonitorConfig, UsageError, accept};
 pub use io::{
     HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
     ValidationAnswer, ValidationCall, ValidationToken,

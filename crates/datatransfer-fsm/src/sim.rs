@@ -522,6 +522,20 @@ impl Sim {
             if stop(self) {
                 return true;
             }
+            // Engine timers (the channel monitor) fire when they come before the next delivery.
+            let next_delivery = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_timer = (0..self.nodes.len())
+                .filter_map(|i| self.nodes[i].engine.poll_timeout().map(|t| (t.0, i)))
+                .min();
+            if let Some((t, i)) = next_timer
+                && next_delivery.is_none_or(|d| t <= d)
+            {
+                self.now = self.now.max(t);
+                self.steps += 1;
+                self.nodes[i].engine.handle_timeout(Timestamp(self.now));
+                self.drain(i);
+                continue;
+            }
             let Some(Reverse((at, seq))) = self.queue.pop() else {
                 return true;
             };
