@@ -327,6 +327,54 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.requests.is_empty() && self.responses.is_empty() && self.blocks.is_empty()
     }
+
+    /// A rough size of the encoded message (block bytes plus a little per entry), for
+    /// deciding how much to coalesce.
+    pub fn approx_size(&self) -> usize {
+        let blocks: usize = self.blocks.iter().map(|b| b.data.len() + 48).sum();
+        let responses: usize = self
+            .responses
+            .iter()
+            .map(|r| 64 + 48 * r.metadata.len() + ext_size(&r.extensions))
+            .sum();
+        let requests: usize = self
+            .requests
+            .iter()
+            .map(|r| 128 + ext_size(&r.extensions))
+            .sum();
+        blocks + responses + requests
+    }
+
+    /// Appends `other` to this message. Responses to the same request are merged into one
+    /// (metadata concatenated, extensions combined, the later status kept), because peers
+    /// (go-graphsync among them) keep one response per request id per message. Blocks
+    /// already present are not repeated.
+    pub fn merge(&mut self, other: Self) {
+        self.requests.extend(other.requests);
+        for r in other.responses {
+            match self.responses.iter_mut().find(|x| x.id == r.id) {
+                Some(x) => {
+                    x.status = r.status;
+                    x.metadata.extend(r.metadata);
+                    for (k, v) in r.extensions.iter() {
+                        x.extensions.set(k, v.clone());
+                    }
+                }
+                None => self.responses.push(r),
+            }
+        }
+        for b in other.blocks {
+            if !self.blocks.iter().any(|x| x.cid == b.cid) {
+                self.blocks.push(b);
+            }
+        }
+    }
+}
+
+fn ext_size(e: &Extensions) -> usize {
+    e.iter()
+        .map(|(k, v)| k.len() + v.as_bytes().len() + 4)
+        .sum()
 }
 
 /// Why bytes are not a graphsync message.

@@ -93,6 +93,17 @@ pub trait Hooks: Send + Sync + 'static {
         None
     }
 
+    /// We are about to send a request; returns extensions to add to it.
+    fn outgoing_request(&self, _peer: PeerId, _request: &Request) -> Extensions {
+        Extensions::new()
+    }
+
+    /// A request from a peer waits for a free slot (the response limits are reached).
+    fn request_queued(&self, _peer: PeerId, _id: RequestId) {}
+
+    /// A block went out on the wire, as part of the response to `id`.
+    fn block_sent(&self, _peer: PeerId, _id: RequestId, _cid: Cid, _size: u64) {}
+
     /// A peer asks for data.
     async fn incoming_request(&self, _peer: PeerId, _request: &Request) -> RequestDecision {
         RequestDecision::Accept(Extensions::new())
@@ -459,16 +470,40 @@ async fn read_stream(
     }
 }
 
+/// Sends a peer's messages on one stream, coalescing what is queued into messages up to the
+/// size target (go-graphsync's message queue), and reports each block sent.
 async fn write_stream(
     peer: PeerId,
     mut control: Control,
-    versions: Vec<Version>,
+    config: Arc<GraphSyncConfig>,
     ids: Arc<Mutex<V1Ids>>,
+    hooks: Arc<dyn Hooks>,
     mut rx: mpsc::Receiver<Message>,
     tx: mpsc::Sender<Cmd>,
 ) {
+    let versions = config.versions.clone();
     let mut open: Option<(libp2p::Stream, Version)> = None;
-    while let Some(msg) = rx.recv().await {
+    let mut carry: Option<Message> = None;
+    loop {
+        let first = match carry.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let mut msg = first;
+        let mut size = msg.approx_size();
+        while size < config.message_target {
+            let Ok(next) = rx.try_recv() else { break };
+            let more = next.approx_size();
+            if size + more > config.max_message_size / 2 {
+                carry = Some(next);
+                break;
+            }
+            size += more;
+            msg.merge(next);
+        }
         if open.is_none() {
             for &v in &versions {
                 match control
@@ -503,6 +538,14 @@ async fn write_stream(
         if let Err(e) = stream.write_all(&frame).await {
             open = None;
             let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
+            continue;
+        }
+        for r in &msg.responses {
+            for (cid, _) in &r.metadata {
+                if let Some(b) = msg.blocks.iter().find(|b| b.cid == *cid) {
+                    hooks.block_sent(peer, r.id, b.cid, b.data.len() as u64);
+                }
+            }
         }
     }
     if let Some((mut s, _)) = open {
@@ -514,12 +557,21 @@ impl Node {
     fn peer(&mut self, peer: PeerId) -> &Peer {
         let per_peer = self.config.max_responses_per_peer.max(1);
         let control = self.control.clone();
-        let versions = self.config.versions.clone();
+        let config = self.config.clone();
+        let hooks = self.hooks.clone();
         let tx = self.tx.clone();
         self.peers.entry(peer).or_insert_with(|| {
             let (writer, rx) = mpsc::channel(8);
             let ids = Arc::new(Mutex::new(V1Ids::default()));
-            tokio::spawn(write_stream(peer, control, versions, ids.clone(), rx, tx));
+            tokio::spawn(write_stream(
+                peer,
+                control,
+                config,
+                ids.clone(),
+                hooks,
+                rx,
+                tx,
+            ));
             Peer {
                 writer,
                 ids,
@@ -544,6 +596,10 @@ impl Node {
                     events,
                     store,
                 } => {
+                    let mut request = request;
+                    for (k, v) in self.hooks.outgoing_request(peer, &request).iter() {
+                        request.extensions.set(k, v.clone());
+                    }
                     let root = request.root.unwrap_or_default();
                     let verifier = Verifier::new(
                         root,
@@ -871,11 +927,23 @@ impl ServeCtx {
     async fn serve(self, request: Request, mut ctl: mpsc::Receiver<ResponseCmd>) {
         let id = request.id;
         // Queue until there is room: per peer, then in total.
-        let (Ok(_p), Ok(_a)) = (
-            self.per_peer.clone().acquire_owned().await,
-            self.all.clone().acquire_owned().await,
-        ) else {
-            return;
+        let (per_peer, all) = (self.per_peer.clone(), self.all.clone());
+        let permits = match (
+            per_peer.clone().try_acquire_owned(),
+            all.clone().try_acquire_owned(),
+        ) {
+            (Ok(p), Ok(a)) => Some((p, a)),
+            _ => None,
+        };
+        let _permits = match permits {
+            Some(p) => p,
+            None => {
+                self.hooks.request_queued(self.peer, id);
+                match (per_peer.acquire_owned().await, all.acquire_owned().await) {
+                    (Ok(p), Ok(a)) => (p, a),
+                    _ => return,
+                }
+            }
         };
         let status = self.run(request, &mut ctl).await;
         if let Some(status) = status {

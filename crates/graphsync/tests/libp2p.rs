@@ -654,3 +654,146 @@ async fn the_responder_can_cancel() {
         )))
     );
 }
+
+/// Records what the hooks see.
+#[derive(Default)]
+struct Recorder {
+    sent_blocks: AtomicU64,
+    sent_bytes: AtomicU64,
+    queued: AtomicU64,
+    tagged: AtomicU64,
+    paused_once: std::sync::atomic::AtomicBool,
+    paused_id: std::sync::Mutex<Option<RequestId>>,
+}
+
+#[async_trait]
+impl Hooks for Recorder {
+    fn outgoing_request(&self, _: PeerId, _: &graphsync::Request) -> Extensions {
+        let mut e = Extensions::new();
+        e.set("x/tag", RawNode::new(vec![0x01]).unwrap());
+        e
+    }
+
+    async fn incoming_request(
+        &self,
+        _: PeerId,
+        request: &graphsync::Request,
+    ) -> graphsync::node::RequestDecision {
+        if request.extensions.get("x/tag").is_some() {
+            self.tagged.fetch_add(1, Ordering::SeqCst);
+        }
+        graphsync::node::RequestDecision::Accept(Extensions::new())
+    }
+
+    fn request_queued(&self, _: PeerId, _: RequestId) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn outgoing_block(
+        &self,
+        _: PeerId,
+        id: RequestId,
+        _: &OutgoingBlock,
+    ) -> (BlockDecision, Extensions) {
+        // The very first block pauses its response, holding the only slot.
+        let first = !self.paused_once.swap(true, Ordering::SeqCst);
+        if first {
+            *self.paused_id.lock().unwrap() = Some(id);
+        }
+        (
+            if first {
+                BlockDecision::Pause
+            } else {
+                BlockDecision::Continue
+            },
+            Extensions::new(),
+        )
+    }
+
+    fn block_sent(&self, _: PeerId, _: RequestId, _: Cid, size: u64) {
+        self.sent_blocks.fetch_add(1, Ordering::SeqCst);
+        self.sent_bytes.fetch_add(size, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
+    let server_hooks = Arc::new(Recorder::default());
+    let config = GraphSyncConfig {
+        max_responses_per_peer: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(server_hooks.clone(), config).await;
+    let client = node(Arc::new(Recorder::default()), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let mut roots = Vec::new();
+    let mut total_bytes = 0u64;
+    for s in 0..3 {
+        let data = bytes(512 << 10, 200 + s);
+        let imported = import_bytes(
+            &*server.store,
+            &data,
+            &ImportOptions {
+                chunk_size: 64 << 10,
+                max_links: 174,
+            },
+        )
+        .unwrap();
+        total_bytes +=
+            server.store.get(&imported.root).unwrap().unwrap().len() as u64 + imported.size;
+        roots.push(imported.root);
+    }
+    let mut reqs = Vec::new();
+    for r in &roots {
+        reqs.push(
+            client
+                .gs
+                .request(server.peer, *r, all(), Extensions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let waits: Vec<_> = reqs
+        .into_iter()
+        .map(|r| tokio::spawn(async move { timeout(Duration::from_secs(30), r.finish()).await }))
+        .collect();
+    // The paused response holds the only slot, so the others wait in the queue.
+    let paused = timeout(Duration::from_secs(10), async {
+        loop {
+            let id = *server_hooks.paused_id.lock().unwrap();
+            if let Some(id) = id
+                && server_hooks.queued.load(Ordering::SeqCst) >= 2
+            {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server
+        .gs
+        .unpause_response(client.peer, paused, Extensions::new())
+        .await;
+    for w in waits {
+        assert_eq!(
+            w.await.unwrap().unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+    }
+    assert_eq!(
+        server_hooks.tagged.load(Ordering::SeqCst),
+        3,
+        "the client's outgoing-request hook tagged every request"
+    );
+    assert!(
+        server_hooks.queued.load(Ordering::SeqCst) >= 2,
+        "one response at a time: the others queued"
+    );
+    assert_eq!(
+        server_hooks.sent_blocks.load(Ordering::SeqCst),
+        3 * 9,
+        "a root and 8 leaves per file"
+    );
+    assert_eq!(server_hooks.sent_bytes.load(Ordering::SeqCst), total_bytes);
+}

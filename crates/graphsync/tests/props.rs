@@ -216,3 +216,35 @@ fn oversized_frames_and_bad_fields_are_typed_errors() {
         Err(MessageError::Invalid(_))
     ));
 }
+
+#[test]
+fn merging_keeps_one_response_per_request_and_each_block_once() {
+    let id = RequestId([3; 16]);
+    let a = raw_cid(b"a");
+    let part = |status, link, data: &[u8]| Message {
+        responses: vec![Response {
+            id,
+            status,
+            metadata: vec![(link, LinkAction::Present)],
+            extensions: Extensions::new(),
+        }],
+        blocks: vec![Block {
+            cid: raw_cid(data),
+            data: data.to_vec(),
+        }],
+        ..Message::default()
+    };
+    let mut m = part(ResponseStatus::PartialResponse, a, b"a");
+    m.merge(part(
+        ResponseStatus::RequestCompletedFull,
+        raw_cid(b"b"),
+        b"b",
+    ));
+    m.merge(part(ResponseStatus::RequestCompletedFull, a, b"a"));
+    assert_eq!(m.responses.len(), 1);
+    assert_eq!(m.responses[0].status, ResponseStatus::RequestCompletedFull);
+    assert_eq!(m.responses[0].metadata.len(), 3);
+    assert_eq!(m.blocks.len(), 2);
+    // Still a valid message both ways.
+    assert_eq!(v2::decode(&v2::encode(&m), 64).unwrap(), m);
+}
