@@ -332,3 +332,30 @@ pub enum Output {
         voucher: Voucher,
     },
 }
+
+/// Where a [`Transport`] delivers what it observes (the façade's engine task, a simulator).
+/// Delivery must not block: the sink queues the event.
+pub trait TransportEventSink: Send + Sync + 'static {
+    /// Hands over one event; events must arrive in the order the transport saw them.
+    fn deliver(&self, event: TransportEvent);
+}
+
+/// A transport that moves the bytes of channels (go-data-transfer's `Transport`): it carries
+/// out the engine's [`TransportCommand`]s and reports [`TransportEvent`]s to its sink.
+///
+/// Commands must be carried out in the order given; a command may not block (a transport
+/// that needs to wait queues the work).
+pub trait Transport: Send + Sync + 'static {
+    /// Sets where events go. Called once, before the first command.
+    fn attach(&self, sink: std::sync::Arc<dyn TransportEventSink>);
+
+    /// Carries out (or queues) one command.
+    fn execute(&self, command: TransportCommand);
+
+    /// Stops every transfer and releases resources; later commands are ignored.
+    fn shutdown(&self) {}
+
+    /// The transport as [`std::any::Any`], so a transport configurer can reach the concrete
+    /// type (for example to give a channel its own block store).
+    fn as_any(&self) -> &dyn std::any::Any;
+}

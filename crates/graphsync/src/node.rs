@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use cid::Cid;
 use dt_ipld::blockstore::Blockstore;
 use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{BlockVisit, TraversalConfig};
+use dt_ipld::traversal::TraversalConfig;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
@@ -99,7 +99,7 @@ pub trait Hooks: Send + Sync + 'static {
     }
 
     /// A request from a peer waits for a free slot (the response limits are reached).
-    fn request_queued(&self, _peer: PeerId, _id: RequestId) {}
+    fn request_queued(&self, _peer: PeerId, _request: &Request) {}
 
     /// A block went out on the wire, as part of the response to `id`.
     fn block_sent(&self, _peer: PeerId, _id: RequestId, _cid: Cid, _size: u64) {}
@@ -120,8 +120,14 @@ pub trait Hooks: Send + Sync + 'static {
         (BlockDecision::Continue, Extensions::new())
     }
 
-    /// A checked block arrived for one of our requests; returns whether to pause it.
-    fn incoming_block(&self, _peer: PeerId, _id: RequestId, _block: &BlockVisit) -> BlockDecision {
+    /// A checked block arrived for one of our requests (or was taken from the local store);
+    /// returns whether to pause the request.
+    fn incoming_block(
+        &self,
+        _peer: PeerId,
+        _id: RequestId,
+        _block: &IncomingBlock,
+    ) -> BlockDecision {
         BlockDecision::Continue
     }
 
@@ -139,6 +145,22 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// Talking to a peer failed.
     fn network_error(&self, _peer: PeerId, _error: &str) {}
+}
+
+/// A block one of our requests reached, as the incoming-block hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingBlock {
+    /// Its CID.
+    pub cid: Cid,
+    /// Its size in bytes (0 if the responder does not have it).
+    pub size: u64,
+    /// Whether the block is available (received, or already in the local store).
+    pub present: bool,
+    /// Whether its bytes came over the wire in this request (not from the local store, as
+    /// blocks skipped by `do-not-send-first-blocks` are).
+    pub on_wire: bool,
+    /// Its position in the request's walk, from 1 (pauses do not restart the count).
+    pub index: u64,
 }
 
 /// Hooks that accept everything.
@@ -222,6 +244,33 @@ impl std::fmt::Debug for Cmd {
     }
 }
 
+/// Control over one of our requests, apart from its events (clone it to pause, resume or
+/// cancel from another task while one task reads the events).
+#[derive(Debug, Clone)]
+pub struct RequestControl {
+    /// The request's id.
+    pub id: RequestId,
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl RequestControl {
+    /// Cancels the request.
+    pub async fn cancel(&self) {
+        let _ = self.tx.send(Cmd::CancelRequest(self.id)).await;
+    }
+
+    /// Pauses the request (the responder is told to stop; unpausing resumes where it was).
+    pub async fn pause(&self) {
+        let _ = self.tx.send(Cmd::PauseRequest(self.id)).await;
+    }
+
+    /// Resumes a paused request, sending `extensions` with it; on a running request, sends
+    /// the extensions as an update.
+    pub async fn unpause(&self, extensions: Extensions) {
+        let _ = self.tx.send(Cmd::UnpauseRequest(self.id, extensions)).await;
+    }
+}
+
 /// One of our requests in progress: its events, and control over it.
 #[derive(Debug)]
 pub struct RequestHandle {
@@ -250,6 +299,14 @@ impl RequestHandle {
     /// Resumes a paused request, sending `extensions` with it.
     pub async fn unpause(&self, extensions: Extensions) {
         let _ = self.tx.send(Cmd::UnpauseRequest(self.id, extensions)).await;
+    }
+
+    /// A control over the request that can be used from another task.
+    pub fn control(&self) -> RequestControl {
+        RequestControl {
+            id: self.id,
+            tx: self.tx.clone(),
+        }
     }
 
     /// Waits for the end; returns the final status.
@@ -804,6 +861,7 @@ impl Node {
         let mut pause = false;
         let mut store_err = None;
         let mut traversed = 0u64;
+        let before = o.traversed;
         let result = o
             .verifier
             .on_response(&resp, blocks, &*store, &mut |visit, data| {
@@ -816,7 +874,14 @@ impl Node {
                 if visit.present {
                     got.push((visit.cid, visit.size as u64));
                 }
-                if hooks.incoming_block(peer, id, visit) == BlockDecision::Pause {
+                let block = IncomingBlock {
+                    cid: visit.cid,
+                    size: visit.size as u64,
+                    present: visit.present,
+                    on_wire: data.is_some(),
+                    index: before + traversed,
+                };
+                if hooks.incoming_block(peer, id, &block) == BlockDecision::Pause {
                     pause = true;
                 }
             });
@@ -938,7 +1003,7 @@ impl ServeCtx {
         let _permits = match permits {
             Some(p) => p,
             None => {
-                self.hooks.request_queued(self.peer, id);
+                self.hooks.request_queued(self.peer, &request);
                 match (per_peer.acquire_owned().await, all.acquire_owned().await) {
                     (Ok(p), Ok(a)) => (p, a),
                     _ => return,

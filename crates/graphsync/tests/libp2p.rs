@@ -463,7 +463,7 @@ impl Hooks for PauseMyRequest {
         &self,
         _: PeerId,
         _: RequestId,
-        _: &dt_ipld::traversal::BlockVisit,
+        _: &graphsync::node::IncomingBlock,
     ) -> BlockDecision {
         if self.seen.fetch_add(1, Ordering::SeqCst) == 1 {
             BlockDecision::Pause
@@ -685,7 +685,7 @@ impl Hooks for Recorder {
         graphsync::node::RequestDecision::Accept(Extensions::new())
     }
 
-    fn request_queued(&self, _: PeerId, _: RequestId) {
+    fn request_queued(&self, _: PeerId, _: &graphsync::Request) {
         self.queued.fetch_add(1, Ordering::SeqCst);
     }
 

@@ -1,0 +1,945 @@
+//! The graphsync transport of the data-transfer protocol, as go-data-transfer v1.15.1
+//! `transport/graphsync` drives go-graphsync.
+//!
+//! [`GraphsyncTransport`] implements the engine's [`Transport`]: it carries out
+//! [`TransportCommand`]s on a [`GraphSync`] node and turns graphsync's hooks into
+//! [`TransportEvent`]s.
+//!
+//! - Data-transfer messages ride in graphsync extensions, encoded as `/fil/datatransfer/1.2.0`
+//!   messages: `fil/data-transfer/1.1` always, plus `fil/data-transfer/incoming-request/1.1` on
+//!   the answer to a request and `fil/data-transfer/outgoing-block/1.1` on a block.
+//! - Pull: the initiator's graphsync request carries the New request; the responder's
+//!   incoming-request hook asks the engine to validate it (accept, pause or reject).
+//! - Push: the responder, once it accepted the push over the data-transfer network, requests
+//!   the data back from the initiator, with its acceptance in the request.
+//! - The sender's outgoing-block hook reports each block queued (the engine counts bytes and
+//!   asks the revalidator, which may pause the response and attach a message); the
+//!   block-sent hook reports it sent. The receiver's incoming-block hook reports each block
+//!   received (the engine may pause or cancel the request).
+//! - Completed responses and finished requests feed the engine; a restart opens a new request
+//!   with `graphsync/do-not-send-first-blocks` set to the number of blocks at the start of the
+//!   walk the receiver already holds, so they are not sent again.
+//!
+//! Requests without a data-transfer extension are refused: this node serves data only to
+//! channels the engine validated.
+
+#![deny(missing_docs)]
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use async_trait::async_trait;
+use datatransfer_fsm::{
+    HookResult, HookToken, Transport, TransportCommand, TransportEvent, TransportEventSink,
+};
+use datatransfer_types::message::{DecodeLimits, Message, MessageType, WireVersion};
+use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, PeerId};
+use dt_ipld::blockstore::Blockstore;
+use dt_ipld::selector::Selector;
+use dt_ipld::traversal::{NoVisitor, Step, Traversal, TraversalConfig};
+use graphsync::node::{
+    GraphSync, GraphSyncConfig, GraphSyncError, Hooks, IncomingBlock, RequestControl,
+    RequestDecision, RequestEvent, RequestHandle,
+};
+use graphsync::responder::{BlockDecision, DO_NOT_SEND_FIRST_BLOCKS, OutgoingBlock};
+use graphsync::{Extensions, RawNode, Request, RequestId, Response, ResponseStatus};
+use tokio::sync::{mpsc, oneshot};
+
+/// The extension every data-transfer message travels in.
+pub const EXTENSION_DATA_TRANSFER: &str = "fil/data-transfer/1.1";
+/// The extension of a message answering a graphsync request (the incoming-request hook).
+pub const EXTENSION_INCOMING_REQUEST: &str = "fil/data-transfer/incoming-request/1.1";
+/// The extension of a message sent along with a block (the outgoing-block hook).
+pub const EXTENSION_OUTGOING_BLOCK: &str = "fil/data-transfer/outgoing-block/1.1";
+
+/// Settings of the transport.
+#[derive(Debug, Clone, Default)]
+pub struct GraphsyncTransportConfig {
+    /// The graphsync node's settings (versions, message sizes, response limits).
+    pub graphsync: GraphSyncConfig,
+    /// Limits on data-transfer messages read from extensions.
+    pub limits: DecodeLimits,
+}
+
+/// Starting the transport failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Another behaviour already serves the graphsync protocols on this swarm.
+    #[error("the graphsync protocols are already registered on this swarm")]
+    AlreadyRegistered,
+}
+
+/// The graphsync transport. Cheap to clone; all clones drive the same node.
+#[derive(Clone)]
+pub struct GraphsyncTransport {
+    shared: Arc<Shared>,
+    work: mpsc::UnboundedSender<TransportCommand>,
+}
+
+impl std::fmt::Debug for GraphsyncTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphsyncTransport")
+            .field("me", &self.shared.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hook waiting for the engine's answer.
+enum Pending {
+    /// An async graphsync hook awaits it.
+    Answer(oneshot::Sender<(Option<Message>, HookResult)>),
+    /// A block of one of our requests arrived: pause or cancel the request if told to.
+    Received(ChannelId),
+    /// A message arrived in an update of a request we serve.
+    Updated(PeerId, RequestId),
+    /// A request message arrived in a response to one of our requests.
+    InResponse(ChannelId),
+}
+
+/// One of our graphsync requests (we receive the channel's data).
+struct Outgoing {
+    control: Option<RequestControl>,
+    /// Set when we cancel or replace the request, so its end is not reported.
+    closed: Arc<AtomicBool>,
+}
+
+/// A graphsync request we serve (we send the channel's data).
+struct Serving {
+    channel: ChannelId,
+    /// Blocks queued for sending and their walk positions, for the block-sent hook.
+    queued: VecDeque<(Cid, u64)>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<HookToken, Pending>,
+    outgoing: HashMap<ChannelId, Outgoing>,
+    outgoing_ids: HashMap<RequestId, ChannelId>,
+    serving: HashMap<(PeerId, RequestId), Serving>,
+    serving_channels: HashMap<ChannelId, (PeerId, RequestId)>,
+    stores: HashMap<ChannelId, Arc<dyn Blockstore>>,
+    /// Messages to attach to the channel's next graphsync response (a resume that came before
+    /// the request).
+    stashed: HashMap<ChannelId, Vec<Message>>,
+    shut_down: bool,
+}
+
+struct Shared {
+    me: PeerId,
+    default_store: Arc<dyn Blockstore>,
+    gs: OnceLock<GraphSync>,
+    sink: OnceLock<Arc<dyn TransportEventSink>>,
+    state: Mutex<State>,
+    next_token: AtomicU64,
+    limits: DecodeLimits,
+    traversal: TraversalConfig,
+}
+
+impl GraphsyncTransport {
+    /// Starts a graphsync node on `control` serving `store` (the default block store of every
+    /// channel) and the transport over it. Must be called inside a tokio runtime.
+    pub fn start(
+        me: PeerId,
+        control: libp2p_stream::Control,
+        store: Arc<dyn Blockstore>,
+        config: GraphsyncTransportConfig,
+    ) -> Result<Self, TransportError> {
+        let shared = Arc::new(Shared {
+            me,
+            default_store: store.clone(),
+            gs: OnceLock::new(),
+            sink: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            next_token: AtomicU64::new(1),
+            limits: config.limits,
+            traversal: config.graphsync.traversal.clone(),
+        });
+        let hooks = Arc::new(DtHooks(shared.clone()));
+        let gs = GraphSync::start(me, control, store, hooks, config.graphsync)
+            .map_err(|_| TransportError::AlreadyRegistered)?;
+        let _ = shared.gs.set(gs);
+        let (work, rx) = mpsc::unbounded_channel();
+        tokio::spawn(execute_commands(shared.clone(), rx));
+        Ok(Self { shared, work })
+    }
+
+    /// The graphsync node underneath.
+    pub fn graphsync(&self) -> Option<&GraphSync> {
+        self.shared.gs.get()
+    }
+
+    /// Has the channel read and write its blocks in `store` instead of the default one
+    /// (go-data-transfer's `UseStore`; call it from a transport configurer).
+    pub fn use_store(&self, channel: ChannelId, store: Arc<dyn Blockstore>) {
+        self.shared.lock().stores.insert(channel, store);
+    }
+
+    /// How many channels have transport state (requests sent or served); for tests and
+    /// diagnostics.
+    pub fn open_channels(&self) -> usize {
+        let st = self.shared.lock();
+        st.outgoing.len() + st.serving_channels.len()
+    }
+}
+
+impl Transport for GraphsyncTransport {
+    fn attach(&self, sink: Arc<dyn TransportEventSink>) {
+        let _ = self.shared.sink.set(sink);
+    }
+
+    fn execute(&self, command: TransportCommand) {
+        let _ = self.work.send(command);
+    }
+
+    fn shutdown(&self) {
+        let mut st = self.shared.lock();
+        st.shut_down = true;
+        // Dropping the waiting hooks' senders refuses them.
+        st.pending.clear();
+        for o in st.outgoing.values() {
+            o.closed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping would; carry on with the data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deliver(&self, event: TransportEvent) {
+        if let Some(sink) = self.sink.get() {
+            sink.deliver(event);
+        }
+    }
+
+    fn token(&self) -> HookToken {
+        HookToken(self.next_token.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn gs(&self) -> Option<GraphSync> {
+        self.gs.get().cloned()
+    }
+
+    /// The first data-transfer message found under `names`, decoded.
+    fn message_in(
+        &self,
+        extensions: &Extensions,
+        names: &[&str],
+    ) -> Option<Result<Message, String>> {
+        let node = names.iter().find_map(|n| extensions.get(n))?;
+        Some(
+            Message::from_cbor_with_limits(WireVersion::V1_2, node.as_bytes(), &self.limits)
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    /// The channel a data-transfer message on a request from or to `peer` belongs to: a
+    /// request comes from the initiator, a response from the responder.
+    fn channel_of(&self, peer: PeerId, message: &Message) -> ChannelId {
+        if message.is_request() {
+            ChannelId::new(peer, self.me, message.transfer_id())
+        } else {
+            ChannelId::new(self.me, peer, message.transfer_id())
+        }
+    }
+
+    /// Asks the engine and waits for its answer; a dropped answer (shutdown) is a refusal.
+    async fn ask(
+        &self,
+        event: impl FnOnce(HookToken) -> TransportEvent,
+    ) -> (Option<Message>, HookResult) {
+        let token = self.token();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.lock();
+            if st.shut_down {
+                return (None, HookResult::Fail("transport shut down".into()));
+            }
+            st.pending.insert(token, Pending::Answer(tx));
+        }
+        self.deliver(event(token));
+        rx.await
+            .unwrap_or((None, HookResult::Fail("transport shut down".into())))
+    }
+}
+
+/// Encodes a message into the extensions named.
+fn extensions_for(message: &Message, names: &[&str]) -> Extensions {
+    let mut ext = Extensions::new();
+    if let Ok(node) = RawNode::new(message.to_cbor(WireVersion::V1_2)) {
+        for n in names {
+            ext.set(*n, node.clone());
+        }
+    }
+    ext
+}
+
+fn merge_into(ext: &mut Extensions, more: Extensions) {
+    for (k, v) in more.iter() {
+        ext.set(k, v.clone());
+    }
+}
+
+/// graphsync's hooks, turned into transport events.
+struct DtHooks(Arc<Shared>);
+
+#[async_trait]
+impl Hooks for DtHooks {
+    fn store_for_request(&self, peer: PeerId, request: &Request) -> Option<Arc<dyn Blockstore>> {
+        let s = &self.0;
+        let msg = s
+            .message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER])?
+            .ok()?;
+        let channel = s.channel_of(peer, &msg);
+        s.lock().stores.get(&channel).cloned()
+    }
+
+    fn outgoing_request(&self, peer: PeerId, request: &Request) -> Extensions {
+        // Go's outgoing-request hook: the channel is open once its request leaves.
+        let s = &self.0;
+        if let Some(Ok(msg)) = s.message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER]) {
+            let channel = if msg.is_request() {
+                ChannelId::new(s.me, peer, msg.transfer_id())
+            } else {
+                ChannelId::new(peer, s.me, msg.transfer_id())
+            };
+            s.lock().outgoing_ids.insert(request.id, channel);
+            s.deliver(TransportEvent::ChannelOpened { channel });
+        }
+        Extensions::new()
+    }
+
+    fn request_queued(&self, peer: PeerId, request: &Request) {
+        let s = &self.0;
+        let Some(Ok(msg)) = s.message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER]) else {
+            return;
+        };
+        if msg.message_type() == MessageType::New {
+            let channel = s.channel_of(peer, &msg);
+            s.deliver(TransportEvent::TransferQueued { channel });
+        }
+    }
+
+    async fn incoming_request(&self, peer: PeerId, request: &Request) -> RequestDecision {
+        let s = &self.0;
+        let msg = match s.message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER]) {
+            None => {
+                return RequestDecision::Reject(ResponseStatus::RequestRejected, Extensions::new());
+            }
+            Some(Err(_)) => {
+                return RequestDecision::Reject(
+                    ResponseStatus::RequestFailedUnknown,
+                    Extensions::new(),
+                );
+            }
+            Some(Ok(m)) => m,
+        };
+        let channel = s.channel_of(peer, &msg);
+        let key = (peer, request.id);
+        // The same request again is a requester resuming after its own pause: its original
+        // opening message is not news to the engine.
+        let repeat = s
+            .lock()
+            .serving
+            .get(&key)
+            .is_some_and(|sv| sv.channel == channel);
+        let mut pending = Extensions::new();
+        {
+            let mut st = s.lock();
+            if let Some(old) = st.serving_channels.insert(channel, key)
+                && old != key
+            {
+                st.serving.remove(&old);
+                if let Some(gs) = s.gs() {
+                    tokio::spawn(async move { gs.cancel_response(old.0, old.1).await });
+                }
+            }
+            st.serving.entry(key).or_insert_with(|| Serving {
+                channel,
+                queued: VecDeque::new(),
+            });
+            for m in st.stashed.remove(&channel).unwrap_or_default() {
+                merge_into(&mut pending, extensions_for(&m, &[EXTENSION_DATA_TRANSFER]));
+            }
+        }
+        let opening = matches!(msg.message_type(), MessageType::New | MessageType::Restart);
+        match msg {
+            Message::Response(response) => {
+                if !(repeat && opening) {
+                    s.deliver(TransportEvent::ResponseReceived {
+                        from: peer,
+                        response,
+                    });
+                }
+                RequestDecision::Accept(pending)
+            }
+            Message::Request(_) if repeat && opening => RequestDecision::Accept(pending),
+            Message::Request(request) => {
+                let (reply, result) = s
+                    .ask(|token| TransportEvent::RequestReceived {
+                        token,
+                        from: peer,
+                        request,
+                    })
+                    .await;
+                if let Some(m) = reply {
+                    merge_into(
+                        &mut pending,
+                        extensions_for(&m, &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER]),
+                    );
+                }
+                match result {
+                    HookResult::Continue | HookResult::Resume => RequestDecision::Accept(pending),
+                    HookResult::Pause => RequestDecision::Pause(pending),
+                    HookResult::Fail(_) => {
+                        let mut st = s.lock();
+                        st.serving.remove(&key);
+                        if st.serving_channels.get(&channel) == Some(&key) {
+                            st.serving_channels.remove(&channel);
+                        }
+                        RequestDecision::Reject(ResponseStatus::RequestRejected, pending)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn outgoing_block(
+        &self,
+        peer: PeerId,
+        id: RequestId,
+        block: &OutgoingBlock,
+    ) -> (BlockDecision, Extensions) {
+        let s = &self.0;
+        // Blocks the requester already has are not news: Go only reports blocks that go out.
+        if !block.sent {
+            return (BlockDecision::Continue, Extensions::new());
+        }
+        let Some(channel) = s.lock().serving.get(&(peer, id)).map(|sv| sv.channel) else {
+            return (BlockDecision::Continue, Extensions::new());
+        };
+        let (reply, result) = s
+            .ask(|token| TransportEvent::DataQueued {
+                token,
+                channel,
+                size: block.size,
+                index: block.index,
+                unique: true,
+            })
+            .await;
+        let ext = reply.map_or_else(Extensions::new, |m| {
+            extensions_for(&m, &[EXTENSION_OUTGOING_BLOCK, EXTENSION_DATA_TRANSFER])
+        });
+        if let Some(sv) = s.lock().serving.get_mut(&(peer, id)) {
+            sv.queued.push_back((block.cid, block.index));
+        }
+        match result {
+            HookResult::Continue | HookResult::Resume => (BlockDecision::Continue, ext),
+            HookResult::Pause => (BlockDecision::Pause, ext),
+            HookResult::Fail(_) => {
+                if let Some(gs) = s.gs() {
+                    tokio::spawn(async move { gs.cancel_response(peer, id).await });
+                }
+                (BlockDecision::Pause, ext)
+            }
+        }
+    }
+
+    fn block_sent(&self, peer: PeerId, id: RequestId, cid: Cid, size: u64) {
+        let s = &self.0;
+        let found = {
+            let mut st = s.lock();
+            st.serving.get_mut(&(peer, id)).and_then(|sv| {
+                let at = sv.queued.iter().position(|(c, _)| *c == cid)?;
+                let (_, index) = sv.queued.remove(at)?;
+                Some((sv.channel, index))
+            })
+        };
+        if let Some((channel, index)) = found {
+            s.deliver(TransportEvent::DataSent {
+                channel,
+                size,
+                index,
+                unique: true,
+            });
+        }
+    }
+
+    fn incoming_block(&self, _peer: PeerId, id: RequestId, block: &IncomingBlock) -> BlockDecision {
+        let s = &self.0;
+        if !block.present {
+            return BlockDecision::Continue;
+        }
+        let token = s.token();
+        let channel = {
+            let mut st = s.lock();
+            let Some(channel) = st.outgoing_ids.get(&id).copied() else {
+                return BlockDecision::Continue;
+            };
+            if st.shut_down {
+                return BlockDecision::Continue;
+            }
+            st.pending.insert(token, Pending::Received(channel));
+            channel
+        };
+        s.deliver(TransportEvent::DataReceived {
+            token,
+            channel,
+            size: block.size,
+            index: block.index,
+            unique: block.on_wire,
+        });
+        // The engine answers asynchronously; a pause or cancel is applied when it does.
+        BlockDecision::Continue
+    }
+
+    fn incoming_response(&self, peer: PeerId, response: &Response) {
+        let s = &self.0;
+        let Some(channel) = s.lock().outgoing_ids.get(&response.id).copied() else {
+            return;
+        };
+        let first = s.message_in(
+            &response.extensions,
+            &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER],
+        );
+        let block = s.message_in(&response.extensions, &[EXTENSION_OUTGOING_BLOCK]);
+        let mut seen: Option<Message> = None;
+        for m in [first, block].into_iter().flatten().flatten() {
+            if seen.as_ref() == Some(&m) || s.channel_of(peer, &m) != channel {
+                continue;
+            }
+            seen = Some(m.clone());
+            match m {
+                Message::Response(response) => s.deliver(TransportEvent::ResponseReceived {
+                    from: peer,
+                    response,
+                }),
+                Message::Request(request) => {
+                    let token = s.token();
+                    s.lock().pending.insert(token, Pending::InResponse(channel));
+                    s.deliver(TransportEvent::RequestReceived {
+                        token,
+                        from: peer,
+                        request,
+                    });
+                }
+            }
+        }
+    }
+
+    fn request_updated(&self, peer: PeerId, request: &Request) {
+        let s = &self.0;
+        let Some(channel) = s
+            .lock()
+            .serving
+            .get(&(peer, request.id))
+            .map(|sv| sv.channel)
+        else {
+            return;
+        };
+        let Some(Ok(msg)) = s.message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER]) else {
+            return;
+        };
+        if s.channel_of(peer, &msg) != channel {
+            return;
+        }
+        match msg {
+            Message::Response(response) => s.deliver(TransportEvent::ResponseReceived {
+                from: peer,
+                response,
+            }),
+            Message::Request(req) => {
+                let token = s.token();
+                s.lock()
+                    .pending
+                    .insert(token, Pending::Updated(peer, request.id));
+                s.deliver(TransportEvent::RequestReceived {
+                    token,
+                    from: peer,
+                    request: req,
+                });
+            }
+        }
+    }
+
+    fn completed_response(&self, peer: PeerId, id: RequestId, status: ResponseStatus) {
+        let s = &self.0;
+        // A cancelled response is either a requester's pause or a cancel the engine hears of
+        // through the data-transfer network.
+        if status == ResponseStatus::RequestCancelled {
+            return;
+        }
+        let channel = {
+            let mut st = s.lock();
+            let Some(sv) = st.serving.remove(&(peer, id)) else {
+                return;
+            };
+            if st.serving_channels.get(&sv.channel) == Some(&(peer, id)) {
+                st.serving_channels.remove(&sv.channel);
+            }
+            sv.channel
+        };
+        let result = if status == ResponseStatus::RequestCompletedFull {
+            Ok(())
+        } else {
+            Err(format!(
+                "graphsync response to peer {peer} did not complete: response status code {status:?}"
+            ))
+        };
+        s.deliver(TransportEvent::ChannelCompleted { channel, result });
+    }
+
+    fn network_error(&self, peer: PeerId, error: &str) {
+        let s = &self.0;
+        let (sending, receiving): (Vec<ChannelId>, Vec<ChannelId>) = {
+            let st = s.lock();
+            (
+                st.serving_channels
+                    .iter()
+                    .filter(|(_, (p, _))| *p == peer)
+                    .map(|(c, _)| *c)
+                    .collect(),
+                st.outgoing
+                    .keys()
+                    .filter(|c| c.initiator == peer || c.responder == peer)
+                    .copied()
+                    .collect(),
+            )
+        };
+        for channel in sending {
+            s.deliver(TransportEvent::SendDataError {
+                channel,
+                error: error.to_owned(),
+            });
+        }
+        for channel in receiving {
+            s.deliver(TransportEvent::ReceiveDataError {
+                channel,
+                error: error.to_owned(),
+            });
+        }
+    }
+}
+
+/// Counts the blocks at the start of the walk that `store` already holds: what a restarted
+/// request asks the sender to skip.
+fn held_prefix(
+    store: &dyn Blockstore,
+    root: Cid,
+    selector: &DagCbor,
+    config: &TraversalConfig,
+) -> u64 {
+    let Ok(selector) = Selector::from_dag_cbor(selector.as_bytes()) else {
+        return 0;
+    };
+    let mut walk = Traversal::new(root, selector, config.clone());
+    let mut held = 0;
+    loop {
+        match walk.advance(&mut NoVisitor) {
+            Ok(Step::NeedBlock(cid)) => match store.get(&cid) {
+                Ok(Some(data)) => {
+                    if walk.provide(Some(&data), &mut NoVisitor).is_err() {
+                        return held;
+                    }
+                    held += 1;
+                }
+                _ => return held,
+            },
+            Ok(Step::Done) | Err(_) => return held,
+        }
+    }
+}
+
+/// Carries out commands in order.
+async fn execute_commands(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<TransportCommand>) {
+    while let Some(cmd) = rx.recv().await {
+        if shared.lock().shut_down {
+            continue;
+        }
+        let Some(gs) = shared.gs() else { continue };
+        match cmd {
+            TransportCommand::OpenChannel {
+                data_sender,
+                channel,
+                root,
+                selector,
+                message,
+                restart,
+            } => {
+                open_channel(
+                    &shared,
+                    &gs,
+                    data_sender,
+                    channel,
+                    root,
+                    selector,
+                    message,
+                    restart,
+                )
+                .await
+            }
+            TransportCommand::CloseChannel { channel }
+            | TransportCommand::CleanupChannel { channel } => {
+                let (out, serving) = {
+                    let mut st = shared.lock();
+                    let out = st.outgoing.remove(&channel);
+                    let serving = st.serving_channels.remove(&channel);
+                    if let Some(key) = serving {
+                        st.serving.remove(&key);
+                    }
+                    st.stores.remove(&channel);
+                    st.stashed.remove(&channel);
+                    (out, serving)
+                };
+                if let Some(o) = out {
+                    o.closed.store(true, Ordering::SeqCst);
+                    if let Some(c) = o.control {
+                        c.cancel().await;
+                    }
+                }
+                if let Some((peer, id)) = serving {
+                    gs.cancel_response(peer, id).await;
+                }
+            }
+            TransportCommand::PauseChannel { channel } => {
+                let (control, serving) = {
+                    let st = shared.lock();
+                    (
+                        st.outgoing.get(&channel).and_then(|o| o.control.clone()),
+                        st.serving_channels.get(&channel).copied(),
+                    )
+                };
+                if let Some(c) = control {
+                    c.pause().await;
+                } else if let Some((peer, id)) = serving {
+                    gs.pause_response(peer, id).await;
+                }
+            }
+            TransportCommand::ResumeChannel { channel, message } => {
+                let ext = message.as_ref().map_or_else(Extensions::new, |m| {
+                    extensions_for(m, &[EXTENSION_DATA_TRANSFER])
+                });
+                let (control, serving) = {
+                    let mut st = shared.lock();
+                    let control = st.outgoing.get(&channel).and_then(|o| o.control.clone());
+                    let serving = st.serving_channels.get(&channel).copied();
+                    if control.is_none()
+                        && serving.is_none()
+                        && let Some(m) = message
+                    {
+                        st.stashed.entry(channel).or_default().push(m);
+                    }
+                    (control, serving)
+                };
+                if let Some(c) = control {
+                    c.unpause(ext).await;
+                } else if let Some((peer, id)) = serving {
+                    gs.unpause_response(peer, id, ext).await;
+                }
+            }
+            TransportCommand::HookResult {
+                token,
+                message,
+                result,
+                ..
+            } => hook_result(&shared, &gs, token, message, result).await,
+        }
+    }
+}
+
+async fn hook_result(
+    shared: &Shared,
+    gs: &GraphSync,
+    token: HookToken,
+    message: Option<Message>,
+    result: HookResult,
+) {
+    let Some(pending) = shared.lock().pending.remove(&token) else {
+        return;
+    };
+    match pending {
+        Pending::Answer(tx) => {
+            let _ = tx.send((message, result));
+        }
+        Pending::Received(channel) | Pending::InResponse(channel) => {
+            let (control, closed) = {
+                let st = shared.lock();
+                match st.outgoing.get(&channel) {
+                    Some(o) => (o.control.clone(), o.closed.clone()),
+                    None => return,
+                }
+            };
+            let Some(control) = control else { return };
+            if let Some(m) = message {
+                control
+                    .unpause(extensions_for(&m, &[EXTENSION_DATA_TRANSFER]))
+                    .await;
+            }
+            match result {
+                HookResult::Pause => control.pause().await,
+                HookResult::Fail(_) => {
+                    closed.store(true, Ordering::SeqCst);
+                    control.cancel().await;
+                }
+                HookResult::Continue | HookResult::Resume => {}
+            }
+        }
+        Pending::Updated(peer, id) => {
+            if let Some(m) = message {
+                gs.send_extensions(peer, id, extensions_for(&m, &[EXTENSION_DATA_TRANSFER]))
+                    .await;
+            }
+            match result {
+                HookResult::Pause => gs.pause_response(peer, id).await,
+                HookResult::Fail(_) => gs.cancel_response(peer, id).await,
+                HookResult::Continue | HookResult::Resume => {}
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_channel(
+    shared: &Arc<Shared>,
+    gs: &GraphSync,
+    data_sender: PeerId,
+    channel: ChannelId,
+    root: Cid,
+    selector: DagCbor,
+    message: Message,
+    restart: Option<Box<ChannelState>>,
+) {
+    let fail = |error: String| {
+        shared.deliver(TransportEvent::OpenFailed { channel, error });
+    };
+    let (store, old) = {
+        let mut st = shared.lock();
+        let store = st
+            .stores
+            .get(&channel)
+            .cloned()
+            .unwrap_or_else(|| shared.default_store.clone());
+        (store, st.outgoing.remove(&channel))
+    };
+    // A re-open replaces the request in flight.
+    if let Some(o) = old {
+        o.closed.store(true, Ordering::SeqCst);
+        if let Some(c) = o.control {
+            c.cancel().await;
+        }
+    }
+    let mut ext = extensions_for(&message, &[EXTENSION_DATA_TRANSFER]);
+    if ext.get(EXTENSION_DATA_TRANSFER).is_none() {
+        return fail("the data-transfer message could not be encoded".into());
+    }
+    if restart.is_some() {
+        let held = held_prefix(&*store, root, &selector, &shared.traversal);
+        if held > 0 {
+            ext.set(
+                DO_NOT_SEND_FIRST_BLOCKS,
+                graphsync::responder::encode_skip_count(held),
+            );
+        }
+    }
+    let Ok(selector) = RawNode::new(selector.as_bytes().to_vec()) else {
+        return fail("the selector is not valid DAG-CBOR".into());
+    };
+    let closed = Arc::new(AtomicBool::new(false));
+    // Registered before the request leaves, so its first blocks find it.
+    shared.lock().outgoing.insert(
+        channel,
+        Outgoing {
+            control: None,
+            closed: closed.clone(),
+        },
+    );
+    let handle = match gs
+        .request_into(data_sender, root, selector, ext, store)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            shared.lock().outgoing.remove(&channel);
+            return fail(e.to_string());
+        }
+    };
+    let registered = {
+        let mut st = shared.lock();
+        match st.outgoing.get_mut(&channel) {
+            Some(o) if Arc::ptr_eq(&o.closed, &closed) => {
+                o.control = Some(handle.control());
+                true
+            }
+            _ => false,
+        }
+    };
+    if !registered {
+        // Closed while the request was being sent.
+        handle.control().cancel().await;
+        return;
+    }
+    tokio::spawn(watch_request(shared.clone(), channel, handle, closed));
+}
+
+/// Follows one of our requests to its end and reports how it ended.
+async fn watch_request(
+    shared: Arc<Shared>,
+    channel: ChannelId,
+    mut handle: RequestHandle,
+    closed: Arc<AtomicBool>,
+) {
+    let id = handle.id;
+    let mut result = Err(GraphSyncError::Closed);
+    while let Some(ev) = handle.next().await {
+        if let RequestEvent::Completed(r) = ev {
+            result = r;
+            break;
+        }
+    }
+    {
+        let mut st = shared.lock();
+        st.outgoing_ids.remove(&id);
+        if let Some(o) = st.outgoing.get(&channel)
+            && Arc::ptr_eq(&o.closed, &closed)
+        {
+            st.outgoing.remove(&channel);
+        }
+    }
+    if closed.load(Ordering::SeqCst) {
+        return;
+    }
+    let event = match result {
+        Ok(ResponseStatus::RequestCompletedFull) => TransportEvent::ChannelCompleted {
+            channel,
+            result: Ok(()),
+        },
+        // Go leaves a responder's cancel to the data-transfer message that comes with it.
+        Err(GraphSyncError::Verify(graphsync::requester::VerifyError::Failed(
+            ResponseStatus::RequestCancelled,
+        ))) => return,
+        Ok(status) => TransportEvent::ChannelCompleted {
+            channel,
+            result: Err(format!(
+                "graphsync request failed to complete: the responder lacked blocks ({status:?})"
+            )),
+        },
+        Err(GraphSyncError::Network(e)) => TransportEvent::Disconnected {
+            channel,
+            error: format!("graphsync request failed: {e}"),
+        },
+        Err(e) => TransportEvent::ChannelCompleted {
+            channel,
+            result: Err(format!("graphsync request failed to complete: {e}")),
+        },
+    };
+    shared.deliver(event);
+}

@@ -1,0 +1,495 @@
+//! The one task that owns the engine: API calls, network messages, transport events,
+//! validator answers, disconnects and timers come in on channels; the engine's outputs go out
+//! to the network (one ordered sender per peer), the transport, the validators (each call on
+//! its own task), the store (one ordered writer that batches) and the subscribers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use datatransfer_fsm::{
+    Engine, OnSendFailure, Output, Transport, TransportEvent, TransportEventSink, UsageError,
+    ValidationAnswer, ValidationCall, ValidationToken,
+};
+use datatransfer_network::{DataTransferNetwork, NetworkEvent};
+use datatransfer_types::message::Message;
+use datatransfer_types::store::{ChannelFilter, ChannelStore, ChannelUpdate};
+use datatransfer_types::{
+    ChannelId, ChannelState, Cid, DagCbor, Event, PeerId, Timestamp, TypeIdentifier,
+    ValidationError, Voucher,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::validation::{RequestValidator, Revalidator, TransportConfigurer};
+use crate::{ManagerError, Subscription};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, ManagerError>>;
+
+/// A call on the manager.
+pub(crate) enum Api {
+    RegisterVoucherType(TypeIdentifier, Arc<dyn RequestValidator>, Reply<()>),
+    RegisterRevalidator(TypeIdentifier, Arc<dyn Revalidator>, Reply<()>),
+    RegisterResultType(TypeIdentifier, Reply<()>),
+    RegisterConfigurer(TypeIdentifier, Arc<dyn TransportConfigurer>, Reply<()>),
+    Open {
+        pull: bool,
+        to: PeerId,
+        voucher: Voucher,
+        root: Cid,
+        selector: DagCbor,
+        reply: Reply<ChannelId>,
+    },
+    SendVoucher(ChannelId, Voucher, Reply<()>),
+    Close(ChannelId, Reply<()>),
+    Pause(ChannelId, Reply<()>),
+    Resume(ChannelId, Reply<()>),
+    Restart(ChannelId, Reply<()>),
+    State(ChannelId, Reply<Option<ChannelState>>),
+    InProgress(Reply<Vec<ChannelState>>),
+    Subscribe(oneshot::Sender<Subscription>),
+    Start(Reply<usize>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Delivers transport events into the task.
+pub(crate) struct Sink(pub(crate) mpsc::UnboundedSender<TransportEvent>);
+
+impl TransportEventSink for Sink {
+    fn deliver(&self, event: TransportEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+/// Writes channel updates in order, in batches.
+// Updates are moved once into the queue; boxing each would add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum StoreWork {
+    Update(ChannelUpdate),
+    Flush(oneshot::Sender<()>),
+}
+
+async fn store_writer(store: Arc<dyn ChannelStore>, mut rx: mpsc::UnboundedReceiver<StoreWork>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                StoreWork::Update(u) => batch.push(u),
+                StoreWork::Flush(tx) => flushes.push(tx),
+            }
+            next = if batch.len() < 512 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty()
+            && let Err(e) = store.apply_batch(batch).await
+        {
+            tracing::error!(error = %e, "persisting channel state failed");
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+type Outgoing = (ChannelId, Message, OnSendFailure);
+
+/// Sends one peer's messages in order.
+async fn peer_sender(
+    net: Arc<dyn DataTransferNetwork>,
+    to: PeerId,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    failures: mpsc::UnboundedSender<(ChannelId, OnSendFailure, String)>,
+) {
+    while let Some((channel, message, on_failure)) = rx.recv().await {
+        if let Err(e) = net.send_message(to, message).await {
+            tracing::debug!(%to, %channel, error = %e, "sending a data-transfer message failed");
+            let _ = failures.send((channel, on_failure, e.to_string()));
+        }
+    }
+}
+
+pub(crate) struct Inputs {
+    pub(crate) api: mpsc::Receiver<Api>,
+    pub(crate) network: mpsc::Receiver<NetworkEvent>,
+    pub(crate) transport: mpsc::UnboundedReceiver<TransportEvent>,
+    pub(crate) disconnected: mpsc::UnboundedReceiver<PeerId>,
+}
+
+pub(crate) struct EngineTask {
+    pub(crate) engine: Engine,
+    pub(crate) net: Arc<dyn DataTransferNetwork>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store: Arc<dyn ChannelStore>,
+    pub(crate) restart_on_start: bool,
+    validators: HashMap<TypeIdentifier, Arc<dyn RequestValidator>>,
+    revalidators: HashMap<TypeIdentifier, Arc<dyn Revalidator>>,
+    configurers: HashMap<TypeIdentifier, Arc<dyn TransportConfigurer>>,
+    subscribers: Vec<mpsc::UnboundedSender<(Event, ChannelState)>>,
+    senders: HashMap<PeerId, mpsc::UnboundedSender<Outgoing>>,
+    store_tx: mpsc::UnboundedSender<StoreWork>,
+    validations_tx: mpsc::UnboundedSender<(ValidationToken, ValidationAnswer)>,
+    validations_rx: mpsc::UnboundedReceiver<(ValidationToken, ValidationAnswer)>,
+    failures_tx: mpsc::UnboundedSender<(ChannelId, OnSendFailure, String)>,
+    failures_rx: mpsc::UnboundedReceiver<(ChannelId, OnSendFailure, String)>,
+}
+
+impl EngineTask {
+    pub(crate) fn new(
+        engine: Engine,
+        net: Arc<dyn DataTransferNetwork>,
+        transport: Arc<dyn Transport>,
+        store: Arc<dyn ChannelStore>,
+        restart_on_start: bool,
+    ) -> Self {
+        let (store_tx, store_rx) = mpsc::unbounded_channel();
+        tokio::spawn(store_writer(store.clone(), store_rx));
+        let (validations_tx, validations_rx) = mpsc::unbounded_channel();
+        let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+        Self {
+            engine,
+            net,
+            transport,
+            store,
+            restart_on_start,
+            validators: HashMap::new(),
+            revalidators: HashMap::new(),
+            configurers: HashMap::new(),
+            subscribers: Vec::new(),
+            senders: HashMap::new(),
+            store_tx,
+            validations_tx,
+            validations_rx,
+            failures_tx,
+            failures_rx,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inputs: Inputs) {
+        loop {
+            let sleep = self.engine.poll_timeout().map(|at| {
+                let wait =
+                    Duration::from_nanos(at.as_unix_nanos().saturating_sub(now().as_unix_nanos()));
+                tokio::time::Instant::now() + wait
+            });
+            tokio::select! {
+                api = inputs.api.recv() => match api {
+                    Some(Api::Stop(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(api) => self.on_api(api).await,
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+                Some(ev) = inputs.network.recv() => match ev {
+                    NetworkEvent::Message { from, message, .. } => {
+                        self.engine.handle_message(now(), from, message);
+                    }
+                    NetworkEvent::Error { from, error } => {
+                        tracing::debug!(%from, %error, "unreadable data-transfer message");
+                    }
+                },
+                Some(ev) = inputs.transport.recv() => self.engine.handle_transport_event(now(), ev),
+                Some((token, answer)) = self.validations_rx.recv() => {
+                    self.engine.handle_validation(now(), token, answer);
+                }
+                Some((channel, on_failure, error)) = self.failures_rx.recv() => {
+                    self.engine.handle_send_failure(now(), channel, on_failure, &error);
+                }
+                Some(peer) = inputs.disconnected.recv() => self.on_disconnected(peer),
+                () = sleep_until(sleep) => self.engine.handle_timeout(now()),
+            }
+            self.drain();
+        }
+    }
+
+    /// Every channel with `peer` that is still running hears of the lost connection (Go
+    /// learns it from graphsync's network errors); the monitor restarts the ones we initiated.
+    fn on_disconnected(&mut self, peer: PeerId) {
+        let channels: Vec<ChannelId> = self
+            .engine
+            .channels()
+            .filter(|c| c.other_peer() == peer && c.status.is_in_progress())
+            .map(|c| c.channel_id)
+            .collect();
+        for channel in channels {
+            self.engine.handle_transport_event(
+                now(),
+                TransportEvent::Disconnected {
+                    channel,
+                    error: format!("connection to {peer} closed"),
+                },
+            );
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.drain();
+        self.transport.shutdown();
+        let (tx, rx) = oneshot::channel();
+        let _ = self.store_tx.send(StoreWork::Flush(tx));
+        let _ = rx.await;
+    }
+
+    async fn on_api(&mut self, api: Api) {
+        let t = now();
+        match api {
+            Api::RegisterVoucherType(ty, v, reply) => {
+                let r = self.engine.register_voucher_type(ty.clone());
+                if r.is_ok() {
+                    self.validators.insert(ty, v);
+                }
+                let _ = reply.send(r.map_err(ManagerError::from));
+            }
+            Api::RegisterRevalidator(ty, v, reply) => {
+                let r = self.engine.register_revalidator(ty.clone());
+                if r.is_ok() {
+                    self.revalidators.insert(ty, v);
+                }
+                let _ = reply.send(r.map_err(ManagerError::from));
+            }
+            Api::RegisterResultType(ty, reply) => {
+                let r = self.engine.register_voucher_result_type(ty);
+                let _ = reply.send(r.map_err(ManagerError::from));
+            }
+            Api::RegisterConfigurer(ty, c, reply) => {
+                self.configurers.insert(ty, c);
+                let _ = reply.send(Ok(()));
+            }
+            Api::Open {
+                pull,
+                to,
+                voucher,
+                root,
+                selector,
+                reply,
+            } => {
+                let r = if pull {
+                    self.engine.open_pull(t, to, voucher, root, selector)
+                } else {
+                    self.engine.open_push(t, to, voucher, root, selector)
+                };
+                let _ = reply.send(r.map_err(ManagerError::from));
+            }
+            Api::SendVoucher(id, v, reply) => {
+                let r = self.engine.send_voucher(t, id, v);
+                let _ = reply.send(r.map_err(ManagerError::from));
+            }
+            Api::Close(id, reply) => {
+                let _ = reply.send(self.engine.close(t, id).map_err(ManagerError::from));
+            }
+            Api::Pause(id, reply) => {
+                let _ = reply.send(self.engine.pause(t, id).map_err(ManagerError::from));
+            }
+            Api::Resume(id, reply) => {
+                let _ = reply.send(self.engine.resume(t, id).map_err(ManagerError::from));
+            }
+            Api::Restart(id, reply) => {
+                let _ = reply.send(self.engine.restart(t, id).map_err(ManagerError::from));
+            }
+            Api::State(id, reply) => {
+                let r = match self.engine.channel(&id) {
+                    Some(c) => Ok(Some(c.clone())),
+                    None => {
+                        // Finished channels live on in the store; let earlier writes land.
+                        self.flush().await;
+                        self.store.get(&id).await.map_err(ManagerError::from)
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Api::InProgress(reply) => {
+                let list = self
+                    .engine
+                    .channels()
+                    .filter(|c| c.status.is_in_progress())
+                    .cloned()
+                    .collect();
+                let _ = reply.send(Ok(list));
+            }
+            Api::Subscribe(reply) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.subscribers.push(tx);
+                let _ = reply.send(Subscription { rx });
+            }
+            Api::Start(reply) => {
+                let _ = reply.send(self.start().await);
+            }
+            Api::Stop(_) => {}
+        }
+    }
+
+    async fn flush(&mut self) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.store_tx.send(StoreWork::Flush(tx));
+        let _ = rx.await;
+    }
+
+    /// Loads the channels left in progress and, if configured, restarts them.
+    async fn start(&mut self) -> Result<usize, ManagerError> {
+        let channels = self.store.list(ChannelFilter::InProgress).await?;
+        let n = channels.len();
+        let ids: Vec<ChannelId> = channels.iter().map(|c| c.channel_id).collect();
+        for c in channels {
+            self.engine.load_channel(c);
+        }
+        if self.restart_on_start {
+            for id in ids {
+                if let Err(e) = self.engine.restart(now(), id) {
+                    tracing::warn!(%id, error = %e, "restarting a channel from the store failed");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.engine.poll_output() {
+            self.carry_out(out);
+        }
+    }
+
+    fn carry_out(&mut self, out: Output) {
+        match out {
+            Output::SendMessage {
+                to,
+                channel,
+                message,
+                on_failure,
+            } => {
+                let tx = self.senders.entry(to).or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(peer_sender(
+                        self.net.clone(),
+                        to,
+                        rx,
+                        self.failures_tx.clone(),
+                    ));
+                    tx
+                });
+                let _ = tx.send((channel, message, on_failure));
+            }
+            Output::Transport(cmd) => self.transport.execute(cmd),
+            Output::Validate { token, call } => self.validate(token, call),
+            Output::Event { event, state } => {
+                let _ = self.store_tx.send(StoreWork::Update(ChannelUpdate::new(
+                    (*state).clone(),
+                    vec![event.clone()],
+                )));
+                self.subscribers
+                    .retain(|s| s.send((event.clone(), (*state).clone())).is_ok());
+            }
+            Output::Protect { peer, channel } => self.net.protect(peer, &channel.to_string()),
+            Output::Unprotect { peer, channel } => {
+                self.net.unprotect(peer, &channel.to_string());
+            }
+            Output::ConfigureTransport { channel, voucher } => {
+                if let Some(c) = self.configurers.get(&voucher.type_id) {
+                    c.configure(channel, &voucher, &*self.transport);
+                }
+            }
+        }
+    }
+
+    /// Runs a validator call on its own task; the answer comes back on a channel.
+    fn validate(&self, token: ValidationToken, call: ValidationCall) {
+        let tx = self.validations_tx.clone();
+        let validators = self.validators.clone();
+        let revalidators: Vec<Arc<dyn Revalidator>> = self.revalidators.values().cloned().collect();
+        let by_type = self.revalidators.clone();
+        tokio::spawn(async move {
+            let answer = run_validation(call, &validators, &by_type, &revalidators).await;
+            let _ = tx.send((token, answer));
+        });
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_validation(
+    call: ValidationCall,
+    validators: &HashMap<TypeIdentifier, Arc<dyn RequestValidator>>,
+    by_type: &HashMap<TypeIdentifier, Arc<dyn Revalidator>>,
+    revalidators: &[Arc<dyn Revalidator>],
+) -> ValidationAnswer {
+    let validator = |v: &Voucher| {
+        validators
+            .get(&v.type_id)
+            .cloned()
+            .ok_or_else(|| ValidationError::NoValidator(v.type_id.clone()))
+    };
+    match call {
+        ValidationCall::ValidatePush {
+            is_restart,
+            channel,
+            sender,
+            voucher,
+            base_cid,
+            selector,
+        } => validator(&voucher)?
+            .validate_push(is_restart, channel, sender, &voucher, base_cid, &selector)
+            .await
+            .map(Some),
+        ValidationCall::ValidatePull {
+            is_restart,
+            channel,
+            receiver,
+            voucher,
+            base_cid,
+            selector,
+        } => validator(&voucher)?
+            .validate_pull(is_restart, channel, receiver, &voucher, base_cid, &selector)
+            .await
+            .map(Some),
+        ValidationCall::Revalidate { channel, voucher } => match by_type.get(&voucher.type_id) {
+            Some(r) => r.revalidate(channel, &voucher).await.map(Some),
+            None => Err(ValidationError::NoValidator(voucher.type_id.clone())),
+        },
+        ValidationCall::OnPullDataSent { channel, bytes } => {
+            for r in revalidators {
+                if let Some(v) = r.on_pull_data_sent(channel, bytes).await? {
+                    return Ok(Some(v));
+                }
+            }
+            Ok(None)
+        }
+        ValidationCall::OnPushDataReceived { channel, bytes } => {
+            for r in revalidators {
+                if let Some(v) = r.on_push_data_received(channel, bytes).await? {
+                    return Ok(Some(v));
+                }
+            }
+            Ok(None)
+        }
+        ValidationCall::OnComplete { channel } => {
+            for r in revalidators {
+                if let Some(v) = r.on_complete(channel).await? {
+                    return Ok(Some(v));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+impl From<UsageError> for ManagerError {
+    fn from(e: UsageError) -> Self {
+        Self::Usage(e)
+    }
+}

@@ -1,0 +1,90 @@
+//! The traits users implement to decide about vouchers: [`RequestValidator`] (may this peer
+//! push or pull this DAG?), [`Revalidator`] (pay-as-you-go: pause a running transfer until a
+//! new voucher arrives, settle at the end) and [`TransportConfigurer`] (per-channel transport
+//! settings, such as a block store of its own).
+
+use async_trait::async_trait;
+use datatransfer_fsm::Transport;
+use datatransfer_types::{ChannelId, Cid, DagCbor, PeerId, Validation, ValidationError, Voucher};
+
+/// Decides whether a peer's request to push to us or pull from us is accepted (Go's
+/// `RequestValidator`). Registered per voucher type with
+/// [`crate::Manager::register_voucher_type`].
+#[async_trait]
+pub trait RequestValidator: Send + Sync + 'static {
+    /// `sender` wants to push the DAG under `base_cid` chosen by `selector` to us.
+    /// `is_restart` is set when a channel is being restarted.
+    async fn validate_push(
+        &self,
+        is_restart: bool,
+        channel: ChannelId,
+        sender: PeerId,
+        voucher: &Voucher,
+        base_cid: Cid,
+        selector: &DagCbor,
+    ) -> Result<Validation, ValidationError>;
+
+    /// `receiver` wants to pull the DAG under `base_cid` chosen by `selector` from us.
+    async fn validate_pull(
+        &self,
+        is_restart: bool,
+        channel: ChannelId,
+        receiver: PeerId,
+        voucher: &Voucher,
+        base_cid: Cid,
+        selector: &DagCbor,
+    ) -> Result<Validation, ValidationError>;
+}
+
+/// Checks a running transfer again as data moves (Go's `Revalidator`): the pay-as-you-go
+/// seam of retrieval. Registered per voucher type with
+/// [`crate::Manager::register_revalidator`].
+///
+/// The progress methods return `Ok(None)` when this revalidator does not handle the channel;
+/// `Some` with [`datatransfer_types::ValidationOutcome::Pause`] pauses the transfer until a
+/// new voucher arrives (the result travels to the other peer, typically a payment request).
+#[async_trait]
+pub trait Revalidator: Send + Sync + 'static {
+    /// A new voucher arrived on a running channel. `Resume` restarts a paused transfer.
+    async fn revalidate(
+        &self,
+        channel: ChannelId,
+        voucher: &Voucher,
+    ) -> Result<Validation, ValidationError>;
+
+    /// We queued `bytes` more for a peer pulling from us.
+    async fn on_pull_data_sent(
+        &self,
+        _channel: ChannelId,
+        _bytes: u64,
+    ) -> Result<Option<Validation>, ValidationError> {
+        Ok(None)
+    }
+
+    /// We received `bytes` more from a peer pushing to us.
+    async fn on_push_data_received(
+        &self,
+        _channel: ChannelId,
+        _bytes: u64,
+    ) -> Result<Option<Validation>, ValidationError> {
+        Ok(None)
+    }
+
+    /// All data moved; `Pause` here asks for a final voucher before the channel completes
+    /// (finalization).
+    async fn on_complete(
+        &self,
+        _channel: ChannelId,
+    ) -> Result<Option<Validation>, ValidationError> {
+        Ok(None)
+    }
+}
+
+/// Configures the transport for a channel whose voucher has a given type, before the
+/// transport opens it (Go's `TransportConfigurer`). Downcast the transport with
+/// [`Transport::as_any`], e.g. to
+/// [`datatransfer_transport_graphsync::GraphsyncTransport`] to call `use_store`.
+pub trait TransportConfigurer: Send + Sync + 'static {
+    /// Called for each channel opened or restarted with a voucher of the registered type.
+    fn configure(&self, channel: ChannelId, voucher: &Voucher, transport: &dyn Transport);
+}
