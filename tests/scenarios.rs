@@ -6,30 +6,94 @@
 use datatransfer::{Status, all_selector};
 use datatransfer_integration_tests::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trip_pull_small_file() {
-    let provider = default_node().await;
-    let client = default_node().await;
-    introduce(&client, &provider).await;
-    let data = random_bytes(300_000, 1);
-    let file = import(&*provider.store, &data, 64 << 10);
-    let mut sub = client.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
-    let events = wait_finished(&mut sub, id, 30).await;
+/// One channel between two fresh nodes: `pull` or push, a file of `size` bytes in chunks
+/// of `chunk`, raw or dag-pb leaves. Both sides complete and the bytes arrive intact.
+async fn round_trip(pull: bool, size: usize, chunk: usize, raw_leaves: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let sender = node(NodeOptions {
+        sqlite: Some(&dir.path().join("sender.sqlite")),
+        ..NodeOptions::default()
+    })
+    .await;
+    let receiver = node(NodeOptions {
+        sqlite: Some(&dir.path().join("receiver.sqlite")),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&sender, &receiver).await;
+    let data = random_bytes(size, size as u64);
+    let file = import_with(&*sender.store, &data, chunk, raw_leaves);
+    let (initiator, responder) = if pull {
+        (&receiver, &sender)
+    } else {
+        (&sender, &receiver)
+    };
+    let mut isub = initiator.manager.subscribe().await.unwrap();
+    let mut rsub = responder.manager.subscribe().await.unwrap();
+    let to = responder.manager.peer_id();
+    let id = if pull {
+        initiator
+            .manager
+            .open_pull_channel(to, voucher(1), file.root, all_selector())
+            .await
+    } else {
+        initiator
+            .manager
+            .open_push_channel(to, voucher(1), file.root, all_selector())
+            .await
+    }
+    .unwrap();
+    let ievents = wait_finished(&mut isub, id, 60).await;
+    let revents = wait_finished(&mut rsub, id, 60).await;
     assert_eq!(
-        last_status(&events),
+        last_status(&ievents),
         Status::Completed,
         "{:?}",
-        codes(&events)
+        codes(&ievents)
     );
-    assert_file(&*client.store, &file.root, &data);
+    assert_eq!(
+        last_status(&revents),
+        Status::Completed,
+        "{:?}",
+        codes(&revents)
+    );
+    assert_file(&*receiver.store, &file.root, &data);
+    // The store has the final state too.
+    let stored = initiator.manager.channel_state(id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Completed);
+    let moved = if pull { stored.received } else { stored.sent };
+    assert!(
+        moved >= size as u64,
+        "{moved} bytes moved for a {size}-byte file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_pull_small_file_raw_leaves() {
+    round_trip(true, 100_000, 16 << 10, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_push_small_file_raw_leaves() {
+    round_trip(false, 100_000, 16 << 10, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_pull_small_file_dag_pb_leaves() {
+    round_trip(true, 100_000, 16 << 10, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_push_small_file_dag_pb_leaves() {
+    round_trip(false, 100_000, 16 << 10, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_pull_20_mib_raw_leaves() {
+    round_trip(true, 20 << 20, 256 << 10, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_push_20_mib_dag_pb_leaves() {
+    round_trip(false, 20 << 20, 256 << 10, false).await;
 }

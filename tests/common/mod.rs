@@ -294,13 +294,24 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Imports `data` as UnixFS into `store`.
+/// Imports `data` as UnixFS (raw leaves) into `store`.
 pub fn import(store: &dyn Blockstore, data: &[u8], chunk_size: usize) -> Imported {
+    import_with(store, data, chunk_size, true)
+}
+
+/// Imports `data` as UnixFS into `store`, with raw or dag-pb leaves.
+pub fn import_with(
+    store: &dyn Blockstore,
+    data: &[u8],
+    chunk_size: usize,
+    raw_leaves: bool,
+) -> Imported {
     import_bytes(
         store,
         data,
         &ImportOptions {
             chunk_size,
+            raw_leaves,
             ..ImportOptions::default()
         },
     )

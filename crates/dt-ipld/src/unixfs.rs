@@ -26,6 +26,9 @@ pub struct ImportOptions {
     pub chunk_size: usize,
     /// Links per interior node.
     pub max_links: usize,
+    /// Leaves as raw blocks (go-unixfs `--raw-leaves`, the default here); `false` wraps each
+    /// chunk in a dag-pb UnixFS file node, as older go-ipfs did.
+    pub raw_leaves: bool,
 }
 
 impl Default for ImportOptions {
@@ -33,6 +36,7 @@ impl Default for ImportOptions {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_links: DEFAULT_MAX_LINKS,
+            raw_leaves: true,
         }
     }
 }
@@ -137,12 +141,27 @@ impl<R: Read> Builder<'_, R> {
     fn leaf(&mut self) -> Result<Child, UnixfsError> {
         let data = self.next.take().unwrap_or_default();
         self.next = self.read_chunk()?;
-        let cid = self.store.put_new(RAW, &data)?;
+        let (cid, tsize) = if self.opts.raw_leaves {
+            (self.store.put_new(RAW, &data)?, data.len() as u64)
+        } else {
+            // UnixFS Data { Type: File, Data: chunk, filesize } in a dag-pb node, no links.
+            let mut unixfs = vec![0x08, 0x02, 0x12];
+            put_varint(&mut unixfs, data.len() as u64);
+            unixfs.extend_from_slice(&data);
+            unixfs.push(0x18);
+            put_varint(&mut unixfs, data.len() as u64);
+            let bytes = PbNode {
+                links: Vec::new(),
+                data: Some(unixfs),
+            }
+            .encode();
+            (self.store.put_new(DAG_PB, &bytes)?, bytes.len() as u64)
+        };
         self.blocks += 1;
         Ok(Child {
             cid,
             file_size: data.len() as u64,
-            tsize: data.len() as u64,
+            tsize,
         })
     }
 

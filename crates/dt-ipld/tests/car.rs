@@ -15,6 +15,7 @@ fn sample(store: &MemoryBlockstore) -> dt_ipld::Cid {
     let opts = ImportOptions {
         chunk_size: 64 << 10,
         max_links: 16,
+        raw_leaves: true,
     };
     import_bytes(store, &data, &opts).unwrap().root
 }

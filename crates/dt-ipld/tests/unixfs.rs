@@ -13,6 +13,7 @@ fn opts(chunk_size: usize, max_links: usize) -> ImportOptions {
     ImportOptions {
         chunk_size,
         max_links,
+        raw_leaves: true,
     }
 }
 
@@ -163,4 +164,28 @@ fn export_refuses_what_is_not_a_file() {
         Err(dt_ipld::unixfs::UnixfsError::Missing(_))
     ));
     assert!(import_bytes(&store, b"x", &opts(0, 174)).is_err());
+}
+
+#[test]
+fn dag_pb_leaves_round_trip_and_differ_from_raw_leaves() {
+    let data = bytes(1_000_000, 9);
+    let raw = MemoryBlockstore::new();
+    let pb = MemoryBlockstore::new();
+    let a = import_bytes(&raw, &data, &opts(100_000, 4)).unwrap();
+    let b = import_bytes(
+        &pb,
+        &data,
+        &ImportOptions {
+            raw_leaves: false,
+            ..opts(100_000, 4)
+        },
+    )
+    .unwrap();
+    assert_ne!(a.root, b.root);
+    assert_eq!(b.size, 1_000_000);
+    // Every block is dag-pb, and the file comes back byte for byte.
+    assert!(pb.cids().iter().all(|c| c.codec() == DAG_PB));
+    let mut out = Vec::new();
+    export(&pb, &b.root, &mut out).unwrap();
+    assert!(out == data);
 }

@@ -137,7 +137,8 @@ pub trait Hooks: Send + Sync + 'static {
     /// A peer updated one of its requests with extensions.
     fn request_updated(&self, _peer: PeerId, _request: &Request) {}
 
-    /// We finished serving a request.
+    /// We finished serving a request: its final response (any terminal status, a refusal
+    /// included) went out on the wire.
     fn completed_response(&self, _peer: PeerId, _id: RequestId, _status: ResponseStatus) {}
 
     /// A peer cancelled a request we were serving.
@@ -604,6 +605,13 @@ async fn write_stream(
                 }
             }
         }
+        // A response is complete once its last message is on the wire (go-graphsync's
+        // completed-response listeners fire after the send, too).
+        for r in &msg.responses {
+            if r.status.is_terminal() {
+                hooks.completed_response(peer, r.id, r.status);
+            }
+        }
     }
     if let Some((mut s, _)) = open {
         let _ = s.close().await;
@@ -1010,10 +1018,8 @@ impl ServeCtx {
                 }
             }
         };
-        let status = self.run(request, &mut ctl).await;
-        if let Some(status) = status {
-            self.hooks.completed_response(self.peer, id, status);
-        }
+        // The writer reports completion once the final response is written.
+        let _ = self.run(request, &mut ctl).await;
         let _ = self.done.send(Cmd::ResponseDone(self.peer, id)).await;
     }
 

@@ -158,6 +158,7 @@ fn a_restart_skips_the_blocks_the_requester_has() {
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -249,6 +250,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
         &ImportOptions {
             chunk_size: 1 << 20,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -333,6 +335,7 @@ fn the_block_hook_sees_every_block_and_can_pause() {
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()

@@ -232,6 +232,7 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -305,6 +306,7 @@ async fn requests_over_the_limit_wait_their_turn() {
                 &ImportOptions {
                     chunk_size: 64 << 10,
                     max_links: 174,
+                    raw_leaves: true,
                 },
             )
             .unwrap()
@@ -424,6 +426,7 @@ async fn a_flood_of_requests_is_refused_beyond_the_limit() {
         &ImportOptions {
             chunk_size: 64 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -494,6 +497,7 @@ async fn a_requester_pauses_and_unpauses_without_blocks_sent_twice() {
         &ImportOptions {
             chunk_size: 64 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -572,6 +576,7 @@ async fn each_request_can_have_its_own_store_on_both_sides() {
         &ImportOptions {
             chunk_size: 128 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -624,6 +629,7 @@ async fn the_responder_can_cancel() {
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,
+            raw_leaves: true,
         },
     )
     .unwrap()
@@ -736,6 +742,7 @@ async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
             &ImportOptions {
                 chunk_size: 64 << 10,
                 max_links: 174,
+                raw_leaves: true,
             },
         )
         .unwrap();
