@@ -3,8 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
-use datatransfer::{Status, all_selector};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datatransfer::{
+    ChannelId, EventCode, Registerable, Status, TransportConfigurer, TypedNode, Voucher,
+    all_selector,
+};
+use datatransfer_fsm::Transport;
 use datatransfer_integration_tests::*;
+use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
 
 /// One channel between two fresh nodes: `pull` or push, a file of `size` bytes in chunks
 /// of `chunk`, raw or dag-pb leaves. Both sides complete and the bytes arrive intact.
@@ -96,4 +104,252 @@ async fn round_trip_pull_20_mib_raw_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_push_20_mib_dag_pb_leaves() {
     round_trip(false, 20 << 20, 256 << 10, false).await;
+}
+
+/// Go's TestMultipleRoundTripMultipleStores: each channel reads and writes its own block
+/// store, chosen by a transport configurer from the voucher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiple_round_trips_with_a_store_per_channel() {
+    struct PerDeal(std::sync::Mutex<std::collections::HashMap<u64, Arc<dyn Blockstore>>>);
+    impl TransportConfigurer for PerDeal {
+        fn configure(&self, channel: ChannelId, voucher: &Voucher, transport: &dyn Transport) {
+            let deal = voucher.decode::<TestVoucher>().unwrap().deal;
+            let store = self.0.lock().unwrap().get(&deal).cloned().unwrap();
+            let gs = transport
+                .as_any()
+                .downcast_ref::<datatransfer::GraphsyncTransport>()
+                .unwrap();
+            gs.use_store(channel, store);
+        }
+    }
+    let provider = default_node().await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let mut stores: Vec<Arc<MemoryBlockstore>> = Vec::new();
+    let mut map = std::collections::HashMap::new();
+    for deal in 0..3u64 {
+        let s = Arc::new(MemoryBlockstore::new());
+        map.insert(deal, s.clone() as Arc<dyn Blockstore>);
+        stores.push(s);
+    }
+    client
+        .manager
+        .register_transport_configurer(TestVoucher::TYPE, Arc::new(PerDeal(map.into())))
+        .await
+        .unwrap();
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut files = Vec::new();
+    for deal in 0..3u64 {
+        let data = random_bytes(200_000, 100 + deal);
+        let file = import(&*provider.store, &data, 32 << 10);
+        let id = client
+            .manager
+            .open_pull_channel(
+                provider.manager.peer_id(),
+                voucher(deal),
+                file.root,
+                all_selector(),
+            )
+            .await
+            .unwrap();
+        files.push((id, file.root, data));
+    }
+    for (id, _, _) in &files {
+        let events = wait_finished(&mut sub, *id, 30).await;
+        assert_eq!(last_status(&events), Status::Completed);
+    }
+    for (deal, (_, root, data)) in files.iter().enumerate() {
+        assert_file(&*stores[deal], root, data);
+        assert!(
+            !client.store.has(root).unwrap(),
+            "the default store stays empty"
+        );
+        for other in (0..3).filter(|o| *o != deal) {
+            assert!(
+                !stores[other].has(root).unwrap(),
+                "deal {deal} only in its own store"
+            );
+        }
+    }
+}
+
+/// Go's TestManyReceiversAtOnce: one provider serves the same file to many clients at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_receivers_at_once() {
+    let provider = default_node().await;
+    let data = random_bytes(1 << 20, 7);
+    let file = import(&*provider.store, &data, 64 << 10);
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let c = default_node().await;
+        introduce(&c, &provider).await;
+        clients.push(c);
+    }
+    let mut waits = Vec::new();
+    for c in &clients {
+        let mut sub = c.manager.subscribe().await.unwrap();
+        let id = c
+            .manager
+            .open_pull_channel(
+                provider.manager.peer_id(),
+                voucher(1),
+                file.root,
+                all_selector(),
+            )
+            .await
+            .unwrap();
+        waits.push(tokio::spawn(async move {
+            last_status(&wait_finished(&mut sub, id, 60).await)
+        }));
+    }
+    for w in waits {
+        assert_eq!(w.await.unwrap(), Status::Completed);
+    }
+    for c in &clients {
+        assert_file(&*c.store, &file.root, &data);
+    }
+    assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 6);
+}
+
+/// Go's TestMultipleParallelTransfers: one client pulls several files from one provider at
+/// the same time, more than the provider serves at once (the rest queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiple_parallel_transfers() {
+    let provider = default_node().await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut files = Vec::new();
+    for i in 0..10u64 {
+        let data = random_bytes(300_000 + i as usize * 10_000, 50 + i);
+        let file = import(&*provider.store, &data, 32 << 10);
+        let id = client
+            .manager
+            .open_pull_channel(
+                provider.manager.peer_id(),
+                voucher(i),
+                file.root,
+                all_selector(),
+            )
+            .await
+            .unwrap();
+        files.push((id, file.root, data));
+    }
+    let mut left: std::collections::HashSet<ChannelId> = files.iter().map(|f| f.0).collect();
+    wait_until(&mut sub, None, 60, |_, st| {
+        if st.status == Status::Completed {
+            left.remove(&st.channel_id);
+        }
+        assert!(
+            !matches!(st.status, Status::Failed | Status::Cancelled),
+            "{st:?}"
+        );
+        left.is_empty()
+    })
+    .await;
+    for (_, root, data) in &files {
+        assert_file(&*client.store, root, data);
+    }
+}
+
+/// Go's TestUnrecognizedVoucherRoundTrip: a voucher of a type the responder does not know is
+/// rejected, and the initiator's channel fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecognized_voucher_is_rejected() {
+    for pull in [true, false] {
+        let provider = default_node().await;
+        let client = default_node().await;
+        introduce(&client, &provider).await;
+        let data = random_bytes(50_000, 3);
+        let file = import(&*provider.store, &data, 16 << 10);
+        let strange = TypedNode::encode(&StrangeVoucher { what: "?".into() }).unwrap();
+        let mut sub = client.manager.subscribe().await.unwrap();
+        let to = provider.manager.peer_id();
+        let id = if pull {
+            client
+                .manager
+                .open_pull_channel(to, strange, file.root, all_selector())
+                .await
+        } else {
+            // Push the file the client holds to the provider.
+            import(&*client.store, &data, 16 << 10);
+            client
+                .manager
+                .open_push_channel(to, strange, file.root, all_selector())
+                .await
+        }
+        .unwrap();
+        let events = wait_finished(&mut sub, id, 30).await;
+        assert_eq!(last_status(&events), Status::Failed, "{:?}", codes(&events));
+        assert!(codes(&events).contains(&EventCode::Error));
+        assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 0);
+        assert_eq!(provider.validator.pushes.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// A validator that says no: the request is rejected and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_pull_fails_the_channel() {
+    let provider = default_node().await;
+    provider.validator.reject.store(true, Ordering::SeqCst);
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let file = import(&*provider.store, &random_bytes(50_000, 4), 16 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, id, 30).await;
+    assert_eq!(last_status(&events), Status::Failed, "{:?}", codes(&events));
+    assert!(!client.store.has(&file.root).unwrap());
+}
+
+/// Go's TestRoundTripCancelledRequest: the initiator cancels a transfer paused by the
+/// responder; both sides end Cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_request() {
+    let provider = default_node().await;
+    let pay = Arc::new(PayPerBytes::new(256 << 10, false));
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, pay.clone())
+        .await
+        .unwrap();
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let file = import(&*provider.store, &random_bytes(2 << 20, 5), 64 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut psub = provider.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    // The provider pauses for payment; the client cancels instead of paying.
+    wait_until(&mut sub, Some(id), 30, |e, _| {
+        e.code == EventCode::NewVoucherResult
+    })
+    .await;
+    client.manager.close_channel(id).await.unwrap();
+    let events = wait_finished(&mut sub, id, 30).await;
+    let pevents = wait_finished(&mut psub, id, 30).await;
+    assert_eq!(last_status(&events), Status::Cancelled);
+    assert_eq!(
+        last_status(&pevents),
+        Status::Cancelled,
+        "{:?}",
+        codes(&pevents)
+    );
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 use datatransfer_fsm::{Engine, EngineConfig, MonitorConfig, Transport, UsageError};
 use datatransfer_network::{Libp2pNetwork, NetworkConfig};
 use datatransfer_store_sqlite::SqliteChannelStore;
-use datatransfer_transport_graphsync::{GraphsyncTransport, GraphsyncTransportConfig};
+pub use datatransfer_transport_graphsync::{GraphsyncTransport, GraphsyncTransportConfig};
 use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use tokio::sync::{mpsc, oneshot};
 
