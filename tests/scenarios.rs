@@ -353,3 +353,125 @@ async fn cancelled_request() {
         codes(&pevents)
     );
 }
+
+/// Go's TestPauseAndResume: the initiator pauses and resumes, then the responder does, in
+/// the middle of a pull; the file still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_each_side() {
+    for initiator_pauses in [true, false] {
+        let provider = default_node().await;
+        let client = default_node().await;
+        introduce(&client, &provider).await;
+        let data = random_bytes(4 << 20, 11);
+        let file = import(&*provider.store, &data, 16 << 10);
+        let mut sub = client.manager.subscribe().await.unwrap();
+        let mut psub = provider.manager.subscribe().await.unwrap();
+        let id = client
+            .manager
+            .open_pull_channel(
+                provider.manager.peer_id(),
+                voucher(1),
+                file.root,
+                all_selector(),
+            )
+            .await
+            .unwrap();
+        wait_until(&mut sub, Some(id), 30, |e, _| {
+            e.code == EventCode::DataReceived
+        })
+        .await;
+        let (pauser, pauser_sub, other_sub) = if initiator_pauses {
+            (&client, &mut sub, &mut psub)
+        } else {
+            (&provider, &mut psub, &mut sub)
+        };
+        pauser.manager.pause_channel(id).await.unwrap();
+        let paused = if initiator_pauses {
+            Status::InitiatorPaused
+        } else {
+            Status::ResponderPaused
+        };
+        wait_until(pauser_sub, Some(id), 30, |_, st| st.status == paused).await;
+        wait_until(other_sub, Some(id), 30, |_, st| st.status == paused).await;
+        let received = client
+            .manager
+            .channel_state(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .received;
+        assert!(received < data.len() as u64, "paused mid-way");
+        pauser.manager.resume_channel(id).await.unwrap();
+        let events = wait_finished(&mut sub, id, 60).await;
+        assert_eq!(
+            last_status(&events),
+            Status::Completed,
+            "{:?}",
+            codes(&events)
+        );
+        assert_file(&*client.store, &file.root, &data);
+    }
+}
+
+/// Go's TestSimulatedRetrievalFlow: the provider pauses every 1 MiB until the client pays
+/// with a new voucher, and asks for a final payment before completing (finalization).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_retrieval_flow() {
+    let provider = default_node().await;
+    let pay = Arc::new(PayPerBytes::new(1 << 20, true));
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, pay.clone())
+        .await
+        .unwrap();
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(5 << 20, 12);
+    let file = import(&*provider.store, &data, 128 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut psub = provider.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(0),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    // The client pays whenever the provider asks (a result with something owed).
+    let mut paid = 0u64;
+    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
+        if e.code == EventCode::NewVoucherResult {
+            let owed = st
+                .last_voucher_result()
+                .and_then(|r| r.decode::<TestResult>().ok())
+                .map_or(0, |r| r.owed);
+            if owed > 0 {
+                paid += 1;
+                let m = client.manager.clone();
+                let n = paid;
+                tokio::spawn(async move { m.send_voucher(id, voucher(n)).await.unwrap() });
+            }
+        }
+        st.status.is_terminal()
+    })
+    .await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    let pevents = wait_finished(&mut psub, id, 30).await;
+    assert_eq!(last_status(&pevents), Status::Completed);
+    assert_file(&*client.store, &file.root, &data);
+    // 5 MiB in 1 MiB steps: 4 or 5 pauses while sending, plus the final one.
+    let pauses = pay.pauses.load(Ordering::SeqCst);
+    assert!((5..=6).contains(&pauses), "{pauses} pauses");
+    assert_eq!(pay.vouchers.load(Ordering::SeqCst), pauses);
+    assert_eq!(paid, pauses);
+    let pcodes = codes(&pevents);
+    assert!(pcodes.contains(&EventCode::BeginFinalizing), "{pcodes:?}");
+}

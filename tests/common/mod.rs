@@ -182,7 +182,8 @@ impl Revalidator for PayPerBytes {
         entry.1 = true;
         self.pauses.fetch_add(1, Ordering::SeqCst);
         let mut v = Validation::new(ValidationOutcome::Pause);
-        v.voucher_result = Self::owed(entry.0);
+        // The final payment is due even when the last interval ended exactly at the end.
+        v.voucher_result = Self::owed(entry.0.max(1));
         Ok(Some(v))
     }
 }
