@@ -475,3 +475,144 @@ async fn simulated_retrieval_flow() {
     let pcodes = codes(&pevents);
     assert!(pcodes.contains(&EventCode::BeginFinalizing), "{pcodes:?}");
 }
+
+/// Go's TestDataTransferSubscribing, against the order Go's manager fires events for a pull
+/// (impl/events.go, impl/initiating_test.go): Open, Opened (the graphsync request left),
+/// Accept and ResumeResponder (the accepting response), a DataReceivedProgress and a
+/// DataReceived per block, then FinishTransfer (graphsync finished) and ResponderCompletes
+/// (the responder's Complete message) in either order (they travel on different streams),
+/// then CleanupComplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_the_events_of_a_pull_in_go_order() {
+    use EventCode::*;
+    let provider = default_node().await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(200_000, 21);
+    let file = import(&*provider.store, &data, 16 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, id, 30).await;
+    let got = codes(&events);
+    let blocks = file.blocks as usize;
+    let mut expected = vec![Open, Opened, Accept, ResumeResponder];
+    for _ in 0..blocks {
+        expected.extend([DataReceivedProgress, DataReceived]);
+    }
+    let mut a = expected.clone();
+    a.extend([FinishTransfer, ResponderCompletes, CleanupComplete]);
+    let mut b = expected;
+    b.extend([ResponderCompletes, FinishTransfer, CleanupComplete]);
+    assert!(got == a || got == b, "{got:?}");
+    // Dropping the subscription unsubscribes; the manager carries on.
+    drop(sub);
+    let id2 = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(2),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    let mut sub2 = client.manager.subscribe().await.unwrap();
+    wait_finished(&mut sub2, id2, 30).await;
+}
+
+/// The same for a push, from the initiator (the sender): Open, Accept and ResumeResponder
+/// (the responder's acceptance over the network), a DataQueuedProgress + DataQueued per
+/// block and a DataSentProgress + DataSent per block (queued before sent), FinishTransfer,
+/// ResponderCompletes, CleanupComplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_the_events_of_a_push_in_go_order() {
+    use EventCode::*;
+    let receiver = default_node().await;
+    let sender = default_node().await;
+    introduce(&sender, &receiver).await;
+    let data = random_bytes(200_000, 22);
+    let file = import(&*sender.store, &data, 16 << 10);
+    let mut sub = sender.manager.subscribe().await.unwrap();
+    let id = sender
+        .manager
+        .open_push_channel(
+            receiver.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, id, 30).await;
+    let got = codes(&events);
+    let blocks = file.blocks as usize;
+    assert_eq!(got[..3], [Open, Accept, ResumeResponder], "{got:?}");
+    assert_eq!(
+        got[got.len() - 3..],
+        [FinishTransfer, ResponderCompletes, CleanupComplete],
+        "{got:?}"
+    );
+    let middle = &got[3..got.len() - 3];
+    assert_eq!(middle.len(), blocks * 4, "{got:?}");
+    let (mut queued, mut sent) = (0, 0);
+    for pair in middle.chunks(2) {
+        match pair {
+            [DataQueuedProgress, DataQueued] => queued += 1,
+            [DataSentProgress, DataSent] => {
+                sent += 1;
+                assert!(
+                    sent <= queued,
+                    "a block is sent after it is queued: {got:?}"
+                );
+            }
+            other => panic!("unexpected {other:?} in {got:?}"),
+        }
+    }
+    assert_eq!((queued, sent), (blocks, blocks));
+}
+
+/// Go's TestAutoRestart: the connection drops in the middle of a pull; the channel monitor
+/// restarts the channel and it completes, skipping the blocks already received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_restart_after_a_disconnect() {
+    let provider = default_node().await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(8 << 20, 31);
+    let file = import(&*provider.store, &data, 16 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut psub = provider.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    wait_until(&mut sub, Some(id), 30, |_, st| st.received > 1 << 20).await;
+    assert!(client.manager.disconnect(provider.manager.peer_id()).await);
+    let events = wait_finished(&mut sub, id, 60).await;
+    let got = codes(&events);
+    assert_eq!(last_status(&events), Status::Completed, "{got:?}");
+    assert!(got.contains(&EventCode::Disconnected), "{got:?}");
+    let opened = got.iter().filter(|c| **c == EventCode::Opened).count();
+    assert!(opened >= 2, "the channel was opened again: {got:?}");
+    let pevents = wait_finished(&mut psub, id, 30).await;
+    let pgot = codes(&pevents);
+    assert!(pgot.contains(&EventCode::Restart), "{pgot:?}");
+    assert_eq!(last_status(&pevents), Status::Completed);
+    assert_file(&*client.store, &file.root, &data);
+    assert!(provider.validator.restarts.load(Ordering::SeqCst) >= 1);
+}

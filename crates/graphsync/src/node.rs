@@ -220,6 +220,8 @@ enum Cmd {
     Response(PeerId, RequestId, ResponseCmd),
     Inbound(PeerId, Version, Vec<u8>),
     WriteFailed(PeerId, String),
+    /// A peer's stream to us ended: what it was sending on it may be lost.
+    InboundClosed(PeerId),
     ResponseDone(PeerId, RequestId),
 }
 
@@ -342,8 +344,31 @@ struct Outgoing {
     pause: Pause,
 }
 
+/// The way to a peer's writer task. Messages carry the connection generation they were made
+/// for: after a write fails, what was queued for the broken stream is dropped rather than sent
+/// on the next one (the responses it belonged to are cancelled).
+#[derive(Clone)]
+struct PeerWriter {
+    tx: mpsc::Sender<(u64, Message)>,
+    generation: Arc<AtomicU64>,
+}
+
+impl PeerWriter {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    async fn send(&self, msg: Message) -> bool {
+        self.send_as(self.generation(), msg).await
+    }
+
+    async fn send_as(&self, generation: u64, msg: Message) -> bool {
+        self.tx.send((generation, msg)).await.is_ok()
+    }
+}
+
 struct Peer {
-    writer: mpsc::Sender<Message>,
+    writer: PeerWriter,
     ids: Arc<Mutex<V1Ids>>,
     responses: Arc<Semaphore>,
     /// "Busy" refusals on their way out, capped so a flood cannot pile them up.
@@ -522,7 +547,10 @@ async fn read_stream(
             }
         }
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Cmd::InboundClosed(peer)).await;
+                return;
+            }
             Ok(n) => frames.push(&buf[..n]),
         }
     }
@@ -536,24 +564,31 @@ async fn write_stream(
     config: Arc<GraphSyncConfig>,
     ids: Arc<Mutex<V1Ids>>,
     hooks: Arc<dyn Hooks>,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<(u64, Message)>,
+    generation: Arc<AtomicU64>,
     tx: mpsc::Sender<Cmd>,
 ) {
     let versions = config.versions.clone();
     let mut open: Option<(libp2p::Stream, Version)> = None;
     let mut carry: Option<Message> = None;
+    // Messages made for a stream that has since failed are dropped.
+    let current = |g: u64| g >= generation.load(Ordering::SeqCst);
     loop {
         let first = match carry.take() {
             Some(m) => m,
             None => match rx.recv().await {
-                Some(m) => m,
+                Some((g, m)) if current(g) => m,
+                Some(_) => continue,
                 None => break,
             },
         };
         let mut msg = first;
         let mut size = msg.approx_size();
         while size < config.message_target {
-            let Ok(next) = rx.try_recv() else { break };
+            let Ok((g, next)) = rx.try_recv() else { break };
+            if !current(g) {
+                continue;
+            }
             let more = next.approx_size();
             if size + more > config.max_message_size / 2 {
                 carry = Some(next);
@@ -595,6 +630,7 @@ async fn write_stream(
         };
         if let Err(e) = stream.write_all(&frame).await {
             open = None;
+            generation.fetch_add(1, Ordering::SeqCst);
             let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
             continue;
         }
@@ -626,7 +662,11 @@ impl Node {
         let hooks = self.hooks.clone();
         let tx = self.tx.clone();
         self.peers.entry(peer).or_insert_with(|| {
-            let (writer, rx) = mpsc::channel(8);
+            let (tx_msgs, rx) = mpsc::channel(8);
+            let writer = PeerWriter {
+                tx: tx_msgs,
+                generation: Arc::new(AtomicU64::new(0)),
+            };
             let ids = Arc::new(Mutex::new(V1Ids::default()));
             tokio::spawn(write_stream(
                 peer,
@@ -635,6 +675,7 @@ impl Node {
                 ids.clone(),
                 hooks,
                 rx,
+                writer.generation.clone(),
                 tx,
             ));
             Peer {
@@ -648,7 +689,7 @@ impl Node {
 
     async fn send(&mut self, peer: PeerId, msg: Message) {
         let writer = self.peer(peer).writer.clone();
-        let _ = writer.send(msg).await;
+        writer.send(msg).await;
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
@@ -722,22 +763,24 @@ impl Node {
                 }
                 Cmd::WriteFailed(peer, error) => {
                     self.hooks.network_error(peer, &error);
-                    let failed: Vec<RequestId> = self
-                        .outgoing
-                        .iter()
-                        .filter(|(_, o)| o.peer == peer)
-                        .map(|(id, _)| *id)
+                    // Messages to the peer were lost: the responses they belonged to have
+                    // gaps the requester cannot get past, so they end here.
+                    let broken: Vec<(PeerId, RequestId)> = self
+                        .responses
+                        .keys()
+                        .filter(|(p, _)| *p == peer)
+                        .copied()
                         .collect();
-                    for id in failed {
-                        if let Some(o) = self.outgoing.remove(&id) {
-                            let _ = o
-                                .events
-                                .send(RequestEvent::Completed(Err(GraphSyncError::Network(
-                                    error.clone(),
-                                ))))
-                                .await;
+                    for key in broken {
+                        if let Some(ctl) = self.responses.remove(&key) {
+                            let _ = ctl.send(ResponseCmd::Cancel).await;
                         }
                     }
+                    self.fail_requests_to(peer, &error).await;
+                }
+                Cmd::InboundClosed(peer) => {
+                    let error = format!("the stream from {peer} closed");
+                    self.fail_requests_to(peer, &error).await;
                 }
                 Cmd::Inbound(peer, version, body) => {
                     let ids = self.peer(peer).ids.clone();
@@ -750,6 +793,26 @@ impl Node {
                         Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
                     }
                 }
+            }
+        }
+    }
+
+    /// Ends our requests to `peer` with a network error; later responses to them are ignored.
+    async fn fail_requests_to(&mut self, peer: PeerId, error: &str) {
+        let failed: Vec<RequestId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            if let Some(o) = self.outgoing.remove(&id) {
+                let _ = o
+                    .events
+                    .send(RequestEvent::Completed(Err(GraphSyncError::Network(
+                        error.to_owned(),
+                    ))))
+                    .await;
             }
         }
     }
@@ -958,6 +1021,7 @@ impl Node {
         self.responses.insert((peer, request.id), ctl_tx);
         let per_peer = self.peer(peer).responses.clone();
         let writer = self.peer(peer).writer.clone();
+        let generation = writer.generation();
         let store = self
             .hooks
             .store_for_request(peer, &request)
@@ -968,6 +1032,7 @@ impl Node {
             hooks: self.hooks.clone(),
             config: self.config.clone(),
             writer,
+            generation,
             done: self.tx.clone(),
             all: self.all_responses.clone(),
             per_peer,
@@ -981,7 +1046,10 @@ struct ServeCtx {
     store: Arc<dyn Blockstore>,
     hooks: Arc<dyn Hooks>,
     config: Arc<GraphSyncConfig>,
-    writer: mpsc::Sender<Message>,
+    writer: PeerWriter,
+    /// The connection generation the response started on: after a failed write, its
+    /// messages are dropped, not sent on a new stream with a gap before them.
+    generation: u64,
     done: mpsc::Sender<Cmd>,
     all: Arc<Semaphore>,
     per_peer: Arc<Semaphore>,
@@ -994,7 +1062,7 @@ impl ServeCtx {
             blocks,
             ..Message::default()
         };
-        self.writer.send(msg).await.is_ok()
+        self.writer.send_as(self.generation, msg).await
     }
 
     async fn serve(self, request: Request, mut ctl: mpsc::Receiver<ResponseCmd>) {
