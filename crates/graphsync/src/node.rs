@@ -558,6 +558,7 @@ async fn read_stream(
 
 /// Sends a peer's messages on one stream, coalescing what is queued into messages up to the
 /// size target (go-graphsync's message queue), and reports each block sent.
+#[allow(clippy::too_many_arguments)] // The writer task's whole context, passed once at spawn.
 async fn write_stream(
     peer: PeerId,
     mut control: Control,
