@@ -616,3 +616,152 @@ async fn auto_restart_after_a_disconnect() {
     assert_file(&*client.store, &file.root, &data);
     assert!(provider.validator.restarts.load(Ordering::SeqCst) >= 1);
 }
+
+/// Go's restart test "restart by the initiator after its process restarts": the client
+/// pauses a pull half way, its process stops, and a new Manager on the same SQLite file,
+/// identity and block store restarts the channel. No block is sent twice, and the DAG
+/// arrives complete and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_the_initiator_process_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("client.sqlite");
+    let provider = default_node().await;
+    let key = datatransfer::identity::Keypair::generate_ed25519();
+    let client_blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
+    let client = node(NodeOptions {
+        sqlite: Some(&db),
+        store: Some(client_blocks.clone()),
+        keypair: Some(key.clone()),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(6 << 20, 41);
+    let file = import(&*provider.store, &data, 16 << 10);
+    let mut psub = provider.manager.subscribe().await.unwrap();
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    wait_until(&mut sub, Some(id), 30, |_, st| st.received > 2 << 20).await;
+    client.manager.pause_channel(id).await.unwrap();
+    // Wait until everything the provider sent has arrived: nothing is in flight.
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let c = client.manager.channel_state(id).await.unwrap().unwrap();
+            let p = provider.manager.channel_state(id).await.unwrap().unwrap();
+            if p.status == Status::InitiatorPaused && c.received == p.sent && p.sent > 0 {
+                return c.received;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(quiet < data.len() as u64);
+    client.manager.stop().await.unwrap();
+    drop(sub);
+    drop(client);
+
+    // The same client, a new process: same identity, channel store and block store.
+    let client = node(NodeOptions {
+        sqlite: Some(&db),
+        store: Some(client_blocks.clone()),
+        keypair: Some(key),
+        start: false,
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    assert_eq!(
+        client.manager.start().await.unwrap(),
+        1,
+        "one channel to restart"
+    );
+    let _ = client.manager.resume_channel(id).await;
+    let events = wait_finished(&mut sub, id, 60).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    assert_file(&*client_blocks, &file.root, &data);
+    let pevents = wait_finished(&mut psub, id, 30).await;
+    assert_eq!(last_status(&pevents), Status::Completed);
+    // Count the blocks the provider put on the wire: each exactly once.
+    let sent = pevents
+        .iter()
+        .filter(|(e, _)| e.code == EventCode::DataSent)
+        .count() as u64;
+    let progress = pevents
+        .iter()
+        .filter(|(e, _)| e.code == EventCode::DataSentProgress)
+        .count() as u64;
+    assert_eq!(sent, file.blocks, "every block sent once, none twice");
+    assert_eq!(progress, file.blocks);
+}
+
+/// Go's restart test "restart by the responder after its process restarts": the provider's
+/// process stops mid-pull; a new Manager on its SQLite file asks the client to restart the
+/// channel, and the pull completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_the_responder_process_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("provider.sqlite");
+    let key = datatransfer::identity::Keypair::generate_ed25519();
+    let provider_blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
+    let provider = node(NodeOptions {
+        sqlite: Some(&db),
+        store: Some(provider_blocks.clone()),
+        keypair: Some(key.clone()),
+        ..NodeOptions::default()
+    })
+    .await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(6 << 20, 42);
+    let file = import(&*provider_blocks, &data, 16 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher(1),
+            file.root,
+            all_selector(),
+        )
+        .await
+        .unwrap();
+    wait_until(&mut sub, Some(id), 30, |_, st| st.received > 2 << 20).await;
+    provider.manager.stop().await.unwrap();
+    drop(provider);
+
+    let provider = node(NodeOptions {
+        sqlite: Some(&db),
+        store: Some(provider_blocks.clone()),
+        keypair: Some(key),
+        start: false,
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    assert_eq!(provider.manager.start().await.unwrap(), 1);
+    let events = wait_finished(&mut sub, id, 60).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    assert_file(&*client.store, &file.root, &data);
+    assert!(provider.validator.restarts.load(Ordering::SeqCst) >= 1);
+}

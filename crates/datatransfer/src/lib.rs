@@ -392,15 +392,19 @@ impl Manager {
         self.call(Api::Start).await
     }
 
-    /// Stops the manager: the transport stops, and every state change so far is written to
-    /// the store. Other clones of this manager stop working too.
+    /// Stops the manager: the transport stops, every state change so far is written to the
+    /// store, and the swarm closes its connections and listeners. Channels in progress stay
+    /// in the store, to be restarted by the next manager's [`Manager::start`]. Other clones of
+    /// this manager stop working too.
     pub async fn stop(&self) -> Result<(), ManagerError> {
         let (tx, rx) = oneshot::channel();
         self.api
             .send(Api::Stop(tx))
             .await
             .map_err(|_| ManagerError::Stopped)?;
-        rx.await.map_err(|_| ManagerError::Stopped)
+        rx.await.map_err(|_| ManagerError::Stopped)?;
+        let _ = self.swarm.send(swarm::SwarmCmd::Shutdown).await;
+        Ok(())
     }
 
     /// Accepts vouchers of type `type_id`, checked by `validator`.

@@ -25,6 +25,7 @@ pub(crate) enum SwarmCmd {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     IsConnected(PeerId, oneshot::Sender<bool>),
     Disconnect(PeerId, oneshot::Sender<bool>),
+    Shutdown,
 }
 
 /// Builds the swarm and starts listening on every address in `listen`; returns it with the
@@ -110,7 +111,7 @@ pub(crate) async fn run(
                 _ => {}
             },
             cmd = cmds.recv() => match cmd {
-                None => return,
+                None | Some(SwarmCmd::Shutdown) => return,
                 Some(SwarmCmd::AddAddress(peer, addr)) => {
                     swarm.add_peer_address(peer, addr);
                 }
