@@ -538,18 +538,19 @@ impl Hooks for DtHooks {
 
     fn request_updated(&self, peer: PeerId, request: &Request) {
         let s = &self.0;
-        let Some(channel) = s
-            .lock()
-            .serving
-            .get(&(peer, request.id))
-            .map(|sv| sv.channel)
-        else {
-            return;
-        };
         let Some(Ok(msg)) = s.message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER]) else {
             return;
         };
-        if s.channel_of(peer, &msg) != channel {
+        // An update can overtake the incoming-request hook of its own request (that hook runs
+        // on the response's task), so the channel comes from the message when the request is
+        // not registered yet; the engine checks the channel exists.
+        let channel = s.channel_of(peer, &msg);
+        let registered = s
+            .lock()
+            .serving
+            .get(&(peer, request.id))
+            .map(|sv| sv.channel);
+        if registered.is_some_and(|c| c != channel) {
             return;
         }
         match msg {

@@ -9,7 +9,7 @@
 //! which awaits the hooks block by block. Concurrent responses are limited per peer and in
 //! total; requests beyond wait for a slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -222,6 +222,8 @@ enum Cmd {
     WriteFailed(PeerId, String),
     /// A peer's stream to us ended: what it was sending on it may be lost.
     InboundClosed(PeerId),
+    /// Our stream to a peer broke; these responses lost messages on it.
+    StreamBroken(PeerId, String, Vec<RequestId>),
     ResponseDone(PeerId, RequestId),
 }
 
@@ -344,26 +346,25 @@ struct Outgoing {
     pause: Pause,
 }
 
-/// The way to a peer's writer task. Messages carry the connection generation they were made
-/// for: after a write fails, what was queued for the broken stream is dropped rather than sent
-/// on the next one (the responses it belonged to are cancelled).
+/// The way to a peer's writer task. Each response being served tags its messages with a
+/// token of its own (0 for the node's own messages): when a stream breaks, the responses that
+/// had written on it lost messages, so the writer drops their later messages instead of
+/// sending them with a gap before them on the next stream (and the node cancels them).
 #[derive(Clone)]
 struct PeerWriter {
     tx: mpsc::Sender<(u64, Message)>,
-    generation: Arc<AtomicU64>,
 }
 
+/// Tokens of responses being served; 0 is the node's own messages.
+static SERVE_TOKENS: AtomicU64 = AtomicU64::new(1);
+
 impl PeerWriter {
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
     async fn send(&self, msg: Message) -> bool {
-        self.send_as(self.generation(), msg).await
+        self.send_as(0, msg).await
     }
 
-    async fn send_as(&self, generation: u64, msg: Message) -> bool {
-        self.tx.send((generation, msg)).await.is_ok()
+    async fn send_as(&self, token: u64, msg: Message) -> bool {
+        self.tx.send((token, msg)).await.is_ok()
     }
 }
 
@@ -566,74 +567,129 @@ async fn write_stream(
     ids: Arc<Mutex<V1Ids>>,
     hooks: Arc<dyn Hooks>,
     mut rx: mpsc::Receiver<(u64, Message)>,
-    generation: Arc<AtomicU64>,
     tx: mpsc::Sender<Cmd>,
 ) {
     let versions = config.versions.clone();
     let mut open: Option<(libp2p::Stream, Version)> = None;
-    let mut carry: Option<Message> = None;
-    // Messages made for a stream that has since failed are dropped.
-    let current = |g: u64| g >= generation.load(Ordering::SeqCst);
+    let mut carry: Option<(u64, Message)> = None;
+    // Serve tokens with messages on the current stream.
+    let mut written: HashMap<u64, RequestId> = HashMap::new();
+    // Serve tokens whose responses broke with a stream: their messages are dropped. Bounded:
+    // a cancelled response stops sending soon after.
+    let mut dead: HashSet<u64> = HashSet::new();
+    let mut dead_order: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     loop {
-        let first = match carry.take() {
+        let (first_token, first) = match carry.take() {
             Some(m) => m,
             None => match rx.recv().await {
-                Some((g, m)) if current(g) => m,
-                Some(_) => continue,
+                Some((t, _)) if dead.contains(&t) => continue,
+                Some(m) => m,
                 None => break,
             },
         };
         let mut msg = first;
+        // Which token each response in the merged message came with.
+        let mut tokens: HashMap<RequestId, u64> =
+            msg.responses.iter().map(|r| (r.id, first_token)).collect();
         let mut size = msg.approx_size();
         while size < config.message_target {
-            let Ok((g, next)) = rx.try_recv() else { break };
-            if !current(g) {
+            let Ok((t, next)) = rx.try_recv() else { break };
+            if dead.contains(&t) {
                 continue;
             }
             let more = next.approx_size();
             if size + more > config.max_message_size / 2 {
-                carry = Some(next);
+                carry = Some((t, next));
                 break;
             }
             size += more;
+            for r in &next.responses {
+                tokens.insert(r.id, t);
+            }
             msg.merge(next);
         }
-        if open.is_none() {
-            for &v in &versions {
-                match control
-                    .open_stream(peer, StreamProtocol::new(v.protocol()))
-                    .await
-                {
-                    Ok(s) => {
-                        open = Some((s, v));
+        // At most two attempts: a stream found broken on write (the connection behind it
+        // closed) is replaced once. Responses that already wrote on the broken stream lost
+        // messages and are cancelled; the rest of this message goes out on the new stream.
+        let mut sent = false;
+        for attempt in 0..2 {
+            if open.is_none() {
+                written.clear();
+                for &v in &versions {
+                    match control
+                        .open_stream(peer, StreamProtocol::new(v.protocol()))
+                        .await
+                    {
+                        Ok(s) => {
+                            open = Some((s, v));
+                            break;
+                        }
+                        Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
+                        Err(_) => break,
+                    }
+                }
+            }
+            let Some((stream, version)) = open.as_mut() else {
+                let _ = tx
+                    .send(Cmd::WriteFailed(
+                        peer,
+                        "cannot open a graphsync stream to the peer".into(),
+                    ))
+                    .await;
+                break;
+            };
+            let frame = match ids.lock() {
+                Ok(mut ids) => encode_frame(&msg, *version, &mut ids),
+                Err(_) => return,
+            };
+            match stream.write_all(&frame).await {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                Err(e) => {
+                    open = None;
+                    if attempt == 1 {
+                        let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
                         break;
                     }
-                    Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
-                    Err(e) => {
-                        let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
+                    written.remove(&0);
+                    let mut broken = Vec::new();
+                    for (t, id) in written.drain() {
+                        broken.push(id);
+                        if dead.insert(t) {
+                            dead_order.push_back(t);
+                        }
+                    }
+                    while dead_order.len() > 4096 {
+                        if let Some(t) = dead_order.pop_front() {
+                            dead.remove(&t);
+                        }
+                    }
+                    msg.responses
+                        .retain(|r| !tokens.get(&r.id).is_some_and(|t| dead.contains(t)));
+                    let wanted: std::collections::HashSet<Cid> = msg
+                        .responses
+                        .iter()
+                        .flat_map(|r| r.metadata.iter().map(|(c, _)| *c))
+                        .collect();
+                    msg.blocks.retain(|b| wanted.contains(&b.cid));
+                    let _ = tx
+                        .send(Cmd::StreamBroken(peer, e.to_string(), broken))
+                        .await;
+                    if msg.responses.is_empty() && msg.requests.is_empty() {
                         break;
                     }
                 }
             }
         }
-        let Some((stream, version)) = open.as_mut() else {
-            let _ = tx
-                .send(Cmd::WriteFailed(
-                    peer,
-                    "peer speaks no graphsync version of ours".into(),
-                ))
-                .await;
+        if !sent {
             continue;
-        };
-        let frame = match ids.lock() {
-            Ok(mut ids) => encode_frame(&msg, *version, &mut ids),
-            Err(_) => return,
-        };
-        if let Err(e) = stream.write_all(&frame).await {
-            open = None;
-            generation.fetch_add(1, Ordering::SeqCst);
-            let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
-            continue;
+        }
+        for r in &msg.responses {
+            if let Some(t) = tokens.get(&r.id) {
+                written.insert(*t, r.id);
+            }
         }
         for r in &msg.responses {
             for (cid, _) in &r.metadata {
@@ -664,10 +720,7 @@ impl Node {
         let tx = self.tx.clone();
         self.peers.entry(peer).or_insert_with(|| {
             let (tx_msgs, rx) = mpsc::channel(8);
-            let writer = PeerWriter {
-                tx: tx_msgs,
-                generation: Arc::new(AtomicU64::new(0)),
-            };
+            let writer = PeerWriter { tx: tx_msgs };
             let ids = Arc::new(Mutex::new(V1Ids::default()));
             tokio::spawn(write_stream(
                 peer,
@@ -676,7 +729,6 @@ impl Node {
                 ids.clone(),
                 hooks,
                 rx,
-                writer.generation.clone(),
                 tx,
             ));
             Peer {
@@ -778,6 +830,14 @@ impl Node {
                         }
                     }
                     self.fail_requests_to(peer, &error).await;
+                }
+                Cmd::StreamBroken(peer, error, broken) => {
+                    self.hooks.network_error(peer, &error);
+                    for id in broken {
+                        if let Some(ctl) = self.responses.remove(&(peer, id)) {
+                            let _ = ctl.send(ResponseCmd::Cancel).await;
+                        }
+                    }
                 }
                 Cmd::InboundClosed(peer) => {
                     let error = format!("the stream from {peer} closed");
@@ -1022,7 +1082,7 @@ impl Node {
         self.responses.insert((peer, request.id), ctl_tx);
         let per_peer = self.peer(peer).responses.clone();
         let writer = self.peer(peer).writer.clone();
-        let generation = writer.generation();
+        let token = SERVE_TOKENS.fetch_add(1, Ordering::Relaxed);
         let store = self
             .hooks
             .store_for_request(peer, &request)
@@ -1033,7 +1093,7 @@ impl Node {
             hooks: self.hooks.clone(),
             config: self.config.clone(),
             writer,
-            generation,
+            token,
             done: self.tx.clone(),
             all: self.all_responses.clone(),
             per_peer,
@@ -1048,9 +1108,8 @@ struct ServeCtx {
     hooks: Arc<dyn Hooks>,
     config: Arc<GraphSyncConfig>,
     writer: PeerWriter,
-    /// The connection generation the response started on: after a failed write, its
-    /// messages are dropped, not sent on a new stream with a gap before them.
-    generation: u64,
+    /// Tags this response's messages (see [`PeerWriter`]).
+    token: u64,
     done: mpsc::Sender<Cmd>,
     all: Arc<Semaphore>,
     per_peer: Arc<Semaphore>,
@@ -1063,7 +1122,7 @@ impl ServeCtx {
             blocks,
             ..Message::default()
         };
-        self.writer.send_as(self.generation, msg).await
+        self.writer.send_as(self.token, msg).await
     }
 
     async fn serve(self, request: Request, mut ctl: mpsc::Receiver<ResponseCmd>) {
