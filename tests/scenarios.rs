@@ -138,6 +138,7 @@ async fn multiple_round_trips_with_a_store_per_channel() {
         .await
         .unwrap();
     let mut sub = client.manager.subscribe().await.unwrap();
+    let mut psub = provider.manager.subscribe().await.unwrap();
     let mut files = Vec::new();
     for deal in 0..3u64 {
         let data = random_bytes(200_000, 100 + deal);
@@ -155,17 +156,32 @@ async fn multiple_round_trips_with_a_store_per_channel() {
         files.push((id, file.root, data));
     }
     let mut left: std::collections::HashSet<ChannelId> = files.iter().map(|f| f.0).collect();
-    wait_until(&mut sub, None, 30, |_, st| {
-        assert!(
-            !matches!(st.status, Status::Failed | Status::Cancelled),
-            "{st:?}"
-        );
+    let mut failed = None;
+    let seen = wait_until(&mut sub, None, 30, |_, st| {
+        if matches!(st.status, Status::Failed | Status::Cancelled) {
+            failed = Some(st.channel_id);
+            return true;
+        }
         if st.status == Status::Completed {
             left.remove(&st.channel_id);
         }
         left.is_empty()
     })
     .await;
+    if let Some(f) = failed {
+        let mine: Vec<_> = seen
+            .iter()
+            .filter(|(e, st)| {
+                st.channel_id == f
+                    && !matches!(
+                        e.code,
+                        EventCode::DataReceived | EventCode::DataReceivedProgress
+                    )
+            })
+            .map(|(e, st)| (e.code, st.status))
+            .collect();
+        panic!("PROVIDER {:?}\nCLIENT {mine:?}", dump(&mut psub, f).await);
+    }
     for (deal, (_, root, data)) in files.iter().enumerate() {
         assert_file(&*stores[deal], root, data);
         assert!(
@@ -227,6 +243,7 @@ async fn multiple_parallel_transfers() {
     let client = default_node().await;
     introduce(&client, &provider).await;
     let mut sub = client.manager.subscribe().await.unwrap();
+    let mut psub = provider.manager.subscribe().await.unwrap();
     let mut files = Vec::new();
     for i in 0..10u64 {
         let data = random_bytes(300_000 + i as usize * 10_000, 50 + i);
@@ -244,17 +261,37 @@ async fn multiple_parallel_transfers() {
         files.push((id, file.root, data));
     }
     let mut left: std::collections::HashSet<ChannelId> = files.iter().map(|f| f.0).collect();
+    let mut failed = None;
     wait_until(&mut sub, None, 60, |_, st| {
         if st.status == Status::Completed {
             left.remove(&st.channel_id);
         }
-        assert!(
-            !matches!(st.status, Status::Failed | Status::Cancelled),
-            "{st:?}"
-        );
+        if matches!(st.status, Status::Failed | Status::Cancelled) {
+            failed = Some(st.channel_id);
+            return true;
+        }
         left.is_empty()
     })
     .await;
+    if let Some(f) = failed {
+        let mut seen = Vec::new();
+        while let Ok(Some((e, st))) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), psub.next()).await
+        {
+            if st.channel_id == f
+                && !matches!(
+                    e.code,
+                    EventCode::DataQueued
+                        | EventCode::DataQueuedProgress
+                        | EventCode::DataSent
+                        | EventCode::DataSentProgress
+                )
+            {
+                seen.push((e.code, e.message, st.status));
+            }
+        }
+        panic!("PROVIDER {seen:?}");
+    }
     for (_, root, data) in &files {
         assert_file(&*client.store, root, data);
     }
@@ -490,14 +527,19 @@ async fn simulated_retrieval_flow() {
 /// DataReceived per block, then FinishTransfer (graphsync finished) and ResponderCompletes
 /// (the responder's Complete message) in either order (they travel on different streams),
 /// then CleanupComplete.
+///
+/// The file spans several graphsync messages, so the accept (in the first one) is taken in
+/// long before the responder can have sent its Complete; with a one-message DAG the Complete
+/// can overtake the accept, and then, as in Go, the Accept event is refused by the state
+/// machine (the channel still completes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_see_the_events_of_a_pull_in_go_order() {
     use EventCode::*;
     let provider = default_node().await;
     let client = default_node().await;
     introduce(&client, &provider).await;
-    let data = random_bytes(200_000, 21);
-    let file = import(&*provider.store, &data, 16 << 10);
+    let data = random_bytes(4 << 20, 21);
+    let file = import(&*provider.store, &data, 128 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
     let id = client
         .manager
@@ -745,12 +787,39 @@ async fn restart_after_the_initiator_process_restarts() {
         st.status.is_terminal()
     })
     .await;
-    assert_eq!(
-        last_status(&events),
-        Status::Completed,
-        "{:?}",
-        codes(&events)
-    );
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|(e, _)| e.code == EventCode::Error)
+        .map(|(e, _)| e.message.clone())
+        .collect();
+    if last_status(&events) != Status::Completed {
+        let mut seen = Vec::new();
+        while let Ok(Some((e, st))) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), psub.next()).await
+        {
+            if !matches!(
+                e.code,
+                EventCode::DataQueued
+                    | EventCode::DataQueuedProgress
+                    | EventCode::DataSent
+                    | EventCode::DataSentProgress
+            ) {
+                seen.push((e.code, e.message, st.status));
+            }
+        }
+        let cl: Vec<_> = events
+            .iter()
+            .filter(|(e, _)| {
+                !matches!(
+                    e.code,
+                    EventCode::DataReceived | EventCode::DataReceivedProgress
+                )
+            })
+            .map(|(e, s)| (e.code, s.status))
+            .collect();
+        panic!("PROVIDER {seen:?}\nCLIENT {cl:?}");
+    }
+    assert_eq!(last_status(&events), Status::Completed, "{errors:?}");
     assert_file(&*client_blocks, &file.root, &data);
     let pevents = wait_finished(&mut psub, id, 30).await;
     assert_eq!(last_status(&pevents), Status::Completed);

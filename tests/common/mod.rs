@@ -372,3 +372,26 @@ pub fn codes(events: &[(Event, ChannelState)]) -> Vec<EventCode> {
 pub fn last_status(events: &[(Event, ChannelState)]) -> Status {
     events.last().map(|(_, s)| s.status).unwrap()
 }
+
+/// Everything but data events that `sub` has for `channel` within 300 ms: for failure reports.
+pub async fn dump(
+    sub: &mut datatransfer::Subscription,
+    channel: ChannelId,
+) -> Vec<(EventCode, String, Status)> {
+    let mut seen = Vec::new();
+    while let Ok(Some((e, st))) = timeout(Duration::from_millis(300), sub.next()).await {
+        let data = matches!(
+            e.code,
+            EventCode::DataQueued
+                | EventCode::DataQueuedProgress
+                | EventCode::DataSent
+                | EventCode::DataSentProgress
+                | EventCode::DataReceived
+                | EventCode::DataReceivedProgress
+        );
+        if st.channel_id == channel && !data {
+            seen.push((e.code, e.message, st.status));
+        }
+    }
+    seen
+}

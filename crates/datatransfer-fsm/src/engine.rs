@@ -1333,6 +1333,17 @@ impl Engine {
         }
         if resp.message_type == T::Complete && resp.accepted {
             if !resp.paused {
+                // Departure from Go: a responder that completes without pausing is not
+                // paused. Its last resume (sent with the data, on the transport) can arrive
+                // after this message (sent on the data-transfer network); Go then moves
+                // ResponderPaused -> ResponderFinalizing and waits for a finalization that
+                // never comes. Take the resume as given first.
+                if matches!(
+                    self.channels.get(&id).map(|c| c.status),
+                    Some(Status::ResponderPaused | Status::BothPaused)
+                ) {
+                    self.set_paused(id, false, false, now);
+                }
                 self.fire_quiet(id, ChannelEvent::ResponderCompletes, now);
                 return Verdict::Ok;
             }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datatransfer_types::PeerId;
 use datatransfer_types::message::{Message, WireVersion};
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::StreamProtocol;
 use libp2p_stream::{Control, OpenStreamError};
 use tokio::sync::{Semaphore, mpsc};
@@ -61,17 +61,25 @@ impl Libp2pNetwork {
             let config = config.clone();
             let permits = permits.clone();
             tokio::spawn(async move {
-                while let Some((from, stream)) = incoming.next().await {
+                while let Some((from, mut stream)) = incoming.next().await {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
                     let tx = tx.clone();
                     let config = config.clone();
                     tokio::spawn(async move {
-                        let res = read_messages(stream, from, version, &config.limits, &tx).await;
-                        // On error the stream is dropped here, which resets it.
-                        if let Err(error) = res {
-                            let _ = tx.send(NetworkEvent::Error { from, error }).await;
+                        let res =
+                            read_messages(&mut stream, from, version, &config.limits, &tx).await;
+                        match res {
+                            // Read to the end: close our side, which tells the sender its
+                            // messages were taken.
+                            Ok(()) => {
+                                let _ = stream.close().await;
+                            }
+                            // On error the stream is dropped here, which resets it.
+                            Err(error) => {
+                                let _ = tx.send(NetworkEvent::Error { from, error }).await;
+                            }
                         }
                         drop(permit);
                     });
@@ -116,7 +124,15 @@ impl Libp2pNetwork {
                         .close()
                         .await
                         .map_err(|e| Attempt::Failed(e.to_string()))?;
-                    return Ok(());
+                    // Wait for the reader to close its side. A reader that took the stream
+                    // reads to the end and closes (we see the end); a stream dropped unread
+                    // (libp2p-stream drops inbound streams its acceptor is not ready for) is
+                    // reset, and the message must go again.
+                    let mut probe = [0u8; 1];
+                    return match stream.read(&mut probe).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(Attempt::Failed(format!("the peer dropped the stream: {e}"))),
+                    };
                 }
                 Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
                 Err(e) => return Err(Attempt::Failed(e.to_string())),
