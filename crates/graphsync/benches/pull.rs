@@ -1,4 +1,4 @@
-//! Prints graphsync pull throughput for a 256 MiB UnixFS file between two nodes over TCP on
+//! Prints graphsync pull throughput for a 256 MiB (or `GS_BENCH_MIB`) UnixFS file between two nodes over TCP on
 //! 127.0.0.1, next to raw TCP loopback throughput measured in the same run.
 //!
 //! `cargo bench -p graphsync`. Figures are printed, not asserted.
@@ -16,16 +16,24 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
-const SIZE: usize = 256 << 20;
+/// The file size: 256 MiB, or `GS_BENCH_MIB` MiB.
+fn size() -> usize {
+    std::env::var("GS_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(256)
+        << 20
+}
 
 fn raw_tcp() -> f64 {
+    let size = size();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let reader = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0;
-        while total < SIZE {
+        while total < size {
             let n = s.read(&mut buf).expect("read");
             if n == 0 {
                 break;
@@ -36,12 +44,12 @@ fn raw_tcp() -> f64 {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let chunk = vec![7u8; 1 << 20];
     let start = Instant::now();
-    for _ in 0..(SIZE >> 20) {
+    for _ in 0..(size >> 20) {
         s.write_all(&chunk).expect("write");
     }
     drop(s);
     reader.join().expect("reader");
-    SIZE as f64 / start.elapsed().as_secs_f64() / 1e6
+    size as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
 async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
@@ -79,7 +87,7 @@ fn main() {
         let (server_swarm, server_addr) = swarm().await;
         let server_store = Arc::new(MemoryBlockstore::new());
         let mut x = 0x9e37_79b9u64;
-        let data: Vec<u8> = (0..SIZE)
+        let data: Vec<u8> = (0..size())
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -143,9 +151,10 @@ fn main() {
             assert_eq!(req.finish().await, Ok(ResponseStatus::RequestCompletedFull));
             let secs = start.elapsed().as_secs_f64();
             println!(
-                "graphsync {} pull of 256 MiB: {:.0} MB/s",
+                "graphsync {} pull of {} MiB: {:.0} MB/s",
                 version.protocol(),
-                SIZE as f64 / secs / 1e6
+                size() >> 20,
+                size() as f64 / secs / 1e6
             );
         }
     });
