@@ -1,4 +1,4 @@
-//! The data-transfer network on rust-libp2p, through `libp2p-stream`.
+//! The data-transfer network on rust-libp2p, through `dt-streams`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use datatransfer_types::PeerId;
 use datatransfer_types::message::{Message, WireVersion};
+use dt_streams::{Control, OpenStreamError};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::StreamProtocol;
-use libp2p_stream::{Control, OpenStreamError};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::framing::read_messages;
@@ -19,7 +19,7 @@ fn protocol(v: WireVersion) -> StreamProtocol {
     StreamProtocol::new(v.protocol())
 }
 
-/// The data-transfer protocols over a libp2p `Swarm` that holds a `libp2p_stream::Behaviour`
+/// The data-transfer protocols over a libp2p `Swarm` that holds a `dt_streams::Behaviour`
 /// (for the streams) and a [`crate::ProtectBehaviour`] (for connection protection).
 ///
 /// The swarm is driven by its owner; this type only opens and accepts streams through the
@@ -51,7 +51,7 @@ impl Libp2pNetwork {
         mut control: Control,
         protect: ProtectHandle,
         config: NetworkConfig,
-    ) -> Result<(Self, mpsc::Receiver<NetworkEvent>), libp2p_stream::AlreadyRegistered> {
+    ) -> Result<(Self, mpsc::Receiver<NetworkEvent>), dt_streams::AlreadyRegistered> {
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_inbound_streams.max(1)));
@@ -126,7 +126,7 @@ impl Libp2pNetwork {
                         .map_err(|e| Attempt::Failed(e.to_string()))?;
                     // Wait for the reader to close its side. A reader that took the stream
                     // reads to the end and closes (we see the end); a stream dropped unread
-                    // (libp2p-stream drops inbound streams its acceptor is not ready for) is
+                    // (a reader that failed, or an acceptor gone) is
                     // reset, and the message must go again.
                     let mut probe = [0u8; 1];
                     return match stream.read(&mut probe).await {

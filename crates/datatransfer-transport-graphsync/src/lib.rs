@@ -142,7 +142,7 @@ impl GraphsyncTransport {
     /// channel) and the transport over it. Must be called inside a tokio runtime.
     pub fn start(
         me: PeerId,
-        control: libp2p_stream::Control,
+        control: dt_streams::Control,
         store: Arc<dyn Blockstore>,
         config: GraphsyncTransportConfig,
     ) -> Result<Self, TransportError> {

@@ -15,7 +15,7 @@ use crate::ManagerError;
 /// The behaviours of the manager's swarm.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    pub(crate) stream: libp2p_stream::Behaviour,
+    pub(crate) stream: dt_streams::Behaviour,
     pub(crate) protect: ProtectBehaviour,
 }
 
@@ -44,7 +44,7 @@ pub(crate) async fn build(
         )
         .map_err(|e| ManagerError::Swarm(e.to_string()))?
         .with_behaviour(|_| Behaviour {
-            stream: libp2p_stream::Behaviour::new(),
+            stream: dt_streams::Behaviour::new(),
             protect: ProtectBehaviour::new(),
         })
         .map_err(|e| ManagerError::Swarm(e.to_string()))?

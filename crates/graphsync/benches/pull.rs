@@ -52,7 +52,7 @@ fn raw_tcp() -> f64 {
     size as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
-async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
+async fn swarm() -> (Swarm<dt_streams::Behaviour>, Multiaddr) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -61,7 +61,7 @@ async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
             yamux::Config::default,
         )
         .expect("tcp")
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .with_behaviour(|_| dt_streams::Behaviour::new())
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();

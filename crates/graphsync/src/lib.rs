@@ -11,7 +11,7 @@
 //!   prefix (go-msgio), capped at 4 MiB by default.
 //! - [`responder::Responder`] and [`requester::Verifier`]: both ends of one request, sans IO,
 //!   on `dt-ipld`'s resumable traversal (go-graphsync's metadata and do-not-send rules).
-//! - [`node::GraphSync`]: the node over libp2p (via `libp2p-stream`), with [`node::Hooks`]
+//! - [`node::GraphSync`]: the node over libp2p (via `dt-streams`), with [`node::Hooks`]
 //!   for the protocol on top.
 
 pub mod message;

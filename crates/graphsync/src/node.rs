@@ -1,7 +1,7 @@
 //! A graphsync node over libp2p: the async API ([`GraphSync::request`] and the responder
 //! controls) on top of the sans-IO [`Responder`] and [`Verifier`].
 //!
-//! Streams go through `libp2p-stream`'s [`Control`], so the node shares its `Swarm` with any
+//! Streams go through `dt-streams`' [`Control`], so the node shares its `Swarm` with any
 //! other behaviour (data transfer's). Tasks: one node task that owns all request state and
 //! decodes inbound messages; one writer task per peer (a long-lived outbound stream, its
 //! version negotiated on open: 2.0.0 preferred, 1.0.0 as fallback); one reader task per
@@ -19,9 +19,9 @@ use cid::Cid;
 use dt_ipld::blockstore::Blockstore;
 use dt_ipld::selector::Selector;
 use dt_ipld::traversal::TraversalConfig;
+use dt_streams::{Control, OpenStreamError};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
-use libp2p_stream::{Control, OpenStreamError};
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -396,7 +396,7 @@ impl GraphSync {
         store: Arc<dyn Blockstore>,
         hooks: Arc<dyn Hooks>,
         config: GraphSyncConfig,
-    ) -> Result<Self, libp2p_stream::AlreadyRegistered> {
+    ) -> Result<Self, dt_streams::AlreadyRegistered> {
         let (tx, rx) = mpsc::channel(1024);
         let config = Arc::new(config);
         for &version in &config.versions {

@@ -50,7 +50,7 @@ struct TestNode {
     gs: GraphSync,
     store: Arc<MemoryBlockstore>,
     dial: mpsc::Sender<(Multiaddr, oneshot::Sender<()>)>,
-    control: libp2p_stream::Control,
+    control: dt_streams::Control,
 }
 
 impl TestNode {
@@ -62,7 +62,7 @@ impl TestNode {
     }
 }
 
-async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
+async fn swarm() -> (Swarm<dt_streams::Behaviour>, Multiaddr) {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -71,7 +71,7 @@ async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .with_behaviour(|_| dt_streams::Behaviour::new())
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -87,7 +87,7 @@ async fn swarm() -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
 }
 
 fn drive(
-    mut swarm: Swarm<libp2p_stream::Behaviour>,
+    mut swarm: Swarm<dt_streams::Behaviour>,
 ) -> mpsc::Sender<(Multiaddr, oneshot::Sender<()>)> {
     let (tx, mut rx) = mpsc::channel::<(Multiaddr, oneshot::Sender<()>)>(4);
     tokio::spawn(async move {

@@ -1,0 +1,452 @@
+//! Plain libp2p streams by protocol name, for protocols that frame their own messages
+//! (data transfer, graphsync): a [`Behaviour`] with its own connection handler, and a
+//! [`Control`] to open streams to peers and accept streams from them.
+//!
+//! Why not `libp2p-stream`: it hands inbound streams to the acceptor through a channel of
+//! capacity zero and drops a stream that arrives while the acceptor has not yet taken the
+//! previous one. Under load that silently lost data-transfer messages. Here inbound streams
+//! queue until the acceptor takes them (their number is bounded by the muxer's limit on open
+//! streams per connection), and outbound opens carry their reply in the substream request,
+//! so several can be negotiated at once on one connection.
+//!
+//! The swarm must be driven by its owner. Opening a stream to a peer that is not connected
+//! dials it, with the addresses the swarm knows for it (for example from
+//! `Swarm::add_peer_address`).
+
+#![deny(missing_docs)]
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::{Ready, ready};
+use libp2p::core::transport::PortUse;
+use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::handler::{
+    ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+    NetworkBehaviour, NotifyHandler, StreamUpgradeError, SubstreamProtocol, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{PeerId, Stream, StreamProtocol};
+
+/// Opening a stream failed.
+#[derive(Debug)]
+pub enum OpenStreamError {
+    /// The peer does not speak the protocol.
+    UnsupportedProtocol(StreamProtocol),
+    /// The peer could not be reached, or negotiation failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for OpenStreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnsupportedProtocol(p) => write!(f, "the peer does not support {p}"),
+            Self::Io(e) => write!(f, "opening the stream failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenStreamError {}
+
+/// The protocol already has an acceptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyRegistered;
+
+impl std::fmt::Display for AlreadyRegistered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the protocol is already registered")
+    }
+}
+
+impl std::error::Error for AlreadyRegistered {}
+
+/// A request to open a stream, with where the answer goes.
+#[derive(Debug)]
+pub struct Open {
+    protocol: StreamProtocol,
+    reply: oneshot::Sender<Result<Stream, OpenStreamError>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Where the inbound streams of each accepted protocol go.
+    inbound: HashMap<StreamProtocol, mpsc::UnboundedSender<(PeerId, Stream)>>,
+    /// Opens asked for by controls, not yet seen by the behaviour.
+    requests: VecDeque<(PeerId, Open)>,
+    /// The behaviour's task, woken when a request arrives.
+    waker: Option<Waker>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // The maps stay consistent even if a holder panicked: carry on with them.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn protocols(&mut self) -> Vec<StreamProtocol> {
+        self.inbound.retain(|_, tx| !tx.is_closed());
+        self.inbound.keys().cloned().collect()
+    }
+}
+
+/// Opens and accepts streams through a [`Behaviour`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Control")
+    }
+}
+
+impl Control {
+    /// Accepts inbound streams of `protocol` from now on; they arrive, in order, on the
+    /// returned stream. Dropping it stops accepting.
+    pub fn accept(
+        &mut self,
+        protocol: StreamProtocol,
+    ) -> Result<IncomingStreams, AlreadyRegistered> {
+        let mut shared = lock(&self.shared);
+        shared.inbound.retain(|_, tx| !tx.is_closed());
+        if shared.inbound.contains_key(&protocol) {
+            return Err(AlreadyRegistered);
+        }
+        let (tx, rx) = mpsc::unbounded();
+        shared.inbound.insert(protocol, tx);
+        Ok(IncomingStreams { rx })
+    }
+
+    /// Opens a stream of `protocol` to `peer`, dialing it if needed.
+    pub async fn open_stream(
+        &mut self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<Stream, OpenStreamError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut shared = lock(&self.shared);
+            shared.requests.push_back((peer, Open { protocol, reply }));
+            if let Some(w) = shared.waker.take() {
+                w.wake();
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(OpenStreamError::Io(io::Error::other(
+                "the swarm stopped before the stream opened",
+            )))
+        })
+    }
+}
+
+/// Inbound streams of one protocol, with the peer that opened each.
+#[derive(Debug)]
+pub struct IncomingStreams {
+    rx: mpsc::UnboundedReceiver<(PeerId, Stream)>,
+}
+
+impl futures::Stream for IncomingStreams {
+    type Item = (PeerId, Stream);
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+/// The behaviour: put it in the swarm, take [`Control`]s from it.
+pub struct Behaviour {
+    shared: Arc<Mutex<Shared>>,
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Opens waiting for a connection to their peer.
+    dialing: HashMap<PeerId, Vec<Open>>,
+    events: VecDeque<ToSwarm<Infallible, Open>>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("connected_peers", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Behaviour {
+    /// A behaviour accepting no protocol yet.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Mutex::new(Shared::default())),
+            connections: HashMap::new(),
+            dialing: HashMap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A control over this behaviour's streams.
+    pub fn new_control(&self) -> Control {
+        Control {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn route(&mut self, peer: PeerId, open: Open) {
+        match self.connections.get(&peer).and_then(|c| c.last()) {
+            Some(conn) => self.events.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(*conn),
+                event: open,
+            }),
+            None => {
+                let waiting = self.dialing.entry(peer).or_default();
+                if waiting.is_empty() {
+                    self.events.push_back(ToSwarm::Dial {
+                        opts: DialOpts::peer_id(peer).build(),
+                    });
+                }
+                waiting.push(open);
+            }
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::new(peer, self.shared.clone()))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(Handler::new(peer, self.shared.clone()))
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                self.connections
+                    .entry(e.peer_id)
+                    .or_default()
+                    .push(e.connection_id);
+                for open in self.dialing.remove(&e.peer_id).unwrap_or_default() {
+                    self.route(e.peer_id, open);
+                }
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(conns) = self.connections.get_mut(&e.peer_id) {
+                    conns.retain(|c| *c != e.connection_id);
+                    if conns.is_empty() {
+                        self.connections.remove(&e.peer_id);
+                    }
+                }
+            }
+            FromSwarm::DialFailure(e) => {
+                let Some(peer) = e.peer_id else { return };
+                if self.connections.contains_key(&peer) {
+                    return;
+                }
+                for open in self.dialing.remove(&peer).unwrap_or_default() {
+                    let _ = open
+                        .reply
+                        .send(Err(OpenStreamError::Io(io::Error::other(format!(
+                            "cannot reach {peer}: {}",
+                            e.error
+                        )))));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        let requests: Vec<(PeerId, Open)> = {
+            let mut shared = lock(&self.shared);
+            shared.waker = Some(cx.waker().clone());
+            shared.requests.drain(..).collect()
+        };
+        for (peer, open) in requests {
+            self.route(peer, open);
+        }
+        match self.events.pop_front() {
+            Some(e) => Poll::Ready(e),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The protocols a stream may be negotiated for.
+#[derive(Debug, Clone)]
+pub struct Protocols(Vec<StreamProtocol>);
+
+impl UpgradeInfo for Protocols {
+    type Info = StreamProtocol;
+    type InfoIter = std::vec::IntoIter<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.clone().into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for Protocols {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        ready(Ok((stream, protocol)))
+    }
+}
+
+impl OutboundUpgrade<Stream> for Protocols {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Output, Infallible>>;
+
+    fn upgrade_outbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+        ready(Ok((stream, protocol)))
+    }
+}
+
+/// The connection handler: negotiates the streams of one connection.
+pub struct Handler {
+    peer: PeerId,
+    shared: Arc<Mutex<Shared>>,
+    pending: VecDeque<Open>,
+    waker: Option<Waker>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    fn new(peer: PeerId, shared: Arc<Mutex<Shared>>) -> Self {
+        Self {
+            peer,
+            shared,
+            pending: VecDeque::new(),
+            waker: None,
+        }
+    }
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = Open;
+    type ToBehaviour = Infallible;
+    type InboundProtocol = Protocols;
+    type OutboundProtocol = Protocols;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = Open;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Protocols, ()> {
+        SubstreamProtocol::new(Protocols(lock(&self.shared).protocols()), ())
+    }
+
+    fn on_behaviour_event(&mut self, open: Open) {
+        self.pending.push_back(open);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Protocols, Open, Infallible>> {
+        match self.pending.pop_front() {
+            Some(open) => Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(Protocols(vec![open.protocol.clone()]), open),
+            }),
+            None => {
+                self.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn on_connection_event(&mut self, event: ConnectionEvent<'_, Protocols, Protocols, (), Open>) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: (stream, protocol),
+                ..
+            }) => {
+                let mut shared = lock(&self.shared);
+                let delivered = shared
+                    .inbound
+                    .get(&protocol)
+                    .is_some_and(|tx| tx.unbounded_send((self.peer, stream)).is_ok());
+                if !delivered {
+                    // Nobody accepts it any more: the stream is dropped (reset).
+                    shared.inbound.remove(&protocol);
+                }
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: (stream, _),
+                info,
+            }) => {
+                let _ = info.reply.send(Ok(stream));
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => {
+                let error = match error {
+                    StreamUpgradeError::NegotiationFailed => {
+                        OpenStreamError::UnsupportedProtocol(info.protocol.clone())
+                    }
+                    StreamUpgradeError::Timeout => {
+                        OpenStreamError::Io(io::Error::from(io::ErrorKind::TimedOut))
+                    }
+                    StreamUpgradeError::Io(e) => OpenStreamError::Io(e),
+                    StreamUpgradeError::Apply(never) => match never {},
+                };
+                let _ = info.reply.send(Err(error));
+            }
+            _ => {}
+        }
+    }
+}
