@@ -52,6 +52,11 @@ async fn round_trip(pull: bool, size: usize, chunk: usize, raw_leaves: bool) {
     }
     .unwrap();
     let ievents = wait_finished(&mut isub, id, 60).await;
+    let msgs: Vec<_> = ievents
+        .iter()
+        .map(|(e, s)| format!("{:?}/{:?}: {}", e.code, s.status, e.message))
+        .collect();
+    assert_eq!(last_status(&ievents), Status::Completed, "{msgs:#?}");
     let revents = wait_finished(&mut rsub, id, 60).await;
     assert_eq!(
         last_status(&ievents),
@@ -852,6 +857,16 @@ async fn restart_after_the_responder_process_restarts() {
         ..NodeOptions::default()
     })
     .await;
+    // The provider holds the transfer after 2 MiB until paid, so it is still in progress
+    // when its process stops, however fast the machine.
+    provider
+        .manager
+        .register_revalidator(
+            TestVoucher::TYPE,
+            Arc::new(PayPerBytes::new(2 << 20, false)),
+        )
+        .await
+        .unwrap();
     let client = default_node().await;
     introduce(&client, &provider).await;
     let data = random_bytes(6 << 20, 42);
@@ -867,7 +882,10 @@ async fn restart_after_the_responder_process_restarts() {
         )
         .await
         .unwrap();
-    wait_until(&mut sub, Some(id), 30, |_, st| st.received > 2 << 20).await;
+    wait_until(&mut sub, Some(id), 30, |_, st| {
+        st.status == Status::ResponderPaused
+    })
+    .await;
     provider.manager.stop().await.unwrap();
     drop(provider);
 
@@ -879,8 +897,15 @@ async fn restart_after_the_responder_process_restarts() {
         ..NodeOptions::default()
     })
     .await;
+    // The new process takes any voucher as payment.
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, Arc::new(ResumeOnVoucher))
+        .await
+        .unwrap();
     introduce(&client, &provider).await;
     assert_eq!(provider.manager.start().await.unwrap(), 1);
+    client.manager.send_voucher(id, voucher(2)).await.unwrap();
     let events = wait_finished(&mut sub, id, 60).await;
     assert_eq!(
         last_status(&events),

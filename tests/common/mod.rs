@@ -188,6 +188,16 @@ impl Revalidator for PayPerBytes {
     }
 }
 
+/// Resumes on any voucher; never pauses.
+pub struct ResumeOnVoucher;
+
+#[async_trait]
+impl Revalidator for ResumeOnVoucher {
+    async fn revalidate(&self, _: ChannelId, _: &Voucher) -> Result<Validation, ValidationError> {
+        Ok(Validation::new(ValidationOutcome::Resume))
+    }
+}
+
 /// A test node: a Manager, its block store and its validator.
 pub struct Node {
     pub manager: Manager,
@@ -336,9 +346,11 @@ pub async fn wait_until(
     mut done: impl FnMut(&Event, &ChannelState) -> bool,
 ) -> Vec<(Event, ChannelState)> {
     let mut seen = Vec::new();
+    let mut others = 0usize;
     let r = timeout(Duration::from_secs(secs), async {
         while let Some((ev, st)) = sub.next().await {
             if channel.is_some_and(|c| c != st.channel_id) {
+                others += 1;
                 continue;
             }
             let stop = done(&ev, &st);
@@ -351,7 +363,7 @@ pub async fn wait_until(
     .await;
     if r.is_err() {
         let codes: Vec<_> = seen.iter().map(|(e, s)| (e.code, s.status)).collect();
-        panic!("timed out; saw {codes:?}");
+        panic!("timed out; saw {codes:?} ({others} events of other channels)");
     }
     seen
 }
