@@ -26,6 +26,7 @@ use futures::future::{Ready, ready};
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
 use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::handler::{
     ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
@@ -273,7 +274,10 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::DialFailure(e) => {
                 let Some(peer) = e.peer_id else { return };
-                if self.connections.contains_key(&peer) {
+                // Another dial to the peer is under way: its connection will take the opens.
+                if self.connections.contains_key(&peer)
+                    || matches!(e.error, DialError::DialPeerConditionFalse(_))
+                {
                     return;
                 }
                 for open in self.dialing.remove(&peer).unwrap_or_default() {
