@@ -148,16 +148,7 @@ async fn multiple_round_trips_with_a_store_per_channel() {
     for deal in 0..3u64 {
         let data = random_bytes(200_000, 100 + deal);
         let file = import(&*provider.store, &data, 32 << 10);
-        let id = client
-            .manager
-            .open_pull_channel(
-                provider.manager.peer_id(),
-                voucher(deal),
-                file.root,
-                all_selector(),
-            )
-            .await
-            .unwrap();
+        let id = pull(&client, &provider, voucher(deal), file.root).await;
         files.push((id, file.root, data));
     }
     let mut left: std::collections::HashSet<ChannelId> = files.iter().map(|f| f.0).collect();
@@ -217,16 +208,7 @@ async fn many_receivers_at_once() {
     let mut waits = Vec::new();
     for c in &clients {
         let mut sub = c.manager.subscribe().await.unwrap();
-        let id = c
-            .manager
-            .open_pull_channel(
-                provider.manager.peer_id(),
-                voucher(1),
-                file.root,
-                all_selector(),
-            )
-            .await
-            .unwrap();
+        let id = pull(c, &provider, voucher(1), file.root).await;
         waits.push(tokio::spawn(async move {
             last_status(&wait_finished(&mut sub, id, 60).await)
         }));
@@ -253,16 +235,7 @@ async fn multiple_parallel_transfers() {
     for i in 0..10u64 {
         let data = random_bytes(300_000 + i as usize * 10_000, 50 + i);
         let file = import(&*provider.store, &data, 32 << 10);
-        let id = client
-            .manager
-            .open_pull_channel(
-                provider.manager.peer_id(),
-                voucher(i),
-                file.root,
-                all_selector(),
-            )
-            .await
-            .unwrap();
+        let id = pull(&client, &provider, voucher(i), file.root).await;
         files.push((id, file.root, data));
     }
     let mut left: std::collections::HashSet<ChannelId> = files.iter().map(|f| f.0).collect();
@@ -346,16 +319,7 @@ async fn rejected_pull_fails_the_channel() {
     introduce(&client, &provider).await;
     let file = import(&*provider.store, &random_bytes(50_000, 4), 16 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
     let events = wait_finished(&mut sub, id, 30).await;
     assert_eq!(last_status(&events), Status::Failed, "{:?}", codes(&events));
     assert!(!client.store.has(&file.root).unwrap());
@@ -377,16 +341,7 @@ async fn cancelled_request() {
     let file = import(&*provider.store, &random_bytes(2 << 20, 5), 64 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut psub = provider.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
     // The provider pauses for payment; the client cancels instead of paying.
     wait_until(&mut sub, Some(id), 30, |e, _| {
         e.code == EventCode::NewVoucherResult
@@ -416,16 +371,7 @@ async fn pause_and_resume_from_each_side() {
         let file = import(&*provider.store, &data, 16 << 10);
         let mut sub = client.manager.subscribe().await.unwrap();
         let mut psub = provider.manager.subscribe().await.unwrap();
-        let id = client
-            .manager
-            .open_pull_channel(
-                provider.manager.peer_id(),
-                voucher(1),
-                file.root,
-                all_selector(),
-            )
-            .await
-            .unwrap();
+        let id = pull(&client, &provider, voucher(1), file.root).await;
         wait_until(&mut sub, Some(id), 30, |e, _| {
             e.code == EventCode::DataReceived
         })
@@ -480,16 +426,7 @@ async fn simulated_retrieval_flow() {
     let file = import(&*provider.store, &data, 128 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut psub = provider.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(0),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(0), file.root).await;
     // The client pays whenever the provider asks (a result with something owed).
     let mut paid = 0u64;
     let events = wait_until(&mut sub, Some(id), 60, |e, st| {
@@ -546,16 +483,7 @@ async fn subscribers_see_the_events_of_a_pull_in_go_order() {
     let data = random_bytes(4 << 20, 21);
     let file = import(&*provider.store, &data, 128 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
     let events = wait_finished(&mut sub, id, 30).await;
     let got = codes(&events);
     let blocks = file.blocks as usize;
@@ -574,16 +502,7 @@ async fn subscribers_see_the_events_of_a_pull_in_go_order() {
     assert_eq!(rest, expected, "{got:?}");
     // Dropping the subscription unsubscribes; the manager carries on.
     drop(sub);
-    let id2 = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(2),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id2 = pull(&client, &provider, voucher(2), file.root).await;
     let mut sub2 = client.manager.subscribe().await.unwrap();
     wait_finished(&mut sub2, id2, 30).await;
 }
@@ -656,16 +575,7 @@ async fn auto_restart_after_a_disconnect() {
     let file = import(&*provider.store, &data, 16 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut psub = provider.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
     wait_until(&mut sub, Some(id), 30, |_, st| st.received > 1 << 20).await;
     assert!(client.manager.disconnect(provider.manager.peer_id()).await);
     let events = wait_finished(&mut sub, id, 60).await;
@@ -715,16 +625,7 @@ async fn restart_after_the_initiator_process_restarts() {
     let file = import(&*provider.store, &data, 16 << 10);
     let mut psub = provider.manager.subscribe().await.unwrap();
     let mut sub = client.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
     wait_until(&mut sub, Some(id), 30, |_, st| {
         st.status == Status::ResponderPaused
     })
@@ -872,16 +773,7 @@ async fn restart_after_the_responder_process_restarts() {
     let data = random_bytes(6 << 20, 42);
     let file = import(&*provider_blocks, &data, 16 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
-    let id = client
-        .manager
-        .open_pull_channel(
-            provider.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
     wait_until(&mut sub, Some(id), 30, |_, st| {
         st.status == Status::ResponderPaused
     })

@@ -407,3 +407,17 @@ pub async fn dump(
     }
     seen
 }
+
+/// `client` opens a pull of the DAG under `root` (the whole DAG) from `provider`.
+pub async fn pull(client: &Node, provider: &Node, voucher: Voucher, root: Cid) -> ChannelId {
+    client
+        .manager
+        .open_pull_channel(
+            provider.manager.peer_id(),
+            voucher,
+            root,
+            datatransfer::all_selector(),
+        )
+        .await
+        .unwrap()
+}

@@ -293,17 +293,17 @@ impl RequestHandle {
 
     /// Cancels the request.
     pub async fn cancel(&self) {
-        let _ = self.tx.send(Cmd::CancelRequest(self.id)).await;
+        self.control().cancel().await;
     }
 
     /// Pauses the request (the responder is told to stop; unpausing resumes where it was).
     pub async fn pause(&self) {
-        let _ = self.tx.send(Cmd::PauseRequest(self.id)).await;
+        self.control().pause().await;
     }
 
     /// Resumes a paused request, sending `extensions` with it.
     pub async fn unpause(&self, extensions: Extensions) {
-        let _ = self.tx.send(Cmd::UnpauseRequest(self.id, extensions)).await;
+        self.control().unpause(extensions).await;
     }
 
     /// A control over the request that can be used from another task.
