@@ -367,7 +367,7 @@ async fn pause_and_resume_from_each_side() {
         let provider = default_node().await;
         let client = default_node().await;
         introduce(&client, &provider).await;
-        let data = random_bytes(4 << 20, 11);
+        let data = random_bytes(32 << 20, 11);
         let file = import(&*provider.store, &data, 16 << 10);
         let mut sub = client.manager.subscribe().await.unwrap();
         let mut psub = provider.manager.subscribe().await.unwrap();
@@ -387,8 +387,24 @@ async fn pause_and_resume_from_each_side() {
         } else {
             Status::ResponderPaused
         };
-        wait_until(pauser_sub, Some(id), 30, |_, st| st.status == paused).await;
-        wait_until(other_sub, Some(id), 30, |_, st| st.status == paused).await;
+        // 32 MiB in 16 KiB blocks: the pause lands long before the end. A channel that
+        // finished first would fail here with its events listed.
+        let ended = |st: &datatransfer::ChannelState| {
+            assert!(
+                !st.status.is_terminal(),
+                "finished before the pause: {st:?}"
+            );
+        };
+        wait_until(pauser_sub, Some(id), 30, |_, st| {
+            ended(st);
+            st.status == paused
+        })
+        .await;
+        wait_until(other_sub, Some(id), 30, |_, st| {
+            ended(st);
+            st.status == paused
+        })
+        .await;
         let received = client
             .manager
             .channel_state(id)
