@@ -585,6 +585,16 @@ async fn subscribers_see_the_events_of_a_push_in_go_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_restart_after_a_disconnect() {
     let provider = default_node().await;
+    // The provider holds the transfer after 2 MiB until paid, so the connection drops while
+    // the channel is still running, however fast the machine.
+    provider
+        .manager
+        .register_revalidator(
+            TestVoucher::TYPE,
+            Arc::new(PayPerBytes::new(2 << 20, false)),
+        )
+        .await
+        .unwrap();
     let client = default_node().await;
     introduce(&client, &provider).await;
     let data = random_bytes(8 << 20, 31);
@@ -592,9 +602,28 @@ async fn auto_restart_after_a_disconnect() {
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut psub = provider.manager.subscribe().await.unwrap();
     let id = pull(&client, &provider, voucher(1), file.root).await;
-    wait_until(&mut sub, Some(id), 30, |_, st| st.received > 1 << 20).await;
+    wait_until(&mut sub, Some(id), 30, |_, st| {
+        st.status == Status::ResponderPaused
+    })
+    .await;
     assert!(client.manager.disconnect(provider.manager.peer_id()).await);
-    let events = wait_finished(&mut sub, id, 60).await;
+    // Pay for the first 2 MiB, then whenever asked, until the end.
+    client.manager.send_voucher(id, voucher(2)).await.unwrap();
+    let mut paid = 2;
+    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
+        let owed = st
+            .last_voucher_result()
+            .and_then(|r| r.decode::<TestResult>().ok())
+            .map_or(0, |r| r.owed);
+        if e.code == EventCode::NewVoucherResult && owed > 0 {
+            paid += 1;
+            let m = client.manager.clone();
+            let n = paid;
+            tokio::spawn(async move { m.send_voucher(id, voucher(n)).await.unwrap() });
+        }
+        st.status.is_terminal()
+    })
+    .await;
     let got = codes(&events);
     assert_eq!(last_status(&events), Status::Completed, "{got:?}");
     assert!(got.contains(&EventCode::Disconnected), "{got:?}");
