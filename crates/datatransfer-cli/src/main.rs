@@ -7,6 +7,7 @@
 //! Errors are one line on stderr and a non-zero exit; `-v` adds logs.
 
 mod demo;
+mod node;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,56 @@ enum Command {
         pay_every: u64,
         /// Where the nodes keep their blocks and channel stores (a temporary directory if
         /// not given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Import files as UnixFS, print their root CIDs and this node's address, and serve pulls
+    /// (and accept pushes) until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  datatransfer serve ./movie.mp4\n  datatransfer serve a.bin b.bin --listen /ip4/0.0.0.0/tcp/4010 --token s3cret"
+    )]
+    Serve {
+        /// Files to serve.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/4010")]
+        listen: String,
+        /// Accept only requests carrying this token (anyone if not given).
+        #[arg(long)]
+        token: Option<String>,
+        /// Where blocks, channels and the identity key live (the platform's data dir if not
+        /// given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Pull a DAG from a peer, verify it and write the file; re-running after an
+    /// interruption resumes the same channel.
+    #[command(
+        after_help = "Examples:\n  datatransfer pull /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... bafybei... -o movie.mp4"
+    )]
+    Pull {
+        /// The serving node's multiaddr, ending in /p2p/<peer id>.
+        addr: String,
+        /// The root CID to pull.
+        cid: String,
+        /// Write the file here (UnixFS export).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The token the server asks for.
+        #[arg(long)]
+        token: Option<String>,
+        /// Where blocks, channels and the identity key live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the channels in the store with status, bytes, peer and age.
+    #[command(after_help = "Examples:\n  datatransfer status\n  datatransfer status --all --json")]
+    Status {
+        /// Finished channels too.
+        #[arg(long)]
+        all: bool,
+        /// Where the channel store lives.
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -135,8 +186,32 @@ fn inspect(input: &str, json: bool) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.verbose);
+    let json = cli.json;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+    };
     let result = match cli.command {
         Command::Inspect { input } => inspect(&input, cli.json),
+        Command::Serve {
+            files,
+            listen,
+            token,
+            data_dir,
+        } => node::data_dir(data_dir)
+            .and_then(|dir| runtime()?.block_on(node::serve(files, listen, dir, token, json))),
+        Command::Pull {
+            addr,
+            cid,
+            output,
+            token,
+            data_dir,
+        } => node::data_dir(data_dir)
+            .and_then(|dir| runtime()?.block_on(node::pull(addr, cid, output, dir, token, json))),
+        Command::Status { all, data_dir } => node::data_dir(data_dir)
+            .and_then(|dir| runtime()?.block_on(node::status(dir, all, json))),
         Command::Demo {
             size,
             pay_every,

@@ -68,3 +68,101 @@ fn inspect_decodes_a_message_and_refuses_garbage_in_one_line() {
         assert!(stderr.contains("error"), "{stderr}");
     }
 }
+
+/// `serve` in one process, `pull` in another, over 127.0.0.1.
+#[test]
+fn serve_and_pull_between_two_processes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let input = server_dir.path().join("input.bin");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    std::fs::write(&input, &data).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_datatransfer"))
+        .args([
+            "serve",
+            input.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--token",
+            "s3cret",
+            "--json",
+            "--data-dir",
+            server_dir.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let field = |line: &str, key: &str| -> String {
+        let start = line.find(&format!("\"{key}\":\"")).unwrap() + key.len() + 4;
+        line[start..].split('"').next().unwrap().to_owned()
+    };
+    let root = field(&lines.next().unwrap().unwrap(), "root");
+    let addr = field(&lines.next().unwrap().unwrap(), "listening");
+    let output = client_dir.path().join("out.bin");
+    let client = client_dir.path().to_str().unwrap();
+    let pulled = datatransfer(&[
+        "pull",
+        &addr,
+        &root,
+        "-o",
+        output.to_str().unwrap(),
+        "--token",
+        "s3cret",
+        "--data-dir",
+        client,
+    ]);
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert!(
+        std::fs::read(&output).unwrap() == data,
+        "the pulled file differs"
+    );
+    // The channel is in the client's store, completed.
+    let status = datatransfer(&["status", "--all", "--json", "--data-dir", client]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("\"status\":\"Completed\""));
+
+    // Bad input: a wrong token, an unknown CID, a malformed multiaddr, nobody listening.
+    let unknown = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    let port = addr
+        .split("/tcp/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let dead = addr.replace(&format!("/tcp/{port}/"), "/tcp/1/");
+    for (args, why) in [
+        (
+            vec!["pull", &addr, &root, "--token", "wrong"],
+            "wrong token",
+        ),
+        (
+            vec!["pull", &addr, unknown, "--token", "s3cret"],
+            "unknown CID",
+        ),
+        (
+            vec!["pull", "not-a-multiaddr", &root],
+            "malformed multiaddr",
+        ),
+        (vec!["pull", &dead, &root], "nobody listening"),
+    ] {
+        let mut args = args;
+        args.extend(["--data-dir", client]);
+        let out = datatransfer(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{why}: succeeded");
+        assert!(stderr.starts_with("error: "), "{why}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{why}: {stderr}");
+    }
+    server.kill().unwrap();
+    let _ = server.wait();
+}
