@@ -187,13 +187,11 @@ enum Pending {
         channel: ChannelId,
         voucher: Voucher,
     },
-    DataQueued {
+    /// A block queued (sender) or received (receiver) waits for the revalidators.
+    Data {
         token: HookToken,
         channel: ChannelId,
-    },
-    DataReceived {
-        token: HookToken,
-        channel: ChannelId,
+        kind: Progress,
     },
     Complete {
         channel: ChannelId,
@@ -1387,19 +1385,8 @@ impl Engine {
                 index,
                 unique,
             } => {
-                let is_new = self.progress(now, channel, Progress::Received, size, index, unique);
-                if is_new && channel.initiator != self.me && self.has_revalidators() {
-                    self.ask(
-                        ValidationCall::OnPushDataReceived {
-                            channel,
-                            bytes: size,
-                        },
-                        Pending::DataReceived { token, channel },
-                    );
-                } else {
-                    let result = self.hook_result_for(&channel);
-                    self.hook(token, channel, None, result);
-                }
+                let block = (size, index, unique);
+                self.on_data_hook(now, token, channel, Progress::Received, block)
             }
             T::DataQueued {
                 token,
@@ -1408,19 +1395,8 @@ impl Engine {
                 index,
                 unique,
             } => {
-                let is_new = self.progress(now, channel, Progress::Queued, size, index, unique);
-                if is_new && channel.initiator != self.me && self.has_revalidators() {
-                    self.ask(
-                        ValidationCall::OnPullDataSent {
-                            channel,
-                            bytes: size,
-                        },
-                        Pending::DataQueued { token, channel },
-                    );
-                } else {
-                    let result = self.hook_result_for(&channel);
-                    self.hook(token, channel, None, result);
-                }
+                let block = (size, index, unique);
+                self.on_data_hook(now, token, channel, Progress::Queued, block)
             }
             T::DataSent {
                 channel,
@@ -1460,6 +1436,42 @@ impl Engine {
                     self.fire_quiet(channel, ChannelEvent::error(message), now)
                 }
             }
+        }
+    }
+
+    /// A block was queued or received: count it, and ask the revalidators about new bytes on
+    /// channels the other peer initiated.
+    fn on_data_hook(
+        &mut self,
+        now: Timestamp,
+        token: HookToken,
+        channel: ChannelId,
+        kind: Progress,
+        (size, index, unique): (u64, u64, bool),
+    ) {
+        let is_new = self.progress(now, channel, kind, size, index, unique);
+        if is_new && channel.initiator != self.me && self.has_revalidators() {
+            let call = match kind {
+                Progress::Received => ValidationCall::OnPushDataReceived {
+                    channel,
+                    bytes: size,
+                },
+                Progress::Queued | Progress::Sent => ValidationCall::OnPullDataSent {
+                    channel,
+                    bytes: size,
+                },
+            };
+            self.ask(
+                call,
+                Pending::Data {
+                    token,
+                    channel,
+                    kind,
+                },
+            );
+        } else {
+            let result = self.hook_result_for(&channel);
+            self.hook(token, channel, None, result);
         }
     }
 
@@ -1601,9 +1613,10 @@ impl Engine {
                 let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
                 self.finish_request(now, channel, &req, via, Some(resp), verdict);
             }
-            Pending::DataQueued {
+            Pending::Data {
                 token: hook,
                 channel,
+                kind,
             } => {
                 let (verdict, result) = Verdict::from_answer(&answer);
                 if !self.channels.contains_key(&channel) {
@@ -1618,27 +1631,14 @@ impl Engine {
                     return self.hook(hook, channel, None, HookResult::Continue);
                 }
                 let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
-                self.hook(hook, channel, Some(resp.into()), verdict.hook_result());
-            }
-            Pending::DataReceived {
-                token: hook,
-                channel,
-            } => {
-                let (verdict, result) = Verdict::from_answer(&answer);
-                if !self.channels.contains_key(&channel) {
-                    return self.hook(
-                        hook,
-                        channel,
-                        None,
-                        HookResult::Fail("channel not found".into()),
-                    );
+                if kind == Progress::Queued {
+                    // The sender's answer rides with the block.
+                    self.hook(hook, channel, Some(resp.into()), verdict.hook_result());
+                } else {
+                    // The receiver's answer goes to the initiator over the network.
+                    self.send(channel.initiator, channel, resp, OnSendFailure::Disconnect);
+                    self.hook(hook, channel, None, verdict.hook_result());
                 }
-                if verdict == Verdict::Ok && result.is_none() {
-                    return self.hook(hook, channel, None, HookResult::Continue);
-                }
-                let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
-                self.send(channel.initiator, channel, resp, OnSendFailure::Disconnect);
-                self.hook(hook, channel, None, verdict.hook_result());
             }
             Pending::Complete { channel } => {
                 if self.channels.contains_key(&channel) {
@@ -1660,7 +1660,7 @@ impl Engine {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
     Received,
     Queued,
