@@ -444,23 +444,7 @@ async fn simulated_retrieval_flow() {
     let mut psub = provider.manager.subscribe().await.unwrap();
     let id = pull(&client, &provider, voucher(0), file.root).await;
     // The client pays whenever the provider asks (a result with something owed).
-    let mut paid = 0u64;
-    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
-        if e.code == EventCode::NewVoucherResult {
-            let owed = st
-                .last_voucher_result()
-                .and_then(|r| r.decode::<TestResult>().ok())
-                .map_or(0, |r| r.owed);
-            if owed > 0 {
-                paid += 1;
-                let m = client.manager.clone();
-                let n = paid;
-                tokio::spawn(async move { m.send_voucher(id, voucher(n)).await.unwrap() });
-            }
-        }
-        st.status.is_terminal()
-    })
-    .await;
+    let (events, paid) = pay_until_done(&mut sub, &client.manager, id, 0, 60).await;
     assert_eq!(
         last_status(&events),
         Status::Completed,
@@ -609,21 +593,7 @@ async fn auto_restart_after_a_disconnect() {
     assert!(client.manager.disconnect(provider.manager.peer_id()).await);
     // Pay for the first 2 MiB, then whenever asked, until the end.
     client.manager.send_voucher(id, voucher(2)).await.unwrap();
-    let mut paid = 2;
-    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
-        let owed = st
-            .last_voucher_result()
-            .and_then(|r| r.decode::<TestResult>().ok())
-            .map_or(0, |r| r.owed);
-        if e.code == EventCode::NewVoucherResult && owed > 0 {
-            paid += 1;
-            let m = client.manager.clone();
-            let n = paid;
-            tokio::spawn(async move { m.send_voucher(id, voucher(n)).await.unwrap() });
-        }
-        st.status.is_terminal()
-    })
-    .await;
+    let (events, _) = pay_until_done(&mut sub, &client.manager, id, 2, 60).await;
     let got = codes(&events);
     assert_eq!(last_status(&events), Status::Completed, "{got:?}");
     assert!(got.contains(&EventCode::Disconnected), "{got:?}");
@@ -723,54 +693,15 @@ async fn restart_after_the_initiator_process_restarts() {
     client.manager.resume_channel(id).await.unwrap();
     client.manager.send_voucher(id, voucher(2)).await.unwrap();
     // Pay whenever the provider asks again.
-    let mut paid = 2;
-    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
-        let owed = st
-            .last_voucher_result()
-            .and_then(|r| r.decode::<TestResult>().ok())
-            .map_or(0, |r| r.owed);
-        if e.code == EventCode::NewVoucherResult && owed > 0 {
-            paid += 1;
-            let m = client.manager.clone();
-            let n = paid;
-            tokio::spawn(async move { m.send_voucher(id, voucher(n)).await.unwrap() });
-        }
-        st.status.is_terminal()
-    })
-    .await;
+    let (events, _) = pay_until_done(&mut sub, &client.manager, id, 2, 60).await;
     let errors: Vec<_> = events
         .iter()
         .filter(|(e, _)| e.code == EventCode::Error)
         .map(|(e, _)| e.message.clone())
         .collect();
     if last_status(&events) != Status::Completed {
-        let mut seen = Vec::new();
-        while let Ok(Some((e, st))) =
-            tokio::time::timeout(std::time::Duration::from_millis(100), psub.next()).await
-        {
-            if !matches!(
-                e.code,
-                EventCode::DataQueued
-                    | EventCode::DataQueuedProgress
-                    | EventCode::DataSent
-                    | EventCode::DataSentProgress
-            ) {
-                seen.push((e.code, e.message, st.status));
-            }
-        }
-        let cl: Vec<_> = events
-            .iter()
-            .filter(|(e, _)| {
-                !matches!(
-                    e.code,
-                    EventCode::DataReceived | EventCode::DataReceivedProgress
-                )
-            })
-            .map(|(e, s)| (e.code, s.status))
-            .collect();
-        panic!("PROVIDER {seen:?}\nCLIENT {cl:?}");
+        panic!("{errors:?}; provider: {:?}", dump(&mut psub, id).await);
     }
-    assert_eq!(last_status(&events), Status::Completed, "{errors:?}");
     assert_file(&*client_blocks, &file.root, &data);
     let pevents = wait_finished(&mut psub, id, 30).await;
     assert_eq!(last_status(&pevents), Status::Completed);

@@ -421,3 +421,31 @@ pub async fn pull(client: &Node, provider: &Node, voucher: Voucher, root: Cid) -
         .await
         .unwrap()
 }
+
+/// Reads `channel`'s events until it ends, paying with a new voucher whenever the provider
+/// asks for something owed (vouchers numbered from `after + 1`); returns the events and how
+/// many vouchers were sent.
+pub async fn pay_until_done(
+    sub: &mut datatransfer::Subscription,
+    manager: &Manager,
+    channel: ChannelId,
+    after: u64,
+    secs: u64,
+) -> (Vec<(Event, ChannelState)>, u64) {
+    let mut paid = after;
+    let events = wait_until(sub, Some(channel), secs, |e, st| {
+        let owed = st
+            .last_voucher_result()
+            .and_then(|r| r.decode::<TestResult>().ok())
+            .map_or(0, |r| r.owed);
+        if e.code == EventCode::NewVoucherResult && owed > 0 {
+            paid += 1;
+            let m = manager.clone();
+            let n = paid;
+            tokio::spawn(async move { m.send_voucher(channel, voucher(n)).await.unwrap() });
+        }
+        st.status.is_terminal()
+    })
+    .await;
+    (events, paid - after)
+}

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datatransfer::{
-    ChannelId, Cid, DagCbor, EventCode, Manager, PeerId, Registerable, RequestValidator,
-    Revalidator, Status, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher,
-    all_selector,
+    AcceptAll, ChannelId, EventCode, Manager, Registerable, Revalidator, Status, TypedNode,
+    Validation, ValidationError, ValidationOutcome, Voucher, all_selector,
 };
-use dt_ipld::blockstore::Blockstore;
 use dt_ipld::fsstore::FsBlockstore;
 use dt_ipld::unixfs::{ImportOptions, export, import};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,35 +42,6 @@ struct PaymentRequest {
 
 impl Registerable for PaymentRequest {
     const TYPE: &'static str = "DemoPaymentRequest";
-}
-
-struct AcceptAll;
-
-#[async_trait]
-impl RequestValidator for AcceptAll {
-    async fn validate_push(
-        &self,
-        _: bool,
-        _: ChannelId,
-        _: PeerId,
-        _: &Voucher,
-        _: Cid,
-        _: &DagCbor,
-    ) -> Result<Validation, ValidationError> {
-        Ok(Validation::accept())
-    }
-
-    async fn validate_pull(
-        &self,
-        _: bool,
-        _: ChannelId,
-        _: PeerId,
-        _: &Voucher,
-        _: Cid,
-        _: &DagCbor,
-    ) -> Result<Validation, ValidationError> {
-        Ok(Validation::accept())
-    }
 }
 
 /// Pauses every `every` bytes sent until a new voucher arrives.
@@ -379,6 +348,5 @@ pub(crate) async fn run(opts: Options) -> Result<(), String> {
     }
     client.stop().await.map_err(err("client"))?;
     provider.stop().await.map_err(err("provider"))?;
-    let _ = provider_blocks.has(&file.root);
     Ok(())
 }

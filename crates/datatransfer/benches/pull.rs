@@ -10,42 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use async_trait::async_trait;
-use datatransfer::{
-    ChannelId, Cid, DagCbor, Manager, PeerId, RequestValidator, Status, TypedNode, Validation,
-    ValidationError, Voucher, all_selector,
-};
+use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
 use dt_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
 use dt_ipld::unixfs::{ImportOptions, import_bytes};
-
-struct AcceptAll;
-
-#[async_trait]
-impl RequestValidator for AcceptAll {
-    async fn validate_push(
-        &self,
-        _: bool,
-        _: ChannelId,
-        _: PeerId,
-        _: &Voucher,
-        _: Cid,
-        _: &DagCbor,
-    ) -> Result<Validation, ValidationError> {
-        Ok(Validation::accept())
-    }
-
-    async fn validate_pull(
-        &self,
-        _: bool,
-        _: ChannelId,
-        _: PeerId,
-        _: &Voucher,
-        _: Cid,
-        _: &DagCbor,
-    ) -> Result<Validation, ValidationError> {
-        Ok(Validation::accept())
-    }
-}
 
 /// Keeps nothing; counts what it is given.
 #[derive(Default)]

@@ -53,7 +53,7 @@ pub use datatransfer_types::{
 };
 pub use libp2p::{Multiaddr, identity};
 pub use swarm::peer_of;
-pub use validation::{RequestValidator, Revalidator, TransportConfigurer};
+pub use validation::{AcceptAll, RequestValidator, Revalidator, TransportConfigurer};
 
 use crate::task::{Api, EngineTask, Inputs, Sink};
 

@@ -36,6 +36,37 @@ pub trait RequestValidator: Send + Sync + 'static {
     ) -> Result<Validation, ValidationError>;
 }
 
+/// A validator that accepts every push and pull: for demos, benchmarks and trusted networks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AcceptAll;
+
+#[async_trait]
+impl RequestValidator for AcceptAll {
+    async fn validate_push(
+        &self,
+        _: bool,
+        _: ChannelId,
+        _: PeerId,
+        _: &Voucher,
+        _: Cid,
+        _: &DagCbor,
+    ) -> Result<Validation, ValidationError> {
+        Ok(Validation::accept())
+    }
+
+    async fn validate_pull(
+        &self,
+        _: bool,
+        _: ChannelId,
+        _: PeerId,
+        _: &Voucher,
+        _: Cid,
+        _: &DagCbor,
+    ) -> Result<Validation, ValidationError> {
+        Ok(Validation::accept())
+    }
+}
+
 /// Checks a running transfer again as data moves (Go's `Revalidator`): the pay-as-you-go
 /// seam of retrieval. Registered per voucher type with
 /// [`crate::Manager::register_revalidator`].
