@@ -642,7 +642,12 @@ fn held_prefix(
     let Ok(selector) = Selector::from_dag_cbor(selector.as_bytes()) else {
         return 0;
     };
-    let mut walk = Traversal::new(root, selector, config.clone());
+    // Our own store's blocks were checked when they arrived: no need to hash them again.
+    let config = TraversalConfig {
+        verify: false,
+        ..config.clone()
+    };
+    let mut walk = Traversal::new(root, selector, config);
     let mut held = 0;
     loop {
         match walk.advance(&mut NoVisitor) {

@@ -5,9 +5,10 @@
 //! Why not `libp2p-stream`: it hands inbound streams to the acceptor through a channel of
 //! capacity zero and drops a stream that arrives while the acceptor has not yet taken the
 //! previous one. Under load that silently lost data-transfer messages. Here inbound streams
-//! queue until the acceptor takes them (their number is bounded by the muxer's limit on open
-//! streams per connection), and outbound opens carry their reply in the substream request,
-//! so several can be negotiated at once on one connection.
+//! queue until the acceptor takes them, up to a configurable number per protocol
+//! ([`Behaviour::with_max_queued_inbound`]; beyond it a stream is reset, so the opener sees an
+//! error), and outbound opens carry their reply in the substream request, so several can be
+//! negotiated at once on one connection.
 //!
 //! The swarm must be driven by its owner. Opening a stream to a peer that is not connected
 //! dials it, with the addresses the swarm knows for it (for example from
@@ -18,6 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -77,10 +79,20 @@ pub struct Open {
     reply: oneshot::Sender<Result<Stream, OpenStreamError>>,
 }
 
-#[derive(Default)]
+/// Inbound streams queued per protocol by default.
+pub const DEFAULT_MAX_QUEUED_INBOUND: usize = 1024;
+
+/// One accepted protocol: where its streams go, and how many wait there.
+struct Acceptor {
+    tx: mpsc::UnboundedSender<(PeerId, Stream)>,
+    queued: Arc<AtomicUsize>,
+}
+
 struct Shared {
     /// Where the inbound streams of each accepted protocol go.
-    inbound: HashMap<StreamProtocol, mpsc::UnboundedSender<(PeerId, Stream)>>,
+    inbound: HashMap<StreamProtocol, Acceptor>,
+    /// Most inbound streams waiting per protocol.
+    max_queued: usize,
     /// Opens asked for by controls, not yet seen by the behaviour.
     requests: VecDeque<(PeerId, Open)>,
     /// The behaviour's task, woken when a request arrives.
@@ -94,7 +106,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 impl Shared {
     fn protocols(&mut self) -> Vec<StreamProtocol> {
-        self.inbound.retain(|_, tx| !tx.is_closed());
+        self.inbound.retain(|_, a| !a.tx.is_closed());
         self.inbound.keys().cloned().collect()
     }
 }
@@ -119,13 +131,20 @@ impl Control {
         protocol: StreamProtocol,
     ) -> Result<IncomingStreams, AlreadyRegistered> {
         let mut shared = lock(&self.shared);
-        shared.inbound.retain(|_, tx| !tx.is_closed());
+        shared.inbound.retain(|_, a| !a.tx.is_closed());
         if shared.inbound.contains_key(&protocol) {
             return Err(AlreadyRegistered);
         }
         let (tx, rx) = mpsc::unbounded();
-        shared.inbound.insert(protocol, tx);
-        Ok(IncomingStreams { rx })
+        let queued = Arc::new(AtomicUsize::new(0));
+        shared.inbound.insert(
+            protocol,
+            Acceptor {
+                tx,
+                queued: queued.clone(),
+            },
+        );
+        Ok(IncomingStreams { rx, queued })
     }
 
     /// Opens a stream of `protocol` to `peer`, dialing it if needed.
@@ -154,6 +173,7 @@ impl Control {
 #[derive(Debug)]
 pub struct IncomingStreams {
     rx: mpsc::UnboundedReceiver<(PeerId, Stream)>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl futures::Stream for IncomingStreams {
@@ -163,7 +183,11 @@ impl futures::Stream for IncomingStreams {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+        let next = std::pin::Pin::new(&mut self.rx).poll_next(cx);
+        if let Poll::Ready(Some(_)) = &next {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        next
     }
 }
 
@@ -191,10 +215,22 @@ impl std::fmt::Debug for Behaviour {
 }
 
 impl Behaviour {
-    /// A behaviour accepting no protocol yet.
+    /// A behaviour accepting no protocol yet, queueing up to
+    /// [`DEFAULT_MAX_QUEUED_INBOUND`] inbound streams per protocol.
     pub fn new() -> Self {
+        Self::with_max_queued_inbound(DEFAULT_MAX_QUEUED_INBOUND)
+    }
+
+    /// A behaviour that queues at most `max` inbound streams per protocol for its acceptor;
+    /// more are reset.
+    pub fn with_max_queued_inbound(max: usize) -> Self {
         Self {
-            shared: Arc::new(Mutex::new(Shared::default())),
+            shared: Arc::new(Mutex::new(Shared {
+                inbound: HashMap::new(),
+                max_queued: max.max(1),
+                requests: VecDeque::new(),
+                waker: None,
+            })),
             connections: HashMap::new(),
             dialing: HashMap::new(),
             events: VecDeque::new(),
@@ -422,12 +458,17 @@ impl ConnectionHandler for Handler {
                 ..
             }) => {
                 let mut shared = lock(&self.shared);
-                let delivered = shared
-                    .inbound
-                    .get(&protocol)
-                    .is_some_and(|tx| tx.unbounded_send((self.peer, stream)).is_ok());
-                if !delivered {
-                    // Nobody accepts it any more: the stream is dropped (reset).
+                let max = shared.max_queued;
+                let Some(acceptor) = shared.inbound.get(&protocol) else {
+                    return;
+                };
+                // Past the bound the stream is dropped, which resets it.
+                if acceptor.queued.load(Ordering::SeqCst) >= max {
+                    return;
+                }
+                acceptor.queued.fetch_add(1, Ordering::SeqCst);
+                if acceptor.tx.unbounded_send((self.peer, stream)).is_err() {
+                    // Nobody accepts it any more.
                     shared.inbound.remove(&protocol);
                 }
             }

@@ -18,6 +18,10 @@ type Dial = (Multiaddr, tokio::sync::oneshot::Sender<()>);
 
 /// A node; dialing through the returned sender answers once connected.
 async fn node() -> (PeerId, Multiaddr, Control, mpsc::Sender<Dial>) {
+    node_with(Behaviour::new()).await
+}
+
+async fn node_with(behaviour: Behaviour) -> (PeerId, Multiaddr, Control, mpsc::Sender<Dial>) {
     let mut swarm: Swarm<Behaviour> = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -26,7 +30,7 @@ async fn node() -> (PeerId, Multiaddr, Control, mpsc::Sender<Dial>) {
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| Behaviour::new())
+        .with_behaviour(|_| behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build();
@@ -123,4 +127,29 @@ async fn unsupported_protocols_and_unreachable_peers_are_errors() {
         .await
         .unwrap();
     assert!(matches!(r, Err(OpenStreamError::Io(_))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_streams_beyond_the_bound_are_reset() {
+    let (a_peer, a_addr, mut a, _a_cmd) = node_with(Behaviour::with_max_queued_inbound(5)).await;
+    let (_, _, b, b_cmd) = node().await;
+    connect(&b_cmd, a_addr).await;
+    let mut incoming = a.accept(PROTO).unwrap();
+    let mut opened = Vec::new();
+    for _ in 0..20 {
+        let mut b = b.clone();
+        opened.push(tokio::spawn(
+            async move { b.open_stream(a_peer, PROTO).await },
+        ));
+    }
+    for o in opened {
+        let _ = o.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut taken = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), incoming.next()).await
+    {
+        taken += 1;
+    }
+    assert_eq!(taken, 5, "only the bound's worth of streams waited");
 }

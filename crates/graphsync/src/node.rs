@@ -691,10 +691,17 @@ async fn write_stream(
                 written.insert(*t, r.id);
             }
         }
-        for r in &msg.responses {
-            for (cid, _) in &r.metadata {
-                if let Some(b) = msg.blocks.iter().find(|b| b.cid == *cid) {
-                    hooks.block_sent(peer, r.id, b.cid, b.data.len() as u64);
+        if !msg.blocks.is_empty() {
+            let sizes: HashMap<Cid, u64> = msg
+                .blocks
+                .iter()
+                .map(|b| (b.cid, b.data.len() as u64))
+                .collect();
+            for r in &msg.responses {
+                for (cid, _) in &r.metadata {
+                    if let Some(size) = sizes.get(cid) {
+                        hooks.block_sent(peer, r.id, *cid, *size);
+                    }
                 }
             }
         }
