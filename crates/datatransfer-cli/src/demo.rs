@@ -15,8 +15,9 @@ use datatransfer::{
 };
 use dt_ipld::fsstore::FsBlockstore;
 use dt_ipld::unixfs::{ImportOptions, export, import};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+
+use crate::progress::Progress;
 
 /// What `demo` was asked to do.
 pub(crate) struct Options {
@@ -131,32 +132,6 @@ impl Write for Check {
     }
 }
 
-fn bar(total: u64, what: &str, json: bool) -> ProgressBar {
-    if json {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg:>5} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_message(what.to_owned());
-    pb
-}
-
-/// A line above the progress bar, or on stdout when there is no terminal to draw it on.
-fn say(pb: &ProgressBar, json: bool, line: String) {
-    if json {
-        return;
-    }
-    if pb.is_hidden() {
-        println!("{line}");
-    } else {
-        pb.println(line);
-    }
-}
-
 fn err(what: &str) -> impl Fn(datatransfer::ManagerError) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -237,7 +212,7 @@ pub(crate) async fn run(opts: Options) -> Result<(), String> {
     // The pull, paying as asked.
     let mut events = client.subscribe().await.map_err(err("client"))?;
     let voucher = |paid| TypedNode::encode(&DemoVoucher { paid }).map_err(|e| e.to_string());
-    let pb = bar(file.size, "pull", opts.json);
+    let mut pb = Progress::new("pull", Some(file.size), opts.json);
     let start = Instant::now();
     let id = client
         .open_pull_channel(peer, voucher(0)?, file.root, all_selector())
@@ -253,7 +228,7 @@ pub(crate) async fn run(opts: Options) -> Result<(), String> {
         if state.channel_id != id {
             continue;
         }
-        pb.set_position(state.received.min(file.size));
+        pb.update(state.received);
         if event.code == EventCode::NewVoucherResult
             && let Some(request) = state
                 .last_voucher_result()
@@ -261,22 +236,18 @@ pub(crate) async fn run(opts: Options) -> Result<(), String> {
         {
             paid += request.owed;
             payments += 1;
-            say(
-                &pb,
-                opts.json,
-                format!(
-                    "  provider paused after {} MiB and asks for {} bytes: paying",
-                    state.received >> 20,
-                    request.owed
-                ),
-            );
+            pb.say(format!(
+                "  provider paused after {} MiB and asks for {} bytes: paying",
+                state.received >> 20,
+                request.owed
+            ));
             client
                 .send_voucher(id, voucher(paid)?)
                 .await
                 .map_err(err("paying"))?;
         }
         if event.code == EventCode::Error {
-            say(&pb, opts.json, format!("  error: {}", event.message));
+            pb.say(format!("  error: {}", event.message));
         }
         if state.status.is_terminal() {
             break state.status;
@@ -301,7 +272,7 @@ pub(crate) async fn run(opts: Options) -> Result<(), String> {
     }
 
     // The push back.
-    let pb = bar(file.size, "push", opts.json);
+    let mut pb = Progress::new("push", Some(file.size), opts.json);
     let start = Instant::now();
     let id = client
         .open_push_channel(peer, voucher(paid)?, file.root, all_selector())
@@ -315,7 +286,7 @@ pub(crate) async fn run(opts: Options) -> Result<(), String> {
         if state.channel_id != id {
             continue;
         }
-        pb.set_position(state.sent.min(file.size));
+        pb.update(state.sent);
         if state.status.is_terminal() {
             break state.status;
         }

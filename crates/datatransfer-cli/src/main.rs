@@ -2,12 +2,20 @@
 //!
 //! - `datatransfer demo`: two nodes on this machine; a paid pull of a generated file, then a
 //!   push back, with progress bars and a verified result.
+//! - `datatransfer serve`, `pull`, `push`: one node on a data dir (identity key, block store,
+//!   SQLite channel store) serving, fetching or sending DAGs; interrupted pulls and pushes
+//!   resume from the store.
+//! - `datatransfer status`: the channels in a data dir.
 //! - `datatransfer inspect`: decode a data-transfer or graphsync message.
 //!
 //! Errors are one line on stderr and a non-zero exit; `-v` adds logs.
 
 mod demo;
 mod node;
+mod progress;
+mod selector;
+mod serve;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +27,7 @@ use clap::{ArgAction, Parser, Subcommand};
 #[command(
     name = "datatransfer",
     version,
-    after_help = "Examples:\n  datatransfer demo\n  datatransfer demo --size 8MiB --data-dir ./demo-data\n  datatransfer inspect a36449735271f4..."
+    after_help = "Examples:\n  datatransfer demo\n  datatransfer serve ./movie.mp4 --data-dir ./provider\n  datatransfer pull /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... bafybei... -o movie.mp4\n  datatransfer status --all\n  datatransfer inspect a36449735271f4..."
 )]
 struct Cli {
     /// More logs: -v for info, -vv for debug (RUST_LOG overrides).
@@ -51,46 +59,30 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Import files as UnixFS, print their root CIDs and this node's address, and serve pulls
-    /// (and accept pushes) until Ctrl-C.
-    #[command(
-        after_help = "Examples:\n  datatransfer serve ./movie.mp4\n  datatransfer serve a.bin b.bin --listen /ip4/0.0.0.0/tcp/4010 --token s3cret"
-    )]
-    Serve {
-        /// Files to serve.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Address to listen on.
-        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/4010")]
-        listen: String,
-        /// Accept only requests carrying this token (anyone if not given).
-        #[arg(long)]
-        token: Option<String>,
-        /// Where blocks, channels and the identity key live (the platform's data dir if not
-        /// given).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
-    /// Pull a DAG from a peer, verify it and write the file; re-running after an
+    /// Import files (as UnixFS), CARs (as they are) and directories, print their root CIDs
+    /// and this node's address, serve pulls and accept pushes until Ctrl-C.
+    #[command(after_help = "Examples:
+  datatransfer serve ./movie.mp4
+  datatransfer serve ./photos/ ./archive.car --listen /ip4/0.0.0.0/tcp/4010 --token s3cret
+  datatransfer serve ./movie.mp4 --grace 30s --data-dir ./provider
+
+On Ctrl-C new requests are refused and running transfers get --grace to finish; what is
+left stays in the data dir and resumes when the peer pulls or pushes again.")]
+    Serve(serve::ServeArgs),
+    /// Pull a DAG from a peer, verify it, and write the file or a CAR; re-running after an
     /// interruption resumes the same channel.
-    #[command(
-        after_help = "Examples:\n  datatransfer pull /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... bafybei... -o movie.mp4"
-    )]
-    Pull {
-        /// The serving node's multiaddr, ending in /p2p/<peer id>.
-        addr: String,
-        /// The root CID to pull.
-        cid: String,
-        /// Write the file here (UnixFS export).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// The token the server asks for.
-        #[arg(long)]
-        token: Option<String>,
-        /// Where blocks, channels and the identity key live.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
+    #[command(after_help = r#"Examples:
+  datatransfer pull /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... bafybei... -o movie.mp4
+  datatransfer pull /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... bafybei... --car movie.car
+  datatransfer pull ADDR CID --car first-level.car --selector '{"R":{"l":{"depth":1},":>":{"a":{">":{"@":{}}}}}}'
+  datatransfer pull ADDR CID -o movie.mp4 --limit-rate 10MiB --token s3cret"#)]
+    Pull(transfer::PullArgs),
+    /// Push a file, a CAR or a directory's files to a peer (which checks the voucher, e.g.
+    /// `serve --token`).
+    #[command(after_help = "Examples:
+  datatransfer push /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... ./report.pdf
+  datatransfer push /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... ./archive.car --token s3cret")]
+    Push(transfer::PushArgs),
     /// List the channels in the store with status, bytes, peer and age.
     #[command(after_help = "Examples:\n  datatransfer status\n  datatransfer status --all --json")]
     Status {
@@ -113,7 +105,7 @@ enum Command {
 }
 
 /// Parses `256MiB`, `8MiB`, `1GiB`, `64KiB`, `1000` (bytes).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
@@ -183,53 +175,41 @@ fn inspect(input: &str, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logs(cli.verbose);
-    let json = cli.json;
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the runtime: {e}"))
-    };
-    let result = match cli.command {
-        Command::Inspect { input } => inspect(&input, cli.json),
-        Command::Serve {
-            files,
-            listen,
-            token,
-            data_dir,
-        } => node::data_dir(data_dir)
-            .and_then(|dir| runtime()?.block_on(node::serve(files, listen, dir, token, json))),
-        Command::Pull {
-            addr,
-            cid,
-            output,
-            token,
-            data_dir,
-        } => node::data_dir(data_dir)
-            .and_then(|dir| runtime()?.block_on(node::pull(addr, cid, output, dir, token, json))),
-        Command::Status { all, data_dir } => node::data_dir(data_dir)
-            .and_then(|dir| runtime()?.block_on(node::status(dir, all, json))),
+/// Runs one command.
+fn run(command: Command, json: bool) -> Result<(), String> {
+    if let Command::Inspect { input } = &command {
+        return inspect(input, json);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    match command {
+        Command::Inspect { .. } => Ok(()),
+        Command::Serve(args) => rt.block_on(serve::serve(args, json)),
+        Command::Pull(args) => rt.block_on(transfer::pull(args, json)),
+        Command::Push(args) => rt.block_on(transfer::push(args, json)),
+        Command::Status { all, data_dir } => {
+            let dir = node::data_dir(data_dir)?;
+            rt.block_on(node::status(dir, all, json))
+        }
         Command::Demo {
             size,
             pay_every,
             data_dir,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the runtime: {e}"))
-            .and_then(|rt| {
-                rt.block_on(demo::run(demo::Options {
-                    size,
-                    pay_every,
-                    data_dir,
-                    json: cli.json,
-                }))
-            }),
-    };
-    match result {
+        } => rt.block_on(demo::run(demo::Options {
+            size,
+            pay_every,
+            data_dir,
+            json,
+        })),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.verbose);
+    match run(cli.command, cli.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,48 +1,65 @@
-//! `serve`, `pull` and `status`: one node with its data dir (blocks, channel store, identity
-//! key kept between runs).
+//! What `serve`, `pull`, `push` and `status` share: the data dir (blocks, channel store,
+//! identity key kept between runs), the token voucher, importing inputs, and following one
+//! channel to its end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use datatransfer::{
-    ChannelId, Cid, DagCbor, EventCode, Manager, Multiaddr, PeerId, Registerable, RequestValidator,
-    Status, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher, all_selector,
-    identity::Keypair,
+    ChannelId, ChannelState, ChannelStore, Cid, DagCbor, EventCode, Manager, MemoryChannelStore,
+    Multiaddr, PeerId, Registerable, RequestValidator, Status, Subscription, Validation,
+    ValidationError, ValidationOutcome, Voucher, identity::Keypair,
 };
-use datatransfer::{ChannelStore, MemoryChannelStore};
 use datatransfer_types::store::ChannelFilter;
+use dt_ipld::blockstore::Blockstore;
+use dt_ipld::car::CarReader;
 use dt_ipld::fsstore::FsBlockstore;
-use dt_ipld::unixfs::{ImportOptions, export, import};
-use indicatif::{ProgressBar, ProgressStyle};
+use dt_ipld::unixfs::{ImportOptions, import};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-/// The voucher `serve` checks: a shared token (empty when the server takes anyone).
+use crate::progress::Progress;
+
+/// A transfer with no event for this long has stalled.
+const STALL: Duration = Duration::from_secs(120);
+
+/// The voucher the CLI sends and `serve` checks: a shared token (empty when the server
+/// takes anyone).
 #[derive(Debug, Serialize, Deserialize)]
-struct TokenVoucher {
-    token: String,
+pub(crate) struct TokenVoucher {
+    pub(crate) token: String,
 }
 
 impl Registerable for TokenVoucher {
     const TYPE: &'static str = "DatatransferCliToken";
 }
 
-struct TokenValidator(Option<String>);
+/// Accepts requests carrying the token (any request if there is none); refuses new ones
+/// once `closing` is set, while restarts of running channels still pass.
+pub(crate) struct TokenValidator {
+    pub(crate) token: Option<String>,
+    pub(crate) closing: Arc<AtomicBool>,
+}
 
 impl TokenValidator {
-    fn check(&self, voucher: &Voucher) -> Result<Validation, ValidationError> {
-        let Some(want) = &self.0 else {
-            return Ok(Validation::accept());
+    fn check(&self, restart: bool, voucher: &Voucher) -> Validation {
+        if !restart && self.closing.load(Ordering::SeqCst) {
+            return Validation::new(ValidationOutcome::rejected("the server is shutting down"));
+        }
+        let Some(want) = &self.token else {
+            return Validation::accept();
         };
         let ok = voucher
             .decode::<TokenVoucher>()
             .is_ok_and(|v| &v.token == want);
-        Ok(if ok {
+        if ok {
             Validation::accept()
         } else {
             Validation::new(ValidationOutcome::rejected("wrong token"))
-        })
+        }
     }
 }
 
@@ -50,27 +67,35 @@ impl TokenValidator {
 impl RequestValidator for TokenValidator {
     async fn validate_push(
         &self,
-        _: bool,
+        restart: bool,
         _: ChannelId,
         _: PeerId,
         voucher: &Voucher,
         _: Cid,
         _: &DagCbor,
     ) -> Result<Validation, ValidationError> {
-        self.check(voucher)
+        Ok(self.check(restart, voucher))
     }
 
     async fn validate_pull(
         &self,
-        _: bool,
+        restart: bool,
         _: ChannelId,
         _: PeerId,
         voucher: &Voucher,
         _: Cid,
         _: &DagCbor,
     ) -> Result<Validation, ValidationError> {
-        self.check(voucher)
+        Ok(self.check(restart, voucher))
     }
+}
+
+/// The token voucher to send.
+pub(crate) fn voucher(token: Option<String>) -> Result<Voucher, String> {
+    datatransfer::TypedNode::encode(&TokenVoucher {
+        token: token.unwrap_or_default(),
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// The data dir: `--data-dir`, or `datatransfer` under the platform's data directory.
@@ -101,10 +126,17 @@ fn identity(dir: &Path) -> Result<Keypair, String> {
     Ok(key)
 }
 
-async fn manager(
+/// A node on the data dir's identity, block store and channel store. A listening node
+/// (`serve`) does not restart channels itself on start: its peers initiated them, dialled
+/// in, and restart them when they come back (it could not dial them anyway).
+pub(crate) async fn manager(
     dir: &Path,
     listen: Option<Multiaddr>,
 ) -> Result<(Manager, Arc<FsBlockstore>), String> {
+    let config = datatransfer::ManagerConfig {
+        restart_on_start: listen.is_none(),
+        ..Default::default()
+    };
     let blocks = Arc::new(
         FsBlockstore::open(dir.join("blocks"), true)
             .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,
@@ -112,7 +144,8 @@ async fn manager(
     let mut b = Manager::builder()
         .keypair(identity(dir)?)
         .sqlite_store(dir.join("channels.sqlite"))
-        .blockstore(blocks.clone());
+        .blockstore(blocks.clone())
+        .config(config);
     if let Some(a) = listen {
         b = b.listen_on(a);
     }
@@ -120,152 +153,224 @@ async fn manager(
     Ok((m, blocks))
 }
 
-fn parse_addr(s: &str) -> Result<Multiaddr, String> {
+/// Parses a multiaddr argument.
+pub(crate) fn parse_addr(s: &str) -> Result<Multiaddr, String> {
     s.parse()
         .map_err(|e| format!("{s:?} is not a multiaddr ({e})"))
 }
 
-/// `serve`: import the files, serve pulls (and accept pushes) until Ctrl-C.
-pub(crate) async fn serve(
-    files: Vec<PathBuf>,
-    listen: String,
-    dir: PathBuf,
-    token: Option<String>,
-    json: bool,
-) -> Result<(), String> {
-    let (m, blocks) = manager(&dir, Some(parse_addr(&listen)?)).await?;
-    m.register_voucher_type(TokenVoucher::TYPE, Arc::new(TokenValidator(token)))
+/// Connects to `addr` (which must end in `/p2p/<peer id>`), giving up after 20 s.
+pub(crate) async fn connect(m: &Manager, addr: &Multiaddr) -> Result<PeerId, String> {
+    tokio::time::timeout(Duration::from_secs(20), m.connect(addr))
         .await
-        .map_err(|e| e.to_string())?;
-    m.start().await.map_err(|e| e.to_string())?;
-    for f in &files {
-        let file =
-            std::fs::File::open(f).map_err(|e| format!("cannot open {}: {e}", f.display()))?;
-        let imported = import(
-            &*blocks,
-            std::io::BufReader::new(file),
-            &ImportOptions::default(),
-        )
-        .map_err(|e| format!("cannot import {}: {e}", f.display()))?;
-        if json {
-            println!(
-                "{{\"file\":{:?},\"root\":\"{}\",\"size\":{}}}",
-                f.display().to_string(),
-                imported.root,
-                imported.size
-            );
-        } else {
-            println!(
-                "{}  {} ({} bytes)",
-                imported.root,
-                f.display(),
-                imported.size
-            );
+        .map_err(|_| format!("cannot reach {addr}: timed out"))?
+        .map_err(|e| e.to_string())
+}
+
+/// One DAG made from an input path.
+pub(crate) struct Input {
+    /// Where it came from.
+    pub(crate) path: PathBuf,
+    /// Its root.
+    pub(crate) root: Cid,
+    /// The file's size, or a CAR's block bytes.
+    pub(crate) size: u64,
+    /// Whether it came from a CAR (served as it is) rather than a file (imported as UnixFS).
+    pub(crate) car: bool,
+}
+
+/// Imports `paths` into `store`: a CAR (recognised by its header) as it is, one DAG per
+/// root; any other file as UnixFS; a directory's files (recursively, in name order) each
+/// on its own.
+pub(crate) fn import_inputs(
+    store: &dyn Blockstore,
+    paths: &[PathBuf],
+) -> Result<Vec<Input>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        import_path(store, p, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn import_path(store: &dyn Blockstore, path: &Path, out: &mut Vec<Input>) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        let mut entries = std::fs::read_dir(path)
+            .and_then(|d| {
+                d.map(|e| e.map(|e| e.path()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        entries.sort();
+        for e in entries {
+            import_path(store, &e, out)?;
         }
+        return Ok(());
     }
-    let full = m.multiaddr().ok_or("the node listens nowhere")?;
-    if json {
-        println!("{{\"listening\":\"{full}\"}}");
-    } else {
-        println!("listening on {full}");
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    if let Ok(mut car) = CarReader::new(open()?)
+        && !car.roots().is_empty()
+    {
+        let roots = car.roots().to_vec();
+        let mut size = 0u64;
+        while let Some((cid, data)) = car
+            .next_block()
+            .map_err(|e| format!("{} is a broken CAR: {e}", path.display()))?
+        {
+            store
+                .put(&cid, &data)
+                .map_err(|e| format!("cannot store a block of {}: {e}", path.display()))?;
+            size += data.len() as u64;
+        }
+        out.extend(roots.into_iter().map(|root| Input {
+            path: path.to_owned(),
+            root,
+            size,
+            car: true,
+        }));
+        return Ok(());
     }
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-    m.stop().await.map_err(|e| e.to_string())?;
+    let imported = import(store, open()?, &ImportOptions::default())
+        .map_err(|e| format!("cannot import {}: {e}", path.display()))?;
+    out.push(Input {
+        path: path.to_owned(),
+        root: imported.root,
+        size: imported.size,
+        car: false,
+    });
     Ok(())
 }
 
-/// `pull`: fetch a DAG, verify it, write the file. Re-running after an interruption resumes
-/// the same channel from the store.
-pub(crate) async fn pull(
-    addr: String,
-    cid: String,
-    output: Option<PathBuf>,
-    dir: PathBuf,
-    token: Option<String>,
-    json: bool,
-) -> Result<(), String> {
-    let addr = parse_addr(&addr)?;
-    let root: Cid = cid
-        .parse()
-        .map_err(|e| format!("{cid:?} is not a CID ({e})"))?;
-    let (m, blocks) = manager(&dir, None).await?;
-    let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
-    let peer = tokio::time::timeout(Duration::from_secs(20), m.connect(&addr))
-        .await
-        .map_err(|_| format!("cannot reach {addr}: timed out"))?
-        .map_err(|e| e.to_string())?;
-    m.start().await.map_err(|e| e.to_string())?;
-    // A pull of the same DAG from the same peer left in progress is resumed, not repeated.
-    let resumed = m
+/// Opens a channel for `root` with `peer`, or resumes the one a previous run left in the
+/// store (same root, peer and direction, initiated by us). Returns the channel and whether
+/// it was resumed.
+pub(crate) async fn open_or_resume(
+    m: &Manager,
+    peer: PeerId,
+    root: Cid,
+    pull: bool,
+    voucher: Voucher,
+    selector: DagCbor,
+) -> Result<(ChannelId, bool), String> {
+    let me = m.peer_id();
+    let left = m
         .in_progress_channels()
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .find(|c| c.base_cid == root && c.other_peer() == peer && c.is_pull());
-    let id = match resumed {
-        Some(c) => c.channel_id,
-        None => {
-            let voucher = TypedNode::encode(&TokenVoucher {
-                token: token.unwrap_or_default(),
-            })
-            .map_err(|e| e.to_string())?;
-            m.open_pull_channel(peer, voucher, root, all_selector())
+        .find(|c| {
+            c.base_cid == root
+                && c.other_peer() == peer
+                && c.is_pull() == pull
+                && c.channel_id.initiator == me
+        });
+    if let Some(c) = left {
+        // A pause of ours (a rate limit) does not outlive the run that made it.
+        if matches!(c.status, Status::InitiatorPaused | Status::BothPaused) {
+            m.resume_channel(c.channel_id)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         }
-    };
-    let pb = if json {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new_spinner();
-        if let Ok(s) =
-            ProgressStyle::with_template("{spinner} {bytes} received, {binary_bytes_per_sec}")
-        {
-            pb.set_style(s);
-        }
-        pb
-    };
-    let mut last_error = String::new();
-    let status = loop {
-        let next = tokio::time::timeout(Duration::from_secs(120), events.next()).await;
-        let Ok(Some((event, state))) = next else {
-            return Err("the pull stalled for 2 minutes".into());
-        };
-        if state.channel_id != id {
-            continue;
-        }
-        pb.set_position(state.received);
-        if event.code == EventCode::Error {
-            last_error = event.message.clone();
-        }
-        if state.status.is_terminal() {
-            break state.status;
-        }
-    };
-    pb.finish_and_clear();
-    m.stop().await.map_err(|e| e.to_string())?;
-    if status != Status::Completed {
-        return Err(format!("the pull ended {status:?}: {last_error}"));
+        return Ok((c.channel_id, true));
     }
-    let written = match &output {
-        Some(path) => {
-            let f = std::fs::File::create(path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            let mut w = std::io::BufWriter::new(f);
-            export(&*blocks, &root, &mut w).map_err(|e| format!("cannot export {root}: {e}"))?
-        }
-        None => 0,
-    };
-    if json {
-        println!("{{\"root\":\"{root}\",\"written\":{written},\"channel\":\"{id}\"}}");
-    } else if let Some(p) = output {
-        println!("{root}: {written} bytes written to {}", p.display());
+    let id = if pull {
+        m.open_pull_channel(peer, voucher, root, selector).await
     } else {
-        println!("{root}: received into {}", dir.join("blocks").display());
+        m.open_push_channel(peer, voucher, root, selector).await
+    };
+    Ok((id.map_err(|e| e.to_string())?, false))
+}
+
+/// How a channel ended.
+pub(crate) struct Ended {
+    /// Its last state.
+    pub(crate) state: ChannelState,
+    /// The last error an event reported.
+    pub(crate) error: String,
+}
+
+/// Follows channel `id` to its end, showing the bytes it moves. With `limit_rate` (bytes per
+/// second), the channel is paused whenever it runs ahead of that rate. `total` is asked for
+/// the size until it knows it.
+pub(crate) async fn follow(
+    m: &Manager,
+    events: &mut Subscription,
+    id: ChannelId,
+    progress: &mut Progress,
+    mut total: impl FnMut() -> Option<u64>,
+    limit_rate: Option<u64>,
+) -> Result<Ended, String> {
+    let mut error = String::new();
+    let mut last_event = Instant::now();
+    // The rate limit's reference: bytes and time at the first event.
+    let mut base: Option<(u64, Instant)> = None;
+    let mut resume_at: Option<Instant> = None;
+    loop {
+        let stall_at = last_event + STALL;
+        let wake = resume_at.map_or(stall_at, |r| r.min(stall_at));
+        tokio::select! {
+            next = events.next() => {
+                let Some((event, state)) = next else {
+                    return Err("the node stopped".into());
+                };
+                if state.channel_id != id {
+                    continue;
+                }
+                last_event = Instant::now();
+                let bytes = if state.is_sender() { state.sent } else { state.received };
+                tracing::info!(
+                    event = ?event.code,
+                    status = ?state.status,
+                    bytes,
+                    message = %event.message,
+                    "channel event"
+                );
+                if progress.total().is_none()
+                    && let Some(t) = total()
+                {
+                    progress.set_total(t);
+                }
+                progress.update(bytes);
+                if event.code == EventCode::Error {
+                    error = event.message.clone();
+                }
+                if state.status.is_terminal() {
+                    return Ok(Ended { state, error });
+                }
+                if let Some(rate) = limit_rate
+                    && resume_at.is_none()
+                {
+                    let (b0, t0) = *base.get_or_insert((bytes, Instant::now()));
+                    let due = t0
+                        + Duration::from_secs_f64(bytes.saturating_sub(b0) as f64 / rate as f64);
+                    if due > Instant::now() + Duration::from_millis(100) {
+                        // A channel that is finishing cannot pause; it just finishes.
+                        if m.pause_channel(id).await.is_ok() {
+                            resume_at = Some(due);
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                if resume_at.is_some_and(|r| r <= Instant::now()) {
+                    resume_at = None;
+                    last_event = Instant::now();
+                    m.resume_channel(id).await.map_err(|e| e.to_string())?;
+                    continue;
+                }
+                return Err(format!(
+                    "the transfer stalled: nothing happened for {} s",
+                    STALL.as_secs()
+                ));
+            }
+        }
     }
-    Ok(())
 }
 
 /// `status`: the channels in the store.
@@ -294,18 +399,21 @@ pub(crate) async fn status(dir: PathBuf, all: bool, json: bool) -> Result<(), St
             .and_then(|s| now.duration_since(s.created.to_system_time()).ok())
             .map_or(0, |d| d.as_secs());
         let bytes = c.received.max(c.sent);
+        let kind = if c.is_pull() { "pull" } else { "push" };
         if json {
             println!(
-                "{{\"channel\":\"{}\",\"status\":\"{:?}\",\"bytes\":{bytes},\"peer\":\"{}\",\"age_s\":{age}}}",
+                "{{\"channel\":\"{}\",\"kind\":\"{kind}\",\"root\":\"{}\",\"status\":\"{:?}\",\"bytes\":{bytes},\"peer\":\"{}\",\"age_s\":{age}}}",
                 c.channel_id,
+                c.base_cid,
                 c.status,
                 c.other_peer()
             );
         } else {
             println!(
-                "{:<20} {:>12} bytes  peer {}  {}s old  {}",
+                "{:<20} {kind} {:>12} bytes  {}  peer {}  {}s old  #{}",
                 format!("{:?}", c.status),
                 bytes,
+                c.base_cid,
                 c.other_peer(),
                 age,
                 c.channel_id.id.0

@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 fn datatransfer(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_datatransfer"))
@@ -69,41 +71,109 @@ fn inspect_decodes_a_message_and_refuses_garbage_in_one_line() {
     }
 }
 
-/// `serve` in one process, `pull` in another, over 127.0.0.1.
+/// Deterministic pseudo-random bytes (xorshift: no chunk repeats another).
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1d ^ seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The string value of `"key":"..."` in a JSON line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    line[start..].split('"').next().map(str::to_owned)
+}
+
+/// The number value of `"key":123` in a JSON line.
+fn number(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// A `datatransfer serve` process.
+struct Server {
+    child: Killed,
+    lines: Lines<BufReader<ChildStdout>>,
+    addr: String,
+    roots: Vec<String>,
+}
+
+impl Server {
+    /// Starts `serve --json` on an ephemeral port and reads its roots and address.
+    fn start(dir: &Path, inputs: &[&Path], extra: &[&str]) -> Self {
+        let mut child = Killed(
+            Command::new(env!("CARGO_BIN_EXE_datatransfer"))
+                .arg("serve")
+                .args(inputs)
+                .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--json", "--data-dir"])
+                .arg(dir)
+                .args(extra)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let mut roots = Vec::new();
+        loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(addr) = field(&line, "listening") {
+                return Self {
+                    child,
+                    lines,
+                    addr,
+                    roots,
+                };
+            }
+            roots.push(field(&line, "root").unwrap());
+        }
+    }
+
+    /// The next line it prints.
+    fn line(&mut self) -> String {
+        self.lines.next().unwrap().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+/// A one-line error, a failure exit, no panic.
+fn assert_one_line_error(out: &std::process::Output, why: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{why}: succeeded");
+    assert!(stderr.starts_with("error: "), "{why}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{why}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{why}: {stderr}");
+}
+
+/// `serve` in one process, `pull` and `push` in others, over 127.0.0.1.
 #[test]
-fn serve_and_pull_between_two_processes() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
+fn serve_pull_and_push_between_processes() {
     let server_dir = tempfile::tempdir().unwrap();
     let client_dir = tempfile::tempdir().unwrap();
     let input = server_dir.path().join("input.bin");
-    let data: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
-        .collect();
+    let data = bytes(3_000_000, 1);
     std::fs::write(&input, &data).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_datatransfer"))
-        .args([
-            "serve",
-            input.to_str().unwrap(),
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--token",
-            "s3cret",
-            "--json",
-            "--data-dir",
-            server_dir.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let field = |line: &str, key: &str| -> String {
-        let start = line.find(&format!("\"{key}\":\"")).unwrap() + key.len() + 4;
-        line[start..].split('"').next().unwrap().to_owned()
-    };
-    let root = field(&lines.next().unwrap().unwrap(), "root");
-    let addr = field(&lines.next().unwrap().unwrap(), "listening");
+    let mut server = Server::start(server_dir.path(), &[&input], &["--token", "s3cret"]);
+    let (addr, root) = (server.addr.clone(), server.roots[0].clone());
     let output = client_dir.path().join("out.bin");
+    let car = client_dir.path().join("out.car");
     let client = client_dir.path().to_str().unwrap();
     let pulled = datatransfer(&[
         "pull",
@@ -111,6 +181,8 @@ fn serve_and_pull_between_two_processes() {
         &root,
         "-o",
         output.to_str().unwrap(),
+        "--car",
+        car.to_str().unwrap(),
         "--token",
         "s3cret",
         "--data-dir",
@@ -125,11 +197,103 @@ fn serve_and_pull_between_two_processes() {
         std::fs::read(&output).unwrap() == data,
         "the pulled file differs"
     );
+    // The server saw it go.
+    let sent = server.line();
+    assert_eq!(field(&sent, "event").as_deref(), Some("sent"), "{sent}");
+    assert_eq!(field(&sent, "root"), Some(root.clone()), "{sent}");
     // The channel is in the client's store, completed.
     let status = datatransfer(&["status", "--all", "--json", "--data-dir", client]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("\"status\":\"Completed\""));
 
-    // Bad input: a wrong token, an unknown CID, a malformed multiaddr, nobody listening.
+    // A selector that stops below the root: the CAR holds the root alone.
+    let shallow = client_dir.path().join("root-only.car");
+    let out = datatransfer(&[
+        "pull",
+        &addr,
+        &root,
+        "--car",
+        shallow.to_str().unwrap(),
+        "--selector",
+        r#"{"R":{"l":{"depth":0},":>":{"a":{">":{"@":{}}}}}}"#,
+        "--token",
+        "s3cret",
+        "--json",
+        "--data-dir",
+        &format!("{client}-shallow"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("\"car_blocks\":1"), "{stdout}");
+    assert!(std::fs::metadata(&shallow).unwrap().len() < 4096);
+    let sent = server.line();
+    assert!(
+        number(&sent, "bytes").unwrap() < 1024,
+        "only the root went: {sent}"
+    );
+
+    // The whole-DAG CAR pushed back as it is, then a new file pushed and pulled again.
+    let pushed = datatransfer(&[
+        "push",
+        &addr,
+        car.to_str().unwrap(),
+        "--token",
+        "s3cret",
+        "--json",
+        "--data-dir",
+        client,
+    ]);
+    let stdout = String::from_utf8_lossy(&pushed.stdout);
+    assert!(pushed.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("\"root\":\"{root}\"")), "{stdout}");
+    let received = server.line();
+    assert_eq!(
+        field(&received, "event").as_deref(),
+        Some("received"),
+        "{received}"
+    );
+    let fresh = client_dir.path().join("fresh.bin");
+    let fresh_data = bytes(1_500_000, 2);
+    std::fs::write(&fresh, &fresh_data).unwrap();
+    let pushed = datatransfer(&[
+        "push",
+        &addr,
+        fresh.to_str().unwrap(),
+        "--token",
+        "s3cret",
+        "--json",
+        "--data-dir",
+        client,
+    ]);
+    let stdout = String::from_utf8_lossy(&pushed.stdout);
+    assert!(pushed.status.success(), "{stdout}");
+    let fresh_root = stdout
+        .lines()
+        .find_map(|l| l.contains("\"pushed\"").then(|| field(l, "root")).flatten())
+        .unwrap();
+    let back = client_dir.path().join("back.bin");
+    let out = datatransfer(&[
+        "pull",
+        &addr,
+        &fresh_root,
+        "-o",
+        back.to_str().unwrap(),
+        "--token",
+        "s3cret",
+        "--data-dir",
+        &format!("{client}-back"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == fresh_data,
+        "the pushed file differs"
+    );
+
+    // Bad input: a wrong token, an unknown CID, a malformed multiaddr or selector, nobody
+    // listening, an output directory that cannot be written.
     let unknown = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
     let port = addr
         .split("/tcp/")
@@ -137,9 +301,21 @@ fn serve_and_pull_between_two_processes() {
         .unwrap()
         .split('/')
         .next()
-        .unwrap()
-        .to_owned();
+        .unwrap();
     let dead = addr.replace(&format!("/tcp/{port}/"), "/tcp/1/");
+    let read_only = tempfile::tempdir().unwrap();
+    let mut perms = std::fs::metadata(read_only.path()).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(read_only.path(), perms).unwrap();
+    // Root writes anywhere; /sys refuses even root.
+    let unwritable = if std::fs::write(read_only.path().join("probe"), b"").is_ok() {
+        std::path::PathBuf::from("/sys")
+    } else {
+        read_only.path().to_owned()
+    };
+    let unwritable_out = unwritable.join("out.bin");
+    let unwritable_out = unwritable_out.to_str().unwrap();
+    let fresh_client = format!("{client}-bad");
     for (args, why) in [
         (
             vec!["pull", &addr, &root, "--token", "wrong"],
@@ -153,16 +329,248 @@ fn serve_and_pull_between_two_processes() {
             vec!["pull", "not-a-multiaddr", &root],
             "malformed multiaddr",
         ),
+        (
+            vec!["pull", &addr, &root, "--selector", "{\"R\":"],
+            "malformed selector",
+        ),
+        (
+            vec!["pull", &addr, &root, "--selector", "{\"Q\":{}}"],
+            "not a selector",
+        ),
         (vec!["pull", &dead, &root], "nobody listening"),
+        (
+            vec!["push", &addr, fresh.to_str().unwrap(), "--token", "no"],
+            "push, wrong token",
+        ),
+        (vec!["push", &addr, "/no/such/file"], "push, missing file"),
+        (
+            vec![
+                "pull",
+                &addr,
+                &root,
+                "--token",
+                "s3cret",
+                "-o",
+                unwritable_out,
+            ],
+            "read-only output dir",
+        ),
     ] {
         let mut args = args;
-        args.extend(["--data-dir", client]);
-        let out = datatransfer(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{why}: succeeded");
-        assert!(stderr.starts_with("error: "), "{why}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{why}: {stderr}");
+        args.extend(["--data-dir", &fresh_client]);
+        assert_one_line_error(&datatransfer(&args), why);
     }
-    server.kill().unwrap();
-    let _ = server.wait();
+    // The unwritable output was refused before anything was pulled.
+    let status = datatransfer(&["status", "--all", "--json", "--data-dir", &fresh_client]);
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(!listed.contains("Completed"), "{listed}");
+}
+
+/// `serve` of a directory and a CAR: every file and every root is served.
+#[test]
+fn serve_a_directory_and_a_car() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let tree = server_dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(tree.join("sub").join("b.bin"), bytes(2_500_000, 3)).unwrap();
+    // A CAR of `sub/b.bin`, pulled out of a first server.
+    let first = Server::start(server_dir.path(), &[&tree], &[]);
+    assert_eq!(first.roots.len(), 2, "one root per file");
+    let car = server_dir.path().join("b.car");
+    let client = client_dir.path().to_str().unwrap();
+    let out = datatransfer(&[
+        "pull",
+        &first.addr,
+        &first.roots[1],
+        "--car",
+        car.to_str().unwrap(),
+        "--data-dir",
+        client,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(first);
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let second = Server::start(other_dir.path(), &[&car], &[]);
+    assert_eq!(second.roots, vec![datatransfer_roots(&car)]);
+    let output = client_dir.path().join("b.bin");
+    let out = datatransfer(&[
+        "pull",
+        &second.addr,
+        &second.roots[0],
+        "-o",
+        output.to_str().unwrap(),
+        "--data-dir",
+        &format!("{client}-2"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&output).unwrap() == bytes(2_500_000, 3));
+}
+
+/// The root named in a CAR's header.
+fn datatransfer_roots(car: &Path) -> String {
+    let reader = dt_ipld::car::CarReader::new(std::fs::File::open(car).unwrap()).unwrap();
+    reader.roots()[0].to_string()
+}
+
+/// Reads a pull's JSON lines until one reports bytes beyond the root.
+fn wait_for_progress(lines: &mut Lines<BufReader<ChildStdout>>) -> u64 {
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("\"progress\"") {
+            let n = number(&line, "bytes").unwrap();
+            if n > 4096 {
+                return n;
+            }
+        }
+    }
+    panic!("the pull ended before moving any data");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_pull(addr: &str, root: &str, output: &Path, dir: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_datatransfer"))
+        .args(["pull", addr, root, "--json", "-o"])
+        .arg(output)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The one in-progress channel in a data dir: its id and bytes.
+fn in_progress(dir: &Path) -> (String, u64) {
+    let out = datatransfer(&["status", "--json", "--data-dir", dir.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    (
+        field(lines[0], "channel").unwrap(),
+        number(lines[0], "bytes").unwrap(),
+    )
+}
+
+/// Re-runs a pull and checks it resumed `channel` and wrote `data`.
+fn resume_pull(addr: &str, root: &str, output: &Path, dir: &Path, channel: &str, data: &[u8]) {
+    let out = spawn_pull(addr, root, output, dir, &[])
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let first = stdout.lines().next().unwrap();
+    assert!(first.contains("\"resumed\":true"), "{stdout}");
+    assert_eq!(field(first, "channel").as_deref(), Some(channel));
+    assert!(
+        std::fs::read(output).unwrap() == data,
+        "the resumed file differs"
+    );
+}
+
+/// A puller killed mid-way resumes the same channel when run again, and completes.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_pull_resumes_and_completes() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let input = server_dir.path().join("big.bin");
+    let data = bytes(32 << 20, 4);
+    std::fs::write(&input, &data).unwrap();
+    let server = Server::start(server_dir.path(), &[&input], &[]);
+    let output = client_dir.path().join("big.bin");
+    // Slowed down, so it is still running when killed.
+    let mut puller = Killed(spawn_pull(
+        &server.addr,
+        &server.roots[0],
+        &output,
+        client_dir.path(),
+        &["--limit-rate", "1MiB"],
+    ));
+    let mut lines = BufReader::new(puller.0.stdout.take().unwrap()).lines();
+    wait_for_progress(&mut lines);
+    // Freeze the server too, so nothing is half-way when the puller dies outright.
+    server.signal("-STOP");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(puller);
+    server.signal("-CONT");
+    assert!(!output.exists(), "a killed pull left a file behind");
+    let (channel, bytes) = in_progress(client_dir.path());
+    assert!(bytes > 0 && bytes < data.len() as u64, "{bytes}");
+
+    resume_pull(
+        &server.addr,
+        &server.roots[0],
+        &output,
+        client_dir.path(),
+        &channel,
+        &data,
+    );
+}
+
+/// Ctrl-C on `serve` refuses new work, gives running transfers the grace period, keeps the
+/// unfinished one in its store, and a restarted server lets the client resume it.
+#[cfg(unix)]
+#[test]
+fn serve_stops_gracefully_and_its_transfers_resume_after_a_restart() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let input = server_dir.path().join("big.bin");
+    let data = bytes(32 << 20, 5);
+    std::fs::write(&input, &data).unwrap();
+    let mut server = Server::start(server_dir.path(), &[&input], &["--grace", "1s"]);
+    let root = server.roots[0].clone();
+    let output = client_dir.path().join("big.bin");
+    // Slowed down, then frozen: the transfer cannot finish within the grace period.
+    let mut puller = Killed(spawn_pull(
+        &server.addr,
+        &root,
+        &output,
+        client_dir.path(),
+        &["--limit-rate", "1MiB"],
+    ));
+    let mut lines = BufReader::new(puller.0.stdout.take().unwrap()).lines();
+    wait_for_progress(&mut lines);
+    let ok = Command::new("kill")
+        .args(["-STOP", &puller.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    server.signal("-INT");
+    let stopped = server.line();
+    assert!(stopped.contains("\"stopped\":true"), "{stopped}");
+    assert_eq!(number(&stopped, "kept"), Some(1), "{stopped}");
+    assert!(server.child.0.wait().unwrap().success());
+    drop(puller);
+    let (channel, _) = in_progress(client_dir.path());
+
+    let server = Server::start(server_dir.path(), &[&input], &[]);
+    resume_pull(
+        &server.addr,
+        &root,
+        &output,
+        client_dir.path(),
+        &channel,
+        &data,
+    );
 }

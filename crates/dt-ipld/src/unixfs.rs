@@ -248,8 +248,15 @@ pub fn import_bytes(
     import(store, data, opts)
 }
 
-/// The data bytes and child links of a UnixFS file node.
-fn file_node(cid: &Cid, data: &[u8]) -> Result<(Vec<u8>, Vec<Cid>), UnixfsError> {
+/// A UnixFS file node: its inline data, its child links and the file size it declares.
+struct FileNode {
+    inline: Vec<u8>,
+    links: Vec<Cid>,
+    size: Option<u64>,
+}
+
+/// Parses a UnixFS file node.
+fn file_node(cid: &Cid, data: &[u8]) -> Result<FileNode, UnixfsError> {
     let not_file = |reason: &str| UnixfsError::NotAFile {
         cid: *cid,
         reason: reason.into(),
@@ -257,7 +264,7 @@ fn file_node(cid: &Cid, data: &[u8]) -> Result<(Vec<u8>, Vec<Cid>), UnixfsError>
     let node = PbNode::decode(data)?;
     let unixfs = node.data.ok_or_else(|| not_file("no UnixFS data"))?;
     // Parse the UnixFS Data message: Type (1) and inline Data (2) matter for export.
-    let (mut kind, mut inline) = (None, Vec::new());
+    let (mut kind, mut inline, mut size) = (None, Vec::new(), None);
     let mut pos = 0;
     while pos < unixfs.len() {
         let key = unixfs[pos];
@@ -278,6 +285,7 @@ fn file_node(cid: &Cid, data: &[u8]) -> Result<(Vec<u8>, Vec<Cid>), UnixfsError>
         };
         match (key >> 3, key & 7) {
             (1, 0) => kind = Some(read_varint(&mut pos)?),
+            (3, 0) => size = Some(read_varint(&mut pos)?),
             (2, 2) => {
                 let len = read_varint(&mut pos)? as usize;
                 let end = pos
@@ -304,7 +312,26 @@ fn file_node(cid: &Cid, data: &[u8]) -> Result<(Vec<u8>, Vec<Cid>), UnixfsError>
     if !matches!(kind, Some(0) | Some(2)) {
         return Err(not_file("UnixFS type is not File"));
     }
-    Ok((inline, node.links.into_iter().map(|l| l.hash).collect()))
+    Ok(FileNode {
+        inline,
+        links: node.links.into_iter().map(|l| l.hash).collect(),
+        size,
+    })
+}
+
+/// The size of the file under `root`, as its root block declares it (a raw block's length,
+/// or a UnixFS node's `filesize`), reading only the root. For progress bars: the DAG's
+/// bytes on the wire are slightly more (interior nodes).
+pub fn file_size(store: &dyn Blockstore, root: &Cid) -> Result<u64, UnixfsError> {
+    let data = store.get(root)?.ok_or(UnixfsError::Missing(*root))?;
+    match root.codec() {
+        RAW => Ok(data.len() as u64),
+        DAG_PB => {
+            let node = file_node(root, &data)?;
+            Ok(node.size.unwrap_or(node.inline.len() as u64))
+        }
+        other => Err(BlockError::UnsupportedCodec(other).into()),
+    }
 }
 
 /// Writes the file under `root` to `out`; returns how many bytes were written. Blocks are
@@ -329,10 +356,10 @@ pub fn export<W: Write>(
                 written += data.len() as u64;
             }
             DAG_PB => {
-                let (inline, links) = file_node(&cid, &data)?;
-                out.write_all(&inline)?;
-                written += inline.len() as u64;
-                stack.extend(links.into_iter().rev().map(|l| (l, depth + 1)));
+                let node = file_node(&cid, &data)?;
+                out.write_all(&node.inline)?;
+                written += node.inline.len() as u64;
+                stack.extend(node.links.into_iter().rev().map(|l| (l, depth + 1)));
             }
             other => return Err(BlockError::UnsupportedCodec(other).into()),
         }

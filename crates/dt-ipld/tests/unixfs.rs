@@ -189,3 +189,33 @@ fn dag_pb_leaves_round_trip_and_differ_from_raw_leaves() {
     export(&pb, &b.root, &mut out).unwrap();
     assert!(out == data);
 }
+
+#[test]
+fn file_size_reads_only_the_root() {
+    let data = bytes(10_000, 3);
+    for (chunk, raw_leaves) in [(1 << 20, true), (1000, true), (1000, false), (64, true)] {
+        let store = MemoryBlockstore::new();
+        let o = ImportOptions {
+            chunk_size: chunk,
+            max_links: 4,
+            raw_leaves,
+        };
+        let out = import_bytes(&store, &data, &o).unwrap();
+        // Only the root in the store: the size still reads.
+        let root_only = MemoryBlockstore::new();
+        root_only
+            .put(&out.root, &store.get(&out.root).unwrap().unwrap())
+            .unwrap();
+        assert_eq!(
+            dt_ipld::unixfs::file_size(&root_only, &out.root).unwrap(),
+            10_000,
+            "chunk {chunk}, raw leaves {raw_leaves}"
+        );
+    }
+    let empty = MemoryBlockstore::new();
+    let root = codec::cid_of(RAW, b"x");
+    assert!(matches!(
+        dt_ipld::unixfs::file_size(&empty, &root),
+        Err(dt_ipld::unixfs::UnixfsError::Missing(_))
+    ));
+}

@@ -1,0 +1,208 @@
+//! `serve`: import files, directories and CARs, then serve pulls and accept pushes until
+//! Ctrl-C; on Ctrl-C, refuse new requests, let running transfers finish for a grace period,
+//! and persist what is left so the peers can resume it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use datatransfer::{ChannelState, Event, EventCode, Registerable, Status};
+
+use crate::node::{self, Input, TokenValidator, TokenVoucher};
+
+/// `datatransfer serve`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Files (imported as UnixFS), CAR files (served as they are) or directories (each file
+    /// in them).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/4010")]
+    listen: String,
+    /// Accept only requests carrying this token (anyone if not given).
+    #[arg(long)]
+    token: Option<String>,
+    /// On Ctrl-C, how long running transfers may take to finish before the node stops
+    /// (their state is kept; the peers resume them later).
+    #[arg(long, default_value = "10s", value_parser = parse_seconds)]
+    grace: Duration,
+    /// Where blocks, channels and the identity key live (the platform's data dir if not
+    /// given).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Parses `10s`, `2m`, `500ms` or `10` (seconds).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 10s)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+    }
+}
+
+fn print_input(i: &Input, json: bool) {
+    let kind = if i.car { "car" } else { "file" };
+    if json {
+        println!(
+            "{{\"{kind}\":{:?},\"root\":\"{}\",\"size\":{}}}",
+            i.path.display().to_string(),
+            i.root,
+            i.size
+        );
+    } else {
+        println!("{}  {} ({} bytes)", i.root, i.path.display(), i.size);
+    }
+}
+
+/// The message of an event that explains a failure.
+fn failure_of(event: &Event) -> Option<String> {
+    matches!(
+        event.code,
+        EventCode::Error
+            | EventCode::Cancel
+            | EventCode::RequestCancelled
+            | EventCode::Disconnected
+    )
+    .then(|| event.message.clone())
+}
+
+/// A line for a channel that ended.
+fn print_end(state: &ChannelState, why: &str, json: bool) {
+    let (verb, bytes) = if state.is_pull() {
+        ("sent", state.sent)
+    } else {
+        ("received", state.received)
+    };
+    let peer = state.other_peer();
+    let root = state.base_cid;
+    let outcome = match state.status {
+        Status::Completed => verb,
+        Status::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    if json {
+        println!(
+            "{{\"event\":\"{outcome}\",\"root\":\"{root}\",\"peer\":\"{peer}\",\"bytes\":{bytes},\"channel\":\"{}\",\"message\":{why:?}}}",
+            state.channel_id
+        );
+    } else if state.status == Status::Completed {
+        println!(
+            "{outcome} {root} ({bytes} bytes) {} {peer}",
+            if state.is_pull() { "to" } else { "from" }
+        );
+    } else {
+        println!("{outcome}: {root} with {peer} after {bytes} bytes: {why}");
+    }
+}
+
+/// Runs `serve`.
+pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
+    let dir = node::data_dir(args.data_dir)?;
+    let (m, blocks) = node::manager(&dir, Some(node::parse_addr(&args.listen)?)).await?;
+    let closing = Arc::new(AtomicBool::new(false));
+    m.register_voucher_type(
+        TokenVoucher::TYPE,
+        Arc::new(TokenValidator {
+            token: args.token,
+            closing: closing.clone(),
+        }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
+    let left = m.start().await.map_err(|e| e.to_string())?;
+    for input in node::import_inputs(&*blocks, &args.inputs)? {
+        print_input(&input, json);
+    }
+    let full = m.multiaddr().ok_or("the node listens nowhere")?;
+    if json {
+        println!("{{\"listening\":\"{full}\",\"resumable\":{left}}}");
+    } else {
+        println!("listening on {full}");
+        if left > 0 {
+            println!("{left} transfers from an earlier run can resume when their peers come back");
+        }
+    }
+
+    // Channels already reported, and why channels failed (the error event comes before
+    // the one that ends the channel).
+    let mut ended = HashSet::new();
+    let mut reasons = HashMap::new();
+    let mut interrupted = false;
+    let mut deadline = None;
+    loop {
+        let wait = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some((event, state)) = events.next() => {
+                if let Some(e) = &failure_of(&event) {
+                    reasons.insert(state.channel_id, e.clone());
+                }
+                if state.status.is_terminal() && ended.insert(state.channel_id) {
+                    let why = reasons.remove(&state.channel_id).unwrap_or_default();
+                    print_end(&state, &why, json);
+                }
+                if deadline.is_some() && running(&m).await? == 0 {
+                    break;
+                }
+            }
+            r = tokio::signal::ctrl_c() => {
+                r.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+                if interrupted {
+                    break;
+                }
+                interrupted = true;
+                closing.store(true, Ordering::SeqCst);
+                let n = running(&m).await?;
+                if n == 0 {
+                    break;
+                }
+                if !json {
+                    eprintln!(
+                        "stopping: {n} transfers may finish within {} s (Ctrl-C again to stop now)",
+                        args.grace.as_secs_f64()
+                    );
+                }
+                deadline = Some(tokio::time::Instant::now() + args.grace);
+            }
+            () = wait => break,
+        }
+    }
+    let left = running(&m).await?;
+    m.stop().await.map_err(|e| e.to_string())?;
+    if json {
+        println!("{{\"stopped\":true,\"kept\":{left}}}");
+    } else if left > 0 {
+        println!(
+            "stopped; {left} unfinished transfers kept in {}",
+            dir.display()
+        );
+    } else {
+        println!("stopped");
+    }
+    Ok(())
+}
+
+/// How many channels are still moving.
+async fn running(m: &datatransfer::Manager) -> Result<usize, String> {
+    Ok(m.in_progress_channels()
+        .await
+        .map_err(|e| e.to_string())?
+        .len())
+}
