@@ -140,7 +140,8 @@ impl RetryConfig {
 pub struct NetworkConfig {
     /// Protocol versions to speak, most preferred first.
     pub versions: Vec<WireVersion>,
-    /// Retries of opening a stream.
+    /// Retries of opening a stream. A wait between attempts ends early when a connection to
+    /// the peer is established (it dialled us back, say).
     pub retry: RetryConfig,
     /// Longest time one attempt (open, write, close) may take.
     pub send_timeout: Duration,

@@ -171,7 +171,10 @@ impl DataTransferNetwork for Libp2pNetwork {
                 Err(_) => last = format!("timed out after {:?}", self.config.send_timeout),
             }
             if attempt < attempts {
-                tokio::time::sleep(retry.backoff(attempt)).await;
+                // A peer that connects (dials back, say) ends the wait early.
+                self.protect
+                    .wait_for_connection(to, retry.backoff(attempt))
+                    .await;
             }
         }
         Err(NetworkError::Unreachable {

@@ -12,6 +12,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use tokio::sync::Notify;
+
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::DeniedUpgrade;
@@ -30,6 +32,9 @@ struct Shared {
     /// Peers whose protection changed since the behaviour last looked.
     changed: Vec<PeerId>,
     waker: Option<Waker>,
+    /// Senders waiting for a connection to a peer (to retry at once rather than after
+    /// their backoff).
+    connect_waiters: HashMap<PeerId, Arc<Notify>>,
 }
 
 /// Sets and clears protection tags; clone it freely.
@@ -75,6 +80,31 @@ impl ProtectHandle {
             }
             still
         })
+    }
+
+    /// Waits until a new connection to `peer` is established or `max` has passed, whichever
+    /// comes first; returns whether a connection came. A sender backing off after a failed
+    /// attempt waits here, so a peer that dials back is answered at once.
+    pub async fn wait_for_connection(&self, peer: PeerId, max: std::time::Duration) -> bool {
+        let Some(signal) = self
+            .shared
+            .lock()
+            .ok()
+            .map(|mut s| s.connect_waiters.entry(peer).or_default().clone())
+        else {
+            tokio::time::sleep(max).await;
+            return false;
+        };
+        let connected = tokio::time::timeout(max, signal.notified()).await.is_ok();
+        // The last waiter removes the entry (the behaviour removes it when it fires).
+        if let Ok(mut s) = self.shared.lock()
+            && let Some(current) = s.connect_waiters.get(&peer)
+            && Arc::ptr_eq(current, &signal)
+            && Arc::strong_count(&signal) == 2
+        {
+            s.connect_waiters.remove(&peer);
+        }
+        connected
     }
 
     /// Whether `peer` is protected.
@@ -179,6 +209,12 @@ impl NetworkBehaviour for ProtectBehaviour {
         // Addresses are kept even when a dial fails: the peer may come back at the same one.
         if let FromSwarm::NewExternalAddrOfPeer(e) = &event {
             self.addresses.add(e.peer_id, e.addr.clone());
+        }
+        if let FromSwarm::ConnectionEstablished(c) = &event
+            && let Ok(mut s) = self.handle.shared.lock()
+            && let Some(signal) = s.connect_waiters.remove(&c.peer_id)
+        {
+            signal.notify_waiters();
         }
         if let FromSwarm::ConnectionClosed(c) = event
             && let Some(set) = self.connections.get_mut(&c.peer_id)

@@ -259,6 +259,50 @@ async fn a_peer_that_is_down_is_retried_with_backoff_then_a_typed_error() {
     );
 }
 
+/// A send backing off after a failed attempt retries as soon as the peer connects, not at
+/// the end of its (here 60 s) backoff: a responder that restarts cannot reach a client,
+/// and its messages must go the moment the client dials back.
+#[tokio::test]
+async fn a_backing_off_send_goes_as_soon_as_the_peer_connects() {
+    let config = NetworkConfig {
+        retry: RetryConfig {
+            attempts: 2,
+            min_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            factor: 1.0,
+        },
+        send_timeout: Duration::from_secs(2),
+        ..NetworkConfig::default()
+    };
+    let a = node(config, Duration::from_secs(30)).await;
+    let mut b = node(NetworkConfig::default(), Duration::from_secs(30)).await;
+    // `a` has no address for `b`: the first attempt fails at once.
+    let msg: Message = TransferRequest::cancel(TransferId(9)).into();
+    let net = a.net.clone();
+    let (b_peer, sent) = (b.peer, msg.clone());
+    let pending = tokio::spawn(async move { net.send_message(b_peer, sent).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "the send waits out its backoff");
+    // `b` dials `a` (by sending it something).
+    b.knows(&a).await;
+    b.net
+        .send_message(a.peer, TransferRequest::cancel(TransferId(1)).into())
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("sent well before the 60 s backoff ends")
+        .unwrap()
+        .unwrap();
+    match b.next_event().await {
+        NetworkEvent::Message { from, message, .. } => {
+            assert_eq!(from, a.peer);
+            assert_eq!(message, msg);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn garbage_oversized_and_cut_streams_are_reset_and_others_still_served() {
     let config = NetworkConfig {
