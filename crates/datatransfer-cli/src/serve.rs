@@ -206,3 +206,18 @@ async fn running(m: &datatransfer::Manager) -> Result<usize, String> {
         .map_err(|e| e.to_string())?
         .len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_periods_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_seconds("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_seconds("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("3h").is_err());
+    }
+}

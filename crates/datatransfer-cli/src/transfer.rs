@@ -30,8 +30,8 @@ pub(crate) struct PullArgs {
     /// whole DAG).
     #[arg(long, default_value = "all")]
     selector: String,
-    /// Receive at most this many bytes per second (B, KiB, MiB, GiB), by pausing the channel
-    /// when it runs ahead.
+    /// Receive about this many bytes per second on average (B, KiB, MiB, GiB): the channel
+    /// is paused whenever it runs ahead, so data comes in bursts.
     #[arg(long, value_parser = crate::parse_size)]
     limit_rate: Option<u64>,
     /// The token the server asks for.
