@@ -287,6 +287,19 @@ pub(crate) async fn open_or_resume(
     Ok((id.map_err(|e| e.to_string())?, false))
 }
 
+/// A channel's error, said for a person: without the channel id it repeats, and with a
+/// hint for the usual causes.
+pub(crate) fn explain(id: ChannelId, error: &str) -> String {
+    let error = error.replace(&format!("data transfer channel {id} "), "");
+    if error.contains("lacked blocks") {
+        format!("the peer does not have all of the DAG ({error})")
+    } else if error.starts_with("response rejected") {
+        format!("the peer refused the request ({error}; a wrong or missing --token?)")
+    } else {
+        error
+    }
+}
+
 /// How a channel ended.
 pub(crate) struct Ended {
     /// Its last state.

@@ -11,7 +11,10 @@ use std::time::Duration;
 use clap::Args;
 use datatransfer::{ChannelState, Event, EventCode, Registerable, Status};
 
+use dt_ipld::unixfs::file_size;
+
 use crate::node::{self, Input, TokenValidator, TokenVoucher};
+use crate::progress::Bars;
 
 /// `datatransfer serve`'s arguments.
 #[derive(Debug, Args)]
@@ -78,8 +81,8 @@ fn failure_of(event: &Event) -> Option<String> {
     .then(|| event.message.clone())
 }
 
-/// A line for a channel that ended.
-fn print_end(state: &ChannelState, why: &str, json: bool) {
+/// The line for a channel that ended.
+fn end_line(state: &ChannelState, why: &str, json: bool) -> String {
     let (verb, bytes) = if state.is_pull() {
         ("sent", state.sent)
     } else {
@@ -93,17 +96,17 @@ fn print_end(state: &ChannelState, why: &str, json: bool) {
         _ => "failed",
     };
     if json {
-        println!(
+        format!(
             "{{\"event\":\"{outcome}\",\"root\":\"{root}\",\"peer\":\"{peer}\",\"bytes\":{bytes},\"channel\":\"{}\",\"message\":{why:?}}}",
             state.channel_id
-        );
+        )
     } else if state.status == Status::Completed {
-        println!(
+        format!(
             "{outcome} {root} ({bytes} bytes) {} {peer}",
             if state.is_pull() { "to" } else { "from" }
-        );
+        )
     } else {
-        println!("{outcome}: {root} with {peer} after {bytes} bytes: {why}");
+        format!("{outcome}: {root} with {peer} after {bytes} bytes: {why}")
     }
 }
 
@@ -140,6 +143,7 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     // the one that ends the channel).
     let mut ended = HashSet::new();
     let mut reasons = HashMap::new();
+    let mut bars = Bars::new(json);
     let mut interrupted = false;
     let mut deadline = None;
     loop {
@@ -154,9 +158,25 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
                 if let Some(e) = &failure_of(&event) {
                     reasons.insert(state.channel_id, e.clone());
                 }
-                if state.status.is_terminal() && ended.insert(state.channel_id) {
-                    let why = reasons.remove(&state.channel_id).unwrap_or_default();
-                    print_end(&state, &why, json);
+                let id = state.channel_id;
+                if state.status.is_terminal() {
+                    if ended.insert(id) {
+                        bars.end(&id);
+                        let why = reasons.remove(&id).unwrap_or_default();
+                        bars.say(end_line(&state, &node::explain(id, &why), json));
+                    }
+                } else if state.sent > 0 || state.received > 0 {
+                    let bytes = state.sent.max(state.received);
+                    bars.update(id, bytes, || {
+                        let peer = state.other_peer().to_string();
+                        let short = &peer[peer.len().saturating_sub(6)..];
+                        if state.is_pull() {
+                            let size = file_size(&*blocks, &state.base_cid).ok();
+                            (format!("to …{short}"), size)
+                        } else {
+                            (format!("from …{short}"), None)
+                        }
+                    });
                 }
                 if deadline.is_some() && running(&m).await? == 0 {
                     break;
@@ -174,10 +194,10 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
                     break;
                 }
                 if !json {
-                    eprintln!(
+                    bars.say(format!(
                         "stopping: {n} transfers may finish within {} s (Ctrl-C again to stop now)",
                         args.grace.as_secs_f64()
-                    );
+                    ));
                 }
                 deadline = Some(tokio::time::Instant::now() + args.grace);
             }

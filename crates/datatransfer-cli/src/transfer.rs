@@ -170,7 +170,11 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
     m.stop().await.map_err(|e| e.to_string())?;
     let Ended { state, error } = ended?;
     if state.status != Status::Completed {
-        return Err(format!("the pull ended {:?}: {error}", state.status));
+        return Err(format!(
+            "the pull of {root} ended {:?}: {}",
+            state.status,
+            node::explain(id, &error)
+        ));
     }
 
     let mut written = None;
@@ -255,9 +259,10 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
         };
         if state.status != Status::Completed {
             result = Err(format!(
-                "the push of {} ended {:?}: {error}",
+                "the push of {} ended {:?}: {}",
                 input.path.display(),
-                state.status
+                state.status,
+                node::explain(id, &error)
             ));
             break;
         }
