@@ -23,7 +23,7 @@ use dt_streams::{Control, OpenStreamError};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
 use thiserror::Error;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::message::{
     Block, Extensions, Message, RawNode, Request, RequestId, RequestType, Response, ResponseStatus,
@@ -55,6 +55,10 @@ pub struct GraphSyncConfig {
     pub traversal: TraversalConfig,
     /// Events buffered per request before the node waits for the consumer.
     pub event_buffer: usize,
+    /// Bytes of received messages waiting for the node, all peers together. Beyond it the
+    /// stream readers wait, so TCP slows the senders down: a slow block store bounds memory
+    /// instead of growing a queue. A single message larger than this still passes, alone.
+    pub max_inbound_bytes: usize,
 }
 
 impl Default for GraphSyncConfig {
@@ -69,6 +73,7 @@ impl Default for GraphSyncConfig {
             max_buffered_blocks: 256,
             traversal: TraversalConfig::default(),
             event_buffer: 256,
+            max_inbound_bytes: 16 << 20,
         }
     }
 }
@@ -218,7 +223,8 @@ enum Cmd {
     PauseRequest(RequestId),
     UnpauseRequest(RequestId, Extensions),
     Response(PeerId, RequestId, ResponseCmd),
-    Inbound(PeerId, Version, Vec<u8>),
+    /// A received message body, holding its share of the inbound byte budget.
+    Inbound(PeerId, Version, Vec<u8>, OwnedSemaphorePermit),
     WriteFailed(PeerId, String),
     /// A peer's stream to us ended: what it was sending on it may be lost.
     InboundClosed(PeerId),
@@ -399,13 +405,26 @@ impl GraphSync {
     ) -> Result<Self, dt_streams::AlreadyRegistered> {
         let (tx, rx) = mpsc::channel(1024);
         let config = Arc::new(config);
+        let budget_total = config
+            .max_inbound_bytes
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let budget = Arc::new(Semaphore::new(budget_total));
         for &version in &config.versions {
             let mut incoming = control.accept(StreamProtocol::new(version.protocol()))?;
             let tx = tx.clone();
             let max = config.max_message_size;
+            let budget = budget.clone();
             tokio::spawn(async move {
                 while let Some((peer, stream)) = incoming.next().await {
-                    tokio::spawn(read_stream(peer, version, stream, max, tx.clone()));
+                    let reader = Reader {
+                        peer,
+                        version,
+                        max,
+                        budget: budget.clone(),
+                        budget_total,
+                        tx: tx.clone(),
+                    };
+                    tokio::spawn(reader.run(stream));
                 }
             });
         }
@@ -520,39 +539,64 @@ impl GraphSync {
     }
 }
 
-async fn read_stream(
+/// Reads one inbound stream's messages and hands them to the node.
+struct Reader {
     peer: PeerId,
     version: Version,
-    mut stream: libp2p::Stream,
+    /// Largest message accepted.
     max: usize,
+    /// The inbound byte budget shared by all readers, and its size.
+    budget: Arc<Semaphore>,
+    budget_total: usize,
     tx: mpsc::Sender<Cmd>,
-) {
-    let mut frames = FrameReader::new(max);
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
+}
+
+impl Reader {
+    async fn run(self, mut stream: libp2p::Stream) {
+        let Self {
+            peer,
+            version,
+            max,
+            budget,
+            budget_total,
+            tx,
+        } = self;
+        let mut frames = FrameReader::new(max);
+        let mut buf = vec![0u8; 64 << 10];
         loop {
-            match frames.next_frame() {
-                Ok(Some(body)) => {
-                    if tx.send(Cmd::Inbound(peer, version, body)).await.is_err() {
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(body)) => {
+                        // Wait for room in the budget (a body larger than it takes all of it).
+                        let want = body.len().clamp(1, budget_total) as u32;
+                        let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
+                            return;
+                        };
+                        if tx
+                            .send(Cmd::Inbound(peer, version, body, permit))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Dropping the stream resets it; the peer's other streams go on.
+                        let _ = tx
+                            .send(Cmd::WriteFailed(peer, format!("bad inbound frame: {e}")))
+                            .await;
                         return;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // Dropping the stream resets it; the peer's other streams go on.
-                    let _ = tx
-                        .send(Cmd::WriteFailed(peer, format!("bad inbound frame: {e}")))
-                        .await;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Cmd::InboundClosed(peer)).await;
                     return;
                 }
+                Ok(n) => frames.push(&buf[..n]),
             }
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Cmd::InboundClosed(peer)).await;
-                return;
-            }
-            Ok(n) => frames.push(&buf[..n]),
         }
     }
 }
@@ -850,7 +894,8 @@ impl Node {
                     let error = format!("the stream from {peer} closed");
                     self.fail_requests_to(peer, &error).await;
                 }
-                Cmd::Inbound(peer, version, body) => {
+                // The permit is held until the message is handled (its blocks stored).
+                Cmd::Inbound(peer, version, body, _permit) => {
                     let ids = self.peer(peer).ids.clone();
                     let decoded = match ids.lock() {
                         Ok(ids) => decode_body(&body, version, &ids),

@@ -804,3 +804,104 @@ async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
     );
     assert_eq!(server_hooks.sent_bytes.load(Ordering::SeqCst), total_bytes);
 }
+
+/// Counts the bytes of blocks a responder put on the wire.
+#[derive(Default)]
+struct SentBytes(AtomicU64);
+
+#[async_trait]
+impl Hooks for SentBytes {
+    fn block_sent(&self, _: PeerId, _: RequestId, _: Cid, size: u64) {
+        self.0.fetch_add(size, Ordering::SeqCst);
+    }
+}
+
+/// A block store that takes 8 ms per block written, like a disk that syncs every block.
+struct SlowStore {
+    inner: MemoryBlockstore,
+    stored: AtomicU64,
+}
+
+impl Blockstore for SlowStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, dt_ipld::blockstore::BlockstoreError> {
+        self.inner.get(cid)
+    }
+
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), dt_ipld::blockstore::BlockstoreError> {
+        std::thread::sleep(Duration::from_millis(8));
+        self.stored.fetch_add(data.len() as u64, Ordering::SeqCst);
+        self.inner.put(cid, data)
+    }
+}
+
+/// A requester whose store is slower than the network holds a bounded amount of received
+/// data: its readers wait for the inbound byte budget, so TCP slows the responder down,
+/// instead of messages piling up in a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
+    let sent = Arc::new(SentBytes::default());
+    let server = node(sent.clone(), GraphSyncConfig::default()).await;
+    let client = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_inbound_bytes: 1 << 20,
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    client.connect(&server).await;
+    let data = bytes(64 << 20, 7);
+    let root = import_bytes(
+        &*server.store,
+        &data,
+        &ImportOptions {
+            chunk_size: 256 << 10,
+            max_links: 174,
+            raw_leaves: true,
+        },
+    )
+    .unwrap()
+    .root;
+    let store = Arc::new(SlowStore {
+        inner: MemoryBlockstore::new(),
+        stored: AtomicU64::new(0),
+    });
+    let req = client
+        .gs
+        .request_into(server.peer, root, all(), Extensions::new(), store.clone())
+        .await
+        .unwrap();
+    // Sample how far the responder runs ahead of the store while the request runs.
+    let (watch_sent, watch_store) = (sent.clone(), store.clone());
+    let watcher = tokio::spawn(async move {
+        let mut widest = 0u64;
+        loop {
+            let stored = watch_store.stored.load(Ordering::SeqCst);
+            let gap = watch_sent.0.load(Ordering::SeqCst).saturating_sub(stored);
+            widest = widest.max(gap);
+            if stored >= 64 << 20 {
+                return widest;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(
+        timeout(Duration::from_secs(60), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let widest = timeout(Duration::from_secs(10), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    // 1 MiB of budget, plus what the sockets and yamux hold; never most of the 64 MiB.
+    assert!(
+        widest < 10 << 20,
+        "the responder ran {} MiB ahead of the store",
+        widest >> 20
+    );
+    let mut back = Vec::new();
+    export(&store.inner, &root, &mut back).unwrap();
+    assert!(back == data);
+}
