@@ -104,15 +104,18 @@ left stays in the data dir and resumes when the peer pulls or pushes again.")]
     },
 }
 
+/// Splits `"64MiB"` into `(64, "MiB")`; `None` without leading digits.
+pub(crate) fn number_and_unit(s: &str) -> Option<(u64, &str)> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    Some((digits.parse().ok()?, unit.trim()))
+}
+
 /// Parses `256MiB`, `8MiB`, `1GiB`, `64KiB`, `1000` (bytes).
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 8MiB)"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(s).ok_or_else(|| format!("{s:?} is not a size (try 8MiB)"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
         "mib" | "m" => 1 << 20,

@@ -42,11 +42,8 @@ pub(crate) struct ServeArgs {
 /// Parses `10s`, `2m`, `500ms` or `10` (seconds).
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 10s)"))?;
+    let (n, unit) =
+        crate::number_and_unit(s).ok_or_else(|| format!("{s:?} is not a duration (try 10s)"))?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),

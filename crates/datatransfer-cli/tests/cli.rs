@@ -13,6 +13,18 @@ fn datatransfer(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs the binary, asserts it succeeded, returns its stdout.
+fn succeeds(args: &[&str]) -> String {
+    let out = datatransfer(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn demo_pulls_pays_pushes_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +187,7 @@ fn serve_pull_and_push_between_processes() {
     let output = client_dir.path().join("out.bin");
     let car = client_dir.path().join("out.car");
     let client = client_dir.path().to_str().unwrap();
-    let pulled = datatransfer(&[
+    succeeds(&[
         "pull",
         &addr,
         &root,
@@ -188,11 +200,6 @@ fn serve_pull_and_push_between_processes() {
         "--data-dir",
         client,
     ]);
-    assert!(
-        pulled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pulled.stderr)
-    );
     assert!(
         std::fs::read(&output).unwrap() == data,
         "the pulled file differs"
@@ -207,7 +214,7 @@ fn serve_pull_and_push_between_processes() {
 
     // A selector that stops below the root: the CAR holds the root alone.
     let shallow = client_dir.path().join("root-only.car");
-    let out = datatransfer(&[
+    let stdout = succeeds(&[
         "pull",
         &addr,
         &root,
@@ -221,8 +228,6 @@ fn serve_pull_and_push_between_processes() {
         "--data-dir",
         &format!("{client}-shallow"),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("\"car_blocks\":1"), "{stdout}");
     assert!(std::fs::metadata(&shallow).unwrap().len() < 4096);
     let sent = server.line();
@@ -232,7 +237,7 @@ fn serve_pull_and_push_between_processes() {
     );
 
     // The whole-DAG CAR pushed back as it is, then a new file pushed and pulled again.
-    let pushed = datatransfer(&[
+    let stdout = succeeds(&[
         "push",
         &addr,
         car.to_str().unwrap(),
@@ -242,8 +247,6 @@ fn serve_pull_and_push_between_processes() {
         "--data-dir",
         client,
     ]);
-    let stdout = String::from_utf8_lossy(&pushed.stdout);
-    assert!(pushed.status.success(), "{stdout}");
     assert!(stdout.contains(&format!("\"root\":\"{root}\"")), "{stdout}");
     let received = server.line();
     assert_eq!(
@@ -254,7 +257,7 @@ fn serve_pull_and_push_between_processes() {
     let fresh = client_dir.path().join("fresh.bin");
     let fresh_data = bytes(1_500_000, 2);
     std::fs::write(&fresh, &fresh_data).unwrap();
-    let pushed = datatransfer(&[
+    let stdout = succeeds(&[
         "push",
         &addr,
         fresh.to_str().unwrap(),
@@ -264,14 +267,12 @@ fn serve_pull_and_push_between_processes() {
         "--data-dir",
         client,
     ]);
-    let stdout = String::from_utf8_lossy(&pushed.stdout);
-    assert!(pushed.status.success(), "{stdout}");
     let fresh_root = stdout
         .lines()
         .find_map(|l| l.contains("\"pushed\"").then(|| field(l, "root")).flatten())
         .unwrap();
     let back = client_dir.path().join("back.bin");
-    let out = datatransfer(&[
+    succeeds(&[
         "pull",
         &addr,
         &fresh_root,
@@ -282,11 +283,6 @@ fn serve_pull_and_push_between_processes() {
         "--data-dir",
         &format!("{client}-back"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         std::fs::read(&back).unwrap() == fresh_data,
         "the pushed file differs"
@@ -380,7 +376,7 @@ fn serve_a_directory_and_a_car() {
     assert_eq!(first.roots.len(), 2, "one root per file");
     let car = server_dir.path().join("b.car");
     let client = client_dir.path().to_str().unwrap();
-    let out = datatransfer(&[
+    succeeds(&[
         "pull",
         &first.addr,
         &first.roots[1],
@@ -389,18 +385,13 @@ fn serve_a_directory_and_a_car() {
         "--data-dir",
         client,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     drop(first);
 
     let other_dir = tempfile::tempdir().unwrap();
     let second = Server::start(other_dir.path(), &[&car], &[]);
     assert_eq!(second.roots, vec![datatransfer_roots(&car)]);
     let output = client_dir.path().join("b.bin");
-    let out = datatransfer(&[
+    succeeds(&[
         "pull",
         &second.addr,
         &second.roots[0],
@@ -409,11 +400,6 @@ fn serve_a_directory_and_a_car() {
         "--data-dir",
         &format!("{client}-2"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(std::fs::read(&output).unwrap() == bytes(2_500_000, 3));
 }
 

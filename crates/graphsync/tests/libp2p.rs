@@ -44,6 +44,16 @@ fn bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Imports `data` as a UnixFS file of `chunk`-byte raw leaves; returns its root.
+fn import_chunked(store: &dyn Blockstore, data: &[u8], chunk: usize) -> Cid {
+    let opts = ImportOptions {
+        chunk_size: chunk,
+        max_links: 174,
+        raw_leaves: true,
+    };
+    import_bytes(store, data, &opts).unwrap().root
+}
+
 struct TestNode {
     peer: PeerId,
     addr: Multiaddr,
@@ -226,17 +236,7 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
     let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
     client.connect(&server).await;
     let data = bytes(4 << 20, 3);
-    let root = import_bytes(
-        &*server.store,
-        &data,
-        &ImportOptions {
-            chunk_size: 256 << 10,
-            max_links: 174,
-            raw_leaves: true,
-        },
-    )
-    .unwrap()
-    .root;
+    let root = import_chunked(&*server.store, &data, 256 << 10);
 
     // The responder's hook pauses after three blocks; unpausing finishes the transfer.
     let mut req = client
@@ -299,19 +299,7 @@ async fn requests_over_the_limit_wait_their_turn() {
     let mut roots = Vec::new();
     for s in 0..3 {
         let data = bytes(1 << 20, 50 + s);
-        roots.push(
-            import_bytes(
-                &*server.store,
-                &data,
-                &ImportOptions {
-                    chunk_size: 64 << 10,
-                    max_links: 174,
-                    raw_leaves: true,
-                },
-            )
-            .unwrap()
-            .root,
-        );
+        roots.push(import_chunked(&*server.store, &data, 64 << 10));
     }
     let mut reqs = Vec::new();
     for r in &roots {
@@ -491,17 +479,7 @@ async fn a_requester_pauses_and_unpauses_without_blocks_sent_twice() {
     .await;
     client.connect(&server).await;
     let data = bytes(40 * (64 << 10), 1);
-    let root = import_bytes(
-        &*server.store,
-        &data,
-        &ImportOptions {
-            chunk_size: 64 << 10,
-            max_links: 174,
-            raw_leaves: true,
-        },
-    )
-    .unwrap()
-    .root;
+    let root = import_chunked(&*server.store, &data, 64 << 10);
     let mut req = client
         .gs
         .request(server.peer, root, all(), Extensions::new())
@@ -570,17 +548,7 @@ async fn each_request_can_have_its_own_store_on_both_sides() {
     let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
     client.connect(&server).await;
     let data = bytes(1 << 20, 99);
-    let root = import_bytes(
-        &*other,
-        &data,
-        &ImportOptions {
-            chunk_size: 128 << 10,
-            max_links: 174,
-            raw_leaves: true,
-        },
-    )
-    .unwrap()
-    .root;
+    let root = import_chunked(&*other, &data, 128 << 10);
     // Not in the server's own store: the default store finds nothing to send.
     let plain = client
         .gs
@@ -851,17 +819,7 @@ async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
     .await;
     client.connect(&server).await;
     let data = bytes(64 << 20, 7);
-    let root = import_bytes(
-        &*server.store,
-        &data,
-        &ImportOptions {
-            chunk_size: 256 << 10,
-            max_links: 174,
-            raw_leaves: true,
-        },
-    )
-    .unwrap()
-    .root;
+    let root = import_chunked(&*server.store, &data, 256 << 10);
     let store = Arc::new(SlowStore {
         inner: MemoryBlockstore::new(),
         stored: AtomicU64::new(0),
