@@ -310,7 +310,8 @@ pub(crate) struct Ended {
 
 /// Follows channel `id` to its end, showing the bytes it moves. With `limit_rate` (bytes per
 /// second), the channel is paused whenever it runs ahead of that rate. `total` is asked for
-/// the size until it knows it.
+/// the size until it knows it. Ctrl-C ends the wait with an error; the caller stops the node,
+/// which persists the channel for the next run.
 pub(crate) async fn follow(
     m: &Manager,
     events: &mut Subscription,
@@ -369,6 +370,13 @@ pub(crate) async fn follow(
                         }
                     }
                 }
+            }
+            r = tokio::signal::ctrl_c() => {
+                r.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+                return Err(
+                    "interrupted; the transfer is kept: run the same command again to resume it"
+                        .into(),
+                );
             }
             () = tokio::time::sleep_until(wake) => {
                 if resume_at.is_some_and(|r| r <= Instant::now()) {

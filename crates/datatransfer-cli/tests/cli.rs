@@ -560,3 +560,51 @@ fn serve_stops_gracefully_and_its_transfers_resume_after_a_restart() {
         &data,
     );
 }
+
+/// Ctrl-C on a pull stops it with a one-line message saying how to resume, and resuming works.
+#[cfg(unix)]
+#[test]
+fn a_pull_stopped_with_ctrl_c_says_how_to_resume() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let input = server_dir.path().join("big.bin");
+    let data = bytes(32 << 20, 6);
+    std::fs::write(&input, &data).unwrap();
+    let server = Server::start(server_dir.path(), &[&input], &[]);
+    let output = client_dir.path().join("big.bin");
+    let mut puller = Killed(
+        Command::new(env!("CARGO_BIN_EXE_datatransfer"))
+            .args(["pull", &server.addr, &server.roots[0], "--json", "-o"])
+            .arg(&output)
+            .arg("--data-dir")
+            .arg(client_dir.path())
+            .args(["--limit-rate", "1MiB"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(puller.0.stdout.take().unwrap()).lines();
+    wait_for_progress(&mut lines);
+    let ok = Command::new("kill")
+        .args(["-INT", &puller.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut puller.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!puller.0.wait().unwrap().success());
+    assert!(stderr.starts_with("error: interrupted"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!output.exists());
+    let (channel, _) = in_progress(client_dir.path());
+    resume_pull(
+        &server.addr,
+        &server.roots[0],
+        &output,
+        client_dir.path(),
+        &channel,
+        &data,
+    );
+}
