@@ -37,6 +37,13 @@ pub trait Blockstore: Send + Sync {
         Ok(self.get(cid)?.is_some())
     }
 
+    /// Makes every block put so far survive a crash; returns when they are on stable storage.
+    /// Called when a transfer has received its last block, before it counts as complete.
+    /// Stores that keep nothing across a restart, or write through, need do nothing.
+    fn flush(&self) -> Result<(), BlockstoreError> {
+        Ok(())
+    }
+
     /// Stores `data` as a block of `codec` and returns its CID (SHA2-256, CIDv1).
     fn put_new(&self, codec: u64, data: &[u8]) -> Result<Cid, BlockstoreError> {
         let cid = codec::cid_of(codec, data);
