@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datatransfer::{
-    ChannelId, EventCode, Registerable, Status, TransportConfigurer, TypedNode, Voucher,
+    ChannelId, Cid, EventCode, Registerable, Status, TransportConfigurer, TypedNode, Voucher,
     all_selector,
 };
 use datatransfer_fsm::Transport;
 use datatransfer_integration_tests::*;
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use dt_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
 
 /// One channel between two fresh nodes: `pull` or push, a file of `size` bytes in chunks
 /// of `chunk`, raw or dag-pb leaves. Both sides complete and the bytes arrive intact.
@@ -323,6 +323,91 @@ async fn rejected_pull_fails_the_channel() {
     let events = wait_finished(&mut sub, id, 30).await;
     assert_eq!(last_status(&events), Status::Failed, "{:?}", codes(&events));
     assert!(!client.store.has(&file.root).unwrap());
+}
+
+/// A block store that says when it was asked to make its blocks durable, or refuses to.
+#[derive(Default)]
+struct FlushRecorder {
+    blocks: MemoryBlockstore,
+    puts: std::sync::atomic::AtomicU64,
+    durable: std::sync::atomic::AtomicU64,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl Blockstore for FlushRecorder {
+    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+        self.blocks.get(cid)
+    }
+
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.blocks.put(cid, data)
+    }
+
+    fn flush(&self) -> Result<(), BlockstoreError> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(BlockstoreError::Backend("disk on fire".into()));
+        }
+        self.durable
+            .store(self.puts.load(Ordering::SeqCst), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The receiving side, of a pull and of a push, completes only once its block store has made
+/// every received block durable; a store that cannot fails the channel instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_completes_only_once_its_blocks_are_durable() {
+    let sender = default_node().await;
+    let file = import(&*sender.store, &random_bytes(300_000, 9), 16 << 10);
+    for (pulled, refuse) in [(true, false), (false, false), (true, true), (false, true)] {
+        let recorder = Arc::new(FlushRecorder::default());
+        recorder.refuse.store(refuse, Ordering::SeqCst);
+        let receiver = node(NodeOptions {
+            store: Some(recorder.clone()),
+            ..NodeOptions::default()
+        })
+        .await;
+        introduce(&receiver, &sender).await;
+        let mut sub = receiver.manager.subscribe().await.unwrap();
+        let id = if pulled {
+            pull(&receiver, &sender, voucher(1), file.root).await
+        } else {
+            sender
+                .manager
+                .open_push_channel(
+                    receiver.manager.peer_id(),
+                    voucher(1),
+                    file.root,
+                    all_selector(),
+                )
+                .await
+                .unwrap()
+        };
+        let events = wait_finished(&mut sub, id, 30).await;
+        let puts = recorder.puts.load(Ordering::SeqCst);
+        assert!(puts > 10, "{puts} blocks stored");
+        if refuse {
+            assert_ne!(
+                last_status(&events),
+                Status::Completed,
+                "{:?}",
+                codes(&events)
+            );
+            let said = events
+                .iter()
+                .any(|(e, _)| e.message.contains("disk on fire"));
+            assert!(said, "{:?}", codes(&events));
+        } else {
+            assert_eq!(
+                last_status(&events),
+                Status::Completed,
+                "{:?}",
+                codes(&events)
+            );
+            assert_eq!(recorder.durable.load(Ordering::SeqCst), puts);
+        }
+    }
 }
 
 /// Go's TestRoundTripCancelledRequest: the initiator cancels a transfer paused by the

@@ -181,7 +181,7 @@ pub(crate) struct Input {
 
 /// Imports `paths` into `store`: a CAR (recognised by its header) as it is, one DAG per
 /// root; any other file as UnixFS; a directory's files (recursively, in name order) each
-/// on its own.
+/// on its own. Returns once the imported blocks are durable.
 pub(crate) fn import_inputs(
     store: &dyn Blockstore,
     paths: &[PathBuf],
@@ -190,6 +190,9 @@ pub(crate) fn import_inputs(
     for p in paths {
         import_path(store, p, &mut out)?;
     }
+    store
+        .flush()
+        .map_err(|e| format!("cannot store the imported blocks: {e}"))?;
     Ok(out)
 }
 

@@ -869,7 +869,7 @@ async fn open_channel(
         },
     );
     let handle = match gs
-        .request_into(data_sender, root, selector, ext, store)
+        .request_into(data_sender, root, selector, ext, store.clone())
         .await
     {
         Ok(h) => h,
@@ -893,15 +893,23 @@ async fn open_channel(
         handle.control().cancel().await;
         return;
     }
-    tokio::spawn(watch_request(shared.clone(), channel, handle, closed));
+    tokio::spawn(watch_request(
+        shared.clone(),
+        channel,
+        handle,
+        closed,
+        store,
+    ));
 }
 
-/// Follows one of our requests to its end and reports how it ended.
+/// Follows one of our requests to its end and reports how it ended. A request that got
+/// every block completes only once `store` has made them durable.
 async fn watch_request(
     shared: Arc<Shared>,
     channel: ChannelId,
     mut handle: RequestHandle,
     closed: Arc<AtomicBool>,
+    store: Arc<dyn Blockstore>,
 ) {
     let id = handle.id;
     let mut result = Err(GraphSyncError::Closed);
@@ -926,7 +934,11 @@ async fn watch_request(
     let event = match result {
         Ok(ResponseStatus::RequestCompletedFull) => TransportEvent::ChannelCompleted {
             channel,
-            result: Ok(()),
+            result: match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("the received blocks could not be stored: {e}")),
+                Err(e) => Err(format!("the received blocks could not be stored: {e}")),
+            },
         },
         // Go leaves a responder's cancel to the data-transfer message that comes with it.
         Err(GraphSyncError::Verify(graphsync::requester::VerifyError::Failed(
