@@ -16,6 +16,11 @@ use crate::node::{Kind, Node, PathSegment};
 pub const DEFAULT_MAX_SELECTOR_DEPTH: usize = 64;
 /// Default cap on the number of clauses in a selector.
 pub const DEFAULT_MAX_SELECTOR_CLAUSES: usize = 1_024;
+/// Default cap on the steps [`Selector::explore_bounded`] may take for one child: the
+/// clauses it visits and builds. The "all" selector takes 3; a union whose recursions keep
+/// multiplying (`ExploreRecursive` over a union of two `ExploreAll`s doubles at every level)
+/// would otherwise grow without bound.
+pub const DEFAULT_MAX_EXPLORE_STEPS: usize = 16_384;
 
 /// Why a node is not a valid selector.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -37,6 +42,12 @@ pub enum SelectorError {
     /// More clauses than the limit.
     #[error("selector has more than {0} clauses")]
     TooLarge(usize),
+    /// Exploring one child took more steps than the limit: the selector multiplies as it
+    /// goes down the DAG.
+    #[error(
+        "the selector grows past {0} steps for one child (a union that multiplies at every level)"
+    )]
+    TooExpensive(usize),
 }
 
 /// How deep a recursion may go.
@@ -376,8 +387,9 @@ impl Selector {
         })
     }
 
-    /// The children worth looking at, in order; `None` means every child in node order.
-    pub fn interests(&self) -> Option<Vec<PathSegment>> {
+    /// The children of `node` worth looking at, in order; `None` means every child in node
+    /// order. A range lists only the indexes `node` has, so a peer's huge range costs nothing.
+    pub fn interests(&self, node: &Node) -> Option<Vec<PathSegment>> {
         match self {
             Self::Matcher { .. } | Self::ExploreRecursiveEdge => Some(Vec::new()),
             Self::ExploreAll { .. } => None,
@@ -393,27 +405,55 @@ impl Selector {
                     .into_iter()
                     .collect(),
             ),
-            Self::ExploreRange { start, end, .. } => Some(
-                (*start..*end)
-                    .filter_map(|i| usize::try_from(i).ok())
-                    .map(PathSegment::Index)
-                    .collect(),
-            ),
+            Self::ExploreRange { start, end, .. } => {
+                let len = match node {
+                    Node::List(items) => items.len(),
+                    _ => 0,
+                };
+                let start = usize::try_from(*start).unwrap_or(0);
+                let end = usize::try_from(*end).unwrap_or(0).min(len);
+                Some((start..end).map(PathSegment::Index).collect())
+            }
             Self::ExploreUnion(members) => {
                 let mut all = Vec::new();
                 for m in members.iter() {
-                    all.extend(m.interests()?);
+                    all.extend(m.interests(node)?);
                 }
                 Some(all)
             }
-            Self::ExploreRecursive { current, .. } => current.interests(),
-            Self::ExploreInterpretAs { next, .. } => next.interests(),
+            Self::ExploreRecursive { current, .. } => current.interests(node),
+            Self::ExploreInterpretAs { next, .. } => next.interests(node),
         }
     }
 
     /// The selector for the child at `seg` of `node`, if the child is selected at all.
+    /// Unbounded: a selector from a peer goes through [`Selector::explore_bounded`].
     pub fn explore(&self, node: &Node, seg: &PathSegment) -> Option<Self> {
-        match self {
+        let mut unbounded = usize::MAX;
+        self.explore_in(node, seg, &mut unbounded).unwrap_or(None)
+    }
+
+    /// [`Selector::explore`], failing with [`SelectorError::TooExpensive`] past `max_steps`
+    /// clauses visited or built.
+    pub fn explore_bounded(
+        &self,
+        node: &Node,
+        seg: &PathSegment,
+        max_steps: usize,
+    ) -> Result<Option<Self>, SelectorError> {
+        let mut steps = max_steps;
+        self.explore_in(node, seg, &mut steps)
+            .map_err(|Exhausted| SelectorError::TooExpensive(max_steps))
+    }
+
+    fn explore_in(
+        &self,
+        node: &Node,
+        seg: &PathSegment,
+        steps: &mut usize,
+    ) -> Result<Option<Self>, Exhausted> {
+        take_step(steps)?;
+        Ok(match self {
             Self::Matcher { .. } | Self::ExploreRecursiveEdge => None,
             Self::ExploreAll { next } => Some((**next).clone()),
             Self::ExploreFields { fields } => {
@@ -426,50 +466,45 @@ impl Selector {
             Self::ExploreIndex { index, next } => (node.kind() == Kind::List
                 && seg_index(seg) == Some(*index))
             .then(|| (**next).clone()),
-            Self::ExploreRange { start, end, next } => {
-                let i = seg_index(seg)?;
-                (node.kind() == Kind::List && *start <= i && i < *end).then(|| (**next).clone())
-            }
+            Self::ExploreRange { start, end, next } => seg_index(seg)
+                .filter(|i| node.kind() == Kind::List && *start <= *i && *i < *end)
+                .map(|_| (**next).clone()),
             Self::ExploreUnion(members) => {
-                let mut next: Vec<Self> = members
-                    .iter()
-                    .filter_map(|m| m.explore(node, seg))
-                    .collect();
-                match next.len() {
-                    0 => None,
-                    1 => next.pop(),
-                    _ => Some(Self::ExploreUnion(Arc::new(next))),
+                let mut next = Vec::new();
+                for m in members.iter() {
+                    next.extend(m.explore_in(node, seg, steps)?);
                 }
+                union_of(next)
             }
             Self::ExploreRecursive {
                 sequence,
                 current,
                 limit,
             } => {
-                let next = current.explore(node, seg)?;
+                let Some(next) = current.explore_in(node, seg, steps)? else {
+                    return Ok(None);
+                };
                 if !next.has_edge() {
-                    return Some(Self::ExploreRecursive {
+                    return Ok(Some(Self::ExploreRecursive {
                         sequence: sequence.clone(),
                         current: Arc::new(next),
                         limit: *limit,
-                    });
+                    }));
                 }
-                match limit {
-                    RecursionLimit::Depth(d) if *d < 2 => next.replace_edge(None),
-                    RecursionLimit::Depth(d) => Some(Self::ExploreRecursive {
+                let limit = match limit {
+                    RecursionLimit::Depth(d) if *d < 2 => return next.replace_edge(None, steps),
+                    RecursionLimit::Depth(d) => RecursionLimit::Depth(d - 1),
+                    RecursionLimit::None => RecursionLimit::None,
+                };
+                next.replace_edge(Some(sequence), steps)?
+                    .map(|current| Self::ExploreRecursive {
                         sequence: sequence.clone(),
-                        current: Arc::new(next.replace_edge(Some(sequence))?),
-                        limit: RecursionLimit::Depth(d - 1),
-                    }),
-                    RecursionLimit::None => Some(Self::ExploreRecursive {
-                        sequence: sequence.clone(),
-                        current: Arc::new(next.replace_edge(Some(sequence))?),
-                        limit: RecursionLimit::None,
-                    }),
-                }
+                        current: Arc::new(current),
+                        limit,
+                    })
             }
-            Self::ExploreInterpretAs { next, .. } => next.explore(node, seg),
-        }
+            Self::ExploreInterpretAs { next, .. } => next.explore_in(node, seg, steps)?,
+        })
     }
 
     fn has_edge(&self) -> bool {
@@ -480,19 +515,40 @@ impl Selector {
         }
     }
 
-    fn replace_edge(&self, with: Option<&Arc<Self>>) -> Option<Self> {
-        match self {
+    fn replace_edge(
+        &self,
+        with: Option<&Arc<Self>>,
+        steps: &mut usize,
+    ) -> Result<Option<Self>, Exhausted> {
+        take_step(steps)?;
+        Ok(match self {
             Self::ExploreRecursiveEdge => with.map(|s| (**s).clone()),
             Self::ExploreUnion(m) => {
-                let mut out: Vec<Self> = m.iter().filter_map(|s| s.replace_edge(with)).collect();
-                match out.len() {
-                    0 => None,
-                    1 => out.pop(),
-                    _ => Some(Self::ExploreUnion(Arc::new(out))),
+                let mut out = Vec::new();
+                for s in m.iter() {
+                    out.extend(s.replace_edge(with, steps)?);
                 }
+                union_of(out)
             }
             other => Some(other.clone()),
-        }
+        })
+    }
+}
+
+/// The step budget of one exploration ran out.
+struct Exhausted;
+
+fn take_step(steps: &mut usize) -> Result<(), Exhausted> {
+    *steps = steps.checked_sub(1).ok_or(Exhausted)?;
+    Ok(())
+}
+
+/// The union of what the members selected: nothing, the one member, or a union.
+fn union_of(mut members: Vec<Selector>) -> Option<Selector> {
+    match members.len() {
+        0 => None,
+        1 => members.pop(),
+        _ => Some(Selector::ExploreUnion(Arc::new(members))),
     }
 }
 

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::blockstore::{Blockstore, BlockstoreError};
 use crate::codec::{self, BlockError};
 use crate::node::{Node, Path, PathSegment};
-use crate::selector::Selector;
+use crate::selector::{DEFAULT_MAX_EXPLORE_STEPS, Selector, SelectorError};
 
 /// What to do when a block is not available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,10 @@ pub struct TraversalConfig {
     pub verify: bool,
     /// What a missing block does.
     pub missing: MissingBlocks,
+    /// Most steps the selector may take to explore one child (see
+    /// [`Selector::explore_bounded`]); past it the walk fails with
+    /// [`TraversalError::Selector`].
+    pub max_explore_steps: usize,
 }
 
 impl Default for TraversalConfig {
@@ -48,6 +52,7 @@ impl Default for TraversalConfig {
             max_block_size: 4 << 20,
             verify: true,
             missing: MissingBlocks::Fail,
+            max_explore_steps: DEFAULT_MAX_EXPLORE_STEPS,
         }
     }
 }
@@ -70,6 +75,9 @@ pub enum TraversalError {
     /// The DAG is nested deeper than the limit.
     #[error("DAG nested deeper than {0} levels")]
     TooDeep(usize),
+    /// The selector could not be evaluated within its bounds.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
     /// `provide` was called while no block was awaited.
     #[error("no block is awaited")]
     NotWaiting,
@@ -224,7 +232,11 @@ impl Traversal {
             let Some(value) = child(&frame.node, &seg) else {
                 continue;
             };
-            let Some(next) = frame.selector.explore(&frame.node, &seg) else {
+            let explored =
+                frame
+                    .selector
+                    .explore_bounded(&frame.node, &seg, self.config.max_explore_steps)?;
+            let Some(next) = explored else {
                 continue;
             };
             let mut path = frame.path.clone();
@@ -261,7 +273,7 @@ impl Traversal {
             if self.stack.len() >= self.config.max_depth {
                 return Err(TraversalError::TooDeep(self.config.max_depth));
             }
-            let children = match selector.interests() {
+            let children = match selector.interests(&node) {
                 Some(segs) => Children::Listed(segs, 0),
                 None => Children::All(0),
             };

@@ -863,3 +863,74 @@ async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
     export(&store.inner, &root, &mut back).unwrap();
     assert!(back == data);
 }
+
+/// Selectors a peer could send to make a responder work without end (a union that doubles
+/// at every level of a 60-block chain; a range of 2^62 indexes) end at once, and the
+/// responder goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_that_would_run_away_end_at_once() {
+    let provider = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&provider).await;
+    let mut head = provider.store.put_new(RAW, b"end").unwrap();
+    for _ in 0..60 {
+        let list = Node::List(vec![Node::Integer(7), Node::Link(head)]);
+        head = provider
+            .store
+            .put_new(codec::DAG_CBOR, &codec::encode_dag_cbor(&list))
+            .unwrap();
+    }
+    let selector = |node: Node| RawNode::new(codec::encode_dag_cbor(&node)).unwrap();
+    let empty = || Node::map(Vec::<(String, Node)>::new());
+    let explore_all_edge = || Node::map([("a", Node::map([(">", Node::map([("@", empty())]))]))]);
+    let doubling = selector(Node::map([(
+        "R",
+        Node::map([
+            ("l", Node::map([("none", empty())])),
+            (
+                ":>",
+                Node::map([(
+                    "|",
+                    Node::List(vec![explore_all_edge(), explore_all_edge()]),
+                )]),
+            ),
+        ]),
+    )]));
+    let huge_range = selector(Node::map([(
+        "r",
+        Node::map([
+            ("$", Node::Integer(1 << 62)),
+            (">", Node::map([(".", empty())])),
+            ("^", Node::Integer(0)),
+        ]),
+    )]));
+    let run = |selector: RawNode| {
+        let gs = client.gs.clone();
+        let peer = provider.peer;
+        async move {
+            let req = gs
+                .request(peer, head, selector, Extensions::new())
+                .await
+                .unwrap();
+            timeout(Duration::from_secs(10), req.finish())
+                .await
+                .unwrap()
+        }
+    };
+    let res = run(doubling).await;
+    // The responder gave up on the walk and said so.
+    assert!(
+        matches!(
+            res,
+            Err(GraphSyncError::Verify(VerifyError::Failed(
+                ResponseStatus::RequestFailedUnknown
+            )))
+        ),
+        "{res:?}"
+    );
+    assert_eq!(
+        run(huge_range).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    assert_eq!(run(all()).await, Ok(ResponseStatus::RequestCompletedFull));
+}
