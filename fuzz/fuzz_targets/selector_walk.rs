@@ -30,7 +30,10 @@ fn dag() -> &'static (MemoryBlockstore, Vec<Cid>) {
             let node = Node::map([
                 ("bytes", Node::Bytes(vec![i as u8; 10])),
                 ("file", Node::Link(file)),
-                ("list", Node::List(vec![Node::Integer(i), Node::Link(next), Node::Null])),
+                (
+                    "list",
+                    Node::List(vec![Node::Integer(i), Node::Link(next), Node::Null]),
+                ),
                 ("name", Node::String(format!("level {i}"))),
             ]);
             next = store
@@ -51,6 +54,12 @@ fuzz_target!(|data: &[u8]| {
         ..TraversalConfig::default()
     };
     for root in roots {
-        let _ = walk(store, *root, selector.clone(), config.clone(), &mut NoVisitor);
+        let _ = walk(
+            store,
+            *root,
+            selector.clone(),
+            config.clone(),
+            &mut NoVisitor,
+        );
     }
 });
