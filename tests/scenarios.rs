@@ -373,16 +373,7 @@ async fn a_channel_completes_only_once_its_blocks_are_durable() {
         let id = if pulled {
             pull(&receiver, &sender, voucher(1), file.root).await
         } else {
-            sender
-                .manager
-                .open_push_channel(
-                    receiver.manager.peer_id(),
-                    voucher(1),
-                    file.root,
-                    all_selector(),
-                )
-                .await
-                .unwrap()
+            push(&sender, &receiver, voucher(1), file.root).await
         };
         let events = wait_finished(&mut sub, id, 30).await;
         let puts = recorder.puts.load(Ordering::SeqCst);
@@ -605,16 +596,7 @@ async fn subscribers_see_the_events_of_a_push_in_go_order() {
     let data = random_bytes(200_000, 22);
     let file = import(&*sender.store, &data, 16 << 10);
     let mut sub = sender.manager.subscribe().await.unwrap();
-    let id = sender
-        .manager
-        .open_push_channel(
-            receiver.manager.peer_id(),
-            voucher(1),
-            file.root,
-            all_selector(),
-        )
-        .await
-        .unwrap();
+    let id = push(&sender, &receiver, voucher(1), file.root).await;
     let events = wait_finished(&mut sub, id, 30).await;
     let got = codes(&events);
     let blocks = file.blocks as usize;

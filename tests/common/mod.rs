@@ -422,6 +422,20 @@ pub async fn pull(client: &Node, provider: &Node, voucher: Voucher, root: Cid) -
         .unwrap()
 }
 
+/// Opens a push of the whole DAG under `root` from `sender` to `receiver`.
+pub async fn push(sender: &Node, receiver: &Node, voucher: Voucher, root: Cid) -> ChannelId {
+    sender
+        .manager
+        .open_push_channel(
+            receiver.manager.peer_id(),
+            voucher,
+            root,
+            datatransfer::all_selector(),
+        )
+        .await
+        .unwrap()
+}
+
 /// Reads `channel`'s events until it ends, paying with a new voucher whenever the provider
 /// asks for something owed (vouchers numbered from `after + 1`); returns the events and how
 /// many vouchers were sent.
