@@ -265,9 +265,15 @@ impl Traversal {
         visitor: &mut impl Visitor,
     ) -> Result<(), TraversalError> {
         let matched = selector.decide(&node);
-        match (matched, selector.matched_node(&node)) {
-            (true, Some(slice)) if slice != node => visitor.node(&path, &slice, true),
-            _ => visitor.node(&path, &node, matched),
+        // Only a subset matcher makes a new node (a slice); anything else reports the node
+        // itself, uncopied (it can be a whole block).
+        let slice = match &selector {
+            Selector::Matcher { subset: Some(_) } if matched => selector.matched_node(&node),
+            _ => None,
+        };
+        match slice {
+            Some(slice) => visitor.node(&path, &slice, true),
+            None => visitor.node(&path, &node, matched),
         }
         if matches!(node, Node::Map(_) | Node::List(_)) {
             if self.stack.len() >= self.config.max_depth {
