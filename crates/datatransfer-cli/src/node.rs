@@ -133,10 +133,12 @@ pub(crate) async fn manager(
     dir: &Path,
     listen: Option<Multiaddr>,
 ) -> Result<(Manager, Arc<FsBlockstore>), String> {
-    let config = datatransfer::ManagerConfig {
+    let mut config = datatransfer::ManagerConfig {
         restart_on_start: listen.is_none(),
         ..Default::default()
     };
+    // Lotus's limit (MaxTraversalLinks): no request from a peer walks more than 32 Mi blocks.
+    config.transport.graphsync.max_links_per_incoming_request = Some(32 << 20);
     let blocks = Arc::new(
         FsBlockstore::open(dir.join("blocks"), true)
             .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,

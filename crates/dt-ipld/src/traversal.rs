@@ -43,6 +43,10 @@ pub struct TraversalConfig {
     /// [`Selector::explore_bounded`]); past it the walk fails with
     /// [`TraversalError::Selector`].
     pub max_explore_steps: usize,
+    /// Most links the walk follows, the root included (go-ipld-prime's link budget, which
+    /// go-graphsync's `MaxLinksPer{Incoming,Outgoing}Requests` set); `None` for no limit. Past
+    /// it the walk fails with [`TraversalError::TooManyLinks`].
+    pub max_links: Option<u64>,
 }
 
 impl Default for TraversalConfig {
@@ -53,6 +57,7 @@ impl Default for TraversalConfig {
             verify: true,
             missing: MissingBlocks::Fail,
             max_explore_steps: DEFAULT_MAX_EXPLORE_STEPS,
+            max_links: None,
         }
     }
 }
@@ -75,6 +80,9 @@ pub enum TraversalError {
     /// The DAG is nested deeper than the limit.
     #[error("DAG nested deeper than {0} levels")]
     TooDeep(usize),
+    /// The walk would follow more links than [`TraversalConfig::max_links`].
+    #[error("the walk would follow more than {0} links")]
+    TooManyLinks(u64),
     /// The selector could not be evaluated within its bounds.
     #[error(transparent)]
     Selector(#[from] SelectorError),
@@ -151,6 +159,8 @@ pub struct Traversal {
     stack: Vec<Frame>,
     awaited: Option<Awaited>,
     config: TraversalConfig,
+    /// Links followed so far (the root included).
+    links: u64,
 }
 
 fn child<'a>(node: &'a Node, seg: &PathSegment) -> Option<&'a Node> {
@@ -175,6 +185,7 @@ impl Traversal {
                 path: Path::default(),
             }),
             config,
+            links: 1,
         }
     }
 
@@ -190,6 +201,7 @@ impl Traversal {
             stack: Vec::new(),
             awaited: None,
             config,
+            links: 0,
         };
         t.enter(node, selector, Path::default(), visitor)?;
         Ok(t)
@@ -204,6 +216,11 @@ impl Traversal {
     pub fn advance(&mut self, visitor: &mut impl Visitor) -> Result<Step, TraversalError> {
         loop {
             if let Some(a) = &self.awaited {
+                if let Some(max) = self.config.max_links
+                    && self.links > max
+                {
+                    return Err(TraversalError::TooManyLinks(max));
+                }
                 return Ok(Step::NeedBlock(a.cid));
             }
             let Some(frame) = self.stack.last_mut() else {
@@ -243,6 +260,7 @@ impl Traversal {
             path.0.push(seg);
             match value {
                 Node::Link(cid) => {
+                    self.links += 1;
                     self.awaited = Some(Awaited {
                         cid: *cid,
                         selector: next,

@@ -327,3 +327,29 @@ fn a_union_that_multiplies_at_every_level_fails_instead_of_running_away() {
         TraversalError::Selector(SelectorError::TooExpensive(config.max_explore_steps))
     );
 }
+
+/// A link budget (go-graphsync's max links per request) stops the walk at the link past it;
+/// the root counts.
+#[test]
+fn a_link_budget_stops_the_walk_at_the_link_past_it() {
+    let store = MemoryBlockstore::new();
+    let head = chain(&store, 4);
+    let with = |max| TraversalConfig {
+        max_links: Some(max),
+        ..TraversalConfig::default()
+    };
+    let all = Selector::explore_all_recursively;
+    let mut log = BlockLog::default();
+    walk(&store, head, all(), with(5), &mut log).unwrap();
+    assert_eq!(log.0.len(), 5);
+    for max in [0, 1, 4] {
+        let mut log = BlockLog::default();
+        let err = walk(&store, head, all(), with(max), &mut log).unwrap_err();
+        assert_eq!(err, TraversalError::TooManyLinks(max));
+        assert_eq!(
+            log.0.len() as u64,
+            max,
+            "blocks walked with a budget of {max}"
+        );
+    }
+}

@@ -59,6 +59,28 @@ pub struct GraphSyncConfig {
     /// stream readers wait, so TCP slows the senders down: a slow block store bounds memory
     /// instead of growing a queue. A single message larger than this still passes, alone.
     pub max_inbound_bytes: usize,
+    /// Most links a walk for a peer's request may follow (go-graphsync's
+    /// `MaxLinksPerIncomingRequests`; Lotus sets 32 Mi); past it the response ends with
+    /// `RequestFailedUnknown`. `None`: only `traversal.max_links` applies.
+    pub max_links_per_incoming_request: Option<u64>,
+    /// Most links the walk of one of our requests may follow (go-graphsync's
+    /// `MaxLinksPerOutgoingRequests`); past it the request fails. `None`: only
+    /// `traversal.max_links` applies.
+    pub max_links_per_outgoing_request: Option<u64>,
+}
+
+impl GraphSyncConfig {
+    /// The walk settings for one request, with the tighter of the two link limits.
+    fn traversal_with(&self, max_links: Option<u64>) -> TraversalConfig {
+        let max_links = match (self.traversal.max_links, max_links) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        TraversalConfig {
+            max_links,
+            ..self.traversal.clone()
+        }
+    }
 }
 
 impl Default for GraphSyncConfig {
@@ -74,6 +96,8 @@ impl Default for GraphSyncConfig {
             traversal: TraversalConfig::default(),
             event_buffer: 256,
             max_inbound_bytes: 16 << 20,
+            max_links_per_incoming_request: None,
+            max_links_per_outgoing_request: None,
         }
     }
 }
@@ -814,7 +838,8 @@ impl Node {
                     let verifier = Verifier::new(
                         root,
                         selector,
-                        self.config.traversal.clone(),
+                        self.config
+                            .traversal_with(self.config.max_links_per_outgoing_request),
                         self.config.max_buffered_blocks,
                     );
                     let id = request.id;
@@ -1227,7 +1252,8 @@ impl ServeCtx {
         };
         let mut responder = match Responder::new(
             &request,
-            self.config.traversal.clone(),
+            self.config
+                .traversal_with(self.config.max_links_per_incoming_request),
             self.config.message_target,
         ) {
             Ok(r) => r,

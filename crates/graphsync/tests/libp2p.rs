@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use dt_ipld::codec::{self, DAG_CBOR, RAW};
+use dt_ipld::traversal::TraversalError;
 use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
 use dt_ipld::{Cid, Node};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -933,4 +934,97 @@ async fn selectors_that_would_run_away_end_at_once() {
         Ok(ResponseStatus::RequestCompletedFull)
     );
     assert_eq!(run(all()).await, Ok(ResponseStatus::RequestCompletedFull));
+}
+
+/// go-graphsync's `MaxLinksPerIncomingRequests` and `MaxLinksPerOutgoingRequests`: a walk past
+/// the limit ends the request, on the responder (which says `RequestFailedUnknown`) and on
+/// the requester; within it, the same request completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_limits_per_request_end_longer_walks() {
+    let strict_provider = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_links_per_incoming_request: Some(20),
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let strict_client = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_links_per_outgoing_request: Some(20),
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let provider = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    for (c, p) in [
+        (&client, &strict_provider),
+        (&strict_client, &provider),
+        (&client, &provider),
+    ] {
+        c.connect(p).await;
+    }
+    let chain = |store: &dyn Blockstore, len: usize| {
+        let mut head = store.put_new(RAW, b"end").unwrap();
+        for _ in 0..len {
+            let list = Node::List(vec![Node::Link(head)]);
+            head = store
+                .put_new(DAG_CBOR, &codec::encode_dag_cbor(&list))
+                .unwrap();
+        }
+        head
+    };
+    let (short, long) = (19, 30);
+    for p in [&strict_provider, &provider] {
+        chain(&*p.store, short);
+        chain(&*p.store, long);
+    }
+    let short = chain(&MemoryBlockstore::new(), short);
+    let long = chain(&MemoryBlockstore::new(), long);
+    let pull = |c: &TestNode, p: &TestNode, root: Cid| {
+        let (gs, peer) = (c.gs.clone(), p.peer);
+        async move {
+            let req = gs
+                .request(peer, root, all(), Extensions::new())
+                .await
+                .unwrap();
+            timeout(Duration::from_secs(10), req.finish())
+                .await
+                .unwrap()
+        }
+    };
+    // 20 blocks (the root and 19 links) fit; 31 do not.
+    assert_eq!(
+        pull(&client, &strict_provider, short).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let refused = pull(&client, &strict_provider, long).await;
+    assert!(
+        matches!(
+            refused,
+            Err(GraphSyncError::Verify(VerifyError::Failed(
+                ResponseStatus::RequestFailedUnknown
+            )))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        pull(&strict_client, &provider, short).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let stopped = pull(&strict_client, &provider, long).await;
+    assert!(
+        matches!(
+            stopped,
+            Err(GraphSyncError::Verify(VerifyError::Traversal(ref e)))
+                if **e == TraversalError::TooManyLinks(20)
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(
+        pull(&client, &provider, long).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
 }
