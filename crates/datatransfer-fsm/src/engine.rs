@@ -18,7 +18,7 @@ use datatransfer_types::{
 
 use crate::channel_fsm::{ChannelEvent, FsmError, transition};
 use crate::io::{
-    HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
+    DataRequest, HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
     ValidationAnswer, ValidationCall, ValidationToken,
 };
 
@@ -842,7 +842,7 @@ impl Engine {
                 self.on_restart_existing(from, &r)
             }
             Message::Request(r) => self.on_request(now, from, r, Via::Network),
-            Message::Response(r) => self.on_response(now, from, r),
+            Message::Response(r) => self.on_response(now, from, r, None),
         }
     }
 
@@ -1281,16 +1281,52 @@ impl Engine {
         }
     }
 
-    /// Go's `OnResponseReceived` plus `receiver.receiveResponse`.
-    fn on_response(&mut self, now: Timestamp, from: PeerId, resp: TransferResponse) {
+    /// Go's `OnResponseReceived` plus `receiver.receiveResponse`. A response riding in a
+    /// request for data (`data_request`) is answered: served only for a push of ours to that
+    /// peer, for the channel's own root and selector (Go checks neither; we do, so a peer
+    /// cannot take more than the channel it accepted).
+    fn on_response(
+        &mut self,
+        now: Timestamp,
+        from: PeerId,
+        resp: TransferResponse,
+        data_request: Option<DataRequest>,
+    ) {
         let id = ChannelId::new(self.me, from, resp.transfer_id);
-        if !self.channels.contains_key(&id) {
+        let refusal = match (self.channels.get(&id), &data_request) {
+            (None, _) => Some("no such channel"),
+            (Some(ch), Some(_)) if ch.is_pull() => Some("the channel is a pull, not a push"),
+            (Some(ch), Some(r)) if ch.base_cid != r.root || !ch.selector.same_node(&r.selector) => {
+                Some("the request is not for the channel's root and selector")
+            }
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            if let Some(r) = data_request {
+                self.hook(r.token, id, None, HookResult::Fail(why.to_owned()));
+            }
             return;
         }
-        match self.response_verdict(now, id, &resp) {
-            Verdict::Pause => self.transport(TransportCommand::PauseChannel { channel: id }),
-            Verdict::Err(_) => self.transport(TransportCommand::CloseChannel { channel: id }),
-            _ => {}
+        let verdict = self.response_verdict(now, id, &resp);
+        match (data_request, verdict) {
+            // The request waiting for the answer is the transfer itself: answering it pauses
+            // or refuses it.
+            (Some(r), verdict) => {
+                let answer = match verdict {
+                    Verdict::Pause => HookResult::Pause,
+                    Verdict::Resume => HookResult::Resume,
+                    Verdict::Err(e) => HookResult::Fail(e),
+                    Verdict::Ok => HookResult::Continue,
+                };
+                self.hook(r.token, id, None, answer);
+            }
+            (None, Verdict::Pause) => {
+                self.transport(TransportCommand::PauseChannel { channel: id })
+            }
+            (None, Verdict::Err(_)) => {
+                self.transport(TransportCommand::CloseChannel { channel: id })
+            }
+            (None, _) => {}
         }
     }
 
@@ -1377,7 +1413,11 @@ impl Engine {
                 }
                 self.on_request(now, from, request, Via::Transport(token))
             }
-            T::ResponseReceived { from, response } => self.on_response(now, from, response),
+            T::ResponseReceived {
+                from,
+                response,
+                data_request,
+            } => self.on_response(now, from, response, data_request),
             T::DataReceived {
                 token,
                 channel,

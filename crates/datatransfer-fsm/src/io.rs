@@ -14,6 +14,17 @@ use datatransfer_types::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HookToken(pub u64);
 
+/// A transport request for a channel's data, waiting for the engine's leave to serve it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRequest {
+    /// The hook waiting for the answer.
+    pub token: HookToken,
+    /// The root the request asks for.
+    pub root: Cid,
+    /// The selector it asks with (DAG-CBOR).
+    pub selector: DagCbor,
+}
+
 /// Identifies a validator call in flight ([`Output::Validate`]); chosen by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValidationToken(pub u64);
@@ -45,6 +56,11 @@ pub enum TransportEvent {
         from: PeerId,
         /// The response.
         response: TransferResponse,
+        /// Set when the response rides in a request for the channel's data (a push's
+        /// responder asking for it): the engine answers with
+        /// [`TransportCommand::HookResult`], and serves only a push of ours to that peer, for
+        /// the channel's own root and selector.
+        data_request: Option<DataRequest>,
     },
     /// A block arrived. Answer: [`TransportCommand::HookResult`] with `token` (pause, cancel or
     /// continue).

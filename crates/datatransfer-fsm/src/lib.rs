@@ -21,6 +21,6 @@ pub mod sim;
 pub use channel_fsm::{ChannelEvent, FsmError, Transition, transition};
 pub use engine::{Engine, EngineConfig, MonitorConfig, UsageError, accept};
 pub use io::{
-    HookResult, HookToken, OnSendFailure, Output, Transport, TransportCommand, TransportEvent,
-    TransportEventSink, ValidationAnswer, ValidationCall, ValidationToken,
+    DataRequest, HookResult, HookToken, OnSendFailure, Output, Transport, TransportCommand,
+    TransportEvent, TransportEventSink, ValidationAnswer, ValidationCall, ValidationToken,
 };

@@ -24,7 +24,7 @@ use serde_like::PaymentNode;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::io::{
-    HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
+    DataRequest, HookResult, HookToken, OnSendFailure, Output, TransportCommand, TransportEvent,
     ValidationAnswer, ValidationCall,
 };
 
@@ -154,6 +154,7 @@ enum Wire {
     Open {
         channel: ChannelId,
         root: Cid,
+        selector: DagCbor,
         message: Message,
         skip: u64,
     },
@@ -232,6 +233,7 @@ enum Hook {
         from: usize,
         skip: u64,
         root: Cid,
+        selector: DagCbor,
     },
     Update {
         channel: ChannelId,
@@ -734,17 +736,37 @@ impl Sim {
                     },
                 );
             }
-            Message::Response(response) => {
-                self.feed(
-                    i,
-                    TransportEvent::ResponseReceived {
-                        from: peer,
-                        response,
-                    },
-                );
-                // A response needs no answer: apply what the hook would have continued with.
-                self.hook_done(i, hook, None, HookResult::Continue);
-            }
+            Message::Response(response) => match &hook {
+                // A push's responder asking for the data: the engine decides whether to serve.
+                Hook::Open { root, selector, .. } => {
+                    let (root, selector) = (*root, selector.clone());
+                    let token = self.new_hook(i, hook);
+                    self.feed(
+                        i,
+                        TransportEvent::ResponseReceived {
+                            from: peer,
+                            response,
+                            data_request: Some(DataRequest {
+                                token,
+                                root,
+                                selector,
+                            }),
+                        },
+                    );
+                }
+                _ => {
+                    self.feed(
+                        i,
+                        TransportEvent::ResponseReceived {
+                            from: peer,
+                            response,
+                            data_request: None,
+                        },
+                    );
+                    // Nothing waits for an answer: apply what the hook would continue with.
+                    self.hook_done(i, hook, None, HookResult::Continue);
+                }
+            },
         }
     }
 
@@ -754,9 +776,9 @@ impl Sim {
                 data_sender,
                 channel,
                 root,
+                selector,
                 message,
                 restart,
-                ..
             } => {
                 let Some(s) = self.node_of(&data_sender) else {
                     return;
@@ -790,6 +812,7 @@ impl Sim {
                     Wire::Open {
                         channel,
                         root,
+                        selector,
                         message,
                         skip,
                     },
@@ -904,6 +927,7 @@ impl Sim {
                 from,
                 skip,
                 root,
+                ..
             } => {
                 let rejected = match &result {
                     HookResult::Fail(e) => Some(e.clone()),
@@ -1170,6 +1194,7 @@ impl Sim {
                     TransportEvent::ResponseReceived {
                         from: peer,
                         response,
+                        data_request: None,
                     },
                 );
             }
@@ -1194,6 +1219,7 @@ impl Sim {
                 message,
                 skip,
                 root,
+                selector,
             } => self.deliver_message(
                 to,
                 from,
@@ -1203,6 +1229,7 @@ impl Sim {
                     from,
                     skip,
                     root,
+                    selector,
                 },
             ),
             Wire::Reply {
@@ -1217,6 +1244,7 @@ impl Sim {
                         TransportEvent::ResponseReceived {
                             from: peer,
                             response,
+                            data_request: None,
                         },
                     );
                 }

@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use async_trait::async_trait;
 use datatransfer_fsm::{
-    HookResult, HookToken, Transport, TransportCommand, TransportEvent, TransportEventSink,
+    DataRequest, HookResult, HookToken, Transport, TransportCommand, TransportEvent,
+    TransportEventSink,
 };
 use datatransfer_types::message::{DecodeLimits, Message, MessageType, WireVersion};
 use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, PeerId};
@@ -108,6 +109,9 @@ struct Outgoing {
 /// A graphsync request we serve (we send the channel's data).
 struct Serving {
     channel: ChannelId,
+    /// What the request asked for: a re-request under the same id must ask for the same.
+    root: Cid,
+    selector: DagCbor,
     /// Blocks queued for sending and their walk positions, for the block-sent hook.
     queued: VecDeque<(Cid, u64)>,
 }
@@ -345,13 +349,40 @@ impl Hooks for DtHooks {
         };
         let channel = s.channel_of(peer, &msg);
         let key = (peer, request.id);
-        // The same request again is a requester resuming after its own pause: its original
-        // opening message is not news to the engine.
-        let repeat = s
-            .lock()
-            .serving
-            .get(&key)
-            .is_some_and(|sv| sv.channel == channel);
+        let opening = matches!(msg.message_type(), MessageType::New | MessageType::Restart);
+        // What the graphsync request asks for. A pull's opening request names it too, and
+        // must name the same: the validator approved that root and selector, not another.
+        let wanted = request.root.zip(
+            request
+                .selector
+                .as_ref()
+                .and_then(|n| DagCbor::from_bytes(n.as_bytes().to_vec()).ok()),
+        );
+        let Some((root, selector)) = wanted else {
+            return RequestDecision::Reject(
+                ResponseStatus::RequestFailedUnknown,
+                Extensions::new(),
+            );
+        };
+        // The same request again (same id, same root and selector) is a requester resuming
+        // after its own pause: its original opening message is not news to the engine.
+        let repeat = s.lock().serving.get(&key).is_some_and(|sv| {
+            sv.channel == channel && sv.root == root && sv.selector.same_node(&selector)
+        });
+        if let Message::Request(r) = &msg {
+            // Anything but an opening request may only ride in a request already validated.
+            let allowed = if opening {
+                r.base_cid == Some(root)
+                    && r.selector
+                        .as_ref()
+                        .is_some_and(|sel| sel.same_node(&selector))
+            } else {
+                repeat
+            };
+            if !allowed {
+                return RequestDecision::Reject(ResponseStatus::RequestRejected, Extensions::new());
+            }
+        }
         let mut pending = Extensions::new();
         {
             let mut st = s.lock();
@@ -365,50 +396,57 @@ impl Hooks for DtHooks {
             }
             st.serving.entry(key).or_insert_with(|| Serving {
                 channel,
+                root,
+                selector: selector.clone(),
                 queued: VecDeque::new(),
             });
             for m in st.stashed.remove(&channel).unwrap_or_default() {
                 merge_into(&mut pending, extensions_for(&m, &[EXTENSION_DATA_TRANSFER]));
             }
         }
-        let opening = matches!(msg.message_type(), MessageType::New | MessageType::Restart);
-        match msg {
+        if repeat && opening {
+            return RequestDecision::Accept(pending);
+        }
+        let (reply, result) = match msg {
+            // A push's responder asking for the data it accepted.
             Message::Response(response) => {
-                if !(repeat && opening) {
-                    s.deliver(TransportEvent::ResponseReceived {
-                        from: peer,
-                        response,
-                    });
-                }
-                RequestDecision::Accept(pending)
-            }
-            Message::Request(_) if repeat && opening => RequestDecision::Accept(pending),
-            Message::Request(request) => {
-                let (reply, result) = s
-                    .ask(|token| TransportEvent::RequestReceived {
+                s.ask(|token| TransportEvent::ResponseReceived {
+                    from: peer,
+                    response,
+                    data_request: Some(DataRequest {
                         token,
-                        from: peer,
-                        request,
-                    })
-                    .await;
-                if let Some(m) = reply {
-                    merge_into(
-                        &mut pending,
-                        extensions_for(&m, &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER]),
-                    );
+                        root,
+                        selector,
+                    }),
+                })
+                .await
+            }
+            // A pull's initiator opening (or re-opening) its channel.
+            Message::Request(request) => {
+                s.ask(|token| TransportEvent::RequestReceived {
+                    token,
+                    from: peer,
+                    request,
+                })
+                .await
+            }
+        };
+        if let Some(m) = reply {
+            merge_into(
+                &mut pending,
+                extensions_for(&m, &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER]),
+            );
+        }
+        match result {
+            HookResult::Continue | HookResult::Resume => RequestDecision::Accept(pending),
+            HookResult::Pause => RequestDecision::Pause(pending),
+            HookResult::Fail(_) => {
+                let mut st = s.lock();
+                st.serving.remove(&key);
+                if st.serving_channels.get(&channel) == Some(&key) {
+                    st.serving_channels.remove(&channel);
                 }
-                match result {
-                    HookResult::Continue | HookResult::Resume => RequestDecision::Accept(pending),
-                    HookResult::Pause => RequestDecision::Pause(pending),
-                    HookResult::Fail(_) => {
-                        let mut st = s.lock();
-                        st.serving.remove(&key);
-                        if st.serving_channels.get(&channel) == Some(&key) {
-                            st.serving_channels.remove(&channel);
-                        }
-                        RequestDecision::Reject(ResponseStatus::RequestRejected, pending)
-                    }
-                }
+                RequestDecision::Reject(ResponseStatus::RequestRejected, pending)
             }
         }
     }
@@ -522,6 +560,7 @@ impl Hooks for DtHooks {
                 Message::Response(response) => s.deliver(TransportEvent::ResponseReceived {
                     from: peer,
                     response,
+                    data_request: None,
                 }),
                 Message::Request(request) => {
                     let token = s.token();
@@ -557,6 +596,7 @@ impl Hooks for DtHooks {
             Message::Response(response) => s.deliver(TransportEvent::ResponseReceived {
                 from: peer,
                 response,
+                data_request: None,
             }),
             Message::Request(req) => {
                 let token = s.token();

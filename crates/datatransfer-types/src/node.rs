@@ -93,6 +93,19 @@ impl DagCbor {
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
     }
+
+    /// Whether both hold the same IPLD node: the same bytes, or bytes that decode to equal
+    /// nodes (one of them written non-canonically).
+    pub fn same_node(&self, other: &Self) -> bool {
+        if self.0 == other.0 {
+            return true;
+        }
+        let decode = |b: &[u8]| dt_ipld::codec::decode_dag_cbor(b, 256).ok();
+        match (decode(&self.0), decode(&other.0)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Debug for DagCbor {

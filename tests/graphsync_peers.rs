@@ -1,0 +1,270 @@
+//! A Manager answering a bare graphsync peer that speaks the data-transfer extension by hand,
+//! as go-data-transfer v1.15.1's `TestRespondingToPullGraphsyncRequests`,
+//! `TestRespondingToPushGraphsyncRequests` and `TestResponseHookWhenExtensionNotFound` do:
+//! what a Go peer sends is served when a channel backs it, and refused when none does.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use datatransfer::{Cid, Status, all_selector};
+use datatransfer_integration_tests::*;
+use datatransfer_types::TransferId;
+use datatransfer_types::message::{Message, TransferRequest, TransferResponse, WireVersion};
+use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use futures::{AsyncReadExt, StreamExt};
+use graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError};
+use graphsync::requester::VerifyError;
+use graphsync::{Extensions, RawNode, ResponseStatus};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+/// The graphsync extension go-data-transfer's messages ride in.
+const EXTENSION: &str = "fil/data-transfer/1.1";
+
+/// A graphsync node on its own libp2p swarm, with no data-transfer layer: its requests carry
+/// whatever extension the test writes. It also takes data-transfer network streams, so the
+/// messages a Manager sends it can be read.
+struct BarePeer {
+    peer: PeerId,
+    gs: GraphSync,
+    store: Arc<MemoryBlockstore>,
+    dt_messages: mpsc::Receiver<Message>,
+}
+
+async fn bare_peer(manager: &datatransfer::Manager) -> BarePeer {
+    let mut swarm: Swarm<dt_streams::Behaviour> = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| dt_streams::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let peer = *swarm.local_peer_id();
+    let mut control = swarm.behaviour().new_control();
+    let store = Arc::new(MemoryBlockstore::new());
+    let gs = GraphSync::start(
+        peer,
+        control.clone(),
+        store.clone(),
+        Arc::new(AcceptAll),
+        GraphSyncConfig::default(),
+    )
+    .unwrap();
+    // Data-transfer messages from the Manager: one or more DAG-CBOR items per stream.
+    let (tx, dt_messages) = mpsc::channel(16);
+    let mut incoming = control
+        .accept(StreamProtocol::new(WireVersion::V1_2.protocol()))
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    while let Ok(Some(n)) = dt_ipld::cbor::item_len(&bytes, 64) {
+                        let msg = Message::from_cbor(WireVersion::V1_2, &bytes[..n]).unwrap();
+                        bytes.drain(..n);
+                        let _ = tx.send(msg).await;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let to: Multiaddr = manager.listen_addrs().await[0]
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(manager.peer_id()));
+    let (connected_tx, mut connected) = mpsc::channel(1);
+    swarm.dial(to).unwrap();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+                let _ = connected_tx.try_send(());
+            }
+        }
+    });
+    timeout(Duration::from_secs(10), connected.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    BarePeer {
+        peer,
+        gs,
+        store,
+        dt_messages,
+    }
+}
+
+impl BarePeer {
+    /// Sends a graphsync request for the whole DAG under `root` to `to`, with `message` (if
+    /// any) in the data-transfer extension, and says how it ended.
+    async fn request(
+        &self,
+        to: PeerId,
+        root: Cid,
+        message: Option<Message>,
+    ) -> Result<ResponseStatus, GraphSyncError> {
+        let mut ext = Extensions::new();
+        if let Some(m) = message {
+            ext.set(
+                EXTENSION,
+                RawNode::new(m.to_cbor(WireVersion::V1_2)).unwrap(),
+            );
+        }
+        let selector = RawNode::new(all_selector().as_bytes().to_vec()).unwrap();
+        let req = self.gs.request(to, root, selector, ext).await.unwrap();
+        timeout(Duration::from_secs(20), req.finish())
+            .await
+            .unwrap()
+    }
+}
+
+fn refused(result: &Result<ResponseStatus, GraphSyncError>) -> bool {
+    matches!(result, Err(GraphSyncError::Verify(VerifyError::Failed(s))) if s.is_error())
+}
+
+/// `TestRespondingToPullGraphsyncRequests`: a graphsync request carrying a New pull request
+/// is validated; accepted, the DAG is served; rejected, the request fails. The graphsync
+/// request must ask for what the validated message names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_in_a_graphsync_request_is_validated_then_served() {
+    let provider = default_node().await;
+    let data = random_bytes(300_000, 31);
+    let file = import(&*provider.store, &data, 16 << 10);
+    let client = bare_peer(&provider.manager).await;
+    let pull = |id: u64| {
+        Message::Request(TransferRequest::new_channel(
+            TransferId(id),
+            true,
+            voucher(1),
+            file.root,
+            all_selector(),
+        ))
+    };
+    let to = provider.manager.peer_id();
+
+    let served = client.request(to, file.root, Some(pull(1))).await;
+    assert_eq!(served, Ok(ResponseStatus::RequestCompletedFull));
+    assert_file(&*client.store, &file.root, &data);
+    assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 1);
+
+    // The validator approved `file`; a graphsync request for another root under that
+    // approval is refused before anything is sent (Go serves it).
+    let secret = import(&*provider.store, &random_bytes(50_000, 34), 16 << 10);
+    let thief = bare_peer(&provider.manager).await;
+    let res = thief.request(to, secret.root, Some(pull(3))).await;
+    assert!(refused(&res), "{res:?}");
+    assert!(!thief.store.has(&secret.root).unwrap());
+    // Nor can a message that opens nothing (an update of the client's own channel).
+    let update = Message::Request(TransferRequest::update(TransferId(1), false));
+    let res = client.request(to, secret.root, Some(update)).await;
+    assert!(refused(&res), "{res:?}");
+    assert!(!client.store.has(&secret.root).unwrap());
+    assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 1);
+
+    provider.validator.reject.store(true, Ordering::SeqCst);
+    let other = bare_peer(&provider.manager).await;
+    let res = other.request(to, file.root, Some(pull(2))).await;
+    assert!(refused(&res), "{res:?}");
+    assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 2);
+    assert!(!other.store.has(&file.root).unwrap());
+}
+
+/// `TestRespondingToPushGraphsyncRequests`: the Manager pushes; the peer, told over the
+/// data-transfer network, requests the data back with its acceptance in the extension and
+/// gets it. The same acceptance for another root, or for a transfer nobody opened, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_is_served_to_the_graphsync_request_that_accepts_it() {
+    let sender = default_node().await;
+    let data = random_bytes(300_000, 32);
+    let file = import(&*sender.store, &data, 16 << 10);
+    let mut receiver = bare_peer(&sender.manager).await;
+    let to = sender.manager.peer_id();
+    let mut sub = sender.manager.subscribe().await.unwrap();
+    let id = sender
+        .manager
+        .open_push_channel(receiver.peer, voucher(1), file.root, all_selector())
+        .await
+        .unwrap();
+
+    let asked = timeout(Duration::from_secs(10), receiver.dt_messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Message::Request(req) = asked else {
+        panic!("expected the push request, got {asked:?}");
+    };
+    assert_eq!(req.transfer_id, id.id);
+    assert!(!req.pull);
+    assert_eq!(req.base_cid, Some(file.root));
+
+    let accept = |t| Message::Response(TransferResponse::new_channel(t, true, false, None));
+    // The acceptance of this push does not open the sender's other DAGs.
+    let secret = import(&*sender.store, &random_bytes(50_000, 35), 16 << 10);
+    let res = receiver.request(to, secret.root, Some(accept(id.id))).await;
+    assert!(refused(&res), "{res:?}");
+    assert!(!receiver.store.has(&secret.root).unwrap());
+    let served = receiver.request(to, file.root, Some(accept(id.id))).await;
+    assert_eq!(served, Ok(ResponseStatus::RequestCompletedFull));
+    assert_file(&*receiver.store, &file.root, &data);
+    // The sender saw its data go.
+    wait_until(&mut sub, Some(id), 10, |_, s| s.sent >= data.len() as u64).await;
+
+    let stranger = bare_peer(&sender.manager).await;
+    let res = stranger
+        .request(to, file.root, Some(accept(TransferId(id.id.0 + 1))))
+        .await;
+    assert!(refused(&res), "{res:?}");
+    assert!(!stranger.store.has(&file.root).unwrap());
+    let state = sender.manager.channel_state(id).await.unwrap().unwrap();
+    assert_ne!(state.status, Status::Failed);
+}
+
+/// `TestResponseHookWhenExtensionNotFound`, where we depart from Go on purpose: a graphsync
+/// request with no data-transfer extension is refused (Go serves it if some other hook
+/// validated it; a Manager has no such hook, so serving it would serve anyone anything), and
+/// a channel running meanwhile is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graphsync_request_without_the_extension_is_refused() {
+    let provider = default_node().await;
+    let data = random_bytes(100_000, 33);
+    let file = import(&*provider.store, &data, 16 << 10);
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let bare = bare_peer(&provider.manager).await;
+
+    let res = bare
+        .request(provider.manager.peer_id(), file.root, None)
+        .await;
+    assert!(refused(&res), "{res:?}");
+    assert!(!bare.store.has(&file.root).unwrap());
+    assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 0);
+
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = pull(&client, &provider, voucher(1), file.root).await;
+    let events = wait_finished(&mut sub, id, 30).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    assert_file(&*client.store, &file.root, &data);
+}
