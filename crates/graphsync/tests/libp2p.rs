@@ -865,6 +865,19 @@ async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
     assert!(back == data);
 }
 
+/// The request ended because the responder's walk failed (go-graphsync's status for that).
+fn assert_failed_unknown(res: &Result<ResponseStatus, GraphSyncError>) {
+    assert!(
+        matches!(
+            res,
+            Err(GraphSyncError::Verify(VerifyError::Failed(
+                ResponseStatus::RequestFailedUnknown
+            )))
+        ),
+        "{res:?}"
+    );
+}
+
 /// Selectors a peer could send to make a responder work without end (a union that doubles
 /// at every level of a 60-block chain; a range of 2^62 indexes) end at once, and the
 /// responder goes on serving.
@@ -920,15 +933,7 @@ async fn selectors_that_would_run_away_end_at_once() {
     };
     let res = run(doubling).await;
     // The responder gave up on the walk and said so.
-    assert!(
-        matches!(
-            res,
-            Err(GraphSyncError::Verify(VerifyError::Failed(
-                ResponseStatus::RequestFailedUnknown
-            )))
-        ),
-        "{res:?}"
-    );
+    assert_failed_unknown(&res);
     assert_eq!(
         run(huge_range).await,
         Ok(ResponseStatus::RequestCompletedFull)
@@ -1001,15 +1006,7 @@ async fn link_limits_per_request_end_longer_walks() {
         Ok(ResponseStatus::RequestCompletedFull)
     );
     let refused = pull(&client, &strict_provider, long).await;
-    assert!(
-        matches!(
-            refused,
-            Err(GraphSyncError::Verify(VerifyError::Failed(
-                ResponseStatus::RequestFailedUnknown
-            )))
-        ),
-        "{refused:?}"
-    );
+    assert_failed_unknown(&refused);
     assert_eq!(
         pull(&strict_client, &provider, short).await,
         Ok(ResponseStatus::RequestCompletedFull)
