@@ -539,6 +539,44 @@ async fn simulated_retrieval_flow() {
     assert!(pcodes.contains(&EventCode::BeginFinalizing), "{pcodes:?}");
 }
 
+/// Go's TestMultipleMessagesInExtension: payments due every few blocks, so the acceptance,
+/// several requests for payment and the answers to them share graphsync messages (each under
+/// its own extension name). Every payment is asked for, made and taken, and the file arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_every_few_blocks_share_graphsync_messages() {
+    let provider = default_node().await;
+    let pay = Arc::new(PayPerBytes::new(16_000, true));
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, pay.clone())
+        .await
+        .unwrap();
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    // 256 000 bytes in 1000-byte blocks: hundreds of blocks to a 512 KiB message.
+    let data = random_bytes(256_000, 13);
+    let file = import(&*provider.store, &data, 1000);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = pull(&client, &provider, voucher(0), file.root).await;
+    let (events, paid) = pay_until_done(&mut sub, &client.manager, id, 0, 60).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    assert_file(&*client.store, &file.root, &data);
+    // A payment each 16 000 bytes (the last interval may end with the file), then the final.
+    let pauses = pay.pauses.load(Ordering::SeqCst);
+    let intervals = data.len() as u64 / 16_000;
+    assert!(
+        (intervals..=intervals + 2).contains(&pauses),
+        "{pauses} pauses for {intervals} intervals"
+    );
+    assert_eq!(paid, pauses);
+    assert_eq!(pay.vouchers.load(Ordering::SeqCst), pauses);
+}
+
 /// Go's TestDataTransferSubscribing, against the order Go's manager fires events for a pull
 /// (impl/events.go, impl/initiating_test.go): Open, Opened (the graphsync request left),
 /// Accept and ResumeResponder (the accepting response), a DataReceivedProgress and a
