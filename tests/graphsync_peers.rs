@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use datatransfer::{Cid, Status, all_selector};
+use datatransfer::{ChannelId, Cid, DagCbor, Status, all_selector};
 use datatransfer_integration_tests::*;
 use datatransfer_types::TransferId;
 use datatransfer_types::message::{Message, TransferRequest, TransferResponse, WireVersion};
@@ -121,6 +121,17 @@ impl BarePeer {
         root: Cid,
         message: Option<Message>,
     ) -> Result<ResponseStatus, GraphSyncError> {
+        self.request_with(to, root, &all_selector(), message).await
+    }
+
+    /// [`BarePeer::request`] with another selector.
+    async fn request_with(
+        &self,
+        to: PeerId,
+        root: Cid,
+        selector: &DagCbor,
+        message: Option<Message>,
+    ) -> Result<ResponseStatus, GraphSyncError> {
         let mut ext = Extensions::new();
         if let Some(m) = message {
             ext.set(
@@ -128,7 +139,7 @@ impl BarePeer {
                 RawNode::new(m.to_cbor(WireVersion::V1_2)).unwrap(),
             );
         }
-        let selector = RawNode::new(all_selector().as_bytes().to_vec()).unwrap();
+        let selector = RawNode::new(selector.as_bytes().to_vec()).unwrap();
         let req = self.gs.request(to, root, selector, ext).await.unwrap();
         timeout(Duration::from_secs(20), req.finish())
             .await
@@ -267,4 +278,61 @@ async fn a_graphsync_request_without_the_extension_is_refused() {
         codes(&events)
     );
     assert_file(&*client.store, &file.root, &data);
+}
+
+/// A restart asks for what its channel was validated for and nothing more (Go compares the
+/// root and the voucher, not the selector): a completed pull of the root block alone cannot
+/// be restarted into a pull of the whole DAG, and is answered when restarted as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_gets_nothing_more_than_its_channel() {
+    let provider = default_node().await;
+    let data = random_bytes(200_000, 36);
+    let file = import(&*provider.store, &data, 16 << 10);
+    let client = bare_peer(&provider.manager).await;
+    let to = provider.manager.peer_id();
+    let mut psub = provider.manager.subscribe().await.unwrap();
+    let empty = dt_ipld::Node::map(Vec::<(String, dt_ipld::Node)>::new());
+    let root_only = dt_ipld::Node::map([(".", empty)]);
+    let root_only = DagCbor::from_bytes(dt_ipld::codec::encode_dag_cbor(&root_only)).unwrap();
+    let all = all_selector();
+    let transfer = TransferId(5);
+    let open = |restart: bool, selector: &DagCbor| {
+        let make = if restart {
+            TransferRequest::restart
+        } else {
+            TransferRequest::new_channel
+        };
+        Message::Request(make(
+            transfer,
+            true,
+            voucher(1),
+            file.root,
+            selector.clone(),
+        ))
+    };
+
+    let res = client
+        .request_with(to, file.root, &root_only, Some(open(false, &root_only)))
+        .await;
+    assert_eq!(res, Ok(ResponseStatus::RequestCompletedFull));
+    let id = ChannelId::new(client.peer, to, transfer);
+    let events = wait_finished(&mut psub, id, 20).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    assert_eq!(client.store.len(), 1, "the root block alone");
+
+    let res = client
+        .request_with(to, file.root, &all, Some(open(true, &all)))
+        .await;
+    assert!(refused(&res), "{res:?}");
+    assert_eq!(client.store.len(), 1);
+
+    let res = client
+        .request_with(to, file.root, &root_only, Some(open(true, &root_only)))
+        .await;
+    assert_eq!(res, Ok(ResponseStatus::RequestCompletedFull));
 }

@@ -124,6 +124,16 @@ enum Via {
 }
 
 /// How handling a request or revalidation ended (Go's nil / `ErrPause` / `ErrResume` / error).
+/// What is remembered of a finished channel: its end, and what it was for, so a late restart
+/// of a completed channel is answered for that and nothing else.
+#[derive(Debug, Clone)]
+struct Finished {
+    status: Status,
+    base_cid: Cid,
+    selector: DagCbor,
+    voucher: Option<Voucher>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
     Ok,
@@ -214,7 +224,7 @@ pub struct Engine {
     pending: HashMap<ValidationToken, Pending>,
     next_token: u64,
     out: VecDeque<Output>,
-    finished: HashMap<ChannelId, Status>,
+    finished: HashMap<ChannelId, Finished>,
     finished_order: VecDeque<ChannelId>,
     watches: HashMap<ChannelId, Watch>,
     /// Channels re-opened by a restart whose transport has not confirmed the open yet.
@@ -409,10 +419,13 @@ impl Engine {
             // Cleanup is always allowed from a cleanup state.
             self.fire(id, ChannelEvent::CleanupComplete, now)?;
         }
-        if let Some(done) = self.channels.get(&id).filter(|s| s.status.is_terminal()) {
-            let status = done.status;
-            self.channels.remove(&id);
-            self.remember_finished(id, status);
+        if self
+            .channels
+            .get(&id)
+            .is_some_and(|c| c.status.is_terminal())
+            && let Some(done) = self.channels.remove(&id)
+        {
+            self.remember_finished(id, &done);
         }
         Ok(())
     }
@@ -537,11 +550,17 @@ impl Engine {
         self.watches.remove(&id);
     }
 
-    fn remember_finished(&mut self, id: ChannelId, status: Status) {
+    fn remember_finished(&mut self, id: ChannelId, ch: &ChannelState) {
         if self.config.remembered_finished_channels == 0 {
             return;
         }
-        if self.finished.insert(id, status).is_none() {
+        let finished = Finished {
+            status: ch.status,
+            base_cid: ch.base_cid,
+            selector: ch.selector.clone(),
+            voucher: ch.voucher().cloned(),
+        };
+        if self.finished.insert(id, finished).is_none() {
             self.finished_order.push_back(id);
         }
         while self.finished_order.len() > self.config.remembered_finished_channels {
@@ -553,7 +572,14 @@ impl Engine {
 
     /// The final status of a channel that finished recently, if remembered.
     pub fn finished_status(&self, id: &ChannelId) -> Option<Status> {
-        self.finished.get(id).copied()
+        self.finished.get(id).map(|f| f.status)
+    }
+
+    /// Whether the channel is one we completed and still remember.
+    fn completed_earlier(&self, id: &ChannelId) -> Option<&Finished> {
+        self.finished
+            .get(id)
+            .filter(|f| f.status == Status::Completed)
     }
 
     /// Fires an event whose refusal Go only logs.
@@ -880,7 +906,7 @@ impl Engine {
     fn on_restart_existing(&mut self, from: PeerId, r: &TransferRequest) {
         let Some(id) = r.restart_channel else { return };
         let Some(ch) = self.channels.get(&id) else {
-            let completed = self.finished.get(&id) == Some(&Status::Completed);
+            let completed = self.completed_earlier(&id).is_some();
             if id.initiator == self.me && id.responder == from && !completed {
                 self.send(
                     from,
@@ -1072,9 +1098,25 @@ impl Engine {
         req: TransferRequest,
         via: Via,
     ) {
-        if !self.channels.contains_key(&id) && self.finished.get(&id) == Some(&Status::Completed) {
+        if !self.channels.contains_key(&id)
+            && let Some(f) = self.completed_earlier(&id)
+        {
             // We completed but the initiator did not hear it (the message was lost): tell it
-            // again, and let the transport re-send whatever it is still missing.
+            // again, and let the transport re-send whatever it is still missing; only what
+            // the channel was for.
+            let same = req.base_cid == Some(f.base_cid)
+                && req
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| s.same_node(&f.selector))
+                && req.typed_voucher() == f.voucher;
+            if !same {
+                let why = format!(
+                    "restart request for channel {id} failed validation: it does not match \
+                     the channel's root, selector and voucher"
+                );
+                return self.reject(now, id, &req, via, why);
+            }
             let done = TransferResponse::complete(id.id, true, false, None);
             return self.finish_request(now, id, &req, via, Some(done), Verdict::Ok);
         }
@@ -1088,6 +1130,15 @@ impl Engine {
                 .ok_or_else(|| format!("channel not found: {id}"))?;
             if req.base_cid != Some(ch.base_cid) {
                 return Err("base cid does not match".to_owned());
+            }
+            // Go does not compare selectors; a restart could then ask for more than the
+            // channel was validated for.
+            if !req
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.same_node(&ch.selector))
+            {
+                return Err("selector does not match".to_owned());
             }
             let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
             self.validated.lookup(&voucher).map_err(|e| e.to_string())?;
@@ -1518,7 +1569,7 @@ impl Engine {
     /// A hook about an unknown channel is refused; a known one (or one we completed, being
     /// re-sent after a restart) carries on.
     fn hook_result_for(&self, id: &ChannelId) -> HookResult {
-        if self.channels.contains_key(id) || self.finished.get(id) == Some(&Status::Completed) {
+        if self.channels.contains_key(id) || self.completed_earlier(id).is_some() {
             HookResult::Continue
         } else {
             HookResult::Fail(format!("channel not found: {id}"))
