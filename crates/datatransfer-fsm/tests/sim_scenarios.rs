@@ -339,3 +339,50 @@ fn thousand_concurrent_channels_between_ten_nodes() {
         }
     }
 }
+
+/// A restart must ask for the channel's own selector (Go compares only the root and the
+/// voucher): with another one the responder refuses it without asking its validator; with
+/// the channel's own it asks.
+#[test]
+fn a_restart_with_another_selector_is_refused() {
+    use datatransfer_fsm::Output;
+    use datatransfer_types::DagCbor;
+    use datatransfer_types::message::{Message, TransferRequest};
+
+    let mut s = sim(1, 2);
+    let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+    s.run_until(1_000_000, |s| {
+        s.state(0, &ch).is_some_and(|st| st.received >= 8 << 20)
+    });
+    let st = s.state(1, &ch).unwrap().clone();
+    assert!(!st.status.is_terminal(), "{:?}", st.status);
+    let client = s.peer(0);
+    // The matcher alone: a selector, but not the channel's.
+    let other = DagCbor::from_bytes(vec![0xa1, 0x61, b'.', 0xa0]).unwrap();
+    let mut restart_with = |selector: DagCbor| {
+        let restart = TransferRequest::restart(
+            ch.id,
+            true,
+            st.voucher().unwrap().clone(),
+            st.base_cid,
+            selector,
+        );
+        s.with_engine(1, |e, now| {
+            while e.poll_output().is_some() {}
+            e.handle_message(now, client, Message::Request(restart));
+            std::iter::from_fn(|| e.poll_output()).collect::<Vec<_>>()
+        })
+    };
+    let refused = restart_with(other);
+    let asked = |out: &[Output]| out.iter().any(|o| matches!(o, Output::Validate { .. }));
+    assert!(!asked(&refused), "{refused:?}");
+    assert!(
+        refused.iter().any(|o| matches!(
+            o,
+            Output::SendMessage { message: Message::Response(r), .. } if !r.accepted
+        )),
+        "{refused:?}"
+    );
+    let same = restart_with(st.selector.clone());
+    assert!(asked(&same), "{same:?}");
+}
