@@ -124,14 +124,20 @@ enum Via {
 }
 
 /// How handling a request or revalidation ended (Go's nil / `ErrPause` / `ErrResume` / error).
-/// What is remembered of a finished channel: its end, and what it was for, so a late restart
+/// What is remembered of a finished channel: its end, and what it was for (the selector and
+/// voucher by CID, so thousands of them cost little whatever their size), so a late restart
 /// of a completed channel is answered for that and nothing else.
 #[derive(Debug, Clone)]
 struct Finished {
     status: Status,
     base_cid: Cid,
-    selector: DagCbor,
-    voucher: Option<Voucher>,
+    selector: Cid,
+    voucher: Option<(TypeIdentifier, Cid)>,
+}
+
+/// A voucher's type and fingerprint.
+fn voucher_print(v: &Voucher) -> (TypeIdentifier, Cid) {
+    (v.type_id.clone(), v.node.cid())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -557,8 +563,13 @@ impl Engine {
         let finished = Finished {
             status: ch.status,
             base_cid: ch.base_cid,
-            selector: ch.selector.clone(),
-            voucher: ch.voucher().cloned(),
+            selector: ch.selector.cid(),
+            // Only a completed channel's voucher is ever compared, and only an accepted
+            // channel's type is a registered one (short); a refused one's is the peer's.
+            voucher: ch
+                .voucher()
+                .filter(|_| ch.status == Status::Completed)
+                .map(voucher_print),
         };
         if self.finished.insert(id, finished).is_none() {
             self.finished_order.push_back(id);
@@ -1105,11 +1116,8 @@ impl Engine {
             // again, and let the transport re-send whatever it is still missing; only what
             // the channel was for.
             let same = req.base_cid == Some(f.base_cid)
-                && req
-                    .selector
-                    .as_ref()
-                    .is_some_and(|s| s.same_node(&f.selector))
-                && req.typed_voucher() == f.voucher;
+                && req.selector.as_ref().map(DagCbor::cid) == Some(f.selector)
+                && req.typed_voucher().as_ref().map(voucher_print) == f.voucher;
             if !same {
                 let why = format!(
                     "restart request for channel {id} failed validation: it does not match \

@@ -94,6 +94,12 @@ impl DagCbor {
         self.0
     }
 
+    /// The CID this node has as a DAG-CBOR block (SHA2-256): a fixed-size fingerprint of its
+    /// bytes, for remembering a node without keeping it.
+    pub fn cid(&self) -> crate::Cid {
+        dt_ipld::codec::cid_of(dt_ipld::codec::DAG_CBOR, &self.0)
+    }
+
     /// Whether both hold the same IPLD node: the same bytes, or bytes that decode to equal
     /// nodes (one of them written non-canonically).
     pub fn same_node(&self, other: &Self) -> bool {
