@@ -109,9 +109,10 @@ struct Outgoing {
 /// A graphsync request we serve (we send the channel's data).
 struct Serving {
     channel: ChannelId,
-    /// What the request asked for: a re-request under the same id must ask for the same.
+    /// What the request asked for (the selector by CID): a re-request under the same id must
+    /// ask for the same.
     root: Cid,
-    selector: DagCbor,
+    selector: Cid,
     /// Blocks queued for sending and their walk positions, for the block-sent hook.
     queued: VecDeque<(Cid, u64)>,
 }
@@ -367,7 +368,7 @@ impl Hooks for DtHooks {
         // The same request again (same id, same root and selector) is a requester resuming
         // after its own pause: its original opening message is not news to the engine.
         let repeat = s.lock().serving.get(&key).is_some_and(|sv| {
-            sv.channel == channel && sv.root == root && sv.selector.same_node(&selector)
+            sv.channel == channel && sv.root == root && sv.selector == selector.cid()
         });
         if let Message::Request(r) = &msg {
             // Anything but an opening request may only ride in a request already validated.
@@ -397,7 +398,7 @@ impl Hooks for DtHooks {
             st.serving.entry(key).or_insert_with(|| Serving {
                 channel,
                 root,
-                selector: selector.clone(),
+                selector: selector.cid(),
                 queued: VecDeque::new(),
             });
             for m in st.stashed.remove(&channel).unwrap_or_default() {
