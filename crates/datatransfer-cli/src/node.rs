@@ -128,10 +128,12 @@ fn identity(dir: &Path) -> Result<Keypair, String> {
 
 /// A node on the data dir's identity, block store and channel store. A listening node
 /// (`serve`) does not restart channels itself on start: its peers initiated them, dialled
-/// in, and restart them when they come back (it could not dial them anyway).
+/// in, and restart them when they come back (it could not dial them anyway). With
+/// `limit_rate`, it reads at most that many bytes per second from its peers.
 pub(crate) async fn manager(
     dir: &Path,
     listen: Option<Multiaddr>,
+    limit_rate: Option<u64>,
 ) -> Result<(Manager, Arc<FsBlockstore>), String> {
     let mut config = datatransfer::ManagerConfig {
         restart_on_start: listen.is_none(),
@@ -139,6 +141,7 @@ pub(crate) async fn manager(
     };
     // Lotus's limit (MaxTraversalLinks): no request from a peer walks more than 32 Mi blocks.
     config.transport.graphsync.max_links_per_incoming_request = Some(32 << 20);
+    config.transport.graphsync.max_inbound_rate = limit_rate;
     let blocks = Arc::new(
         FsBlockstore::open(dir.join("blocks"), true)
             .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,
@@ -313,26 +316,18 @@ pub(crate) struct Ended {
     pub(crate) error: String,
 }
 
-/// Follows channel `id` to its end, showing the bytes it moves. With `limit_rate` (bytes per
-/// second), the channel is paused whenever it runs ahead of that rate. `total` is asked for
-/// the size until it knows it. Ctrl-C ends the wait with an error; the caller stops the node,
+/// Follows channel `id` to its end, showing the bytes it moves. `total` is asked for the
+/// size until it knows it. Ctrl-C ends the wait with an error; the caller stops the node,
 /// which persists the channel for the next run.
 pub(crate) async fn follow(
-    m: &Manager,
     events: &mut Subscription,
     id: ChannelId,
     progress: &mut Progress,
     mut total: impl FnMut() -> Option<u64>,
-    limit_rate: Option<u64>,
 ) -> Result<Ended, String> {
     let mut error = String::new();
     let mut last_event = Instant::now();
-    // The rate limit's reference: bytes and time at the first event.
-    let mut base: Option<(u64, Instant)> = None;
-    let mut resume_at: Option<Instant> = None;
     loop {
-        let stall_at = last_event + STALL;
-        let wake = resume_at.map_or(stall_at, |r| r.min(stall_at));
         tokio::select! {
             next = events.next() => {
                 let Some((event, state)) = next else {
@@ -362,19 +357,6 @@ pub(crate) async fn follow(
                 if state.status.is_terminal() {
                     return Ok(Ended { state, error });
                 }
-                if let Some(rate) = limit_rate
-                    && resume_at.is_none()
-                {
-                    let (b0, t0) = *base.get_or_insert((bytes, Instant::now()));
-                    let due = t0
-                        + Duration::from_secs_f64(bytes.saturating_sub(b0) as f64 / rate as f64);
-                    if due > Instant::now() + Duration::from_millis(100) {
-                        // A channel that is finishing cannot pause; it just finishes.
-                        if m.pause_channel(id).await.is_ok() {
-                            resume_at = Some(due);
-                        }
-                    }
-                }
             }
             r = tokio::signal::ctrl_c() => {
                 r.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
@@ -383,13 +365,7 @@ pub(crate) async fn follow(
                         .into(),
                 );
             }
-            () = tokio::time::sleep_until(wake) => {
-                if resume_at.is_some_and(|r| r <= Instant::now()) {
-                    resume_at = None;
-                    last_event = Instant::now();
-                    m.resume_channel(id).await.map_err(|e| e.to_string())?;
-                    continue;
-                }
+            () = tokio::time::sleep_until(last_event + STALL) => {
                 return Err(format!(
                     "the transfer stalled: nothing happened for {} s",
                     STALL.as_secs()

@@ -110,7 +110,7 @@ fn end_line(state: &ChannelState, why: &str, json: bool) -> String {
 /// Runs `serve`.
 pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     let dir = node::data_dir(args.data_dir)?;
-    let (m, blocks) = node::manager(&dir, Some(node::parse_addr(&args.listen)?)).await?;
+    let (m, blocks) = node::manager(&dir, Some(node::parse_addr(&args.listen)?), None).await?;
     let closing = Arc::new(AtomicBool::new(false));
     m.register_voucher_type(
         TokenVoucher::TYPE,

@@ -30,8 +30,8 @@ pub(crate) struct PullArgs {
     /// whole DAG).
     #[arg(long, default_value = "all")]
     selector: String,
-    /// Receive about this many bytes per second on average (B, KiB, MiB, GiB): the channel
-    /// is paused whenever it runs ahead, so data comes in bursts.
+    /// Receive at most about this many bytes per second (B, KiB, MiB, GiB): the node reads
+    /// from the network at that rate, so TCP slows the sender down.
     #[arg(long, value_parser = crate::parse_size)]
     limit_rate: Option<u64>,
     /// The token the server asks for.
@@ -125,7 +125,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
     let car = args.car.as_deref().map(Output::create).transpose()?;
     let dir = node::data_dir(args.data_dir)?;
 
-    let (m, blocks) = node::manager(&dir, None).await?;
+    let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
     let peer = node::connect(&m, &addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
@@ -165,7 +165,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
             }
         }
     };
-    let ended = node::follow(&m, &mut events, id, &mut progress, total, args.limit_rate).await;
+    let ended = node::follow(&mut events, id, &mut progress, total).await;
     progress.finish();
     m.stop().await.map_err(|e| e.to_string())?;
     let Ended { state, error } = ended?;
@@ -221,7 +221,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
 pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
     let addr = node::parse_addr(&args.addr)?;
     let dir = node::data_dir(args.data_dir)?;
-    let (m, blocks) = node::manager(&dir, None).await?;
+    let (m, blocks) = node::manager(&dir, None, None).await?;
     let inputs = node::import_inputs(&*blocks, std::slice::from_ref(&args.input))?;
     if inputs.is_empty() {
         return Err(format!("nothing to push in {}", args.input.display()));
@@ -248,7 +248,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
                 input.root
             ));
         }
-        let ended = node::follow(&m, &mut events, id, &mut progress, || None, None).await;
+        let ended = node::follow(&mut events, id, &mut progress, || None).await;
         progress.finish();
         let Ended { state, error } = match ended {
             Ok(e) => e,

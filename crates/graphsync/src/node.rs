@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cid::Cid;
@@ -67,6 +68,10 @@ pub struct GraphSyncConfig {
     /// `MaxLinksPerOutgoingRequests`); past it the request fails. `None`: only
     /// `traversal.max_links` applies.
     pub max_links_per_outgoing_request: Option<u64>,
+    /// Most bytes per second read from all peers together; `None` for no limit. The stream
+    /// readers wait, so TCP slows the senders: a steady rate rather than bursts and pauses
+    /// (a quarter second's worth may come at once).
+    pub max_inbound_rate: Option<u64>,
 }
 
 impl GraphSyncConfig {
@@ -98,6 +103,7 @@ impl Default for GraphSyncConfig {
             max_inbound_bytes: 16 << 20,
             max_links_per_incoming_request: None,
             max_links_per_outgoing_request: None,
+            max_inbound_rate: None,
         }
     }
 }
@@ -433,11 +439,13 @@ impl GraphSync {
             .max_inbound_bytes
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         let budget = Arc::new(Semaphore::new(budget_total));
+        let rate = config.max_inbound_rate.map(|r| Arc::new(RateLimit::new(r)));
         for &version in &config.versions {
             let mut incoming = control.accept(StreamProtocol::new(version.protocol()))?;
             let tx = tx.clone();
             let max = config.max_message_size;
             let budget = budget.clone();
+            let rate = rate.clone();
             tokio::spawn(async move {
                 while let Some((peer, stream)) = incoming.next().await {
                     let reader = Reader {
@@ -446,6 +454,7 @@ impl GraphSync {
                         max,
                         budget: budget.clone(),
                         budget_total,
+                        rate: rate.clone(),
                         tx: tx.clone(),
                     };
                     tokio::spawn(reader.run(stream));
@@ -572,7 +581,44 @@ struct Reader {
     /// The inbound byte budget shared by all readers, and its size.
     budget: Arc<Semaphore>,
     budget_total: usize,
+    /// The inbound rate limit shared by all readers, if any.
+    rate: Option<Arc<RateLimit>>,
     tx: mpsc::Sender<Cmd>,
+}
+
+/// A rate shared by several readers: each read is due `n / rate` seconds after the previous
+/// one's due time (or now, if that has passed); a reader waits while its due time is more
+/// than the allowed burst ahead of the clock.
+#[derive(Debug)]
+struct RateLimit {
+    bytes_per_second: f64,
+    burst: Duration,
+    due: Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    fn new(bytes_per_second: u64) -> Self {
+        Self {
+            bytes_per_second: bytes_per_second.max(1) as f64,
+            burst: Duration::from_millis(250),
+            due: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Accounts for `n` bytes just read; returns when reading more keeps to the rate.
+    async fn take(&self, n: usize) {
+        let now = tokio::time::Instant::now();
+        let wake = {
+            let Ok(mut due) = self.due.lock() else {
+                return;
+            };
+            *due = (*due).max(now) + Duration::from_secs_f64(n as f64 / self.bytes_per_second);
+            due.checked_sub(self.burst)
+        };
+        if let Some(wake) = wake.filter(|w| *w > now) {
+            tokio::time::sleep_until(wake).await;
+        }
+    }
 }
 
 impl Reader {
@@ -583,6 +629,7 @@ impl Reader {
             max,
             budget,
             budget_total,
+            rate,
             tx,
         } = self;
         let mut frames = FrameReader::new(max);
@@ -619,7 +666,12 @@ impl Reader {
                     let _ = tx.send(Cmd::InboundClosed(peer)).await;
                     return;
                 }
-                Ok(n) => frames.push(&buf[..n]),
+                Ok(n) => {
+                    frames.push(&buf[..n]);
+                    if let Some(rate) = &rate {
+                        rate.take(n).await;
+                    }
+                }
             }
         }
     }
