@@ -129,7 +129,7 @@ fn identity(dir: &Path) -> Result<Keypair, String> {
 /// A node on the data dir's identity, block store and channel store. A listening node
 /// (`serve`) does not restart channels itself on start: its peers initiated them, dialled
 /// in, and restart them when they come back (it could not dial them anyway). With
-/// `limit_rate`, it reads at most that many bytes per second from its peers.
+/// `limit_rate`, it reads and writes at most that many bytes per second each way.
 pub(crate) async fn manager(
     dir: &Path,
     listen: Option<Multiaddr>,
@@ -142,6 +142,7 @@ pub(crate) async fn manager(
     // Lotus's limit (MaxTraversalLinks): no request from a peer walks more than 32 Mi blocks.
     config.transport.graphsync.max_links_per_incoming_request = Some(32 << 20);
     config.transport.graphsync.max_inbound_rate = limit_rate;
+    config.transport.graphsync.max_outbound_rate = limit_rate;
     let blocks = Arc::new(
         FsBlockstore::open(dir.join("blocks"), true)
             .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,

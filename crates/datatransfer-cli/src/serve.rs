@@ -33,6 +33,10 @@ pub(crate) struct ServeArgs {
     /// (their state is kept; the peers resume them later).
     #[arg(long, default_value = "10s", value_parser = parse_seconds)]
     grace: Duration,
+    /// Move at most about this many bytes per second each way, all peers together (B, KiB,
+    /// MiB, GiB).
+    #[arg(long, value_parser = crate::parse_size)]
+    limit_rate: Option<u64>,
     /// Where blocks, channels and the identity key live (the platform's data dir if not
     /// given).
     #[arg(long)]
@@ -110,7 +114,8 @@ fn end_line(state: &ChannelState, why: &str, json: bool) -> String {
 /// Runs `serve`.
 pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     let dir = node::data_dir(args.data_dir)?;
-    let (m, blocks) = node::manager(&dir, Some(node::parse_addr(&args.listen)?), None).await?;
+    let (m, blocks) =
+        node::manager(&dir, Some(node::parse_addr(&args.listen)?), args.limit_rate).await?;
     let closing = Arc::new(AtomicBool::new(false));
     m.register_voucher_type(
         TokenVoucher::TYPE,

@@ -51,6 +51,9 @@ pub(crate) struct PushArgs {
     /// A file (imported as UnixFS), a CAR file (sent as it is, one channel per root) or a
     /// directory (each file in it).
     input: PathBuf,
+    /// Send at most about this many bytes per second (B, KiB, MiB, GiB).
+    #[arg(long, value_parser = crate::parse_size)]
+    limit_rate: Option<u64>,
     /// The token the receiver asks for.
     #[arg(long)]
     token: Option<String>,
@@ -221,7 +224,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
 pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
     let addr = node::parse_addr(&args.addr)?;
     let dir = node::data_dir(args.data_dir)?;
-    let (m, blocks) = node::manager(&dir, None, None).await?;
+    let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
     let inputs = node::import_inputs(&*blocks, std::slice::from_ref(&args.input))?;
     if inputs.is_empty() {
         return Err(format!("nothing to push in {}", args.input.display()));

@@ -362,7 +362,8 @@ fn serve_pull_and_push_between_processes() {
     assert!(!listed.contains("Completed"), "{listed}");
 }
 
-/// `serve` of a directory and a CAR: every file and every root is served.
+/// `serve` of a directory and a CAR: every file and every root is served; `--limit-rate`
+/// holds the serving to its rate.
 #[test]
 fn serve_a_directory_and_a_car() {
     let server_dir = tempfile::tempdir().unwrap();
@@ -387,10 +388,13 @@ fn serve_a_directory_and_a_car() {
     ]);
     drop(first);
 
+    // Served from the CAR, at most 1 MiB/s: 2.5 MB cannot come in less than about 2 s (a
+    // lower bound only).
     let other_dir = tempfile::tempdir().unwrap();
-    let second = Server::start(other_dir.path(), &[&car], &[]);
+    let second = Server::start(other_dir.path(), &[&car], &["--limit-rate", "1MiB"]);
     assert_eq!(second.roots, vec![datatransfer_roots(&car)]);
     let output = client_dir.path().join("b.bin");
+    let started = std::time::Instant::now();
     succeeds(&[
         "pull",
         &second.addr,
@@ -401,6 +405,8 @@ fn serve_a_directory_and_a_car() {
         &format!("{client}-2"),
     ]);
     assert!(std::fs::read(&output).unwrap() == bytes(2_500_000, 3));
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(1500), "{took:?}");
 }
 
 /// The root named in a CAR's header.

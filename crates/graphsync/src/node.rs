@@ -72,6 +72,9 @@ pub struct GraphSyncConfig {
     /// readers wait, so TCP slows the senders: a steady rate rather than bursts and pauses
     /// (a quarter second's worth may come at once).
     pub max_inbound_rate: Option<u64>,
+    /// Most bytes per second written to all peers together; `None` for no limit (a provider's
+    /// bandwidth cap). The writers wait after each message, a quarter second's worth at once.
+    pub max_outbound_rate: Option<u64>,
 }
 
 impl GraphSyncConfig {
@@ -104,6 +107,7 @@ impl Default for GraphSyncConfig {
             max_links_per_incoming_request: None,
             max_links_per_outgoing_request: None,
             max_inbound_rate: None,
+            max_outbound_rate: None,
         }
     }
 }
@@ -422,6 +426,8 @@ struct Node {
     outgoing: HashMap<RequestId, Outgoing>,
     responses: HashMap<(PeerId, RequestId), mpsc::Sender<ResponseCmd>>,
     all_responses: Arc<Semaphore>,
+    /// The outbound rate limit shared by all peer writers, if any.
+    outbound_rate: Option<Arc<RateLimit>>,
 }
 
 impl GraphSync {
@@ -466,6 +472,9 @@ impl GraphSync {
             store,
             hooks,
             all_responses: Arc::new(Semaphore::new(config.max_responses.max(1))),
+            outbound_rate: config
+                .max_outbound_rate
+                .map(|r| Arc::new(RateLimit::new(r))),
             config,
             tx: tx.clone(),
             peers: HashMap::new(),
@@ -586,9 +595,9 @@ struct Reader {
     tx: mpsc::Sender<Cmd>,
 }
 
-/// A rate shared by several readers: each read is due `n / rate` seconds after the previous
-/// one's due time (or now, if that has passed); a reader waits while its due time is more
-/// than the allowed burst ahead of the clock.
+/// A rate shared by several stream readers (or writers): each read of `n` bytes is due
+/// `n / rate` seconds after the previous one's due time (or now, if that has passed); a reader
+/// waits while its due time is more than the allowed burst ahead of the clock.
 #[derive(Debug)]
 struct RateLimit {
     bytes_per_second: f64,
@@ -688,6 +697,7 @@ async fn write_stream(
     hooks: Arc<dyn Hooks>,
     mut rx: mpsc::Receiver<(u64, Message)>,
     tx: mpsc::Sender<Cmd>,
+    rate: Option<Arc<RateLimit>>,
 ) {
     let versions = config.versions.clone();
     let mut open: Option<(libp2p::Stream, Version)> = None;
@@ -764,6 +774,9 @@ async fn write_stream(
             };
             match stream.write_all(&frame).await {
                 Ok(()) => {
+                    if let Some(rate) = &rate {
+                        rate.take(frame.len()).await;
+                    }
                     sent = true;
                     break;
                 }
@@ -845,6 +858,7 @@ impl Node {
         let config = self.config.clone();
         let hooks = self.hooks.clone();
         let tx = self.tx.clone();
+        let rate = self.outbound_rate.clone();
         self.peers.entry(peer).or_insert_with(|| {
             let (tx_msgs, rx) = mpsc::channel(8);
             let writer = PeerWriter { tx: tx_msgs };
@@ -857,6 +871,7 @@ impl Node {
                 hooks,
                 rx,
                 tx,
+                rate,
             ));
             Peer {
                 writer,

@@ -1026,36 +1026,44 @@ async fn link_limits_per_request_end_longer_walks() {
     );
 }
 
-/// `max_inbound_rate` holds a requester's reading to the rate: 3 MiB at 4 MiB/s cannot take
-/// less than the 0.75 s it is due minus the quarter second allowed at once (a lower bound
-/// only: a slow machine only makes it longer).
+/// `max_inbound_rate` holds a requester's reading, and `max_outbound_rate` a responder's
+/// writing, to the rate: 3 MiB at 4 MiB/s cannot take less than the 0.75 s it is due minus the
+/// quarter second allowed at once (a lower bound only: a slow machine only makes it longer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inbound_rate_limit_spreads_a_pull_over_time() {
-    let provider = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
-    let client = node(
-        Arc::new(AcceptAll),
-        GraphSyncConfig {
-            max_inbound_rate: Some(4 << 20),
-            ..GraphSyncConfig::default()
-        },
-    )
-    .await;
-    client.connect(&provider).await;
-    let data = bytes(3 << 20, 41);
-    let root = import_chunked(&*provider.store, &data, 64 << 10);
-    let started = std::time::Instant::now();
-    let req = client
-        .gs
-        .request(provider.peer, root, all(), Extensions::new())
-        .await
-        .unwrap();
-    let done = timeout(Duration::from_secs(20), req.finish())
-        .await
-        .unwrap();
-    assert_eq!(done, Ok(ResponseStatus::RequestCompletedFull));
-    let took = started.elapsed();
-    assert!(took >= Duration::from_millis(500), "{took:?}");
-    let mut out = Vec::new();
-    export(&*client.store, &root, &mut out).unwrap();
-    assert!(out == data, "the file arrived whole");
+async fn rate_limits_spread_a_pull_over_time() {
+    let limited = |inbound: bool| GraphSyncConfig {
+        max_inbound_rate: inbound.then_some(4 << 20),
+        max_outbound_rate: (!inbound).then_some(4 << 20),
+        ..GraphSyncConfig::default()
+    };
+    for inbound in [true, false] {
+        let (client_config, provider_config) = if inbound {
+            (limited(true), GraphSyncConfig::default())
+        } else {
+            (GraphSyncConfig::default(), limited(false))
+        };
+        let provider = node(Arc::new(AcceptAll), provider_config).await;
+        let client = node(Arc::new(AcceptAll), client_config).await;
+        client.connect(&provider).await;
+        let data = bytes(3 << 20, 41);
+        let root = import_chunked(&*provider.store, &data, 64 << 10);
+        let started = std::time::Instant::now();
+        let req = client
+            .gs
+            .request(provider.peer, root, all(), Extensions::new())
+            .await
+            .unwrap();
+        let done = timeout(Duration::from_secs(20), req.finish())
+            .await
+            .unwrap();
+        assert_eq!(done, Ok(ResponseStatus::RequestCompletedFull));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500),
+            "inbound {inbound}: {took:?}"
+        );
+        let mut out = Vec::new();
+        export(&*client.store, &root, &mut out).unwrap();
+        assert!(out == data, "the file arrived whole");
+    }
 }
