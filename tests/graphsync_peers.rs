@@ -36,7 +36,9 @@ struct BarePeer {
     dt_messages: mpsc::Receiver<Message>,
 }
 
-async fn bare_peer(manager: &datatransfer::Manager) -> BarePeer {
+/// A libp2p swarm of its own (TCP, noise, yamux on 127.0.0.1) connected to `manager`, driven
+/// by a task; its stream control.
+async fn connected_to(manager: &datatransfer::Manager) -> (PeerId, dt_streams::Control) {
     let mut swarm: Swarm<dt_streams::Behaviour> = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -53,41 +55,7 @@ async fn bare_peer(manager: &datatransfer::Manager) -> BarePeer {
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();
     let peer = *swarm.local_peer_id();
-    let mut control = swarm.behaviour().new_control();
-    let store = Arc::new(MemoryBlockstore::new());
-    let gs = GraphSync::start(
-        peer,
-        control.clone(),
-        store.clone(),
-        Arc::new(AcceptAll),
-        GraphSyncConfig::default(),
-    )
-    .unwrap();
-    // Data-transfer messages from the Manager: one or more DAG-CBOR items per stream.
-    let (tx, dt_messages) = mpsc::channel(16);
-    let mut incoming = control
-        .accept(StreamProtocol::new(WireVersion::V1_2.protocol()))
-        .unwrap();
-    tokio::spawn(async move {
-        while let Some((_, mut stream)) = incoming.next().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut bytes = Vec::new();
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    while let Ok(Some(n)) = dt_ipld::cbor::item_len(&bytes, 64) {
-                        let msg = Message::from_cbor(WireVersion::V1_2, &bytes[..n]).unwrap();
-                        bytes.drain(..n);
-                        let _ = tx.send(msg).await;
-                    }
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
-        }
-    });
+    let control = swarm.behaviour().new_control();
     let to: Multiaddr = manager.listen_addrs().await[0]
         .clone()
         .with(libp2p::multiaddr::Protocol::P2p(manager.peer_id()));
@@ -104,6 +72,58 @@ async fn bare_peer(manager: &datatransfer::Manager) -> BarePeer {
         .await
         .unwrap()
         .unwrap();
+    (peer, control)
+}
+
+/// The DAG-CBOR items arriving on `protocol`'s streams, decoded by `decode`.
+fn items<T: Send + 'static>(
+    control: &mut dt_streams::Control,
+    protocol: &'static str,
+    decode: fn(&[u8]) -> Option<(T, usize)>,
+) -> mpsc::Receiver<T> {
+    let (tx, rx) = mpsc::channel(64);
+    let mut incoming = control.accept(StreamProtocol::new(protocol)).unwrap();
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    while let Some((item, n)) = decode(&bytes) {
+                        bytes.drain(..n);
+                        let _ = tx.send(item).await;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+async fn bare_peer(manager: &datatransfer::Manager) -> BarePeer {
+    let (peer, mut control) = connected_to(manager).await;
+    let store = Arc::new(MemoryBlockstore::new());
+    let gs = GraphSync::start(
+        peer,
+        control.clone(),
+        store.clone(),
+        Arc::new(AcceptAll),
+        GraphSyncConfig::default(),
+    )
+    .unwrap();
+    // Data-transfer messages from the Manager: one or more DAG-CBOR items per stream.
+    let dt_messages = items(&mut control, WireVersion::V1_2.protocol(), |bytes| {
+        let n = dt_ipld::cbor::item_len(bytes, 64).ok()??;
+        Some((
+            Message::from_cbor(WireVersion::V1_2, &bytes[..n]).unwrap(),
+            n,
+        ))
+    });
     BarePeer {
         peer,
         gs,
@@ -335,4 +355,76 @@ async fn a_restart_gets_nothing_more_than_its_channel() {
         .request_with(to, file.root, &root_only, Some(open(true, &root_only)))
         .await;
     assert_eq!(res, Ok(ResponseStatus::RequestCompletedFull));
+}
+
+/// Graphsync frames (a varint length, then a 2.0.0 message), for [`items`].
+fn graphsync_frame(bytes: &[u8]) -> Option<(graphsync::Message, usize)> {
+    let mut len = 0u64;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let end = i + 1 + usize::try_from(len).ok()?;
+            let body = bytes.get(i + 1..end)?;
+            return Some((graphsync::v2::decode(body, 64).unwrap(), end));
+        }
+    }
+    None
+}
+
+/// The same request twice in one message, accepting a push nobody opened: while the engine
+/// decides on the first, the second is no repeat of an accepted request, so it is decided too
+/// (it was served unvalidated when any earlier request with its id counted as a repeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
+    use futures::AsyncWriteExt;
+    use graphsync::v1::V1Ids;
+    use graphsync::{Request, RequestId, Version};
+
+    let provider = default_node().await;
+    let file = import(&*provider.store, &random_bytes(100_000, 37), 16 << 10);
+    let (_, mut control) = connected_to(&provider.manager).await;
+    let mut replies = items(&mut control, Version::V2.protocol(), graphsync_frame);
+    let accept = Message::Response(TransferResponse::new_channel(
+        TransferId(77),
+        true,
+        false,
+        None,
+    ));
+    let mut ext = Extensions::new();
+    ext.set(
+        EXTENSION,
+        RawNode::new(accept.to_cbor(WireVersion::V1_2)).unwrap(),
+    );
+    let all = RawNode::new(all_selector().as_bytes().to_vec()).unwrap();
+    let request = Request::new(RequestId([7; 16]), file.root, all, 0, ext);
+    let twice = graphsync::Message {
+        requests: vec![request.clone(), request],
+        ..graphsync::Message::default()
+    };
+    let mut out = control
+        .open_stream(
+            provider.manager.peer_id(),
+            StreamProtocol::new(Version::V2.protocol()),
+        )
+        .await
+        .unwrap();
+    out.write_all(&graphsync::encode_frame(
+        &twice,
+        Version::V2,
+        &mut V1Ids::default(),
+    ))
+    .await
+    .unwrap();
+    out.close().await.unwrap();
+
+    // Whatever comes back within a second: refusals, and not one block.
+    let mut blocks = 0;
+    let mut statuses = Vec::new();
+    while let Ok(Some(m)) = timeout(Duration::from_secs(1), replies.recv()).await {
+        blocks += m.blocks.len();
+        statuses.extend(m.responses.iter().map(|r| r.status));
+    }
+    assert_eq!(blocks, 0, "{statuses:?}");
+    assert!(!statuses.is_empty());
+    assert!(statuses.iter().all(|s| s.is_error()), "{statuses:?}");
 }

@@ -113,6 +113,8 @@ struct Serving {
     /// ask for the same.
     root: Cid,
     selector: Cid,
+    /// Whether the engine has let it be served (until then a repeat of it is no repeat).
+    accepted: bool,
     /// Blocks queued for sending and their walk positions, for the block-sent hook.
     queued: VecDeque<(Cid, u64)>,
 }
@@ -368,7 +370,7 @@ impl Hooks for DtHooks {
         // The same request again (same id, same root and selector) is a requester resuming
         // after its own pause: its original opening message is not news to the engine.
         let repeat = s.lock().serving.get(&key).is_some_and(|sv| {
-            sv.channel == channel && sv.root == root && sv.selector == selector.cid()
+            sv.accepted && sv.channel == channel && sv.root == root && sv.selector == selector.cid()
         });
         if let Message::Request(r) = &msg {
             // Anything but an opening request may only ride in a request already validated.
@@ -399,6 +401,7 @@ impl Hooks for DtHooks {
                 channel,
                 root,
                 selector: selector.cid(),
+                accepted: false,
                 queued: VecDeque::new(),
             });
             for m in st.stashed.remove(&channel).unwrap_or_default() {
@@ -437,6 +440,12 @@ impl Hooks for DtHooks {
                 &mut pending,
                 extensions_for(&m, &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER]),
             );
+        }
+        if !matches!(result, HookResult::Fail(_))
+            && let Some(sv) = s.lock().serving.get_mut(&key)
+            && sv.channel == channel
+        {
+            sv.accepted = true;
         }
         match result {
             HookResult::Continue | HookResult::Resume => RequestDecision::Accept(pending),
