@@ -165,6 +165,14 @@ pub(crate) fn parse_addr(s: &str) -> Result<Multiaddr, String> {
         .map_err(|e| format!("{s:?} is not a multiaddr ({e})"))
 }
 
+/// Parses a peer's multiaddr argument, which must end in `/p2p/<peer id>`.
+pub(crate) fn parse_peer_addr(s: &str) -> Result<(Multiaddr, PeerId), String> {
+    let addr = parse_addr(s)?;
+    let peer = datatransfer::peer_of(&addr)
+        .ok_or_else(|| format!("{addr} does not end in /p2p/<peer id>"))?;
+    Ok((addr, peer))
+}
+
 /// Connects to `addr` (which must end in `/p2p/<peer id>`), giving up after 20 s.
 pub(crate) async fn connect(m: &Manager, addr: &Multiaddr) -> Result<PeerId, String> {
     tokio::time::timeout(Duration::from_secs(20), m.connect(addr))
@@ -256,20 +264,17 @@ fn import_path(store: &dyn Blockstore, path: &Path, out: &mut Vec<Input>) -> Res
     Ok(())
 }
 
-/// Opens a channel for `root` with `peer`, or resumes the one a previous run left in the
-/// store (same root, peer and direction, initiated by us). Returns the channel and whether
-/// it was resumed.
-pub(crate) async fn open_or_resume(
+/// The channel a previous run left in progress in the store for `root` with `peer` in this
+/// direction, initiated by us. Read from the store, so before [`Manager::start`].
+pub(crate) async fn left_channel(
     m: &Manager,
     peer: PeerId,
     root: Cid,
     pull: bool,
-    voucher: Voucher,
-    selector: DagCbor,
-) -> Result<(ChannelId, bool), String> {
+) -> Result<Option<ChannelState>, String> {
     let me = m.peer_id();
-    let left = m
-        .in_progress_channels()
+    Ok(m.channel_store()
+        .list(ChannelFilter::InProgress)
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
@@ -278,7 +283,20 @@ pub(crate) async fn open_or_resume(
                 && c.other_peer() == peer
                 && c.is_pull() == pull
                 && c.channel_id.initiator == me
-        });
+        }))
+}
+
+/// Resumes `left` (see [`left_channel`]), or opens a new channel for `root` with `peer`.
+/// Returns the channel and whether it was resumed.
+pub(crate) async fn open_or_resume(
+    m: &Manager,
+    peer: PeerId,
+    left: Option<ChannelState>,
+    root: Cid,
+    pull: bool,
+    voucher: Voucher,
+    selector: DagCbor,
+) -> Result<(ChannelId, bool), String> {
     if let Some(c) = left {
         // A pause of ours (a rate limit) does not outlive the run that made it.
         if matches!(c.status, Status::InitiatorPaused | Status::BothPaused) {

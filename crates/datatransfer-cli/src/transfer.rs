@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use datatransfer::{Cid, Status};
+use dt_ipld::blockstore::Blockstore;
 use dt_ipld::car::export_car;
+use dt_ipld::selector::Selector;
+use dt_ipld::traversal::{BlockVisit, TraversalConfig, Visitor, walk};
 use dt_ipld::unixfs::{UnixfsError, export, file_size};
-use tempfile::NamedTempFile;
 
 use crate::node::{self, Ended};
 use crate::progress::Progress;
@@ -63,12 +65,14 @@ pub(crate) struct PushArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// A file that appears at `path` only when complete: written next to it under a temporary
-/// name, so the directory's permissions and space are known to work before the transfer,
-/// and an interrupted run leaves nothing half-written behind.
+/// A file that appears at `path` only when complete. [`Output::create`] checks before the
+/// transfer that the directory takes a new file (and leaves nothing behind); [`Output::write`]
+/// writes it next to `path` under a name of its own (`.NAME.datatransfer-partial`), then moves
+/// it into place. A run killed while writing leaves that one file, which the next run of the
+/// same command reuses; two runs writing the same output at once are refused by a lock.
 struct Output {
     path: PathBuf,
-    temp: NamedTempFile,
+    partial: PathBuf,
 }
 
 impl Output {
@@ -80,17 +84,20 @@ impl Output {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".datatransfer-").suffix(".partial");
-        // An ordinary file's mode (less the umask), not a temporary file's 0600.
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let temp = builder
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{} names no file", path.display()))?;
+        // A probe, deleted at once: a transfer that is killed leaves no file.
+        tempfile::Builder::new()
+            .prefix(".datatransfer-")
             .tempfile_in(dir)
             .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+        let mut partial = std::ffi::OsString::from(".");
+        partial.push(name);
+        partial.push(".datatransfer-partial");
         Ok(Self {
             path: path.to_owned(),
-            temp,
+            partial: dir.join(partial),
         })
     }
 
@@ -99,22 +106,49 @@ impl Output {
         self,
         fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<u64, String>,
     ) -> Result<u64, String> {
-        let mut w = std::io::BufWriter::new(self.temp.as_file());
-        let n = fill(&mut w)?;
-        std::io::Write::flush(&mut w)
-            .and_then(|()| self.temp.as_file().sync_all())
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-        drop(w);
-        self.temp
-            .persist(&self.path)
-            .map_err(|e| format!("cannot write {}: {}", self.path.display(), e.error))?;
-        Ok(n)
+        let failed = |e: std::io::Error| format!("cannot write {}: {e}", self.path.display());
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.partial)
+            .map_err(failed)?;
+        // Truncated only once it is ours: another run may be writing it.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another datatransfer is writing {} right now",
+                    self.path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
+        file.set_len(0).map_err(failed)?;
+        let written = (|| {
+            let mut w = std::io::BufWriter::new(&file);
+            let n = fill(&mut w)?;
+            std::io::Write::flush(&mut w)
+                .and_then(|()| file.sync_all())
+                .map_err(failed)?;
+            Ok(n)
+        })();
+        // Moved into place while still locked, so no other run truncates it meanwhile.
+        let result = written.and_then(|n| {
+            std::fs::rename(&self.partial, &self.path)
+                .map(|()| n)
+                .map_err(failed)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+        result
     }
 }
 
 /// Runs `pull`.
 pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
-    let addr = node::parse_addr(&args.addr)?;
+    let (addr, peer) = node::parse_peer_addr(&args.addr)?;
     let root: Cid = args
         .cid
         .parse()
@@ -129,18 +163,94 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
     let dir = node::data_dir(args.data_dir)?;
 
     let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
+    let left = node::left_channel(&m, peer, root, true).await?;
+    // Nothing to fetch: an earlier run got every block (it may have been stopped after the
+    // channel completed, before the file was written).
+    let (id, received) = if left.is_none() && have_all(&*blocks, root, &sel.selector) {
+        m.stop().await.map_err(|e| e.to_string())?;
+        if json {
+            println!("{{\"root\":\"{root}\",\"local\":true}}");
+        } else {
+            println!(
+                "{root}: every block is already in {}",
+                dir.join("blocks").display()
+            );
+        }
+        (None, 0)
+    } else {
+        let voucher = node::voucher(args.token)?;
+        let (id, received) = fetch(&m, &addr, left, root, voucher, &sel, json, &*blocks).await?;
+        (Some(id), received)
+    };
+
+    let mut written = None;
+    if let Some(out) = output {
+        let n = out.write(|w| {
+            export(&*blocks, &root, w).map_err(|e| match e {
+                UnixfsError::Io(e) => format!("cannot write the file: {e}"),
+                e => format!("{root} is not a UnixFS file ({e}); write a --car instead"),
+            })
+        })?;
+        written = Some(n);
+    }
+    let mut car_blocks = None;
+    if let Some(out) = car {
+        let n = out.write(|w| {
+            export_car(&*blocks, root, sel.selector, w)
+                .map_err(|e| format!("cannot write the CAR: {e}"))
+        })?;
+        car_blocks = Some(n);
+    }
+    let bytes = received;
+    if json {
+        if let Some(id) = id {
+            println!(
+                "{{\"root\":\"{root}\",\"channel\":\"{id}\",\"received\":{bytes},\"written\":{},\"car_blocks\":{}}}",
+                written.map_or("null".into(), |n| n.to_string()),
+                car_blocks.map_or("null".into(), |n| n.to_string())
+            );
+        } else {
+            println!(
+                "{{\"root\":\"{root}\",\"received\":0,\"written\":{},\"car_blocks\":{}}}",
+                written.map_or("null".into(), |n| n.to_string()),
+                car_blocks.map_or("null".into(), |n| n.to_string())
+            );
+        }
+        return Ok(());
+    }
+    if id.is_some() {
+        println!("{root}: {bytes} bytes received");
+    }
+    if let (Some(n), Some(p)) = (written, &args.output) {
+        println!("  {n} bytes written to {}", p.display());
+    }
+    if let (Some(n), Some(p)) = (car_blocks, &args.car) {
+        println!("  {n} blocks written to {}", p.display());
+    }
+    if written.is_none() && car_blocks.is_none() {
+        println!("  kept in {}", dir.join("blocks").display());
+    }
+    Ok(())
+}
+
+/// Pulls over the network: resumes `left` or opens a channel with the peer at `addr`, and
+/// follows it to its end with a progress bar. Returns the channel and the bytes it received.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    m: &datatransfer::Manager,
+    addr: &datatransfer::Multiaddr,
+    left: Option<datatransfer::ChannelState>,
+    root: Cid,
+    voucher: datatransfer::Voucher,
+    sel: &selector::Parsed,
+    json: bool,
+    blocks: &dyn Blockstore,
+) -> Result<(datatransfer::ChannelId, u64), String> {
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
-    let peer = node::connect(&m, &addr).await?;
+    let peer = node::connect(m, addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
-    let (id, resumed) = node::open_or_resume(
-        &m,
-        peer,
-        root,
-        true,
-        node::voucher(args.token)?,
-        sel.cbor.clone(),
-    )
-    .await?;
+    let (id, resumed) =
+        node::open_or_resume(m, peer, left, root, true, voucher, sel.cbor.clone()).await?;
     let mut progress = Progress::new("pull", None, json);
     if resumed {
         progress.say(format!(
@@ -156,7 +266,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
         if size_known {
             return None;
         }
-        match file_size(&*blocks, &root) {
+        match file_size(blocks, &root) {
             Ok(n) => {
                 size_known = true;
                 Some(n)
@@ -179,65 +289,46 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
             node::explain(id, &error)
         ));
     }
+    Ok((id, state.received))
+}
 
-    let mut written = None;
-    if let Some(out) = output {
-        let n = out.write(|w| {
-            export(&*blocks, &root, w).map_err(|e| match e {
-                UnixfsError::Io(e) => format!("cannot write the file: {e}"),
-                e => format!("{root} is not a UnixFS file ({e}); write a --car instead"),
-            })
-        })?;
-        written = Some(n);
+/// Whether `store` holds every block `selector` reaches from `root` (blocks there were
+/// verified when they arrived, so they are not hashed again).
+fn have_all(store: &dyn Blockstore, root: Cid, selector: &Selector) -> bool {
+    struct Ignore;
+    impl Visitor for Ignore {
+        fn block(&mut self, _: &BlockVisit) {}
     }
-    let mut car_blocks = None;
-    if let Some(out) = car {
-        let n = out.write(|w| {
-            export_car(&*blocks, root, sel.selector, w)
-                .map_err(|e| format!("cannot write the CAR: {e}"))
-        })?;
-        car_blocks = Some(n);
-    }
-    let bytes = state.received;
-    if json {
-        println!(
-            "{{\"root\":\"{root}\",\"channel\":\"{id}\",\"received\":{bytes},\"written\":{},\"car_blocks\":{}}}",
-            written.map_or("null".into(), |n| n.to_string()),
-            car_blocks.map_or("null".into(), |n| n.to_string())
-        );
-        return Ok(());
-    }
-    println!("{root}: {bytes} bytes received");
-    if let (Some(n), Some(p)) = (written, &args.output) {
-        println!("  {n} bytes written to {}", p.display());
-    }
-    if let (Some(n), Some(p)) = (car_blocks, &args.car) {
-        println!("  {n} blocks written to {}", p.display());
-    }
-    if written.is_none() && car_blocks.is_none() {
-        println!("  kept in {}", dir.join("blocks").display());
-    }
-    Ok(())
+    let config = TraversalConfig {
+        verify: false,
+        ..TraversalConfig::default()
+    };
+    walk(store, root, selector.clone(), config, &mut Ignore).is_ok()
 }
 
 /// Runs `push`.
 pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
-    let addr = node::parse_addr(&args.addr)?;
+    let (addr, peer) = node::parse_peer_addr(&args.addr)?;
     let dir = node::data_dir(args.data_dir)?;
     let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
     let inputs = node::import_inputs(&*blocks, std::slice::from_ref(&args.input))?;
     if inputs.is_empty() {
         return Err(format!("nothing to push in {}", args.input.display()));
     }
+    let mut lefts = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        lefts.push(node::left_channel(&m, peer, input.root, false).await?);
+    }
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
-    let peer = node::connect(&m, &addr).await?;
+    node::connect(&m, &addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
     let voucher = node::voucher(args.token)?;
     let mut result = Ok(());
-    for input in inputs {
+    for (input, left) in inputs.into_iter().zip(lefts) {
         let (id, resumed) = node::open_or_resume(
             &m,
             peer,
+            left,
             input.root,
             false,
             voucher.clone(),
@@ -287,4 +378,62 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
     }
     m.stop().await.map_err(|e| e.to_string())?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Output;
+
+    fn fill(
+        bytes: &'static [u8],
+    ) -> impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<u64, String> {
+        move |w| {
+            std::io::Write::write_all(w, bytes).map_err(|e| e.to_string())?;
+            Ok(bytes.len() as u64)
+        }
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_output_leaves_nothing_until_written_and_replaces_a_killed_runs_partial() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.bin");
+        let out = Output::create(&path).expect("writable");
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+        // What a run killed while writing would have left: longer than the real file.
+        std::fs::write(&out.partial, vec![7u8; 4096]).expect("stale partial");
+        assert_eq!(out.write(fill(b"hello")), Ok(5));
+        assert_eq!(std::fs::read(&path).expect("written"), b"hello");
+        assert_eq!(names(dir.path()), ["out.bin"]);
+    }
+
+    #[test]
+    fn two_runs_writing_one_output_at_once_are_refused_and_a_failed_write_cleans_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.bin");
+        let first = Output::create(&path).expect("writable");
+        let second = Output::create(&path).expect("writable");
+        let held = std::fs::File::create(&first.partial).expect("partial");
+        held.lock().expect("locked");
+        let refused = second
+            .write(fill(b"late"))
+            .expect_err("refused while locked");
+        assert!(
+            refused.contains("another datatransfer is writing"),
+            "{refused}"
+        );
+        assert!(!path.exists());
+        drop(held);
+        let failed = first.write(|_| Err("the export failed".to_owned()));
+        assert_eq!(failed, Err("the export failed".to_owned()));
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    }
 }
