@@ -148,6 +148,7 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     let mut bars = Bars::new(json);
     let mut interrupted = false;
     let mut deadline = None;
+    let mut interrupts = node::Interrupts::new()?;
     loop {
         let wait = async {
             match deadline {
@@ -184,8 +185,7 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
                     break;
                 }
             }
-            r = tokio::signal::ctrl_c() => {
-                r.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+            () = interrupts.next() => {
                 if interrupted {
                     break;
                 }

@@ -246,6 +246,7 @@ async fn fetch(
     json: bool,
     blocks: &dyn Blockstore,
 ) -> Result<(datatransfer::ChannelId, u64), String> {
+    let mut interrupts = node::Interrupts::new()?;
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
     let peer = node::connect(m, addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
@@ -278,7 +279,7 @@ async fn fetch(
             }
         }
     };
-    let ended = node::follow(&mut events, id, &mut progress, total).await;
+    let ended = node::follow(&mut events, id, &mut progress, &mut interrupts, total).await;
     progress.finish();
     m.stop().await.map_err(|e| e.to_string())?;
     let Ended { state, error } = ended?;
@@ -323,6 +324,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
     node::connect(&m, &addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
     let voucher = node::voucher(args.token)?;
+    let mut interrupts = node::Interrupts::new()?;
     let mut result = Ok(());
     for (input, left) in inputs.into_iter().zip(lefts) {
         let (id, resumed) = node::open_or_resume(
@@ -342,7 +344,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
                 input.root
             ));
         }
-        let ended = node::follow(&mut events, id, &mut progress, || None).await;
+        let ended = node::follow(&mut events, id, &mut progress, &mut interrupts, || None).await;
         progress.finish();
         let Ended { state, error } = match ended {
             Ok(e) => e,

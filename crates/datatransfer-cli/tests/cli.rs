@@ -123,11 +123,16 @@ struct Server {
 impl Server {
     /// Starts `serve --json` on an ephemeral port and reads its roots and address.
     fn start(dir: &Path, inputs: &[&Path], extra: &[&str]) -> Self {
+        Self::start_on("/ip4/127.0.0.1/tcp/0", dir, inputs, extra)
+    }
+
+    /// Starts `serve --json` listening on `listen`.
+    fn start_on(listen: &str, dir: &Path, inputs: &[&Path], extra: &[&str]) -> Self {
         let mut child = Killed(
             Command::new(env!("CARGO_BIN_EXE_datatransfer"))
                 .arg("serve")
                 .args(inputs)
-                .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--json", "--data-dir"])
+                .args(["--listen", listen, "--json", "--data-dir"])
                 .arg(dir)
                 .args(extra)
                 .stdout(Stdio::piped())
@@ -546,6 +551,48 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("datatransfer-") || n.ends_with(".partial"))
         .collect()
+}
+
+/// A server killed outright (SIGKILL) mid-pull and started again on its port: the running
+/// pull reconnects, restarts its channel and completes, the bytes whole.
+#[cfg(unix)]
+#[test]
+fn a_pull_outlives_its_server_being_killed_and_restarted() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let input = server_dir.path().join("big.bin");
+    let data = bytes(16 << 20, 7);
+    std::fs::write(&input, &data).unwrap();
+    let server = Server::start(server_dir.path(), &[&input], &[]);
+    let (addr, root) = (server.addr.clone(), server.roots[0].clone());
+    let output = client_dir.path().join("big.bin");
+    let mut puller = Killed(spawn_pull(
+        &addr,
+        &root,
+        &output,
+        client_dir.path(),
+        &["--limit-rate", "8MiB"],
+    ));
+    let mut lines = BufReader::new(puller.0.stdout.take().unwrap()).lines();
+    let before = wait_for_progress(&mut lines);
+    drop(server);
+    // Its address again: the identity is in its data dir, the port in the address.
+    let listen = addr.split("/p2p/").next().unwrap();
+    let mut server = Server::start_on(listen, server_dir.path(), &[&input], &[]);
+    assert_eq!(server.addr, addr);
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(puller.0.wait().unwrap().success(), "{rest:?}");
+    let done = rest.last().unwrap();
+    assert_eq!(number(done, "written"), Some(data.len() as u64), "{done}");
+    assert!(
+        number(done, "received").unwrap() > before,
+        "nothing came after the restart: {done}"
+    );
+    assert!(std::fs::read(&output).unwrap() == data, "the file differs");
+    // The second server finished what the first began.
+    let sent = server.line();
+    assert_eq!(field(&sent, "event").as_deref(), Some("sent"), "{sent}");
+    assert_eq!(field(&sent, "channel"), field(done, "channel"), "{sent}");
 }
 
 /// Ctrl-C on `serve` refuses new work, gives running transfers the grace period, keeps the
