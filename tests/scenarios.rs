@@ -823,6 +823,59 @@ async fn restart_after_the_initiator_process_restarts() {
     assert_eq!(progress, file.blocks);
 }
 
+/// A new pull of a DAG whose first blocks the client holds already (a channel that failed
+/// half-way left them) asks the provider to skip them, and gets only the rest; with
+/// `skip_held_blocks_on_open` off, as in go-data-transfer, the provider sends them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pull_of_a_dag_partly_at_hand_moves_only_the_rest() {
+    for skip in [true, false] {
+        let provider = default_node().await;
+        let mut config = fast_config();
+        config.transport.skip_held_blocks_on_open = skip;
+        let client = node(NodeOptions {
+            config,
+            ..NodeOptions::default()
+        })
+        .await;
+        introduce(&client, &provider).await;
+        let data = random_bytes(2 << 20, 43);
+        let file = import(&*provider.store, &data, 16 << 10);
+        // The root and the first 40 blocks of the walk, as an earlier channel left them.
+        let mut walked = dt_ipld::traversal::BlockLog::default();
+        dt_ipld::traversal::walk(
+            &*provider.store,
+            file.root,
+            dt_ipld::selector::Selector::explore_all_recursively(),
+            dt_ipld::traversal::TraversalConfig::default(),
+            &mut walked,
+        )
+        .unwrap();
+        assert_eq!(walked.0.len() as u64, file.blocks);
+        let held = 41;
+        for b in &walked.0[..held] {
+            let bytes = provider.store.get(&b.cid).unwrap().unwrap();
+            client.store.put(&b.cid, &bytes).unwrap();
+        }
+        let mut psub = provider.manager.subscribe().await.unwrap();
+        let mut sub = client.manager.subscribe().await.unwrap();
+        let id = pull(&client, &provider, voucher(1), file.root).await;
+        let events = wait_finished(&mut sub, id, 30).await;
+        assert_eq!(last_status(&events), Status::Completed, "skip {skip}");
+        assert_file(&*client.store, &file.root, &data);
+        let pevents = wait_finished(&mut psub, id, 30).await;
+        let sent = pevents
+            .iter()
+            .filter(|(e, _)| e.code == EventCode::DataSent)
+            .count() as u64;
+        let expected = if skip {
+            file.blocks - held as u64
+        } else {
+            file.blocks
+        };
+        assert_eq!(sent, expected, "blocks sent, skip {skip}");
+    }
+}
+
 /// Go's restart test "restart by the responder after its process restarts": the provider's
 /// process stops mid-pull; a new Manager on its SQLite file asks the client to restart the
 /// channel, and the pull completes.

@@ -18,7 +18,8 @@
 //!   received (the engine may pause or cancel the request).
 //! - Completed responses and finished requests feed the engine; a restart opens a new request
 //!   with `graphsync/do-not-send-first-blocks` set to the number of blocks at the start of the
-//!   walk the receiver already holds, so they are not sent again.
+//!   walk the receiver already holds, so they are not sent again (a new channel's request
+//!   too, unless [`GraphsyncTransportConfig::skip_held_blocks_on_open`] is off).
 //!
 //! Requests without a data-transfer extension are refused: this node serves data only to
 //! channels the engine validated.
@@ -56,12 +57,29 @@ pub const EXTENSION_INCOMING_REQUEST: &str = "fil/data-transfer/incoming-request
 pub const EXTENSION_OUTGOING_BLOCK: &str = "fil/data-transfer/outgoing-block/1.1";
 
 /// Settings of the transport.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GraphsyncTransportConfig {
     /// The graphsync node's settings (versions, message sizes, response limits).
     pub graphsync: GraphSyncConfig,
     /// Limits on data-transfer messages read from extensions.
     pub limits: DecodeLimits,
+    /// Whether a new channel's request, like a restart's, asks the sender to skip the blocks
+    /// at the start of the walk that the receiving store already holds
+    /// (`graphsync/do-not-send-first-blocks`). go-data-transfer sets it on restarts only; on
+    /// here by default, so a DAG partly at hand (from a channel that failed, or a CAR
+    /// imported) is not sent again. Senders that do not know the extension send everything,
+    /// which the receiver takes as usual.
+    pub skip_held_blocks_on_open: bool,
+}
+
+impl Default for GraphsyncTransportConfig {
+    fn default() -> Self {
+        Self {
+            graphsync: GraphSyncConfig::default(),
+            limits: DecodeLimits::default(),
+            skip_held_blocks_on_open: true,
+        }
+    }
 }
 
 /// Starting the transport failed.
@@ -142,6 +160,7 @@ struct Shared {
     next_token: AtomicU64,
     limits: DecodeLimits,
     traversal: TraversalConfig,
+    skip_held_on_open: bool,
 }
 
 impl GraphsyncTransport {
@@ -162,6 +181,7 @@ impl GraphsyncTransport {
             next_token: AtomicU64::new(1),
             limits: config.limits,
             traversal: config.graphsync.traversal.clone(),
+            skip_held_on_open: config.skip_held_blocks_on_open,
         });
         let hooks = Arc::new(DtHooks(shared.clone()));
         let gs = GraphSync::start(me, control, store, hooks, config.graphsync)
@@ -897,7 +917,7 @@ async fn open_channel(
     if ext.get(EXTENSION_DATA_TRANSFER).is_none() {
         return fail("the data-transfer message could not be encoded".into());
     }
-    if restart.is_some() {
+    if restart.is_some() || shared.skip_held_on_open {
         let held = held_prefix(&*store, root, &selector, &shared.traversal);
         if held > 0 {
             ext.set(
