@@ -386,6 +386,8 @@ pub(crate) async fn follow(
 ) -> Result<Ended, String> {
     let mut error = String::new();
     let mut last_event = Instant::now();
+    // While the peer is out of reach: the bytes when the channel last restarted, if it has.
+    let mut lost: Option<Option<u64>> = None;
     loop {
         tokio::select! {
             next = events.next() => {
@@ -412,6 +414,25 @@ pub(crate) async fn follow(
                 progress.update(bytes);
                 if event.code == EventCode::Error {
                     error = event.message.clone();
+                }
+                match event.code {
+                    EventCode::Disconnected if lost.is_none() => {
+                        lost = Some(None);
+                        progress.say(format!(
+                            "lost the peer ({}); trying again every {} s",
+                            event.message,
+                            RESTART_BACKOFF.as_secs()
+                        ));
+                    }
+                    EventCode::Restart if lost.is_some() => lost = Some(Some(bytes)),
+                    // Data after the restart (blocks in flight at the loss came before it).
+                    EventCode::DataReceived | EventCode::DataSent
+                        if lost.flatten().is_some_and(|b| bytes > b) =>
+                    {
+                        lost = None;
+                        progress.say("the peer is back; carrying on".into());
+                    }
+                    _ => {}
                 }
                 if state.status.is_terminal() {
                     return Ok(Ended { state, error });
