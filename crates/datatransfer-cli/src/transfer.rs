@@ -201,25 +201,17 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
         })?;
         car_blocks = Some(n);
     }
-    let bytes = received;
     if json {
-        if let Some(id) = id {
-            println!(
-                "{{\"root\":\"{root}\",\"channel\":\"{id}\",\"received\":{bytes},\"written\":{},\"car_blocks\":{}}}",
-                written.map_or("null".into(), |n| n.to_string()),
-                car_blocks.map_or("null".into(), |n| n.to_string())
-            );
-        } else {
-            println!(
-                "{{\"root\":\"{root}\",\"received\":0,\"written\":{},\"car_blocks\":{}}}",
-                written.map_or("null".into(), |n| n.to_string()),
-                car_blocks.map_or("null".into(), |n| n.to_string())
-            );
-        }
+        let channel = id.map_or(String::new(), |id| format!("\"channel\":\"{id}\","));
+        println!(
+            "{{\"root\":\"{root}\",{channel}\"received\":{received},\"written\":{},\"car_blocks\":{}}}",
+            written.map_or("null".into(), |n| n.to_string()),
+            car_blocks.map_or("null".into(), |n| n.to_string())
+        );
         return Ok(());
     }
     if id.is_some() {
-        println!("{root}: {bytes} bytes received");
+        println!("{root}: {received} bytes received");
     }
     if let (Some(n), Some(p)) = (written, &args.output) {
         println!("  {n} bytes written to {}", p.display());
