@@ -112,6 +112,27 @@ fn number(line: &str, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A server's data dir holding a file of `size` seeded bytes, and a client's data dir.
+struct Dirs {
+    server_dir: tempfile::TempDir,
+    client_dir: tempfile::TempDir,
+    input: std::path::PathBuf,
+    data: Vec<u8>,
+}
+
+fn dirs_with_file(size: usize, seed: u64) -> Dirs {
+    let server_dir = tempfile::tempdir().unwrap();
+    let input = server_dir.path().join("input.bin");
+    let data = bytes(size, seed);
+    std::fs::write(&input, &data).unwrap();
+    Dirs {
+        server_dir,
+        client_dir: tempfile::tempdir().unwrap(),
+        input,
+        data,
+    }
+}
+
 /// A `datatransfer serve` process.
 struct Server {
     child: Killed,
@@ -182,11 +203,12 @@ fn assert_one_line_error(out: &std::process::Output, why: &str) {
 /// `serve` in one process, `pull` and `push` in others, over 127.0.0.1.
 #[test]
 fn serve_pull_and_push_between_processes() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
-    let input = server_dir.path().join("input.bin");
-    let data = bytes(3_000_000, 1);
-    std::fs::write(&input, &data).unwrap();
+    let Dirs {
+        server_dir,
+        client_dir,
+        input,
+        data,
+    } = dirs_with_file(3_000_000, 1);
     let mut server = Server::start(server_dir.path(), &[&input], &["--token", "s3cret"]);
     let (addr, root) = (server.addr.clone(), server.roots[0].clone());
     let output = client_dir.path().join("out.bin");
@@ -488,11 +510,12 @@ fn resume_pull(addr: &str, root: &str, output: &Path, dir: &Path, channel: &str,
 #[cfg(unix)]
 #[test]
 fn an_interrupted_pull_resumes_and_completes() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
-    let input = server_dir.path().join("big.bin");
-    let data = bytes(32 << 20, 4);
-    std::fs::write(&input, &data).unwrap();
+    let Dirs {
+        server_dir,
+        client_dir,
+        input,
+        data,
+    } = dirs_with_file(32 << 20, 4);
     let server = Server::start(server_dir.path(), &[&input], &[]);
     let output = client_dir.path().join("big.bin");
     // Slowed down, so it is still running when killed.
@@ -558,11 +581,12 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[cfg(unix)]
 #[test]
 fn a_pull_outlives_its_server_being_killed_and_restarted() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
-    let input = server_dir.path().join("big.bin");
-    let data = bytes(16 << 20, 7);
-    std::fs::write(&input, &data).unwrap();
+    let Dirs {
+        server_dir,
+        client_dir,
+        input,
+        data,
+    } = dirs_with_file(16 << 20, 7);
     let server = Server::start(server_dir.path(), &[&input], &[]);
     let (addr, root) = (server.addr.clone(), server.roots[0].clone());
     let output = client_dir.path().join("big.bin");
@@ -600,11 +624,12 @@ fn a_pull_outlives_its_server_being_killed_and_restarted() {
 #[cfg(unix)]
 #[test]
 fn serve_stops_gracefully_and_its_transfers_resume_after_a_restart() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
-    let input = server_dir.path().join("big.bin");
-    let data = bytes(32 << 20, 5);
-    std::fs::write(&input, &data).unwrap();
+    let Dirs {
+        server_dir,
+        client_dir,
+        input,
+        data,
+    } = dirs_with_file(32 << 20, 5);
     let mut server = Server::start(server_dir.path(), &[&input], &["--grace", "1s"]);
     let root = server.roots[0].clone();
     let output = client_dir.path().join("big.bin");
@@ -647,11 +672,12 @@ fn serve_stops_gracefully_and_its_transfers_resume_after_a_restart() {
 #[cfg(unix)]
 #[test]
 fn a_pull_stopped_with_ctrl_c_says_how_to_resume() {
-    let server_dir = tempfile::tempdir().unwrap();
-    let client_dir = tempfile::tempdir().unwrap();
-    let input = server_dir.path().join("big.bin");
-    let data = bytes(32 << 20, 6);
-    std::fs::write(&input, &data).unwrap();
+    let Dirs {
+        server_dir,
+        client_dir,
+        input,
+        data,
+    } = dirs_with_file(32 << 20, 6);
     let server = Server::start(server_dir.path(), &[&input], &[]);
     let output = client_dir.path().join("big.bin");
     let mut puller = Killed(
