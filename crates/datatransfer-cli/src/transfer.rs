@@ -8,7 +8,7 @@ use datatransfer::{Cid, Status};
 use dt_ipld::blockstore::Blockstore;
 use dt_ipld::car::export_car;
 use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{BlockVisit, TraversalConfig, Visitor, walk};
+use dt_ipld::traversal::{NoVisitor, TraversalConfig, walk};
 use dt_ipld::unixfs::{UnixfsError, export, file_size};
 
 use crate::node::{self, Ended};
@@ -288,15 +288,11 @@ async fn fetch(
 /// Whether `store` holds every block `selector` reaches from `root` (blocks there were
 /// verified when they arrived, so they are not hashed again).
 fn have_all(store: &dyn Blockstore, root: Cid, selector: &Selector) -> bool {
-    struct Ignore;
-    impl Visitor for Ignore {
-        fn block(&mut self, _: &BlockVisit) {}
-    }
     let config = TraversalConfig {
         verify: false,
         ..TraversalConfig::default()
     };
-    walk(store, root, selector.clone(), config, &mut Ignore).is_ok()
+    walk(store, root, selector.clone(), config, &mut NoVisitor).is_ok()
 }
 
 /// Runs `push`.
