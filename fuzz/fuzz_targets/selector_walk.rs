@@ -23,6 +23,7 @@ fn dag() -> &'static (MemoryBlockstore, Vec<Cid>) {
             chunk_size: 1_000,
             max_links: 4,
             raw_leaves: false,
+            ..ImportOptions::default()
         };
         let file = import_bytes(&store, &data, &file).expect("import").root;
         let mut next = file;

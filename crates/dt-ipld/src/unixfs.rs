@@ -29,6 +29,20 @@ pub struct ImportOptions {
     /// Leaves as raw blocks (go-unixfs `--raw-leaves`, the default here); `false` wraps each
     /// chunk in a dag-pb UnixFS file node, as older go-ipfs did.
     pub raw_leaves: bool,
+    /// The CID version of the DAG-PB nodes (`ipfs add --cid-version`). With
+    /// [`CidVersion::V0`], DAG-PB nodes get CIDv0 (`Qm...`) while raw leaves stay CIDv1, as
+    /// kubo does: a raw block has no CIDv0.
+    pub cid_version: CidVersion,
+}
+
+/// The CID version of an import's DAG-PB nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CidVersion {
+    /// CIDv0: a bare SHA2-256 multihash, DAG-PB implied (older go-ipfs's default).
+    V0,
+    /// CIDv1 (the default here).
+    #[default]
+    V1,
 }
 
 impl Default for ImportOptions {
@@ -37,6 +51,7 @@ impl Default for ImportOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_links: DEFAULT_MAX_LINKS,
             raw_leaves: true,
+            cid_version: CidVersion::V1,
         }
     }
 }
@@ -120,6 +135,17 @@ fn file_data(file_size: u64, block_sizes: &[u64]) -> Vec<u8> {
 }
 
 impl<R: Read> Builder<'_, R> {
+    /// Stores a DAG-PB node under the CID version asked for.
+    fn put_pb(&mut self, bytes: &[u8]) -> Result<Cid, UnixfsError> {
+        let cid = match self.opts.cid_version {
+            CidVersion::V1 => codec::cid_of(DAG_PB, bytes),
+            CidVersion::V0 => Cid::new_v0(*codec::cid_of(DAG_PB, bytes).hash())
+                .map_err(|_| UnixfsError::Options("CIDv0 needs a SHA2-256 hash"))?,
+        };
+        self.store.put(&cid, bytes)?;
+        Ok(cid)
+    }
+
     fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, UnixfsError> {
         self.buf.clear();
         let mut filled = 0;
@@ -155,7 +181,7 @@ impl<R: Read> Builder<'_, R> {
                 data: Some(unixfs),
             }
             .encode();
-            (self.store.put_new(DAG_PB, &bytes)?, bytes.len() as u64)
+            (self.put_pb(&bytes)?, bytes.len() as u64)
         };
         self.blocks += 1;
         Ok(Child {
@@ -180,7 +206,7 @@ impl<R: Read> Builder<'_, R> {
             data: Some(file_data(file_size, &sizes)),
         };
         let bytes = node.encode();
-        let cid = self.store.put_new(DAG_PB, &bytes)?;
+        let cid = self.put_pb(&bytes)?;
         self.blocks += 1;
         Ok(Child {
             cid,

@@ -16,6 +16,7 @@ fn sample(store: &MemoryBlockstore) -> dt_ipld::Cid {
         chunk_size: 64 << 10,
         max_links: 16,
         raw_leaves: true,
+        ..ImportOptions::default()
     };
     import_bytes(store, &data, &opts).unwrap().root
 }

@@ -7,13 +7,14 @@ use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use dt_ipld::codec::{self, DAG_PB, PbNode, RAW};
 use dt_ipld::selector::Selector;
 use dt_ipld::traversal::{BlockLog, TraversalConfig, walk};
-use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
+use dt_ipld::unixfs::{CidVersion, ImportOptions, export, import_bytes};
 
 fn opts(chunk_size: usize, max_links: usize) -> ImportOptions {
     ImportOptions {
         chunk_size,
         max_links,
         raw_leaves: true,
+        ..ImportOptions::default()
     }
 }
 
@@ -199,6 +200,7 @@ fn file_size_reads_only_the_root() {
             chunk_size: chunk,
             max_links: 4,
             raw_leaves,
+            ..ImportOptions::default()
         };
         let out = import_bytes(&store, &data, &o).unwrap();
         // Only the root in the store: the size still reads.
@@ -218,4 +220,29 @@ fn file_size_reads_only_the_root() {
         dt_ipld::unixfs::file_size(&empty, &root),
         Err(dt_ipld::unixfs::UnixfsError::Missing(_))
     ));
+}
+
+#[test]
+fn cid_version_0_names_dag_pb_nodes_with_cidv0_and_keeps_raw_leaves_v1() {
+    let data = bytes(1_000_000, 11);
+    for raw_leaves in [true, false] {
+        let store = MemoryBlockstore::new();
+        let o = ImportOptions {
+            cid_version: CidVersion::V0,
+            raw_leaves,
+            ..opts(100_000, 4)
+        };
+        let v0 = import_bytes(&store, &data, &o).unwrap();
+        assert_eq!(u64::from(v0.root.version()), 0);
+        for cid in store.cids() {
+            match cid.codec() {
+                DAG_PB => assert_eq!(u64::from(cid.version()), 0, "{cid}"),
+                RAW => assert_eq!(u64::from(cid.version()), 1, "{cid}"),
+                other => panic!("unexpected codec {other:#x}"),
+            }
+        }
+        let mut out = Vec::new();
+        export(&store, &v0.root, &mut out).unwrap();
+        assert!(out == data);
+    }
 }

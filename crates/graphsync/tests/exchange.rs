@@ -159,6 +159,7 @@ fn a_restart_skips_the_blocks_the_requester_has() {
             chunk_size: 256 << 10,
             max_links: 174,
             raw_leaves: true,
+            ..ImportOptions::default()
         },
     )
     .unwrap()
@@ -251,6 +252,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
             chunk_size: 1 << 20,
             max_links: 174,
             raw_leaves: true,
+            ..ImportOptions::default()
         },
     )
     .unwrap()
@@ -336,6 +338,7 @@ fn the_block_hook_sees_every_block_and_can_pause() {
             chunk_size: 256 << 10,
             max_links: 174,
             raw_leaves: true,
+            ..ImportOptions::default()
         },
     )
     .unwrap()
