@@ -264,7 +264,11 @@ fn destination(event: &ChannelEvent, s: Status) -> Option<Dest> {
             _ => To(TransferFinished),
         },
         E::ResponderBeginsFinalization => match s {
-            Failing | Cancelling => JustRecord,
+            // go-data-transfer v2 sends the final voucher result in a second Complete; v1.15
+            // fell back to ResponderFinalizing here and lost "all data arrived".
+            Failing | Cancelling | ResponderFinalizing | ResponderFinalizingTransferFinished => {
+                JustRecord
+            }
             TransferFinished => To(ResponderFinalizingTransferFinished),
             _ => To(ResponderFinalizing),
         },

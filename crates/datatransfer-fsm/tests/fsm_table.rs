@@ -1,4 +1,5 @@
-//! Every event from every status against go-data-transfer v1.15.1 `channels/channels_fsm.go`.
+//! Every event from every status against go-data-transfer v1.15.1 `channels/channels_fsm.go`,
+//! with v2.0.0's fixes where the two differ (each marked).
 //!
 //! The rules below are transcribed from Go's builder calls (`From(...).To(...)`, `FromAny()`,
 //! `ToNoChange()`, `ToJustRecord()`), independently of `channel_fsm.rs`, and expanded the way
@@ -99,6 +100,13 @@ fn rules(event: EventCode) -> Vec<Rule> {
             (
                 Some(&[TransferFinished]),
                 S(ResponderFinalizingTransferFinished),
+            ),
+            // go-data-transfer v2: a second finalization message (the final voucher result
+            // rides a Complete) keeps the status; v1.15 fell back to ResponderFinalizing
+            // and so forgot that all data had arrived (found by the interop suite).
+            (
+                Some(&[ResponderFinalizing, ResponderFinalizingTransferFinished]),
+                JustRecord,
             ),
         ],
         E::ResponderCompletes => vec![
