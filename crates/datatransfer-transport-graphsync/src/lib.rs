@@ -504,8 +504,12 @@ impl Hooks for DtHooks {
                 unique: true,
             })
             .await;
+        // Under outgoing-block/1.1 only, though Go's responders also copy it under 1.1: every
+        // Go requester that knows 1.1 (v1.15, v2) reads both names as two messages, so a
+        // voucher result under both was a payment request taken twice, and a Go client paid
+        // twice (found by the interop suite).
         let ext = reply.map_or_else(Extensions::new, |m| {
-            extensions_for(&m, &[EXTENSION_OUTGOING_BLOCK, EXTENSION_DATA_TRANSFER])
+            extensions_for(&m, &[EXTENSION_OUTGOING_BLOCK])
         });
         if let Some(sv) = s.lock().serving.get_mut(&(peer, id)) {
             sv.queued.push_back((block.cid, block.index));
