@@ -387,11 +387,22 @@ impl Hooks for DtHooks {
                 Extensions::new(),
             );
         };
+        let same_data = |sv: &Serving| {
+            sv.accepted && sv.channel == channel && sv.root == root && sv.selector == selector.cid()
+        };
         // The same request again (same id, same root and selector) is a requester resuming
         // after its own pause: its original opening message is not news to the engine.
-        let repeat = s.lock().serving.get(&key).is_some_and(|sv| {
-            sv.accepted && sv.channel == channel && sv.root == root && sv.selector == selector.cid()
-        });
+        let repeat = s.lock().serving.get(&key).is_some_and(same_data);
+        // A requester may also resume under a fresh id (ours does, since go-graphsync's
+        // responder races a same-id re-request against the end of the cancelled response):
+        // a request for the data of a channel we serve, validated already.
+        let continuing = repeat || {
+            let st = s.lock();
+            st.serving_channels
+                .get(&channel)
+                .and_then(|k| st.serving.get(k))
+                .is_some_and(same_data)
+        };
         if let Message::Request(r) = &msg {
             // Anything but an opening request may only ride in a request already validated.
             let allowed = if opening {
@@ -400,7 +411,7 @@ impl Hooks for DtHooks {
                         .as_ref()
                         .is_some_and(|sel| sel.same_node(&selector))
             } else {
-                repeat
+                continuing
             };
             if !allowed {
                 return RequestDecision::Reject(ResponseStatus::RequestRejected, Extensions::new());

@@ -279,8 +279,23 @@ enum ResponseCmd {
 pub struct GraphSync {
     me: PeerId,
     tx: mpsc::Sender<Cmd>,
+    ids: IdGen,
+}
+
+/// Request ids of one node: a per-node nonce and a counter, unique among its requests.
+#[derive(Debug, Clone)]
+struct IdGen {
     nonce: u64,
     counter: Arc<AtomicU64>,
+}
+
+impl IdGen {
+    fn next(&self) -> RequestId {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.nonce.to_be_bytes());
+        id[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        RequestId(id)
+    }
 }
 
 impl std::fmt::Debug for Cmd {
@@ -367,16 +382,22 @@ impl RequestHandle {
 
 /// A request of ours: running, or paused the way go-graphsync pauses (cancel the response,
 /// then re-request it skipping the blocks already traversed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pause {
     Running,
-    /// Cancel sent; the old response has not ended yet. `Some` once unpause was asked for.
-    Pausing(Option<Extensions>),
+    /// Cancel sent. Blocks of the cancelled response still on their way are taken as usual
+    /// (the re-request skips them too).
     Paused,
 }
 
 struct Outgoing {
     peer: PeerId,
+    /// The id on the wire: the handle's id, until an unpause re-requests under a fresh one.
+    /// go-graphsync pauses a requester by re-sending the same id, but its responder races a
+    /// re-request against the end of the cancelled response of that id (the new one can be
+    /// dropped, or mixed with the old one's last blocks); a fresh id has no such race, and
+    /// messages of the old one are simply stale.
+    wire: RequestId,
     store: Arc<dyn Blockstore>,
     request: Request,
     verifier: Verifier,
@@ -424,6 +445,10 @@ struct Node {
     tx: mpsc::Sender<Cmd>,
     peers: HashMap<PeerId, Peer>,
     outgoing: HashMap<RequestId, Outgoing>,
+    /// The wire id of each request of ours in `outgoing` to its handle's id.
+    wire_ids: HashMap<RequestId, RequestId>,
+    /// Makes the fresh ids of re-requests.
+    ids: IdGen,
     responses: HashMap<(PeerId, RequestId), mpsc::Sender<ResponseCmd>>,
     all_responses: Arc<Semaphore>,
     /// The outbound rate limit shared by all peer writers, if any.
@@ -440,6 +465,10 @@ impl GraphSync {
         config: GraphSyncConfig,
     ) -> Result<Self, dt_streams::AlreadyRegistered> {
         let (tx, rx) = mpsc::channel(1024);
+        let ids = IdGen {
+            nonce: std::collections::hash_map::RandomState::new().hash_one(me.to_bytes()),
+            counter: Arc::new(AtomicU64::new(1)),
+        };
         let config = Arc::new(config);
         let budget_total = config
             .max_inbound_bytes
@@ -479,15 +508,12 @@ impl GraphSync {
             tx: tx.clone(),
             peers: HashMap::new(),
             outgoing: HashMap::new(),
+            wire_ids: HashMap::new(),
+            ids: ids.clone(),
             responses: HashMap::new(),
         };
         tokio::spawn(node.run(rx));
-        Ok(Self {
-            me,
-            tx,
-            nonce: std::collections::hash_map::RandomState::new().hash_one(me.to_bytes()),
-            counter: Arc::new(AtomicU64::new(1)),
-        })
+        Ok(Self { me, tx, ids })
     }
 
     /// Our peer id.
@@ -531,10 +557,7 @@ impl GraphSync {
     ) -> Result<RequestHandle, GraphSyncError> {
         let parsed = Selector::from_dag_cbor(selector.as_bytes())
             .map_err(|e| GraphSyncError::Selector(e.to_string()))?;
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&self.nonce.to_be_bytes());
-        id[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        let id = RequestId(id);
+        let id = self.ids.next();
         let (events_tx, events) = mpsc::channel(256);
         let request = Request::new(id, root, selector, 0, extensions);
         self.tx
@@ -910,10 +933,12 @@ impl Node {
                         self.config.max_buffered_blocks,
                     );
                     let id = request.id;
+                    self.wire_ids.insert(id, id);
                     self.outgoing.insert(
                         id,
                         Outgoing {
                             peer,
+                            wire: id,
                             store: store.unwrap_or_else(|| self.store.clone()),
                             request: request.clone(),
                             verifier,
@@ -932,11 +957,11 @@ impl Node {
                     .await;
                 }
                 Cmd::CancelRequest(id) => {
-                    if let Some(o) = self.outgoing.remove(&id) {
+                    if let Some(o) = self.remove_outgoing(id) {
                         self.send(
                             o.peer,
                             Message {
-                                requests: vec![Request::cancel(id)],
+                                requests: vec![Request::cancel(o.wire)],
                                 ..Message::default()
                             },
                         )
@@ -1011,7 +1036,7 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for id in failed {
-            if let Some(o) = self.outgoing.remove(&id) {
+            if let Some(o) = self.remove_outgoing(id) {
                 let _ = o
                     .events
                     .send(RequestEvent::Completed(Err(GraphSyncError::Network(
@@ -1022,16 +1047,23 @@ impl Node {
         }
     }
 
+    /// Forgets a request of ours, and its wire id.
+    fn remove_outgoing(&mut self, id: RequestId) -> Option<Outgoing> {
+        let o = self.outgoing.remove(&id)?;
+        self.wire_ids.remove(&o.wire);
+        Some(o)
+    }
+
     async fn pause_request(&mut self, id: RequestId) {
         if let Some(o) = self.outgoing.get_mut(&id)
             && o.pause == Pause::Running
         {
-            o.pause = Pause::Pausing(None);
-            let peer = o.peer;
+            o.pause = Pause::Paused;
+            let (peer, wire) = (o.peer, o.wire);
             self.send(
                 peer,
                 Message {
-                    requests: vec![Request::cancel(id)],
+                    requests: vec![Request::cancel(wire)],
                     ..Message::default()
                 },
             )
@@ -1043,20 +1075,18 @@ impl Node {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
-        match &mut o.pause {
+        match o.pause {
             Pause::Running => {
-                let peer = o.peer;
+                let (peer, wire) = (o.peer, o.wire);
                 self.send(
                     peer,
                     Message {
-                        requests: vec![Request::update(id, ext)],
+                        requests: vec![Request::update(wire, ext)],
                         ..Message::default()
                     },
                 )
                 .await;
             }
-            // Re-request once the old response has ended, so the two do not interleave.
-            Pause::Pausing(wanted) => *wanted = Some(ext),
             Pause::Paused => self.rerequest(id, ext).await,
         }
     }
@@ -1067,7 +1097,12 @@ impl Node {
         };
         o.pause = Pause::Running;
         o.verifier.restart(o.traversed);
+        let wire = self.ids.next();
+        self.wire_ids.remove(&o.wire);
+        self.wire_ids.insert(wire, id);
+        o.wire = wire;
         let mut again = o.request.clone();
+        again.id = wire;
         for (k, v) in ext.iter() {
             again.extensions.set(k, v.clone());
         }
@@ -1111,24 +1146,23 @@ impl Node {
         }
     }
 
-    async fn on_response(&mut self, peer: PeerId, resp: Response, blocks: Vec<Block>) {
-        let id = resp.id;
+    async fn on_response(&mut self, peer: PeerId, mut resp: Response, blocks: Vec<Block>) {
+        // Responses under an id we no longer use (before a re-request) are stale.
+        let Some(&id) = self.wire_ids.get(&resp.id) else {
+            return;
+        };
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
         if o.peer != peer {
             return;
         }
-        if let Pause::Pausing(wanted) = &o.pause
-            && resp.status == ResponseStatus::RequestCancelled
-        {
-            // The old response is over: stay paused, or restart if unpause came meanwhile.
-            match wanted.clone() {
-                Some(ext) => self.rerequest(id, ext).await,
-                None => o.pause = Pause::Paused,
-            }
+        if o.pause == Pause::Paused && resp.status == ResponseStatus::RequestCancelled {
+            // The cancelled response is over; the request stays paused.
             return;
         }
+        // Our hooks and the request's events know the request by its handle's id.
+        resp.id = id;
         self.hooks.incoming_response(peer, &resp);
         let _ = o.events.send(RequestEvent::Response(resp.clone())).await;
         let store = o.store.clone();
@@ -1175,12 +1209,12 @@ impl Node {
         };
         if let Some(r) = done {
             let failed = r.is_err();
-            if let Some(o) = self.outgoing.remove(&id) {
+            if let Some(o) = self.remove_outgoing(id) {
                 if failed && !resp.status.is_terminal() {
                     self.send(
                         peer,
                         Message {
-                            requests: vec![Request::cancel(id)],
+                            requests: vec![Request::cancel(o.wire)],
                             ..Message::default()
                         },
                     )

@@ -51,6 +51,7 @@ fn import_chunked(store: &dyn Blockstore, data: &[u8], chunk: usize) -> Cid {
         chunk_size: chunk,
         max_links: 174,
         raw_leaves: true,
+        ..ImportOptions::default()
     };
     import_bytes(store, data, &opts).unwrap().root
 }
@@ -416,6 +417,7 @@ async fn a_flood_of_requests_is_refused_beyond_the_limit() {
             chunk_size: 64 << 10,
             max_links: 174,
             raw_leaves: true,
+            ..ImportOptions::default()
         },
     )
     .unwrap()
@@ -599,6 +601,7 @@ async fn the_responder_can_cancel() {
             chunk_size: 256 << 10,
             max_links: 174,
             raw_leaves: true,
+            ..ImportOptions::default()
         },
     )
     .unwrap()
@@ -712,6 +715,7 @@ async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
                 chunk_size: 64 << 10,
                 max_links: 174,
                 raw_leaves: true,
+                ..ImportOptions::default()
             },
         )
         .unwrap();
