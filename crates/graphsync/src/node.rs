@@ -270,7 +270,12 @@ enum Cmd {
 enum ResponseCmd {
     Pause,
     Unpause(Extensions),
+    /// We end the response: the requester gets `RequestCancelled`.
     Cancel,
+    /// The requester cancelled it, or the stream it was written on broke: stop without a
+    /// word, as go-graphsync does. A go-graphsync requester takes `RequestCancelled` as the
+    /// responder cancelling, and forgets a request it only meant to pause.
+    Drop,
     Extensions(Extensions),
 }
 
@@ -994,7 +999,7 @@ impl Node {
                         .collect();
                     for key in broken {
                         if let Some(ctl) = self.responses.remove(&key) {
-                            let _ = ctl.send(ResponseCmd::Cancel).await;
+                            let _ = ctl.send(ResponseCmd::Drop).await;
                         }
                     }
                     self.fail_requests_to(peer, &error).await;
@@ -1003,7 +1008,7 @@ impl Node {
                     self.hooks.network_error(peer, &error);
                     for id in broken {
                         if let Some(ctl) = self.responses.remove(&(peer, id)) {
-                            let _ = ctl.send(ResponseCmd::Cancel).await;
+                            let _ = ctl.send(ResponseCmd::Drop).await;
                         }
                     }
                 }
@@ -1127,7 +1132,7 @@ impl Node {
                 RequestType::New => self.serve(peer, req),
                 RequestType::Cancel => {
                     if let Some(ctl) = self.responses.remove(&(peer, req.id)) {
-                        let _ = ctl.send(ResponseCmd::Cancel).await;
+                        let _ = ctl.send(ResponseCmd::Drop).await;
                         self.hooks.requestor_cancelled(peer, req.id);
                     }
                 }
@@ -1390,6 +1395,7 @@ impl ServeCtx {
                         .await;
                         return None;
                     }
+                    Some(ResponseCmd::Drop) => return None,
                     Some(ResponseCmd::Pause) => {
                         paused = true;
                         self.respond(
