@@ -1,0 +1,148 @@
+//! Our side as a process of its own, so a test can kill it with SIGKILL mid-transfer and
+//! start it again: a Manager with a SQLite channel store and a block store on disk, pulling
+//! one DAG from a provider. Started again with the same arguments, it resumes the channel it
+//! finds in its store instead of opening a new one.
+//!
+//! ```text
+//! rust-peer --key HEX --data-dir DIR --from MULTIADDR --root CID [--deal N] [--rate BYTES]
+//! ```
+//!
+//! Prints JSON lines: `{"type":"channel","chid":{..},"resumed":bool}`, then
+//! `{"type":"progress","received":N}` about every MiB, then
+//! `{"type":"done","status":"Completed","received":N,"message":".."}`; exits 0 once the
+//! channel has ended and the blocks are flushed, 1 on a usage error.
+
+#![allow(clippy::unwrap_used)] // A test program: failing loudly is the point.
+
+use std::sync::Arc;
+
+use datatransfer::{Cid, Multiaddr, PeerId, all_selector};
+use datatransfer_interop::go::{chid_json, keypair};
+use datatransfer_interop::rust::{RustNodeOptions, fast_config, node, voucher};
+use dt_ipld::blockstore::Blockstore;
+use dt_ipld::fsstore::FsBlockstore;
+use serde_json::json;
+
+struct Args {
+    key: [u8; 32],
+    data_dir: std::path::PathBuf,
+    from: Multiaddr,
+    root: Cid,
+    deal: u64,
+    rate: Option<u64>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut key, mut dir, mut from, mut root, mut deal, mut rate) =
+        (None, None, None, None, 1, None);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--key" => {
+                let bytes = hex::decode(&value).map_err(|e| format!("--key: {e}"))?;
+                key = Some(<[u8; 32]>::try_from(bytes).map_err(|_| "--key: 32 bytes")?);
+            }
+            "--data-dir" => dir = Some(value.into()),
+            "--from" => from = Some(value.parse().map_err(|e| format!("--from: {e}"))?),
+            "--root" => root = Some(value.parse().map_err(|e| format!("--root: {e}"))?),
+            "--deal" => deal = value.parse().map_err(|e| format!("--deal: {e}"))?,
+            "--rate" => rate = Some(value.parse().map_err(|e| format!("--rate: {e}"))?),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(Args {
+        key: key.ok_or("--key is required")?,
+        data_dir: dir.ok_or("--data-dir is required")?,
+        from: from.ok_or("--from is required")?,
+        root: root.ok_or("--root is required")?,
+        deal,
+        rate,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let Some(libp2p::multiaddr::Protocol::P2p(provider)) = args.from.iter().last() else {
+        eprintln!("error: --from needs a /p2p/ part");
+        std::process::exit(1);
+    };
+    let provider: PeerId = provider;
+    std::fs::create_dir_all(&args.data_dir).unwrap();
+    let blocks = Arc::new(FsBlockstore::open(args.data_dir.join("blocks"), true).unwrap());
+    let mut config = fast_config();
+    config.transport.graphsync.max_inbound_rate = args.rate;
+    let sqlite = args.data_dir.join("channels.sqlite");
+    let rust = node(RustNodeOptions {
+        sqlite: Some(&sqlite),
+        store: Some(blocks.clone() as Arc<dyn Blockstore>),
+        keypair: Some(keypair(args.key)),
+        known_peers: vec![(provider, args.from.clone())],
+        config,
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let resumed = rust
+        .manager
+        .in_progress_channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.base_cid == args.root)
+        .map(|c| c.channel_id);
+    let chid = match resumed {
+        Some(c) => c,
+        None => {
+            rust.manager.connect(&args.from).await.unwrap();
+            rust.manager
+                .open_pull_channel(provider, voucher(args.deal, 0), args.root, all_selector())
+                .await
+                .unwrap()
+        }
+    };
+    println!(
+        "{}",
+        json!({"type": "channel", "chid": chid_json(&chid), "resumed": resumed.is_some()})
+    );
+    let mut reported = 0u64;
+    // A channel restarted by `start` may have ended before we subscribed.
+    let already = rust
+        .manager
+        .channel_state(chid)
+        .await
+        .unwrap()
+        .filter(|st| st.status.is_terminal());
+    let last = loop {
+        if let Some(st) = already {
+            break st;
+        }
+        let Some((_, st)) = sub.next().await else {
+            panic!("the manager stopped");
+        };
+        if st.channel_id != chid {
+            continue;
+        }
+        if st.received >= reported + (1 << 20) {
+            reported = st.received;
+            println!("{}", json!({"type": "progress", "received": st.received}));
+        }
+        if st.status.is_terminal() {
+            break st;
+        }
+    };
+    blocks.flush().unwrap();
+    println!(
+        "{}",
+        json!({"type": "done", "status": format!("{:?}", last.status),
+               "received": last.received, "message": last.message})
+    );
+    rust.manager.stop().await.unwrap();
+}

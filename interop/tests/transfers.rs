@@ -1,0 +1,449 @@
+//! Transfers between our Manager and a go-data-transfer v2 node, both ways: pulls and pushes
+//! of a 20 MiB UnixFS file and of a DAG-CBOR DAG, rejected vouchers, and pay-per-MiB
+//! retrieval with finalization.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datatransfer::{Cid, EventCode, Status, all_selector};
+use datatransfer_interop::data::{assert_file_eq, dag_cbor_dag, random_bytes, random_file};
+use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json, voucher_json};
+use datatransfer_interop::rust::{
+    InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, multiaddr, node,
+    pay_until_done, voucher, wait_finished,
+};
+use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
+use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use dt_ipld::selector::Selector;
+use dt_ipld::traversal::{BlockLog, TraversalConfig, walk};
+use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
+use serde_json::{Value, json};
+
+const SIZE: usize = 20 * MIB;
+
+/// A Go peer that accepts every voucher of the interop type.
+async fn go_peer(seed: u8, dir: &std::path::Path) -> GoPeer {
+    let go = GoPeer::start(GoPeerOptions::new(seed, dir)).await;
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true}),
+    )
+    .await;
+    go
+}
+
+/// Imports a seeded 20 MiB file on the Go side (256 KiB chunks, raw leaves, CIDv1).
+async fn go_import(go: &GoPeer, dir: &std::path::Path, seed: u64) -> (Cid, Vec<u8>) {
+    let path = dir.join("source.bin");
+    let data = random_file(&path, SIZE, seed);
+    let r = go
+        .ok(
+            "import",
+            json!({"path": path, "chunk_size": 256 << 10, "raw_leaves": true, "cid_version": 1}),
+        )
+        .await;
+    (r["root"].as_str().unwrap().parse().unwrap(), data)
+}
+
+/// Imports seeded 20 MiB on our side, as Go's importer would cut it.
+fn rust_import(store: &dyn Blockstore, seed: u64) -> (Cid, Vec<u8>) {
+    let data = random_bytes(SIZE, seed);
+    let opts = ImportOptions {
+        chunk_size: 256 << 10,
+        ..ImportOptions::default()
+    };
+    (import_bytes(store, &data, &opts).unwrap().root, data)
+}
+
+/// Exports the file under `root` from our store and compares it.
+fn assert_rust_file(store: &dyn Blockstore, root: &Cid, data: &[u8]) {
+    let mut out = Vec::new();
+    export(store, root, &mut out).unwrap();
+    assert_eq!(out.len(), data.len(), "file size");
+    assert!(out == data, "the file differs");
+}
+
+/// Has the Go side write the file under `root` and compares it.
+async fn assert_go_file(go: &GoPeer, dir: &std::path::Path, root: &Cid, data: &[u8]) {
+    let out = dir.join("exported.bin");
+    go.ok("export", json!({"root": root.to_string(), "path": out}))
+        .await;
+    assert_file_eq(&out, data);
+}
+
+/// No CID appears twice in a list of blocks that went over the wire.
+fn assert_no_repeats(blocks: &[String], what: &str) {
+    let mut seen = HashSet::new();
+    for b in blocks {
+        assert!(seen.insert(b), "{what}: block {b} went over the wire twice");
+    }
+}
+
+/// The CIDs a walk of the whole DAG under `root` loads from `store`, in order.
+fn walk_order(store: &dyn Blockstore, root: Cid) -> Vec<String> {
+    let mut log = BlockLog::default();
+    walk(
+        store,
+        root,
+        Selector::explore_all_recursively(),
+        TraversalConfig::default(),
+        &mut log,
+    )
+    .unwrap();
+    log.0.iter().map(|v| v.cid.to_string()).collect()
+}
+
+/// The CIDs Go's traversal loads under `root`, in order.
+async fn go_walk(go: &GoPeer, root: &Cid) -> Vec<String> {
+    go.ok("walk", json!({"root": root.to_string()})).await["cids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_pulls_a_unixfs_file_from_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(1, dir.path()).await;
+    let (root, data) = go_import(&go, dir.path(), 1).await;
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(1, 0), root, all_selector())
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, ch, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_rust_file(&*rust.store, &root, &data);
+    let theirs = go.wait_finished(&ch, 30).await;
+    assert_eq!(theirs["status"], "Completed");
+    assert_eq!(theirs["sent"].as_u64().unwrap(), last.received);
+    assert_no_repeats(&go.blocks("out"), "Go's responder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_pulls_a_unixfs_file_from_rust() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(2, dir.path()).await;
+    let rust = default_node().await;
+    let (root, data) = rust_import(&*rust.store, 2);
+    go.ok(
+        "connect",
+        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
+    )
+    .await;
+    let r = go
+        .ok(
+            "pull",
+            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
+                   "voucher": voucher_json(2, 0)}),
+        )
+        .await;
+    let ch = chid_from_json(&r["chid"]);
+    let theirs = go.wait_finished(&ch, 120).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    assert_go_file(&go, dir.path(), &root, &data).await;
+    assert_no_repeats(&go.blocks("in"), "Go's requester");
+    let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(ours.status, Status::Completed);
+    assert_eq!(ours.sent, theirs["received"].as_u64().unwrap());
+    assert_eq!(rust.validator.pulls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_pushes_a_unixfs_file_to_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(3, dir.path()).await;
+    let rust = default_node().await;
+    let (root, data) = rust_import(&*rust.store, 3);
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_push_channel(go.peer_id, voucher(3, 0), root, all_selector())
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, ch, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    let theirs = go.wait_finished(&ch, 30).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    assert_go_file(&go, dir.path(), &root, &data).await;
+    assert_no_repeats(&go.blocks("in"), "Go's receiver");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_pushes_a_unixfs_file_to_rust() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(4, dir.path()).await;
+    let (root, data) = go_import(&go, dir.path(), 4).await;
+    let rust = default_node().await;
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    go.ok(
+        "connect",
+        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
+    )
+    .await;
+    let r = go
+        .ok(
+            "push",
+            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
+                   "voucher": voucher_json(4, 0)}),
+        )
+        .await;
+    let ch = chid_from_json(&r["chid"]);
+    let events = wait_finished(&mut sub, ch, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_rust_file(&*rust.store, &root, &data);
+    let theirs = go.wait_finished(&ch, 30).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    assert_no_repeats(&go.blocks("out"), "Go's sender");
+    assert_eq!(rust.validator.pushes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_cbor_dag_moves_both_ways_in_go_traversal_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(5, dir.path()).await;
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+
+    // Go pulls a DAG of ours.
+    let (root, all) = dag_cbor_dag(&*rust.store, 8, 6, 64 << 10, 5);
+    let r = go
+        .ok(
+            "pull",
+            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
+                   "voucher": voucher_json(5, 0)}),
+        )
+        .await;
+    let ch = chid_from_json(&r["chid"]);
+    let theirs = go.wait_finished(&ch, 60).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    let order = walk_order(&*rust.store, root);
+    assert_eq!(order.len(), all.len());
+    assert_eq!(
+        go_walk(&go, &root).await,
+        order,
+        "Go walks our DAG as we do"
+    );
+    assert_eq!(go.blocks("in"), order, "blocks arrive in traversal order");
+
+    // We pull one of Go's (made here, imported there from a CAR).
+    let theirs_store = MemoryBlockstore::new();
+    let (root2, _) = dag_cbor_dag(&theirs_store, 5, 4, 32 << 10, 6);
+    let car = dir.path().join("dag.car");
+    dt_ipld::car::export_car(
+        &theirs_store,
+        root2,
+        Selector::explore_all_recursively(),
+        std::fs::File::create(&car).unwrap(),
+    )
+    .unwrap();
+    go.ok("import_car", json!({"path": car})).await;
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(6, 0), root2, all_selector())
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, ch, 60).await;
+    assert_eq!(events.last().unwrap().1.status, Status::Completed);
+    let ours = walk_order(&*rust.store, root2);
+    assert_eq!(ours, go_walk(&go, &root2).await);
+    let sent: Vec<String> = go
+        .blocks("out")
+        .into_iter()
+        .filter(|c| ours.contains(c))
+        .collect();
+    assert_eq!(sent, ours, "Go sends blocks in traversal order, each once");
+}
+
+/// A rejection from Go reaches us with Go's reason; one from us reaches Go with ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_voucher_ends_the_channel_on_both_sides_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(6, dir.path())).await;
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": false,
+               "reject_message": "no such deal"}),
+    )
+    .await;
+    let (root, _) = go_import(&go, dir.path(), 6).await;
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+
+    // We pull; Go refuses.
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(6, 0), root, all_selector())
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, ch, 30).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Failed);
+    assert!(
+        events
+            .iter()
+            .any(|(e, _)| e.code == EventCode::Error && e.message.contains("rejected")),
+        "no rejection event: {:?}",
+        events.iter().map(|(e, _)| &e.message).collect::<Vec<_>>()
+    );
+    let reason = last
+        .last_voucher_result()
+        .and_then(|r| r.decode::<InteropResult>().ok())
+        .and_then(|r| r.rejected);
+    assert_eq!(reason.as_deref(), Some("no such deal"));
+    assert!(rust.store.get(&root).unwrap().is_none(), "no block came");
+
+    // Go pulls; we refuse.
+    let (root, _) = rust_import(&*rust.store, 7);
+    *rust.validator.reject.lock().unwrap() = Some("not for you".into());
+    go.ok(
+        "connect",
+        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
+    )
+    .await;
+    let r = go
+        .ok(
+            "pull",
+            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
+                   "voucher": voucher_json(7, 0)}),
+        )
+        .await;
+    let ch = chid_from_json(&r["chid"]);
+    let theirs = go.wait_finished(&ch, 30).await;
+    assert_eq!(theirs["status"], "Failed", "{theirs}");
+    assert_eq!(
+        theirs["voucher_result"]["value"]["rejected"], "not for you",
+        "Go sees our reason: {theirs}"
+    );
+    assert!(go.blocks("in").is_empty(), "no block went to Go");
+    let ours = rust.manager.channel_state(ch).await.unwrap();
+    assert!(
+        ours.as_ref()
+            .is_none_or(|s| s.status.is_terminal() && s.status != Status::Completed),
+        "{ours:?}"
+    );
+}
+
+/// Go's v2 provider charges per MiB (DataLimit, SendVoucherResult, UpdateValidationStatus)
+/// and asks for a final payment; we pay every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_pays_a_go_provider_per_mib_with_finalization() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(7, dir.path())).await;
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true,
+               "pay_every": MIB, "finalize": true}),
+    )
+    .await;
+    let (root, data) = go_import(&go, dir.path(), 8).await;
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(8, 0), root, all_selector())
+        .await
+        .unwrap();
+    let (events, paid) = pay_until_done(&mut sub, &rust.manager, ch, 8, 180).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_rust_file(&*rust.store, &root, &data);
+    let theirs = go.wait_finished(&ch, 30).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    // Every payment asked was made and taken.
+    let asked: Vec<Value> = go
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "payment_request")
+        .collect();
+    let taken: Vec<Value> = go
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "payment")
+        .collect();
+    assert!(
+        asked.len() >= SIZE / MIB,
+        "{} payment requests",
+        asked.len()
+    );
+    assert_eq!(paid.len(), asked.len(), "we paid every request");
+    assert_eq!(taken.len(), asked.len(), "Go took every payment");
+    let owed: u64 = asked.iter().map(|l| l["owed"].as_u64().unwrap()).sum();
+    assert_eq!(paid.iter().sum::<u64>(), owed);
+    assert_no_repeats(&go.blocks("out"), "Go's responder");
+}
+
+/// Our provider charges per MiB and asks for a final payment; Go's client pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_pays_a_rust_provider_per_mib_with_finalization() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(8, dir.path())).await;
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true,
+               "auto_pay": true}),
+    )
+    .await;
+    let pay = Arc::new(PayPerBytes::new(MIB as u64, true));
+    let rust: RustNode = node(RustNodeOptions {
+        revalidator: Some(pay.clone()),
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let (root, data) = rust_import(&*rust.store, 9);
+    go.ok(
+        "connect",
+        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
+    )
+    .await;
+    let r = go
+        .ok(
+            "pull",
+            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
+                   "voucher": voucher_json(9, 0)}),
+        )
+        .await;
+    let ch = chid_from_json(&r["chid"]);
+    let theirs = go.wait_finished(&ch, 180).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    assert_go_file(&go, dir.path(), &root, &data).await;
+    let requests = pay.requests.load(Ordering::SeqCst);
+    assert!(
+        requests as usize >= SIZE / MIB,
+        "{requests} payment requests"
+    );
+    let paid: Vec<Value> = go
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "paid" && l["chid"] == chid_json(&ch))
+        .collect();
+    assert_eq!(paid.len() as u64, requests, "Go paid every request");
+    assert_eq!(
+        pay.payments.load(Ordering::SeqCst),
+        requests,
+        "we took every payment"
+    );
+    assert_eq!(
+        pay.paid.load(Ordering::SeqCst),
+        pay.owed.load(Ordering::SeqCst),
+        "paid in full"
+    );
+    assert_no_repeats(&go.blocks("in"), "Go's requester");
+    let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(ours.status, Status::Completed);
+}
