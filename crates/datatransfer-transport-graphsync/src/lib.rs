@@ -1039,6 +1039,20 @@ async fn watch_request(
             channel,
             error: format!("graphsync request failed: {e}"),
         },
+        // go-graphsync sends a block only once to a peer among the responses it is serving
+        // that peer: while the response to a request we replaced (a restart, a reconnect)
+        // still runs there, the new one says "present" for the blocks the old one sent, which
+        // never reached us. A restart after the monitor's backoff asks again, by then alone;
+        // the monitor's restart limit bounds a responder that keeps doing it.
+        Err(GraphSyncError::Verify(graphsync::requester::VerifyError::BlockNotSent(cid))) => {
+            TransportEvent::Disconnected {
+                channel,
+                error: format!(
+                    "graphsync request failed: the responder did not send block {cid}, which \
+                     go-graphsync withholds while an earlier response to us still holds it"
+                ),
+            }
+        }
         Err(e) => TransportEvent::ChannelCompleted {
             channel,
             result: Err(format!("graphsync request failed to complete: {e}")),

@@ -421,6 +421,9 @@ struct PeerWriter {
     tx: mpsc::Sender<(u64, Message)>,
 }
 
+/// How many unknown responses [`Node::stopped`] remembers.
+const MAX_STOPPED: usize = 4096;
+
 /// Tokens of responses being served; 0 is the node's own messages.
 static SERVE_TOKENS: AtomicU64 = AtomicU64::new(1);
 
@@ -454,6 +457,9 @@ struct Node {
     wire_ids: HashMap<RequestId, RequestId>,
     /// Makes the fresh ids of re-requests.
     ids: IdGen,
+    /// Responses to requests we do not know (any more) that we asked the peer to stop; a
+    /// bounded memory, so a cancel goes out once per such response.
+    stopped: HashSet<(PeerId, RequestId)>,
     responses: HashMap<(PeerId, RequestId), mpsc::Sender<ResponseCmd>>,
     all_responses: Arc<Semaphore>,
     /// The outbound rate limit shared by all peer writers, if any.
@@ -515,6 +521,7 @@ impl GraphSync {
             outgoing: HashMap::new(),
             wire_ids: HashMap::new(),
             ids: ids.clone(),
+            stopped: HashSet::new(),
             responses: HashMap::new(),
         };
         tokio::spawn(node.run(rx));
@@ -1152,8 +1159,26 @@ impl Node {
     }
 
     async fn on_response(&mut self, peer: PeerId, mut resp: Response, blocks: Vec<Block>) {
-        // Responses under an id we no longer use (before a re-request) are stale.
+        // Responses under an id we no longer use (before a re-request, or of a process of
+        // ours that was restarted) are stale. The peer is told to stop sending them: a
+        // go-graphsync responder withholds from our new requests every block such a response
+        // is still sending us, and go-data-transfer completes the channel when it ends.
         let Some(&id) = self.wire_ids.get(&resp.id) else {
+            if !resp.status.is_terminal() {
+                if self.stopped.len() >= MAX_STOPPED {
+                    self.stopped.clear();
+                }
+                if self.stopped.insert((peer, resp.id)) {
+                    self.send(
+                        peer,
+                        Message {
+                            requests: vec![Request::cancel(resp.id)],
+                            ..Message::default()
+                        },
+                    )
+                    .await;
+                }
+            }
             return;
         };
         let Some(o) = self.outgoing.get_mut(&id) else {
