@@ -262,9 +262,10 @@ enum Cmd {
     WriteFailed(PeerId, String),
     /// A peer's stream to us ended: what it was sending on it may be lost.
     InboundClosed(PeerId),
-    /// Our stream to a peer broke; these responses lost messages on it.
-    StreamBroken(PeerId, String, Vec<RequestId>),
-    ResponseDone(PeerId, RequestId),
+    /// Our stream to a peer broke; these responses (id and serve token) lost messages on it.
+    StreamBroken(PeerId, String, Vec<(RequestId, u64)>),
+    /// A response task ended (id and serve token: a later response may reuse the id).
+    ResponseDone(PeerId, RequestId, u64),
 }
 
 enum ResponseCmd {
@@ -421,6 +422,47 @@ struct PeerWriter {
     tx: mpsc::Sender<(u64, Message)>,
 }
 
+/// Serve tokens whose messages the writer drops: responses that broke with a stream, or
+/// that the requester cancelled while their messages still waited for the writer (a
+/// go-graphsync requester that pauses, then resumes under the same id, must not get blocks of
+/// the cancelled response after the new one starts). Bounded: a cancelled response stops
+/// queuing soon after.
+#[derive(Default)]
+struct DeadTokens {
+    set: HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl DeadTokens {
+    fn insert(&mut self, token: u64) {
+        if self.set.insert(token) {
+            self.order.push_back(token);
+        }
+        while self.order.len() > 4096 {
+            if let Some(t) = self.order.pop_front() {
+                self.set.remove(&t);
+            }
+        }
+    }
+
+    fn contains(&self, token: u64) -> bool {
+        self.set.contains(&token)
+    }
+}
+
+type SharedDead = Arc<std::sync::Mutex<DeadTokens>>;
+
+/// Whether `token`'s messages are to be dropped.
+fn is_dead(dead: &SharedDead, token: u64) -> bool {
+    dead.lock().map(|d| d.contains(token)).unwrap_or(false)
+}
+
+/// A response being served: its command channel and the token its messages carry.
+struct Served {
+    ctl: mpsc::Sender<ResponseCmd>,
+    token: u64,
+}
+
 /// How many unknown responses [`Node::stopped`] remembers.
 const MAX_STOPPED: usize = 4096;
 
@@ -439,6 +481,8 @@ impl PeerWriter {
 
 struct Peer {
     writer: PeerWriter,
+    /// Tokens whose queued messages the writer drops.
+    dead: SharedDead,
     ids: Arc<Mutex<V1Ids>>,
     responses: Arc<Semaphore>,
     /// "Busy" refusals on their way out, capped so a flood cannot pile them up.
@@ -460,7 +504,7 @@ struct Node {
     /// Responses to requests we do not know (any more) that we asked the peer to stop; a
     /// bounded memory, so a cancel goes out once per such response.
     stopped: HashSet<(PeerId, RequestId)>,
-    responses: HashMap<(PeerId, RequestId), mpsc::Sender<ResponseCmd>>,
+    responses: HashMap<(PeerId, RequestId), Served>,
     all_responses: Arc<Semaphore>,
     /// The outbound rate limit shared by all peer writers, if any.
     outbound_rate: Option<Arc<RateLimit>>,
@@ -733,21 +777,18 @@ async fn write_stream(
     mut rx: mpsc::Receiver<(u64, Message)>,
     tx: mpsc::Sender<Cmd>,
     rate: Option<Arc<RateLimit>>,
+    dead: SharedDead,
 ) {
     let versions = config.versions.clone();
     let mut open: Option<(libp2p::Stream, Version)> = None;
     let mut carry: Option<(u64, Message)> = None;
     // Serve tokens with messages on the current stream.
     let mut written: HashMap<u64, RequestId> = HashMap::new();
-    // Serve tokens whose responses broke with a stream: their messages are dropped. Bounded:
-    // a cancelled response stops sending soon after.
-    let mut dead: HashSet<u64> = HashSet::new();
-    let mut dead_order: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     loop {
         let (first_token, first) = match carry.take() {
             Some(m) => m,
             None => match rx.recv().await {
-                Some((t, _)) if dead.contains(&t) => continue,
+                Some((t, _)) if is_dead(&dead, t) => continue,
                 Some(m) => m,
                 None => break,
             },
@@ -759,7 +800,7 @@ async fn write_stream(
         let mut size = msg.approx_size();
         while size < config.message_target {
             let Ok((t, next)) = rx.try_recv() else { break };
-            if dead.contains(&t) {
+            if is_dead(&dead, t) {
                 continue;
             }
             let more = next.approx_size();
@@ -772,6 +813,24 @@ async fn write_stream(
                 tokens.insert(r.id, t);
             }
             msg.merge(next);
+        }
+        // Responses cancelled while this message was being put together are left out.
+        if msg
+            .responses
+            .iter()
+            .any(|r| tokens.get(&r.id).is_some_and(|t| is_dead(&dead, *t)))
+        {
+            msg.responses
+                .retain(|r| !tokens.get(&r.id).is_some_and(|t| is_dead(&dead, *t)));
+            let wanted: HashSet<Cid> = msg
+                .responses
+                .iter()
+                .flat_map(|r| r.metadata.iter().map(|(c, _)| *c))
+                .collect();
+            msg.blocks.retain(|b| wanted.contains(&b.cid));
+            if msg.responses.is_empty() && msg.requests.is_empty() {
+                continue;
+            }
         }
         // At most two attempts: a stream found broken on write (the connection behind it
         // closed) is replaced once. Responses that already wrote on the broken stream lost
@@ -823,19 +882,14 @@ async fn write_stream(
                     }
                     written.remove(&0);
                     let mut broken = Vec::new();
-                    for (t, id) in written.drain() {
-                        broken.push(id);
-                        if dead.insert(t) {
-                            dead_order.push_back(t);
-                        }
-                    }
-                    while dead_order.len() > 4096 {
-                        if let Some(t) = dead_order.pop_front() {
-                            dead.remove(&t);
+                    if let Ok(mut d) = dead.lock() {
+                        for (t, id) in written.drain() {
+                            broken.push((id, t));
+                            d.insert(t);
                         }
                     }
                     msg.responses
-                        .retain(|r| !tokens.get(&r.id).is_some_and(|t| dead.contains(t)));
+                        .retain(|r| !tokens.get(&r.id).is_some_and(|t| is_dead(&dead, *t)));
                     let wanted: std::collections::HashSet<Cid> = msg
                         .responses
                         .iter()
@@ -898,6 +952,7 @@ impl Node {
             let (tx_msgs, rx) = mpsc::channel(8);
             let writer = PeerWriter { tx: tx_msgs };
             let ids = Arc::new(Mutex::new(V1Ids::default()));
+            let dead = SharedDead::default();
             tokio::spawn(write_stream(
                 peer,
                 control,
@@ -907,9 +962,11 @@ impl Node {
                 rx,
                 tx,
                 rate,
+                dead.clone(),
             ));
             Peer {
                 writer,
+                dead,
                 ids,
                 responses: Arc::new(Semaphore::new(per_peer)),
                 refusals: Arc::new(Semaphore::new(64)),
@@ -987,12 +1044,18 @@ impl Node {
                 Cmd::PauseRequest(id) => self.pause_request(id).await,
                 Cmd::UnpauseRequest(id, ext) => self.unpause_request(id, ext).await,
                 Cmd::Response(peer, id, cmd) => {
-                    if let Some(ctl) = self.responses.get(&(peer, id)) {
-                        let _ = ctl.send(cmd).await;
+                    if let Some(served) = self.responses.get(&(peer, id)) {
+                        let _ = served.ctl.send(cmd).await;
                     }
                 }
-                Cmd::ResponseDone(peer, id) => {
-                    self.responses.remove(&(peer, id));
+                Cmd::ResponseDone(peer, id, token) => {
+                    if self
+                        .responses
+                        .get(&(peer, id))
+                        .is_some_and(|s| s.token == token)
+                    {
+                        self.responses.remove(&(peer, id));
+                    }
                 }
                 Cmd::WriteFailed(peer, error) => {
                     self.hooks.network_error(peer, &error);
@@ -1005,17 +1068,24 @@ impl Node {
                         .copied()
                         .collect();
                     for key in broken {
-                        if let Some(ctl) = self.responses.remove(&key) {
-                            let _ = ctl.send(ResponseCmd::Drop).await;
+                        if let Some(served) = self.responses.remove(&key) {
+                            let _ = served.ctl.send(ResponseCmd::Drop).await;
                         }
                     }
                     self.fail_requests_to(peer, &error).await;
                 }
                 Cmd::StreamBroken(peer, error, broken) => {
                     self.hooks.network_error(peer, &error);
-                    for id in broken {
-                        if let Some(ctl) = self.responses.remove(&(peer, id)) {
-                            let _ = ctl.send(ResponseCmd::Drop).await;
+                    for (id, token) in broken {
+                        // Only the response that wrote on the broken stream: a later one
+                        // may have the same id (a requester resuming after its pause).
+                        if self
+                            .responses
+                            .get(&(peer, id))
+                            .is_some_and(|s| s.token == token)
+                            && let Some(served) = self.responses.remove(&(peer, id))
+                        {
+                            let _ = served.ctl.send(ResponseCmd::Drop).await;
                         }
                     }
                 }
@@ -1056,6 +1126,15 @@ impl Node {
                     ))))
                     .await;
             }
+        }
+    }
+
+    /// Drops the messages of a response that wait for the peer's writer.
+    fn forget(&mut self, peer: PeerId, token: u64) {
+        if let Some(p) = self.peers.get(&peer)
+            && let Ok(mut d) = p.dead.lock()
+        {
+            d.insert(token);
         }
     }
 
@@ -1138,8 +1217,9 @@ impl Node {
             match req.kind {
                 RequestType::New => self.serve(peer, req),
                 RequestType::Cancel => {
-                    if let Some(ctl) = self.responses.remove(&(peer, req.id)) {
-                        let _ = ctl.send(ResponseCmd::Drop).await;
+                    if let Some(served) = self.responses.remove(&(peer, req.id)) {
+                        self.forget(peer, served.token);
+                        let _ = served.ctl.send(ResponseCmd::Drop).await;
                         self.hooks.requestor_cancelled(peer, req.id);
                     }
                 }
@@ -1286,11 +1366,17 @@ impl Node {
             return;
         }
         let (ctl_tx, ctl) = mpsc::channel(16);
+        let token = SERVE_TOKENS.fetch_add(1, Ordering::Relaxed);
         // A repeated request (an unpause after a requester-side pause) replaces the old one.
-        self.responses.insert((peer, request.id), ctl_tx);
+        if let Some(old) = self
+            .responses
+            .insert((peer, request.id), Served { ctl: ctl_tx, token })
+        {
+            self.forget(peer, old.token);
+            let _ = old.ctl.try_send(ResponseCmd::Drop);
+        }
         let per_peer = self.peer(peer).responses.clone();
         let writer = self.peer(peer).writer.clone();
-        let token = SERVE_TOKENS.fetch_add(1, Ordering::Relaxed);
         let store = self
             .hooks
             .store_for_request(peer, &request)
@@ -1356,7 +1442,10 @@ impl ServeCtx {
         };
         // The writer reports completion once the final response is written.
         let _ = self.run(request, &mut ctl).await;
-        let _ = self.done.send(Cmd::ResponseDone(self.peer, id)).await;
+        let _ = self
+            .done
+            .send(Cmd::ResponseDone(self.peer, id, self.token))
+            .await;
     }
 
     /// Serves the request; returns the final status sent, or `None` if cancelled.
@@ -1407,7 +1496,12 @@ impl ServeCtx {
                 let cmd = if paused {
                     ctl.recv().await
                 } else {
-                    ctl.try_recv().ok()
+                    match ctl.try_recv() {
+                        Ok(cmd) => Some(cmd),
+                        Err(mpsc::error::TryRecvError::Empty) => None,
+                        // Replaced by a newer response under the same id, or the node is gone.
+                        Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                    }
                 };
                 match cmd {
                     None if paused => return None,
