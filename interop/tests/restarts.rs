@@ -1,0 +1,358 @@
+//! Restarts across implementations: the Go process killed mid-transfer and started again
+//! with the same key, port and datastore; our process killed and started again on its
+//! store; a plain disconnect; and pauses longer than go-libp2p's 10 s idle stream reset.
+//!
+//! "No block sent twice where the protocol allows it": a restart tells the sender how many
+//! blocks at the start of the walk the receiver holds (`do-not-send-first-blocks`), so none
+//! of the blocks in that prefix, taken when the transfer broke, may come again. Blocks that
+//! were on the wire when it broke may; their number is printed.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datatransfer::{ChannelId, Cid, EventCode, Status, all_selector};
+use datatransfer_interop::data::{held_prefix, random_file};
+use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json, voucher_json};
+use datatransfer_interop::rust::{
+    InteropResult, RustNodeOptions, fast_config, multiaddr, node, voucher, wait_finished,
+    wait_until,
+};
+use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
+use dt_ipld::blockstore::Blockstore;
+use dt_ipld::fsstore::FsBlockstore;
+use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const SIZE: usize = 20 * MIB;
+/// Our side's graphsync send rate when we provide, so a transfer is still running when it
+/// is broken.
+const RATE: u64 = 5 * MIB as u64;
+
+/// Slows the Go peer's graphsync sends to about 4 MiB/s at their source, so a transfer is
+/// still running when it is broken, with little in flight.
+async fn throttle(go: &GoPeer) {
+    go.ok("throttle", json!({"block_delay_ms": 60})).await;
+}
+
+async fn accept_all(go: &GoPeer) {
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true}),
+    )
+    .await;
+}
+
+async fn go_import(go: &GoPeer, dir: &std::path::Path, seed: u64) -> (Cid, Vec<u8>) {
+    let path = dir.join("source.bin");
+    let data = random_file(&path, SIZE, seed);
+    let r = go
+        .ok(
+            "import",
+            json!({"path": path, "chunk_size": 256 << 10, "raw_leaves": true, "cid_version": 1}),
+        )
+        .await;
+    (r["root"].as_str().unwrap().parse().unwrap(), data)
+}
+
+fn assert_file(store: &dyn Blockstore, root: &Cid, data: &[u8]) {
+    let mut out = Vec::new();
+    export(store, root, &mut out).unwrap();
+    assert!(out == data, "the file differs");
+}
+
+/// Checks that none of the `held` blocks is among `sent` after the break; returns how many
+/// blocks were sent twice in all (the ones on the wire when it broke).
+fn assert_held_not_resent(held: &[String], before: &[String], after: &[String]) -> usize {
+    let held: HashSet<&String> = held.iter().collect();
+    for b in after {
+        assert!(
+            !held.contains(b),
+            "block {b} was held by the receiver when the transfer broke, and was sent again"
+        );
+    }
+    let before: HashSet<&String> = before.iter().collect();
+    let twice = after.iter().filter(|b| before.contains(b)).count();
+    eprintln!(
+        "{} blocks held at the break, {} sent after it, {twice} of them sent twice",
+        held.len(),
+        after.len()
+    );
+    twice
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_provider_killed_mid_pull_comes_back_and_the_pull_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GoPeerOptions::new(50, dir.path());
+    opts.persist = true;
+    let mut go = GoPeer::start(opts.clone()).await;
+    accept_all(&go).await;
+    throttle(&go).await;
+    let (root, data) = go_import(&go, dir.path(), 50).await;
+    let rust = node(RustNodeOptions::default()).await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(1, 0), root, all_selector())
+        .await
+        .unwrap();
+    wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
+
+    go.kill().await;
+    wait_until(&mut sub, ch, 30, |e, _| e.code == EventCode::Disconnected).await;
+    let held = held_prefix(&*rust.store, root);
+    let before = go.blocks("out");
+    // The same key, port and datastore.
+    opts.listen = format!("/ip4/127.0.0.1/tcp/{}", go.port());
+    let go2 = GoPeer::start(opts).await;
+    accept_all(&go2).await;
+
+    let events = wait_finished(&mut sub, ch, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_file(&*rust.store, &root, &data);
+    assert_eq!(go2.wait_finished(&ch, 30).await["status"], "Completed");
+    assert_held_not_resent(&held, &before, &go2.blocks("out"));
+}
+
+/// Our side as a process: killed with SIGKILL mid-pull, started again on its store.
+struct RustPeer(tokio::process::Child);
+
+impl RustPeer {
+    fn start(
+        args: &[String],
+    ) -> (
+        Self,
+        tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    ) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rust-peer"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        (Self(child), lines)
+    }
+}
+
+async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("rust-peer exited");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if pred(&v) {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("rust-peer: no awaited line within 120 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_process_killed_mid_pull_resumes_from_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(51, dir.path())).await;
+    accept_all(&go).await;
+    throttle(&go).await;
+    let (root, data) = go_import(&go, dir.path(), 51).await;
+    let ours = dir.path().join("rust-peer");
+    let args: Vec<String> = vec![
+        "--key".into(),
+        "ab".repeat(32), // not the Go peer's seed (51 = 0x33)
+        "--data-dir".into(),
+        ours.to_str().unwrap().into(),
+        "--from".into(),
+        go.multiaddr().to_string(),
+        "--root".into(),
+        root.to_string(),
+    ];
+    let (mut first, mut lines) = RustPeer::start(&args);
+    let opened = next_line(&mut lines, |v| v["type"] == "channel").await;
+    assert_eq!(opened["resumed"], false);
+    let ch = chid_from_json(&opened["chid"]);
+    next_line(&mut lines, |v| {
+        v["type"] == "progress" && v["received"].as_u64().unwrap() >= 5 * MIB as u64
+    })
+    .await;
+    first.0.start_kill().unwrap();
+    first.0.wait().await.unwrap();
+
+    // What survived the kill on disk is what the next process holds.
+    let held = {
+        let store = FsBlockstore::open(ours.join("blocks"), false).unwrap();
+        held_prefix(&store, root)
+    };
+    assert!(!held.is_empty(), "nothing survived the kill");
+    let before = go.blocks("out");
+    let mark = before.len();
+    let (_second, mut lines) = RustPeer::start(&args);
+    let resumed = next_line(&mut lines, |v| v["type"] == "channel").await;
+    assert_eq!(
+        resumed["resumed"], true,
+        "the channel was not found in the store"
+    );
+    assert_eq!(chid_from_json(&resumed["chid"]), ch);
+    let done = next_line(&mut lines, |v| v["type"] == "done").await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    let store = FsBlockstore::open(ours.join("blocks"), false).unwrap();
+    assert_file(&store, &root, &data);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    let after = go.blocks("out")[mark..].to_vec();
+    assert_held_not_resent(&held, &before, &after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(52, dir.path())).await;
+    accept_all(&go).await;
+    throttle(&go).await;
+    let (root, data) = go_import(&go, dir.path(), 52).await;
+    let rust = node(RustNodeOptions {
+        known_peers: vec![(go.peer_id, go.addrs[0].clone())],
+        ..RustNodeOptions::default()
+    })
+    .await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(1, 0), root, all_selector())
+        .await
+        .unwrap();
+    wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
+    let before_mark = go.blocks("out").len();
+    assert!(rust.manager.disconnect(go.peer_id).await);
+    let held = held_prefix(&*rust.store, root);
+    let events = wait_finished(&mut sub, ch, 120).await;
+    assert!(
+        events.iter().any(|(e, _)| e.code == EventCode::Restart),
+        "the channel was not restarted"
+    );
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_file(&*rust.store, &root, &data);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    let all = go.blocks("out");
+    assert_held_not_resent(&held, &all[..before_mark], &all[before_mark..]);
+}
+
+/// go-libp2p resets a stream it reads from after 10 s without a message; a pause longer
+/// than that must not break the transfer (our writer opens a new stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_pausing_its_pull_past_the_idle_stream_reset_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(53, dir.path())).await;
+    accept_all(&go).await;
+    let mut config = fast_config();
+    config.transport.graphsync.max_outbound_rate = Some(RATE);
+    let rust = node(RustNodeOptions {
+        config,
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let data = datatransfer_interop::data::random_bytes(SIZE, 53);
+    let opts = ImportOptions {
+        chunk_size: 256 << 10,
+        ..ImportOptions::default()
+    };
+    let root = import_bytes(&*rust.store, &data, &opts).unwrap().root;
+    go.ok(
+        "connect",
+        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
+    )
+    .await;
+    let r = go
+        .ok(
+            "pull",
+            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
+                   "voucher": voucher_json(1, 0)}),
+        )
+        .await;
+    let ch = chid_from_json(&r["chid"]);
+    let want = chid_json(&ch);
+    go.wait(60, |l| {
+        l["type"] == "event" && l["chid"] == want && l["received"].as_u64() >= Some(4 * MIB as u64)
+    })
+    .await;
+    go.ok("pause", json!({"chid": want})).await;
+    // The pause itself is the scenario: longer than the 10 s idle reset.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    go.ok("resume", json!({"chid": want})).await;
+    assert_eq!(go.wait_finished(&ch, 90).await["status"], "Completed");
+    let out = dir.path().join("exported.bin");
+    go.ok("export", json!({"root": root.to_string(), "path": out}))
+        .await;
+    datatransfer_interop::data::assert_file_eq(&out, &data);
+    assert_eq!(
+        rust.manager.channel_status(ch).await.unwrap(),
+        Some(Status::Completed)
+    );
+}
+
+/// We take 12 s to pay a Go provider that paused for payment: both sides' streams sit idle
+/// past the reset, and the transfer still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_a_go_provider_after_the_idle_stream_reset_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(54, dir.path())).await;
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true,
+               "pay_every": 8 * MIB}),
+    )
+    .await;
+    let (root, data) = go_import(&go, dir.path(), 54).await;
+    let rust = Arc::new(node(RustNodeOptions::default()).await);
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch: ChannelId = rust
+        .manager
+        .open_pull_channel(go.peer_id, voucher(9, 0), root, all_selector())
+        .await
+        .unwrap();
+    let mut paid = 0u64;
+    let mut payments = 0;
+    loop {
+        let events = wait_until(&mut sub, ch, 120, |e, st| {
+            st.status.is_terminal() || e.code == EventCode::NewVoucherResult
+        })
+        .await;
+        let st = &events.last().unwrap().1;
+        if st.status.is_terminal() {
+            assert_eq!(st.status, Status::Completed, "{}", st.message);
+            break;
+        }
+        let owed = st
+            .last_voucher_result()
+            .and_then(|r| r.decode::<InteropResult>().ok())
+            .and_then(|r| r.owed)
+            .unwrap_or(0);
+        if owed == 0 {
+            continue;
+        }
+        if payments == 0 {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+        }
+        paid += owed;
+        payments += 1;
+        rust.manager
+            .send_voucher(ch, voucher(9, paid))
+            .await
+            .unwrap();
+    }
+    assert!(payments >= 2, "{payments} payments");
+    assert_file(&*rust.store, &root, &data);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+}
