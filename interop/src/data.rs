@@ -9,18 +9,7 @@ use dt_ipld::blockstore::Blockstore;
 use dt_ipld::codec::{DAG_CBOR, RAW, encode_dag_cbor};
 use serde_json::{Value, json};
 
-/// Seeded pseudo-random bytes (xorshift): no two chunks alike, so every block is sent.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use datatransfer_integration_tests::random_bytes;
 
 /// Writes seeded random bytes to `path`; returns them.
 pub fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
@@ -28,6 +17,17 @@ pub fn random_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     std::fs::write(path, &data).unwrap();
     data
 }
+
+/// Imports `size` seeded random bytes into our store as the Go side would cut them (256 KiB
+/// chunks, raw leaves, CIDv1); the root and the bytes.
+pub fn import_random(store: &dyn Blockstore, size: usize, seed: u64) -> (Cid, Vec<u8>) {
+    let data = random_bytes(size, seed);
+    let root = datatransfer_integration_tests::import(store, &data, crate::CHUNK).root;
+    (root, data)
+}
+
+/// Exports the file under `root` from our store and checks it equals `data`.
+pub use datatransfer_integration_tests::assert_file;
 
 /// Asserts the file at `path` holds exactly `data`.
 pub fn assert_file_eq(path: &Path, data: &[u8]) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use datatransfer::{ChannelId, Multiaddr, PeerId};
+use datatransfer::{ChannelId, Cid, Multiaddr, PeerId};
 use datatransfer_types::TransferId;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -151,7 +151,11 @@ pub struct GoPeer {
 impl GoPeer {
     /// Starts go-peer and waits until it is ready.
     pub async fn start(options: GoPeerOptions) -> Self {
-        let bin = tokio::task::spawn_blocking(binary).await.unwrap();
+        let bin = match tokio::task::spawn_blocking(binary).await {
+            Ok(bin) => bin,
+            // The build's own message (no Go, say) is the test's failure.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         std::fs::create_dir_all(&options.data_dir).unwrap();
         let stderr = options.data_dir.join("go-peer.stderr");
         let err_file = std::fs::OpenOptions::new()
@@ -473,6 +477,65 @@ pub fn chid_from_json(v: &Value) -> ChannelId {
         v["responder"].as_str().unwrap().parse().unwrap(),
         TransferId(v["id"].as_str().unwrap().parse().unwrap()),
     )
+}
+
+impl GoPeer {
+    /// Accepts every voucher of the interop type, asking no payment.
+    pub async fn accept_all(&self) {
+        self.ok(
+            "policy",
+            json!({"voucher_type": crate::VOUCHER_TYPE, "result_type": crate::RESULT_TYPE,
+                   "accept": true}),
+        )
+        .await;
+    }
+
+    /// Slows the peer's graphsync sends at their source: `ms` before each block, so a test
+    /// can act mid-transfer with little in flight.
+    pub async fn throttle(&self, ms: u64) {
+        self.ok("throttle", json!({"block_delay_ms": ms})).await;
+    }
+
+    /// Connects to a peer (an address with `/p2p`).
+    pub async fn connect(&self, addr: &Multiaddr) {
+        self.ok("connect", json!({"addr": addr.to_string()})).await;
+    }
+
+    /// Writes `size` seeded random bytes to a file in `dir` and imports it as UnixFS the way
+    /// the interop tests cut files (256 KiB chunks, raw leaves, CIDv1); its root and bytes.
+    pub async fn import_random(&self, dir: &Path, size: usize, seed: u64) -> (Cid, Vec<u8>) {
+        let path = dir.join(format!("source-{seed}.bin"));
+        let data = crate::data::random_file(&path, size, seed);
+        let r = self
+            .ok(
+                "import",
+                json!({"path": path, "chunk_size": crate::CHUNK, "raw_leaves": true,
+                       "cid_version": 1}),
+            )
+            .await;
+        (r["root"].as_str().unwrap().parse().unwrap(), data)
+    }
+
+    /// Has the peer write the file under `root` to a file in `dir`, and compares it.
+    pub async fn assert_file(&self, dir: &Path, root: &Cid, data: &[u8]) {
+        let out = dir.join(format!("exported-{root}.bin"));
+        self.ok("export", json!({"root": root.to_string(), "path": out}))
+            .await;
+        crate::data::assert_file_eq(&out, data);
+    }
+
+    /// Opens a `"pull"` or `"push"` of the whole DAG under `root` with `peer`, with the voucher
+    /// of `deal`; the channel's id.
+    pub async fn open(&self, kind: &str, peer: PeerId, root: &Cid, deal: u64) -> ChannelId {
+        let r = self
+            .ok(
+                kind,
+                json!({"peer": peer.to_string(), "root": root.to_string(),
+                       "voucher": voucher_json(deal, 0)}),
+            )
+            .await;
+        chid_from_json(&r["chid"])
+    }
 }
 
 /// A voucher as go-peer takes it: `{"type", "value"}` with the value as DAG-JSON.

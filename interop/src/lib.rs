@@ -25,3 +25,5 @@ pub const VOUCHER_TYPE: &str = "interop/voucher/1";
 pub const RESULT_TYPE: &str = "interop/result/1";
 /// One mebibyte.
 pub const MIB: usize = 1 << 20;
+/// The chunk size of the files the tests import on either side (Go's importer default).
+pub const CHUNK: usize = 256 << 10;

@@ -9,13 +9,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use datatransfer::{ChannelId, Cid, Status, all_selector};
-use datatransfer_interop::data::random_file;
-use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json, voucher_json};
+use datatransfer_interop::MIB;
+use datatransfer_interop::data::{assert_file, import_random};
+use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
     RustNode, RustNodeOptions, fast_config, multiaddr, node, voucher, wait_finished, wait_until,
 };
-use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
-use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
 use serde_json::{Value, json};
 
 const SIZE: usize = 12 * MIB;
@@ -36,11 +35,7 @@ struct Pair {
 async fn pair(seed: u8, go_provides: bool) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let go = GoPeer::start(GoPeerOptions::new(seed, dir.path())).await;
-    go.ok(
-        "policy",
-        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true}),
-    )
-    .await;
+    go.accept_all().await;
     let mut config = fast_config();
     config.transport.graphsync.max_outbound_rate = Some(RATE);
     let rust = node(RustNodeOptions {
@@ -48,31 +43,15 @@ async fn pair(seed: u8, go_provides: bool) -> Pair {
         ..RustNodeOptions::default()
     })
     .await;
-    let path = dir.path().join("source.bin");
-    let data = random_file(&path, SIZE, u64::from(seed));
-    let root = if go_provides {
+    let (root, data) = if go_provides {
         // 256 KiB every 60 ms: about 4 MiB/s.
-        go.ok("throttle", json!({"block_delay_ms": 60})).await;
-        let r = go
-            .ok(
-                "import",
-                json!({"path": path, "chunk_size": 256 << 10, "raw_leaves": true, "cid_version": 1}),
-            )
-            .await;
-        r["root"].as_str().unwrap().parse().unwrap()
+        go.throttle(60).await;
+        go.import_random(dir.path(), SIZE, u64::from(seed)).await
     } else {
-        let opts = ImportOptions {
-            chunk_size: 256 << 10,
-            ..ImportOptions::default()
-        };
-        import_bytes(&*rust.store, &data, &opts).unwrap().root
+        import_random(&*rust.store, SIZE, u64::from(seed))
     };
     rust.manager.connect(&go.multiaddr()).await.unwrap();
-    go.ok(
-        "connect",
-        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
-    )
-    .await;
+    go.connect(&multiaddr(&rust.manager).await).await;
     Pair {
         dir,
         go,
@@ -94,15 +73,9 @@ impl Pair {
 
     /// Go opens a pull of the file from us.
     async fn go_pulls(&self) -> ChannelId {
-        let r = self
-            .go
-            .ok(
-                "pull",
-                json!({"peer": self.rust.manager.peer_id().to_string(),
-                       "root": self.root.to_string(), "voucher": voucher_json(1, 0)}),
-            )
-            .await;
-        chid_from_json(&r["chid"])
+        self.go
+            .open("pull", self.rust.manager.peer_id(), &self.root, 1)
+            .await
     }
 
     /// Waits until Go's side of `chid` has received (or sent) at least `bytes`.
@@ -130,21 +103,14 @@ impl Pair {
 
     /// Our file, exported and compared.
     fn assert_rust_has_file(&self) {
-        let mut out = Vec::new();
-        export(&*self.rust.store, &self.root, &mut out).unwrap();
-        assert!(out == self.data, "the file differs");
+        assert_file(&*self.rust.store, &self.root, &self.data);
     }
 
     /// Go's copy, exported and compared.
     async fn assert_go_has_file(&self) {
-        let out = self.dir.path().join("exported.bin");
         self.go
-            .ok(
-                "export",
-                json!({"root": self.root.to_string(), "path": out}),
-            )
+            .assert_file(self.dir.path(), &self.root, &self.data)
             .await;
-        datatransfer_interop::data::assert_file_eq(&out, &self.data);
     }
 }
 

@@ -14,17 +14,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datatransfer::{ChannelId, Cid, EventCode, Status, all_selector};
-use datatransfer_interop::data::{held_prefix, random_file};
-use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json, voucher_json};
+use datatransfer::{ChannelId, EventCode, Status, all_selector};
+use datatransfer_interop::data::{assert_file, held_prefix, import_random};
+use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
     InteropResult, RustNodeOptions, fast_config, multiaddr, node, voucher, wait_finished,
     wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
-use dt_ipld::blockstore::Blockstore;
 use dt_ipld::fsstore::FsBlockstore;
-use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -32,38 +30,6 @@ const SIZE: usize = 20 * MIB;
 /// Our side's graphsync send rate when we provide, so a transfer is still running when it
 /// is broken.
 const RATE: u64 = 5 * MIB as u64;
-
-/// Slows the Go peer's graphsync sends to about 4 MiB/s at their source, so a transfer is
-/// still running when it is broken, with little in flight.
-async fn throttle(go: &GoPeer) {
-    go.ok("throttle", json!({"block_delay_ms": 60})).await;
-}
-
-async fn accept_all(go: &GoPeer) {
-    go.ok(
-        "policy",
-        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true}),
-    )
-    .await;
-}
-
-async fn go_import(go: &GoPeer, dir: &std::path::Path, seed: u64) -> (Cid, Vec<u8>) {
-    let path = dir.join("source.bin");
-    let data = random_file(&path, SIZE, seed);
-    let r = go
-        .ok(
-            "import",
-            json!({"path": path, "chunk_size": 256 << 10, "raw_leaves": true, "cid_version": 1}),
-        )
-        .await;
-    (r["root"].as_str().unwrap().parse().unwrap(), data)
-}
-
-fn assert_file(store: &dyn Blockstore, root: &Cid, data: &[u8]) {
-    let mut out = Vec::new();
-    export(store, root, &mut out).unwrap();
-    assert!(out == data, "the file differs");
-}
 
 /// Checks that none of the `held` blocks is among `sent` after the break; returns how many
 /// blocks were sent twice in all (the ones on the wire when it broke).
@@ -91,9 +57,10 @@ async fn a_go_provider_killed_mid_pull_comes_back_and_the_pull_completes() {
     let mut opts = GoPeerOptions::new(50, dir.path());
     opts.persist = true;
     let mut go = GoPeer::start(opts.clone()).await;
-    accept_all(&go).await;
-    throttle(&go).await;
-    let (root, data) = go_import(&go, dir.path(), 50).await;
+    go.accept_all().await;
+    // About 4 MiB/s at the source: still running when broken, little in flight.
+    go.throttle(60).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 50).await;
     let rust = node(RustNodeOptions::default()).await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
@@ -111,7 +78,7 @@ async fn a_go_provider_killed_mid_pull_comes_back_and_the_pull_completes() {
     // The same key, port and datastore.
     opts.listen = format!("/ip4/127.0.0.1/tcp/{}", go.port());
     let go2 = GoPeer::start(opts).await;
-    accept_all(&go2).await;
+    go2.accept_all().await;
 
     let events = wait_finished(&mut sub, ch, 120).await;
     let last = &events.last().unwrap().1;
@@ -163,9 +130,10 @@ async fn next_line(
 async fn our_process_killed_mid_pull_resumes_from_its_store() {
     let dir = tempfile::tempdir().unwrap();
     let go = GoPeer::start(GoPeerOptions::new(51, dir.path())).await;
-    accept_all(&go).await;
-    throttle(&go).await;
-    let (root, data) = go_import(&go, dir.path(), 51).await;
+    go.accept_all().await;
+    // About 4 MiB/s at the source: still running when broken, little in flight.
+    go.throttle(60).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 51).await;
     let ours = dir.path().join("rust-peer");
     let args: Vec<String> = vec![
         "--key".into(),
@@ -216,9 +184,10 @@ async fn our_process_killed_mid_pull_resumes_from_its_store() {
 async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
     let dir = tempfile::tempdir().unwrap();
     let go = GoPeer::start(GoPeerOptions::new(52, dir.path())).await;
-    accept_all(&go).await;
-    throttle(&go).await;
-    let (root, data) = go_import(&go, dir.path(), 52).await;
+    go.accept_all().await;
+    // About 4 MiB/s at the source: still running when broken, little in flight.
+    go.throttle(60).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 52).await;
     let rust = node(RustNodeOptions {
         known_peers: vec![(go.peer_id, go.addrs[0].clone())],
         ..RustNodeOptions::default()
@@ -254,7 +223,7 @@ async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
 async fn go_pausing_its_pull_past_the_idle_stream_reset_still_completes() {
     let dir = tempfile::tempdir().unwrap();
     let go = GoPeer::start(GoPeerOptions::new(53, dir.path())).await;
-    accept_all(&go).await;
+    go.accept_all().await;
     let mut config = fast_config();
     config.transport.graphsync.max_outbound_rate = Some(RATE);
     let rust = node(RustNodeOptions {
@@ -262,25 +231,9 @@ async fn go_pausing_its_pull_past_the_idle_stream_reset_still_completes() {
         ..RustNodeOptions::default()
     })
     .await;
-    let data = datatransfer_interop::data::random_bytes(SIZE, 53);
-    let opts = ImportOptions {
-        chunk_size: 256 << 10,
-        ..ImportOptions::default()
-    };
-    let root = import_bytes(&*rust.store, &data, &opts).unwrap().root;
-    go.ok(
-        "connect",
-        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
-    )
-    .await;
-    let r = go
-        .ok(
-            "pull",
-            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
-                   "voucher": voucher_json(1, 0)}),
-        )
-        .await;
-    let ch = chid_from_json(&r["chid"]);
+    let (root, data) = import_random(&*rust.store, SIZE, 53);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 1).await;
     let want = chid_json(&ch);
     go.wait(60, |l| {
         l["type"] == "event" && l["chid"] == want && l["received"].as_u64() >= Some(4 * MIB as u64)
@@ -291,10 +244,7 @@ async fn go_pausing_its_pull_past_the_idle_stream_reset_still_completes() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     go.ok("resume", json!({"chid": want})).await;
     assert_eq!(go.wait_finished(&ch, 90).await["status"], "Completed");
-    let out = dir.path().join("exported.bin");
-    go.ok("export", json!({"root": root.to_string(), "path": out}))
-        .await;
-    datatransfer_interop::data::assert_file_eq(&out, &data);
+    go.assert_file(dir.path(), &root, &data).await;
     assert_eq!(
         rust.manager.channel_status(ch).await.unwrap(),
         Some(Status::Completed)
@@ -313,7 +263,7 @@ async fn paying_a_go_provider_after_the_idle_stream_reset_still_completes() {
                "pay_every": 8 * MIB}),
     )
     .await;
-    let (root, data) = go_import(&go, dir.path(), 54).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 54).await;
     let rust = Arc::new(node(RustNodeOptions::default()).await);
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datatransfer::{Cid, EventCode, Status, all_selector};
-use datatransfer_interop::data::{assert_file_eq, dag_cbor_dag, random_bytes, random_file};
-use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json, voucher_json};
+use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
+use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
     InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, multiaddr, node,
     pay_until_done, voucher, wait_finished,
@@ -19,7 +19,6 @@ use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use dt_ipld::selector::Selector;
 use dt_ipld::traversal::{BlockLog, TraversalConfig, walk};
-use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
 use serde_json::{Value, json};
 
 const SIZE: usize = 20 * MIB;
@@ -27,51 +26,8 @@ const SIZE: usize = 20 * MIB;
 /// A Go peer that accepts every voucher of the interop type.
 async fn go_peer(seed: u8, dir: &std::path::Path) -> GoPeer {
     let go = GoPeer::start(GoPeerOptions::new(seed, dir)).await;
-    go.ok(
-        "policy",
-        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true}),
-    )
-    .await;
+    go.accept_all().await;
     go
-}
-
-/// Imports a seeded 20 MiB file on the Go side (256 KiB chunks, raw leaves, CIDv1).
-async fn go_import(go: &GoPeer, dir: &std::path::Path, seed: u64) -> (Cid, Vec<u8>) {
-    let path = dir.join("source.bin");
-    let data = random_file(&path, SIZE, seed);
-    let r = go
-        .ok(
-            "import",
-            json!({"path": path, "chunk_size": 256 << 10, "raw_leaves": true, "cid_version": 1}),
-        )
-        .await;
-    (r["root"].as_str().unwrap().parse().unwrap(), data)
-}
-
-/// Imports seeded 20 MiB on our side, as Go's importer would cut it.
-fn rust_import(store: &dyn Blockstore, seed: u64) -> (Cid, Vec<u8>) {
-    let data = random_bytes(SIZE, seed);
-    let opts = ImportOptions {
-        chunk_size: 256 << 10,
-        ..ImportOptions::default()
-    };
-    (import_bytes(store, &data, &opts).unwrap().root, data)
-}
-
-/// Exports the file under `root` from our store and compares it.
-fn assert_rust_file(store: &dyn Blockstore, root: &Cid, data: &[u8]) {
-    let mut out = Vec::new();
-    export(store, root, &mut out).unwrap();
-    assert_eq!(out.len(), data.len(), "file size");
-    assert!(out == data, "the file differs");
-}
-
-/// Has the Go side write the file under `root` and compares it.
-async fn assert_go_file(go: &GoPeer, dir: &std::path::Path, root: &Cid, data: &[u8]) {
-    let out = dir.join("exported.bin");
-    go.ok("export", json!({"root": root.to_string(), "path": out}))
-        .await;
-    assert_file_eq(&out, data);
 }
 
 /// No CID appears twice in a list of blocks that went over the wire.
@@ -110,7 +66,7 @@ async fn go_walk(go: &GoPeer, root: &Cid) -> Vec<String> {
 async fn rust_pulls_a_unixfs_file_from_go() {
     let dir = tempfile::tempdir().unwrap();
     let go = go_peer(1, dir.path()).await;
-    let (root, data) = go_import(&go, dir.path(), 1).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 1).await;
     let rust = default_node().await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
@@ -122,7 +78,7 @@ async fn rust_pulls_a_unixfs_file_from_go() {
     let events = wait_finished(&mut sub, ch, 120).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
-    assert_rust_file(&*rust.store, &root, &data);
+    assert_file(&*rust.store, &root, &data);
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed");
     assert_eq!(theirs["sent"].as_u64().unwrap(), last.received);
@@ -134,23 +90,12 @@ async fn go_pulls_a_unixfs_file_from_rust() {
     let dir = tempfile::tempdir().unwrap();
     let go = go_peer(2, dir.path()).await;
     let rust = default_node().await;
-    let (root, data) = rust_import(&*rust.store, 2);
-    go.ok(
-        "connect",
-        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
-    )
-    .await;
-    let r = go
-        .ok(
-            "pull",
-            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
-                   "voucher": voucher_json(2, 0)}),
-        )
-        .await;
-    let ch = chid_from_json(&r["chid"]);
+    let (root, data) = import_random(&*rust.store, SIZE, 2);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 2).await;
     let theirs = go.wait_finished(&ch, 120).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
-    assert_go_file(&go, dir.path(), &root, &data).await;
+    go.assert_file(dir.path(), &root, &data).await;
     assert_no_repeats(&go.blocks("in"), "Go's requester");
     let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
     assert_eq!(ours.status, Status::Completed);
@@ -163,7 +108,7 @@ async fn rust_pushes_a_unixfs_file_to_go() {
     let dir = tempfile::tempdir().unwrap();
     let go = go_peer(3, dir.path()).await;
     let rust = default_node().await;
-    let (root, data) = rust_import(&*rust.store, 3);
+    let (root, data) = import_random(&*rust.store, SIZE, 3);
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
     let ch = rust
@@ -176,7 +121,7 @@ async fn rust_pushes_a_unixfs_file_to_go() {
     assert_eq!(last.status, Status::Completed, "{}", last.message);
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
-    assert_go_file(&go, dir.path(), &root, &data).await;
+    go.assert_file(dir.path(), &root, &data).await;
     assert_no_repeats(&go.blocks("in"), "Go's receiver");
 }
 
@@ -184,26 +129,15 @@ async fn rust_pushes_a_unixfs_file_to_go() {
 async fn go_pushes_a_unixfs_file_to_rust() {
     let dir = tempfile::tempdir().unwrap();
     let go = go_peer(4, dir.path()).await;
-    let (root, data) = go_import(&go, dir.path(), 4).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 4).await;
     let rust = default_node().await;
     let mut sub = rust.manager.subscribe().await.unwrap();
-    go.ok(
-        "connect",
-        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
-    )
-    .await;
-    let r = go
-        .ok(
-            "push",
-            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
-                   "voucher": voucher_json(4, 0)}),
-        )
-        .await;
-    let ch = chid_from_json(&r["chid"]);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let ch = go.open("push", rust.manager.peer_id(), &root, 4).await;
     let events = wait_finished(&mut sub, ch, 120).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
-    assert_rust_file(&*rust.store, &root, &data);
+    assert_file(&*rust.store, &root, &data);
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
     assert_no_repeats(&go.blocks("out"), "Go's sender");
@@ -219,14 +153,7 @@ async fn a_dag_cbor_dag_moves_both_ways_in_go_traversal_order() {
 
     // Go pulls a DAG of ours.
     let (root, all) = dag_cbor_dag(&*rust.store, 8, 6, 64 << 10, 5);
-    let r = go
-        .ok(
-            "pull",
-            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
-                   "voucher": voucher_json(5, 0)}),
-        )
-        .await;
-    let ch = chid_from_json(&r["chid"]);
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 5).await;
     let theirs = go.wait_finished(&ch, 60).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
     let order = walk_order(&*rust.store, root);
@@ -279,7 +206,7 @@ async fn a_rejected_voucher_ends_the_channel_on_both_sides_with_the_reason() {
                "reject_message": "no such deal"}),
     )
     .await;
-    let (root, _) = go_import(&go, dir.path(), 6).await;
+    let (root, _) = go.import_random(dir.path(), SIZE, 6).await;
     let rust = default_node().await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
 
@@ -308,21 +235,10 @@ async fn a_rejected_voucher_ends_the_channel_on_both_sides_with_the_reason() {
     assert!(rust.store.get(&root).unwrap().is_none(), "no block came");
 
     // Go pulls; we refuse.
-    let (root, _) = rust_import(&*rust.store, 7);
+    let (root, _) = import_random(&*rust.store, SIZE, 7);
     *rust.validator.reject.lock().unwrap() = Some("not for you".into());
-    go.ok(
-        "connect",
-        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
-    )
-    .await;
-    let r = go
-        .ok(
-            "pull",
-            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
-                   "voucher": voucher_json(7, 0)}),
-        )
-        .await;
-    let ch = chid_from_json(&r["chid"]);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 7).await;
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Failed", "{theirs}");
     assert_eq!(
@@ -350,7 +266,7 @@ async fn rust_pays_a_go_provider_per_mib_with_finalization() {
                "pay_every": MIB, "finalize": true}),
     )
     .await;
-    let (root, data) = go_import(&go, dir.path(), 8).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, 8).await;
     let rust = default_node().await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
@@ -362,7 +278,7 @@ async fn rust_pays_a_go_provider_per_mib_with_finalization() {
     let (events, paid) = pay_until_done(&mut sub, &rust.manager, ch, 8, 180).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
-    assert_rust_file(&*rust.store, &root, &data);
+    assert_file(&*rust.store, &root, &data);
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
     // Every payment asked was made and taken.
@@ -405,23 +321,12 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
         ..RustNodeOptions::default()
     })
     .await;
-    let (root, data) = rust_import(&*rust.store, 9);
-    go.ok(
-        "connect",
-        json!({"addr": multiaddr(&rust.manager).await.to_string()}),
-    )
-    .await;
-    let r = go
-        .ok(
-            "pull",
-            json!({"peer": rust.manager.peer_id().to_string(), "root": root.to_string(),
-                   "voucher": voucher_json(9, 0)}),
-        )
-        .await;
-    let ch = chid_from_json(&r["chid"]);
+    let (root, data) = import_random(&*rust.store, SIZE, 9);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 9).await;
     let theirs = go.wait_finished(&ch, 180).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
-    assert_go_file(&go, dir.path(), &root, &data).await;
+    go.assert_file(dir.path(), &root, &data).await;
     let requests = pay.requests.load(Ordering::SeqCst);
     assert!(
         requests as usize >= SIZE / MIB,
@@ -446,4 +351,50 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
     assert_no_repeats(&go.blocks("in"), "Go's requester");
     let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
     assert_eq!(ours.status, Status::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_cbor_dag_is_pushed_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(9, dir.path()).await;
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    go.connect(&multiaddr(&rust.manager).await).await;
+
+    // We push one of ours to Go.
+    let (root, _) = dag_cbor_dag(&*rust.store, 6, 5, 48 << 10, 10);
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust
+        .manager
+        .open_push_channel(go.peer_id, voucher(10, 0), root, all_selector())
+        .await
+        .unwrap();
+    let events = wait_finished(&mut sub, ch, 60).await;
+    assert_eq!(events.last().unwrap().1.status, Status::Completed);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    let order = walk_order(&*rust.store, root);
+    assert_eq!(go_walk(&go, &root).await, order, "Go holds the whole DAG");
+    assert_eq!(
+        go.blocks("in"),
+        order,
+        "blocks arrive in traversal order, each once"
+    );
+
+    // Go pushes one of its own (made here, imported there from a CAR) to us.
+    let made = MemoryBlockstore::new();
+    let (root2, _) = dag_cbor_dag(&made, 4, 7, 40 << 10, 11);
+    let car = dir.path().join("push.car");
+    dt_ipld::car::export_car(
+        &made,
+        root2,
+        Selector::explore_all_recursively(),
+        std::fs::File::create(&car).unwrap(),
+    )
+    .unwrap();
+    go.ok("import_car", json!({"path": car})).await;
+    let ch = go.open("push", rust.manager.peer_id(), &root2, 11).await;
+    let events = wait_finished(&mut sub, ch, 60).await;
+    assert_eq!(events.last().unwrap().1.status, Status::Completed);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    assert_eq!(walk_order(&*rust.store, root2), walk_order(&made, root2));
 }
