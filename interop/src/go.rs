@@ -356,6 +356,17 @@ impl GoPeer {
             .collect()
     }
 
+    /// Asserts that no block went `dir` (`"in"` or `"out"`) twice on this peer.
+    pub fn assert_no_repeats(&self, dir: &str) {
+        let mut seen = std::collections::HashSet::new();
+        for b in self.blocks(dir) {
+            assert!(
+                seen.insert(b.clone()),
+                "block {b} went {dir} twice on the Go side"
+            );
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits for it to go.
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();

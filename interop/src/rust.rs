@@ -219,6 +219,34 @@ pub struct RustNode {
     pub validator: Arc<InteropValidator>,
 }
 
+impl RustNode {
+    /// Opens a pull of the whole DAG under `root` from `provider`, with the voucher of `deal`.
+    pub async fn pull(&self, provider: PeerId, root: Cid, deal: u64) -> ChannelId {
+        self.manager
+            .open_pull_channel(
+                provider,
+                voucher(deal, 0),
+                root,
+                datatransfer::all_selector(),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Opens a push of the whole DAG under `root` to `receiver`, with the voucher of `deal`.
+    pub async fn push(&self, receiver: PeerId, root: Cid, deal: u64) -> ChannelId {
+        self.manager
+            .open_push_channel(
+                receiver,
+                voucher(deal, 0),
+                root,
+                datatransfer::all_selector(),
+            )
+            .await
+            .unwrap()
+    }
+}
+
 /// How to build a [`RustNode`].
 pub struct RustNodeOptions<'a> {
     /// Keep channels in this SQLite file.

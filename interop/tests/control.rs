@@ -5,15 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use datatransfer::{ChannelId, Cid, Status, all_selector};
+use datatransfer::{ChannelId, Cid, Status};
 use datatransfer_interop::MIB;
 use datatransfer_interop::data::{assert_file, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
-    RustNode, RustNodeOptions, fast_config, multiaddr, node, voucher, wait_finished, wait_until,
+    RustNode, RustNodeOptions, fast_config, multiaddr, node, wait_finished, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -64,11 +63,7 @@ async fn pair(seed: u8, go_provides: bool) -> Pair {
 impl Pair {
     /// We open a pull of the file from Go.
     async fn rust_pulls(&self) -> ChannelId {
-        self.rust
-            .manager
-            .open_pull_channel(self.go.peer_id, voucher(1, 0), self.root, all_selector())
-            .await
-            .unwrap()
+        self.rust.pull(self.go.peer_id, self.root, 1).await
     }
 
     /// Go opens a pull of the file from us.
@@ -111,15 +106,6 @@ impl Pair {
         self.go
             .assert_file(self.dir.path(), &self.root, &self.data)
             .await;
-    }
-}
-
-/// No block went over the wire twice in `dir` ("in" or "out") on the Go side.
-fn assert_no_repeats(go: &GoPeer, dir: &str) {
-    let mut seen = HashSet::new();
-    let blocks = go.blocks(dir);
-    for b in &blocks {
-        assert!(seen.insert(b), "block {b} went {dir} twice on the Go side");
     }
 }
 
@@ -167,7 +153,7 @@ async fn we_pause_and_resume_a_pull_from_go() {
     assert_eq!(events.last().unwrap().1.status, Status::Completed);
     p.assert_rust_has_file();
     assert_eq!(p.go.wait_finished(&ch, 30).await["status"], "Completed");
-    assert_no_repeats(&p.go, "out");
+    p.go.assert_no_repeats("out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +171,7 @@ async fn go_pauses_and_resumes_its_pull_from_us() {
     p.go.ok("resume", json!({"chid": chid_json(&ch)})).await;
     assert_eq!(p.go.wait_finished(&ch, 60).await["status"], "Completed");
     p.assert_go_has_file().await;
-    assert_no_repeats(&p.go, "in");
+    p.go.assert_no_repeats("in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +192,7 @@ async fn go_as_provider_pauses_and_resumes() {
     assert_eq!(events.last().unwrap().1.status, Status::Completed);
     p.assert_rust_has_file();
     assert_eq!(p.go.wait_finished(&ch, 30).await["status"], "Completed");
-    assert_no_repeats(&p.go, "out");
+    p.go.assert_no_repeats("out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +207,7 @@ async fn we_as_provider_pause_and_resume() {
     p.rust.manager.resume_channel(ch).await.unwrap();
     assert_eq!(p.go.wait_finished(&ch, 60).await["status"], "Completed");
     p.assert_go_has_file().await;
-    assert_no_repeats(&p.go, "in");
+    p.go.assert_no_repeats("in");
     assert_eq!(
         p.rust.manager.channel_status(ch).await.unwrap(),
         Some(Status::Completed)

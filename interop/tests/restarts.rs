@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datatransfer::{ChannelId, EventCode, Status, all_selector};
+use datatransfer::{ChannelId, EventCode, Status};
 use datatransfer_interop::data::{assert_file, held_prefix, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
@@ -64,11 +64,7 @@ async fn a_go_provider_killed_mid_pull_comes_back_and_the_pull_completes() {
     let rust = node(RustNodeOptions::default()).await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(1, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.pull(go.peer_id, root, 1).await;
     wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
 
     go.kill().await;
@@ -195,11 +191,7 @@ async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
     .await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(1, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.pull(go.peer_id, root, 1).await;
     wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
     let before_mark = go.blocks("out").len();
     assert!(rust.manager.disconnect(go.peer_id).await);
@@ -267,11 +259,7 @@ async fn paying_a_go_provider_after_the_idle_stream_reset_still_completes() {
     let rust = Arc::new(node(RustNodeOptions::default()).await);
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch: ChannelId = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(9, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch: ChannelId = rust.pull(go.peer_id, root, 9).await;
     let mut paid = 0u64;
     let mut payments = 0;
     loop {

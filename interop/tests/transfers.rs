@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datatransfer::{Cid, EventCode, Status, all_selector};
+use datatransfer::{Cid, EventCode, Status};
 use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
     InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, multiaddr, node,
-    pay_until_done, voucher, wait_finished,
+    pay_until_done, wait_finished,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
@@ -28,14 +27,6 @@ async fn go_peer(seed: u8, dir: &std::path::Path) -> GoPeer {
     let go = GoPeer::start(GoPeerOptions::new(seed, dir)).await;
     go.accept_all().await;
     go
-}
-
-/// No CID appears twice in a list of blocks that went over the wire.
-fn assert_no_repeats(blocks: &[String], what: &str) {
-    let mut seen = HashSet::new();
-    for b in blocks {
-        assert!(seen.insert(b), "{what}: block {b} went over the wire twice");
-    }
 }
 
 /// The CIDs a walk of the whole DAG under `root` loads from `store`, in order.
@@ -70,11 +61,7 @@ async fn rust_pulls_a_unixfs_file_from_go() {
     let rust = default_node().await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(1, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.pull(go.peer_id, root, 1).await;
     let events = wait_finished(&mut sub, ch, 120).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
@@ -82,7 +69,7 @@ async fn rust_pulls_a_unixfs_file_from_go() {
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed");
     assert_eq!(theirs["sent"].as_u64().unwrap(), last.received);
-    assert_no_repeats(&go.blocks("out"), "Go's responder");
+    go.assert_no_repeats("out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +83,7 @@ async fn go_pulls_a_unixfs_file_from_rust() {
     let theirs = go.wait_finished(&ch, 120).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
     go.assert_file(dir.path(), &root, &data).await;
-    assert_no_repeats(&go.blocks("in"), "Go's requester");
+    go.assert_no_repeats("in");
     let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
     assert_eq!(ours.status, Status::Completed);
     assert_eq!(ours.sent, theirs["received"].as_u64().unwrap());
@@ -111,18 +98,14 @@ async fn rust_pushes_a_unixfs_file_to_go() {
     let (root, data) = import_random(&*rust.store, SIZE, 3);
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_push_channel(go.peer_id, voucher(3, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.push(go.peer_id, root, 3).await;
     let events = wait_finished(&mut sub, ch, 120).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
     go.assert_file(dir.path(), &root, &data).await;
-    assert_no_repeats(&go.blocks("in"), "Go's receiver");
+    go.assert_no_repeats("in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +123,7 @@ async fn go_pushes_a_unixfs_file_to_rust() {
     assert_file(&*rust.store, &root, &data);
     let theirs = go.wait_finished(&ch, 30).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
-    assert_no_repeats(&go.blocks("out"), "Go's sender");
+    go.assert_no_repeats("out");
     assert_eq!(rust.validator.pushes.load(Ordering::SeqCst), 1);
 }
 
@@ -178,11 +161,7 @@ async fn a_dag_cbor_dag_moves_both_ways_in_go_traversal_order() {
     .unwrap();
     go.ok("import_car", json!({"path": car})).await;
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(6, 0), root2, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.pull(go.peer_id, root2, 6).await;
     let events = wait_finished(&mut sub, ch, 60).await;
     assert_eq!(events.last().unwrap().1.status, Status::Completed);
     let ours = walk_order(&*rust.store, root2);
@@ -212,11 +191,7 @@ async fn a_rejected_voucher_ends_the_channel_on_both_sides_with_the_reason() {
 
     // We pull; Go refuses.
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(6, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.pull(go.peer_id, root, 6).await;
     let events = wait_finished(&mut sub, ch, 30).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Failed);
@@ -270,11 +245,7 @@ async fn rust_pays_a_go_provider_per_mib_with_finalization() {
     let rust = default_node().await;
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_pull_channel(go.peer_id, voucher(8, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.pull(go.peer_id, root, 8).await;
     let (events, paid) = pay_until_done(&mut sub, &rust.manager, ch, 8, 180).await;
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
@@ -301,7 +272,7 @@ async fn rust_pays_a_go_provider_per_mib_with_finalization() {
     assert_eq!(taken.len(), asked.len(), "Go took every payment");
     let owed: u64 = asked.iter().map(|l| l["owed"].as_u64().unwrap()).sum();
     assert_eq!(paid.iter().sum::<u64>(), owed);
-    assert_no_repeats(&go.blocks("out"), "Go's responder");
+    go.assert_no_repeats("out");
 }
 
 /// Our provider charges per MiB and asks for a final payment; Go's client pays.
@@ -348,7 +319,7 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
         pay.owed.load(Ordering::SeqCst),
         "paid in full"
     );
-    assert_no_repeats(&go.blocks("in"), "Go's requester");
+    go.assert_no_repeats("in");
     let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
     assert_eq!(ours.status, Status::Completed);
 }
@@ -364,11 +335,7 @@ async fn a_dag_cbor_dag_is_pushed_both_ways() {
     // We push one of ours to Go.
     let (root, _) = dag_cbor_dag(&*rust.store, 6, 5, 48 << 10, 10);
     let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust
-        .manager
-        .open_push_channel(go.peer_id, voucher(10, 0), root, all_selector())
-        .await
-        .unwrap();
+    let ch = rust.push(go.peer_id, root, 10).await;
     let events = wait_finished(&mut sub, ch, 60).await;
     assert_eq!(events.last().unwrap().1.status, Status::Completed);
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
