@@ -26,9 +26,24 @@ use tokio::time::timeout;
 const NO_GO: &str = "interop tests need Go 1.26 or newer on PATH to build interop/go-peer: \
 install it from https://go.dev/dl/ (and let it reach the Go module proxy, https://proxy.golang.org)";
 
-/// The go-peer sources.
-fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("go-peer")
+/// Which Go implementation a peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// `interop/go-peer`: go-data-transfer v2.0.0, go-graphsync v0.18.1 (today's nodes).
+    V2,
+    /// `interop/go-peer-v1`: go-data-transfer v1.15.2, go-graphsync v0.13.1 (the Lotus
+    /// markets era; graphsync 1.0.0 too, data transfer `1.2.0` only).
+    V1,
+}
+
+impl Flavor {
+    /// The program's folder under `interop/`, and its binary's name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::V2 => "go-peer",
+            Self::V1 => "go-peer-v1",
+        }
+    }
 }
 
 /// Where the binary goes: `<target>/interop/go-peer`, beside the test binaries.
@@ -44,11 +59,16 @@ fn out_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/interop"))
 }
 
-/// Builds go-peer (once per test process; `go build`'s cache makes later builds a relink
-/// check) and returns its path. Test processes building at once take turns on a file lock.
+/// Builds the v2 go-peer; see [`binary_of`].
 pub fn binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
+    binary_of(Flavor::V2)
+}
+
+/// Builds a Go peer (once per test process; `go build`'s cache makes later builds a relink
+/// check) and returns its path. Test processes building at once take turns on a file lock.
+pub fn binary_of(flavor: Flavor) -> PathBuf {
+    static BUILT: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    BUILT[flavor as usize]
         .get_or_init(|| {
             if std::process::Command::new("go")
                 .arg("version")
@@ -60,20 +80,21 @@ pub fn binary() -> PathBuf {
             }
             let dir = out_dir();
             std::fs::create_dir_all(&dir).unwrap();
-            let lock = File::create(dir.join("go-peer.lock")).unwrap();
+            let lock = File::create(dir.join(format!("{}.lock", flavor.name()))).unwrap();
             lock.lock().unwrap();
-            let out = dir.join("go-peer");
+            let out = dir.join(flavor.name());
             let built = std::process::Command::new("go")
                 .args(["build", "-o"])
                 .arg(&out)
                 .arg(".")
-                .current_dir(source_dir())
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(flavor.name()))
                 .output()
                 .unwrap_or_else(|e| panic!("{NO_GO} ({e})"));
             lock.unlock().unwrap();
             assert!(
                 built.status.success(),
-                "go build of interop/go-peer failed:\n{}",
+                "go build of interop/{} failed:\n{}",
+                flavor.name(),
                 String::from_utf8_lossy(&built.stderr)
             );
             out
@@ -96,6 +117,8 @@ pub struct GoPeerOptions {
     pub restart_config: bool,
     /// Print every block graphsync sends or receives.
     pub trace_blocks: bool,
+    /// Which Go implementation.
+    pub flavor: Flavor,
 }
 
 impl GoPeerOptions {
@@ -108,6 +131,7 @@ impl GoPeerOptions {
             persist: false,
             restart_config: false,
             trace_blocks: true,
+            flavor: Flavor::V2,
         }
     }
 
@@ -151,7 +175,8 @@ pub struct GoPeer {
 impl GoPeer {
     /// Starts go-peer and waits until it is ready.
     pub async fn start(options: GoPeerOptions) -> Self {
-        let bin = match tokio::task::spawn_blocking(binary).await {
+        let flavor = options.flavor;
+        let bin = match tokio::task::spawn_blocking(move || binary_of(flavor)).await {
             Ok(bin) => bin,
             // The build's own message (no Go, say) is the test's failure.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
