@@ -9,7 +9,7 @@
 //! which awaits the hooks block by block. Concurrent responses are limited per peer and in
 //! total; requests beyond wait for a slot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,8 +47,12 @@ pub struct GraphSyncConfig {
     pub max_responses_per_peer: usize,
     /// Responses served at once in total.
     pub max_responses: usize,
-    /// Requests from one peer held at once (served or waiting); more are refused with
-    /// `RequestFailedBusy`, so a flood of requests cannot grow memory without bound.
+    /// Requests from one peer held at once: those being served (at most
+    /// `max_responses_per_peer`) and those waiting in the peer's queue, served in the order
+    /// they came (go-graphsync queues the same way). A request that has to wait is answered
+    /// at once with `RequestAcknowledged`, so the requester knows it is queued. Past this
+    /// bound a request is refused with `RequestFailedBusy`, always answered; a requester may
+    /// retry it later.
     pub max_requests_per_peer: usize,
     /// Received blocks that may wait for their turn in a request's walk.
     pub max_buffered_blocks: usize,
@@ -99,7 +103,7 @@ impl Default for GraphSyncConfig {
             message_target: crate::responder::DEFAULT_MESSAGE_TARGET,
             max_responses_per_peer: 6,
             max_responses: 32,
-            max_requests_per_peer: 64,
+            max_requests_per_peer: 1024,
             max_buffered_blocks: 256,
             traversal: TraversalConfig::default(),
             event_buffer: 256,
@@ -466,6 +470,66 @@ struct Served {
 /// How many unknown responses [`Node::stopped`] remembers.
 const MAX_STOPPED: usize = 4096;
 
+/// Busy refusals waiting to be sent to one peer.
+#[derive(Default)]
+struct BusyAnswers {
+    ids: Vec<RequestId>,
+    /// A task is sending them.
+    flushing: bool,
+}
+
+/// Refusals held for one peer at most; a peer that keeps sending requests past its queue
+/// faster than it reads our answers loses the answers past this many.
+const MAX_BUSY_ANSWERS: usize = 65_536;
+
+/// Refusals per message.
+const BUSY_PER_MESSAGE: usize = 1_024;
+
+impl BusyAnswers {
+    /// Adds a refusal; whether a task must be started to send it.
+    fn push(&mut self, id: RequestId) -> bool {
+        if self.ids.len() < MAX_BUSY_ANSWERS {
+            self.ids.push(id);
+        }
+        !std::mem::replace(&mut self.flushing, true)
+    }
+}
+
+/// Sends the peer's pending busy refusals, in batches, until none is left.
+async fn answer_busy(writer: PeerWriter, busy: Arc<std::sync::Mutex<BusyAnswers>>) {
+    loop {
+        let batch: Vec<RequestId> = match busy.lock() {
+            Ok(mut b) if b.ids.is_empty() => {
+                b.flushing = false;
+                return;
+            }
+            Ok(mut b) => {
+                let n = b.ids.len().min(BUSY_PER_MESSAGE);
+                b.ids.drain(..n).collect()
+            }
+            Err(_) => return,
+        };
+        let responses = batch
+            .into_iter()
+            .map(|id| Response {
+                id,
+                status: ResponseStatus::RequestFailedBusy,
+                metadata: Vec::new(),
+                extensions: Extensions::new(),
+            })
+            .collect();
+        if !writer
+            .send(Message {
+                responses,
+                ..Message::default()
+            })
+            .await
+        {
+            return;
+        }
+    }
+}
+
 /// Tokens of responses being served; 0 is the node's own messages.
 static SERVE_TOKENS: AtomicU64 = AtomicU64::new(1);
 
@@ -485,8 +549,8 @@ struct Peer {
     dead: SharedDead,
     ids: Arc<Mutex<V1Ids>>,
     responses: Arc<Semaphore>,
-    /// "Busy" refusals on their way out, capped so a flood cannot pile them up.
-    refusals: Arc<Semaphore>,
+    /// "Busy" refusals on their way out, sent in batches by one task at a time.
+    busy: Arc<std::sync::Mutex<BusyAnswers>>,
 }
 
 struct Node {
@@ -969,7 +1033,7 @@ impl Node {
                 dead,
                 ids,
                 responses: Arc::new(Semaphore::new(per_peer)),
-                refusals: Arc::new(Semaphore::new(64)),
+                busy: Arc::default(),
             }
         })
     }
@@ -1342,26 +1406,16 @@ impl Node {
         if held >= self.config.max_requests_per_peer
             && !self.responses.contains_key(&(peer, request.id))
         {
-            let busy = Response {
-                id: request.id,
-                status: ResponseStatus::RequestFailedBusy,
-                metadata: Vec::new(),
-                extensions: Extensions::new(),
-            };
             let p = self.peer(peer);
-            let (writer, refusals) = (p.writer.clone(), p.refusals.clone());
-            // Sent from a task so the node never waits on this peer; past the cap, a peer
-            // flooding us gets no answer at all.
-            if let Ok(permit) = refusals.try_acquire_owned() {
-                tokio::spawn(async move {
-                    let _ = writer
-                        .send(Message {
-                            responses: vec![busy],
-                            ..Message::default()
-                        })
-                        .await;
-                    drop(permit);
-                });
+            let (writer, busy) = (p.writer.clone(), p.busy.clone());
+            // Answered from a task, so the node never waits on this peer; refusals that pile
+            // up meanwhile go out together.
+            let flush = match busy.lock() {
+                Ok(mut b) => b.push(request.id),
+                Err(_) => false,
+            };
+            if flush {
+                tokio::spawn(answer_busy(writer, busy));
             }
             return;
         }
@@ -1430,18 +1484,57 @@ impl ServeCtx {
             (Ok(p), Ok(a)) => Some((p, a)),
             _ => None,
         };
+        // Commands that came while the request waited, for `run`.
+        let mut early = VecDeque::new();
         let _permits = match permits {
             Some(p) => p,
             None => {
                 self.hooks.request_queued(self.peer, &request);
-                match (per_peer.acquire_owned().await, all.acquire_owned().await) {
-                    (Ok(p), Ok(a)) => (p, a),
-                    _ => return,
+                // The requester learns it waits in our queue (so its wait for an answer can
+                // wait too); go-graphsync requesters take the status as a plain update.
+                let queued = Response {
+                    id,
+                    status: ResponseStatus::RequestAcknowledged,
+                    metadata: Vec::new(),
+                    extensions: Extensions::new(),
+                };
+                self.respond(queued, Vec::new()).await;
+                let acquire = async { (per_peer.acquire_owned().await, all.acquire_owned().await) };
+                tokio::pin!(acquire);
+                let permits = loop {
+                    tokio::select! {
+                        (p, a) = &mut acquire => break p.ok().zip(a.ok()),
+                        cmd = ctl.recv() => match cmd {
+                            // Cancelled while waiting: it never starts.
+                            Some(ResponseCmd::Cancel) => {
+                                let cancelled = Response {
+                                    id,
+                                    status: ResponseStatus::RequestCancelled,
+                                    metadata: Vec::new(),
+                                    extensions: Extensions::new(),
+                                };
+                                self.respond(cancelled, Vec::new()).await;
+                                break None;
+                            }
+                            Some(ResponseCmd::Drop) | None => break None,
+                            Some(other) => early.push_back(other),
+                        },
+                    }
+                };
+                match permits {
+                    Some(permits) => permits,
+                    None => {
+                        let _ = self
+                            .done
+                            .send(Cmd::ResponseDone(self.peer, id, self.token))
+                            .await;
+                        return;
+                    }
                 }
             }
         };
         // The writer reports completion once the final response is written.
-        let _ = self.run(request, &mut ctl).await;
+        let _ = self.run(request, &mut ctl, early).await;
         let _ = self
             .done
             .send(Cmd::ResponseDone(self.peer, id, self.token))
@@ -1453,6 +1546,7 @@ impl ServeCtx {
         &self,
         request: Request,
         ctl: &mut mpsc::Receiver<ResponseCmd>,
+        mut early: VecDeque<ResponseCmd>,
     ) -> Option<ResponseStatus> {
         let id = request.id;
         let reply = |status, extensions| Response {
@@ -1493,7 +1587,9 @@ impl ServeCtx {
         loop {
             // Commands first; while paused, wait for one.
             loop {
-                let cmd = if paused {
+                let cmd = if let Some(cmd) = early.pop_front() {
+                    Some(cmd)
+                } else if paused {
                     ctl.recv().await
                 } else {
                     match ctl.try_recv() {
