@@ -30,6 +30,7 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datatransfer_fsm::{
@@ -70,6 +71,12 @@ pub struct GraphsyncTransportConfig {
     /// imported) is not sent again. Senders that do not know the extension send everything,
     /// which the receiver takes as usual.
     pub skip_held_blocks_on_open: bool,
+    /// How long to wait before asking again when a responder refuses a request of ours as
+    /// busy (its queue for us is full); the wait doubles with each refusal in a row, up to 32
+    /// times this. Meanwhile the channel counts as queued.
+    pub busy_retry_backoff: Duration,
+    /// Busy refusals in a row after which the channel fails.
+    pub max_busy_retries: u32,
 }
 
 impl Default for GraphsyncTransportConfig {
@@ -78,6 +85,8 @@ impl Default for GraphsyncTransportConfig {
             graphsync: GraphSyncConfig::default(),
             limits: DecodeLimits::default(),
             skip_held_blocks_on_open: true,
+            busy_retry_backoff: Duration::from_secs(1),
+            max_busy_retries: 30,
         }
     }
 }
@@ -161,6 +170,8 @@ struct Shared {
     limits: DecodeLimits,
     traversal: TraversalConfig,
     skip_held_on_open: bool,
+    busy_retry_backoff: Duration,
+    max_busy_retries: u32,
 }
 
 impl GraphsyncTransport {
@@ -182,6 +193,8 @@ impl GraphsyncTransport {
             limits: config.limits,
             traversal: config.graphsync.traversal.clone(),
             skip_held_on_open: config.skip_held_blocks_on_open,
+            busy_retry_backoff: config.busy_retry_backoff,
+            max_busy_retries: config.max_busy_retries,
         });
         let hooks = Arc::new(DtHooks(shared.clone()));
         let gs = GraphSync::start(me, control, store, hooks, config.graphsync)
@@ -590,6 +603,10 @@ impl Hooks for DtHooks {
         let Some(channel) = s.lock().outgoing_ids.get(&response.id).copied() else {
             return;
         };
+        // The responder queued our request behind others: the channel waits, it is not lost.
+        if response.status == ResponseStatus::RequestAcknowledged {
+            s.deliver(TransportEvent::TransferQueued { channel });
+        }
         let first = s.message_in(
             &response.extensions,
             &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER],
@@ -766,17 +783,15 @@ async fn execute_commands(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<T
                 message,
                 restart,
             } => {
-                open_channel(
-                    &shared,
-                    &gs,
+                let open = Open {
                     data_sender,
                     channel,
                     root,
                     selector,
                     message,
                     restart,
-                )
-                .await
+                };
+                open_channel(&shared, &gs, open, 0).await
             }
             TransportCommand::CloseChannel { channel }
             | TransportCommand::CleanupChannel { channel } => {
@@ -898,17 +913,27 @@ async fn hook_result(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn open_channel(
-    shared: &Arc<Shared>,
-    gs: &GraphSync,
+/// What opening (or re-opening) a channel's request needs.
+#[derive(Clone)]
+struct Open {
     data_sender: PeerId,
     channel: ChannelId,
     root: Cid,
     selector: DagCbor,
     message: Message,
     restart: Option<Box<ChannelState>>,
-) {
+}
+
+/// Sends a channel's graphsync request; `busy` is how many busy refusals came before it.
+async fn open_channel(shared: &Arc<Shared>, gs: &GraphSync, open: Open, busy: u32) {
+    let Open {
+        data_sender,
+        channel,
+        root,
+        ref selector,
+        ref message,
+        ref restart,
+    } = open;
     let fail = |error: String| {
         shared.deliver(TransportEvent::OpenFailed { channel, error });
     };
@@ -928,12 +953,12 @@ async fn open_channel(
             c.cancel().await;
         }
     }
-    let mut ext = extensions_for(&message, &[EXTENSION_DATA_TRANSFER]);
+    let mut ext = extensions_for(message, &[EXTENSION_DATA_TRANSFER]);
     if ext.get(EXTENSION_DATA_TRANSFER).is_none() {
         return fail("the data-transfer message could not be encoded".into());
     }
     if restart.is_some() || shared.skip_held_on_open {
-        let held = held_prefix(&*store, root, &selector, &shared.traversal);
+        let held = held_prefix(&*store, root, selector, &shared.traversal);
         if held > 0 {
             ext.set(
                 DO_NOT_SEND_FIRST_BLOCKS,
@@ -980,22 +1005,45 @@ async fn open_channel(
     }
     tokio::spawn(watch_request(
         shared.clone(),
-        channel,
+        open,
+        busy,
         handle,
         closed,
         store,
     ));
 }
 
+/// Opens the channel's request again after `wait`, unless it was closed meanwhile. (A named
+/// future type: `open_channel` and `watch_request` would otherwise be one recursive future.)
+fn reopen_later(
+    shared: Arc<Shared>,
+    open: Open,
+    busy: u32,
+    wait: Duration,
+    closed: Arc<AtomicBool>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        tokio::time::sleep(wait).await;
+        if closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(gs) = shared.gs() {
+            open_channel(&shared, &gs, open, busy).await;
+        }
+    })
+}
+
 /// Follows one of our requests to its end and reports how it ended. A request that got
 /// every block completes only once `store` has made them durable.
 async fn watch_request(
     shared: Arc<Shared>,
-    channel: ChannelId,
+    open: Open,
+    busy: u32,
     mut handle: RequestHandle,
     closed: Arc<AtomicBool>,
     store: Arc<dyn Blockstore>,
 ) {
+    let channel = open.channel;
     let id = handle.id;
     let mut result = Err(GraphSyncError::Closed);
     while let Some(ev) = handle.next().await {
@@ -1004,16 +1052,34 @@ async fn watch_request(
             break;
         }
     }
+    // A busy responder (its queue for us is full) is asked again later; the channel stays
+    // registered meanwhile, so closing it stops the retry.
+    let retry = matches!(
+        result,
+        Err(GraphSyncError::Verify(
+            graphsync::requester::VerifyError::Failed(ResponseStatus::RequestFailedBusy)
+        ))
+    ) && busy < shared.max_busy_retries;
     {
         let mut st = shared.lock();
         st.outgoing_ids.remove(&id);
-        if let Some(o) = st.outgoing.get(&channel)
+        if let Some(o) = st.outgoing.get_mut(&channel)
             && Arc::ptr_eq(&o.closed, &closed)
         {
-            st.outgoing.remove(&channel);
+            if retry {
+                o.control = None;
+            } else {
+                st.outgoing.remove(&channel);
+            }
         }
     }
     if closed.load(Ordering::SeqCst) {
+        return;
+    }
+    if retry {
+        shared.deliver(TransportEvent::TransferQueued { channel });
+        let wait = shared.busy_retry_backoff * 2u32.saturating_pow(busy.min(5));
+        tokio::spawn(reopen_later(shared, open, busy + 1, wait, closed));
         return;
     }
     let event = match result {
