@@ -231,6 +231,7 @@ pub fn fast_config() -> ManagerConfig {
     let mut config = ManagerConfig::default();
     config.engine.monitor = Some(ChannelMonitorConfig {
         accept_timeout: Duration::from_secs(10),
+        queue_timeout: Duration::from_secs(120),
         stall_timeout: Duration::from_secs(10),
         restart_backoff: Duration::from_millis(200),
         max_consecutive_restarts: 5,

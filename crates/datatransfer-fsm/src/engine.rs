@@ -40,10 +40,20 @@ pub struct EngineConfig {
 }
 
 /// Settings of the channel monitor. Times are in the engine's clock (passed in).
+///
+/// Every wait the monitor can see has a deadline: an accept (`accept_timeout`), the answer to
+/// a restart, also of a paused channel (`accept_timeout`, then restarted again), a time in
+/// the responder's queue (`queue_timeout`), progress (`stall_timeout`) and completion
+/// (`complete_timeout`). Each ends in a restart or in a failure that says which wait ran out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorConfig {
-    /// How long the responder has to accept a channel before it fails.
+    /// How long the responder has to accept a channel, or to answer a restart, before the
+    /// channel fails (an accept) or is restarted again (a restart). It does not run while
+    /// the request waits in the responder's queue.
     pub accept_timeout: Duration,
+    /// How long a request may wait in the responder's queue (the responder said it is
+    /// queued, or refused it as busy and it is being asked again) before the channel fails.
+    pub queue_timeout: Duration,
     /// How long a running channel may make no progress before it is restarted.
     pub stall_timeout: Duration,
     /// How long to wait after a disconnect or transport error before restarting.
@@ -59,6 +69,7 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
             accept_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(600),
             stall_timeout: Duration::from_secs(60),
             restart_backoff: Duration::from_secs(20),
             max_consecutive_restarts: 15,
@@ -79,6 +90,24 @@ struct Watch {
     restarts: u32,
     /// Restart at this time (after a disconnect or transport error).
     backoff_until: Option<Timestamp>,
+    /// Since when the request waits in the responder's queue.
+    queued_since: Option<Timestamp>,
+    /// When we restarted the channel, until the responder answers.
+    restart_sent: Option<Timestamp>,
+}
+
+impl Watch {
+    fn new(status: Status, now: Timestamp) -> Self {
+        Self {
+            status,
+            changed: now,
+            progressed: now,
+            restarts: 0,
+            backoff_until: None,
+            queued_since: None,
+            restart_sent: None,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -446,13 +475,10 @@ impl Engine {
             return;
         }
         let backoff = cfg.restart_backoff;
-        let w = self.watches.entry(id).or_insert(Watch {
-            status,
-            changed: now,
-            progressed: now,
-            restarts: 0,
-            backoff_until: None,
-        });
+        let w = self
+            .watches
+            .entry(id)
+            .or_insert_with(|| Watch::new(status, now));
         if w.status != status {
             w.status = status;
             w.changed = now;
@@ -463,6 +489,11 @@ impl Engine {
             | ChannelEvent::DataQueuedProgress { .. } => {
                 w.progressed = now;
                 w.restarts = 0;
+                w.queued_since = None;
+                w.restart_sent = None;
+            }
+            ChannelEvent::TransferRequestQueued => {
+                w.queued_since.get_or_insert(now);
             }
             ChannelEvent::Disconnected { .. }
             | ChannelEvent::SendDataError { .. }
@@ -483,7 +514,11 @@ impl Engine {
         if let Some(t) = w.backoff_until {
             return Some(t);
         }
-        match w.status {
+        // In the responder's queue, only the queue's own limit runs.
+        if let Some(q) = w.queued_since {
+            return Some(q.saturating_add(cfg.queue_timeout));
+        }
+        let by_status = match w.status {
             Status::Requested => Some(w.changed.saturating_add(cfg.accept_timeout)),
             Status::TransferFinished
             | Status::ResponderFinalizingTransferFinished
@@ -494,6 +529,15 @@ impl Engine {
                     .max(w.changed)
                     .saturating_add(cfg.stall_timeout),
             ),
+        };
+        // A restart waits for its answer whatever the status, a paused channel's too.
+        let answer = w
+            .restart_sent
+            .filter(|_| !w.status.is_cleaning_up())
+            .map(|t| t.saturating_add(cfg.accept_timeout));
+        match (by_status, answer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -513,15 +557,26 @@ impl Engine {
             let Some(w) = self.watches.get_mut(&id) else {
                 continue;
             };
+            let unanswered = w
+                .restart_sent
+                .is_some_and(|t| t.saturating_add(cfg.accept_timeout) <= now);
             let failure = match w.status {
-                Status::Requested if w.backoff_until.is_none() => Some(format!(
+                _ if w.backoff_until.is_none() && w.queued_since.is_some() => Some(format!(
+                    "data transfer channel waited {:?} in the responder's queue",
+                    cfg.queue_timeout
+                )),
+                _ if unanswered && w.restarts >= cfg.max_consecutive_restarts => Some(format!(
+                    "the responder answered none of {} restarts in a row, each within {:?}",
+                    w.restarts, cfg.accept_timeout
+                )),
+                Status::Requested if w.backoff_until.is_none() && !unanswered => Some(format!(
                     "data transfer channel was not accepted within {:?}",
                     cfg.accept_timeout
                 )),
                 Status::TransferFinished
                 | Status::ResponderFinalizingTransferFinished
                 | Status::Finalizing
-                    if w.backoff_until.is_none() =>
+                    if w.backoff_until.is_none() && !unanswered =>
                 {
                     Some(format!(
                         "timed out after {:?} waiting for the responder to complete",
@@ -806,15 +861,15 @@ impl Engine {
     pub fn restart(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
         let ch = self.existing(&id)?;
         if self.config.monitor.is_some() && id.initiator == self.me && !ch.status.is_cleaning_up() {
-            // Channels loaded from a store start being watched when they are restarted.
+            // Channels loaded from a store start being watched when they are restarted; the
+            // responder's answer is awaited from now on.
             let status = ch.status;
-            self.watches.entry(id).or_insert(Watch {
-                status,
-                changed: now,
-                progressed: now,
-                restarts: 0,
-                backoff_until: None,
-            });
+            let w = self
+                .watches
+                .entry(id)
+                .or_insert_with(|| Watch::new(status, now));
+            w.restart_sent = Some(now);
+            w.queued_since = None;
         }
         let ch = self.existing(&id)?;
         if ch.status.is_cleaning_up() {
@@ -1396,6 +1451,11 @@ impl Engine {
         resp: &TransferResponse,
     ) -> Verdict {
         use MessageType as T;
+        // The responder answers: a restart's wait, or a wait in its queue, is over.
+        if let Some(w) = self.watches.get_mut(&id) {
+            w.restart_sent = None;
+            w.queued_since = None;
+        }
         if resp.message_type == T::Cancel {
             self.fire_quiet(id, ChannelEvent::Cancel, now);
             return Verdict::Ok;

@@ -101,7 +101,9 @@ pub enum TransportEvent {
         /// Whether the block is new to this traversal.
         unique: bool,
     },
-    /// The transport queued the request (it is at its concurrency limit).
+    /// The request waits in a queue: ours (the transport is at its concurrency limit), or
+    /// the responder's (it said so, or refused it as busy and the transport asks again).
+    /// The monitor's accept and stall timers do not run while it waits; its queue timer does.
     TransferQueued {
         /// The channel.
         channel: ChannelId,

@@ -6,12 +6,16 @@
 use std::time::Duration;
 
 use datatransfer_fsm::sim::{Sim, SimConfig, all_selector, dag_cid, peer_id, voucher};
-use datatransfer_fsm::{Engine, EngineConfig, MonitorConfig, Output, TransportCommand};
+use datatransfer_fsm::{
+    Engine, EngineConfig, MonitorConfig, Output, TransportCommand, TransportEvent,
+};
+use datatransfer_types::message::TransferResponse;
 use datatransfer_types::{EventCode, Status, Timestamp};
 
 fn monitor() -> MonitorConfig {
     MonitorConfig {
         accept_timeout: Duration::from_millis(50),
+        queue_timeout: Duration::from_secs(120),
         stall_timeout: Duration::from_millis(20),
         restart_backoff: Duration::from_millis(5),
         max_consecutive_restarts: 3,
@@ -118,4 +122,134 @@ fn a_peer_that_never_comes_back_fails_the_channel_after_the_restart_limit() {
         st.message,
         "data transfer channel stalled: no progress after 3 consecutive restarts"
     );
+}
+
+/// The failure message of `ch` among `outputs`, if it failed.
+fn failure(outputs: &[Output]) -> Option<String> {
+    outputs.iter().find_map(|o| match o {
+        Output::Event { event, state } if state.status == Status::Failed => {
+            Some(event.message.clone())
+        }
+        _ => None,
+    })
+}
+
+fn engine() -> Engine {
+    Engine::new(
+        peer_id(0),
+        EngineConfig {
+            monitor: Some(monitor()),
+            ..EngineConfig::default()
+        },
+        1,
+    )
+}
+
+#[test]
+fn a_request_waiting_in_the_responders_queue_is_not_failed_for_its_accept() {
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    while e.poll_output().is_some() {}
+    // The responder says the request waits in its queue (go-data-transfer#211: the accept
+    // timer must not run meanwhile).
+    let t1 = t0.saturating_add(Duration::from_millis(10));
+    e.handle_transport_event(t1, TransportEvent::TransferQueued { channel: ch });
+    let outputs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(outputs.iter().any(|o| matches!(o, Output::Event { event, .. } if event.code == EventCode::TransferRequestQueued)));
+    let deadline = e.poll_timeout().unwrap();
+    assert_eq!(deadline, t1.saturating_add(Duration::from_secs(120)));
+    // Long past the accept timeout (50 ms): still waiting.
+    e.handle_timeout(t0.saturating_add(Duration::from_secs(60)));
+    let outputs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(failure(&outputs), None);
+    // The queue's own limit ends it, with a message that says so.
+    e.handle_timeout(deadline);
+    let outputs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(
+        failure(&outputs).as_deref(),
+        Some("data transfer channel waited 120s in the responder's queue")
+    );
+}
+
+#[test]
+fn an_unanswered_restart_of_a_paused_channel_is_restarted_then_fails() {
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    // The responder accepts and pauses at once (it wants a payment first).
+    e.handle_transport_event(
+        t0,
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::new_channel(ch.id, true, true, None),
+            data_request: None,
+        },
+    );
+    while e.poll_output().is_some() {}
+    assert_eq!(e.channel(&ch).unwrap().status, Status::ResponderPaused);
+    assert_eq!(
+        e.poll_timeout(),
+        None,
+        "a paused channel waits for its responder"
+    );
+    // The client restarts it (a process restart, say); the responder never answers.
+    let mut now = t0.saturating_add(Duration::from_secs(1));
+    e.restart(now, ch).unwrap();
+    let mut reopened = 0;
+    let message = loop {
+        let outputs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+        reopened += outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Transport(TransportCommand::OpenChannel { .. })))
+            .count();
+        if let Some(m) = failure(&outputs) {
+            break m;
+        }
+        let deadline = e.poll_timeout().expect("a restart waits for its answer");
+        assert_eq!(deadline, now.saturating_add(Duration::from_millis(50)));
+        now = deadline;
+        e.handle_timeout(now);
+    };
+    assert_eq!(reopened, 4, "the first restart and 3 more");
+    assert_eq!(
+        message,
+        "the responder answered none of 3 restarts in a row, each within 50ms"
+    );
+}
+
+#[test]
+fn an_answered_restart_of_a_paused_channel_waits_for_its_responder_again() {
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    e.handle_transport_event(
+        t0,
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::new_channel(ch.id, true, true, None),
+            data_request: None,
+        },
+    );
+    let t1 = t0.saturating_add(Duration::from_secs(1));
+    e.restart(t1, ch).unwrap();
+    assert!(e.poll_timeout().is_some());
+    // The responder accepts the restart, still paused.
+    e.handle_transport_event(
+        t1,
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::restart(ch.id, true, true, None),
+            data_request: None,
+        },
+    );
+    while e.poll_output().is_some() {}
+    assert_eq!(e.channel(&ch).unwrap().status, Status::ResponderPaused);
+    assert_eq!(e.poll_timeout(), None);
 }
