@@ -365,3 +365,31 @@ async fn a_dag_cbor_dag_is_pushed_both_ways() {
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
     assert_eq!(walk_order(&*rust.store, root2), walk_order(&made, root2));
 }
+
+/// Go opens many pulls at once; our responder serves two at a time and tells the rest they
+/// are queued (`RequestAcknowledged`), which go-graphsync takes as a plain update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_pulls_many_files_at_once_and_waits_in_our_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(10, dir.path()).await;
+    let mut config = datatransfer_interop::rust::fast_config();
+    config.transport.graphsync.max_responses_per_peer = 2;
+    let rust = datatransfer_interop::rust::node(datatransfer_interop::rust::RustNodeOptions {
+        config,
+        ..Default::default()
+    })
+    .await;
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let files: Vec<(Cid, Vec<u8>)> = (0..30)
+        .map(|i| import_random(&*rust.store, 300_000, 1_000 + i))
+        .collect();
+    let opens = files
+        .iter()
+        .map(|(root, _)| go.open("pull", rust.manager.peer_id(), root, 10));
+    let channels = futures::future::join_all(opens).await;
+    for (ch, (root, data)) in channels.iter().zip(&files) {
+        let theirs = go.wait_finished(ch, 60).await;
+        assert_eq!(theirs["status"], "Completed", "{theirs}");
+        go.assert_file(dir.path(), root, data).await;
+    }
+}

@@ -1,0 +1,240 @@
+//! Many transfers to one peer: requests beyond the responder's in-progress limits wait in its
+//! queue and are served in turn (go-graphsync queues them too), the requester knows they are
+//! queued so its accept timer waits, and a request refused because the queue is full is asked
+//! again later instead of failing its channel.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use datatransfer::{ChannelId, Cid, EventCode, Status};
+use datatransfer_integration_tests::*;
+use tokio::time::timeout;
+
+/// Opens a pull of every root from `provider` at once; waits until each channel ended, and
+/// returns how each ended and which channels were told they were queued.
+async fn pull_all(
+    client: &Node,
+    provider: &Node,
+    roots: &[Cid],
+    secs: u64,
+) -> (HashMap<ChannelId, Status>, HashSet<ChannelId>) {
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut open = HashSet::new();
+    for root in roots {
+        open.insert(pull(client, provider, voucher(1), *root).await);
+    }
+    let mut ended = HashMap::new();
+    let mut queued = HashSet::new();
+    let r = timeout(Duration::from_secs(secs), async {
+        while ended.len() < open.len() {
+            let (ev, st) = sub.next().await.unwrap();
+            if !open.contains(&st.channel_id) {
+                continue;
+            }
+            if ev.code == EventCode::TransferRequestQueued {
+                queued.insert(st.channel_id);
+            }
+            if st.status.is_terminal() {
+                ended.insert(st.channel_id, st.status);
+            }
+        }
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "{} of {} channels ended within {secs} s",
+        ended.len(),
+        open.len()
+    );
+    (ended, queued)
+}
+
+/// `n` small files (3,000 bytes in 1 KiB chunks: four blocks each) in `store`.
+fn small_files(store: &dyn dt_ipld::blockstore::Blockstore, n: u64) -> Vec<(Cid, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let data = random_bytes(3_000, 1_000 + i);
+            (import(store, &data, 1024).root, data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pulls_opened_at_once_to_one_peer_all_complete() {
+    let provider = default_node().await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let files = small_files(&*provider.store, 1_000);
+    let roots: Vec<Cid> = files.iter().map(|(r, _)| *r).collect();
+    let (ended, queued) = pull_all(&client, &provider, &roots, 120).await;
+    let failed: Vec<_> = ended
+        .values()
+        .filter(|s| **s != Status::Completed)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} channels did not complete",
+        failed.len()
+    );
+    // The responder serves 6 at a time: most waited in its queue, and knew it.
+    assert!(
+        queued.len() > 900,
+        "only {} channels were told they were queued",
+        queued.len()
+    );
+    for (root, data) in &files {
+        assert_file(&*client.store, root, data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_responders_queue_are_refused_as_busy_and_asked_again() {
+    // A queue of 4 requests per peer, one served at a time.
+    let mut config = fast_config();
+    config.transport.graphsync.max_requests_per_peer = 4;
+    config.transport.graphsync.max_responses_per_peer = 1;
+    let provider = node(NodeOptions {
+        config,
+        ..NodeOptions::default()
+    })
+    .await;
+    let mut config = fast_config();
+    config.transport.busy_retry_backoff = Duration::from_millis(50);
+    let client = node(NodeOptions {
+        config,
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let files = small_files(&*provider.store, 40);
+    let roots: Vec<Cid> = files.iter().map(|(r, _)| *r).collect();
+    let (ended, queued) = pull_all(&client, &provider, &roots, 60).await;
+    assert!(ended.values().all(|s| *s == Status::Completed), "{ended:?}");
+    // 4 fit in the queue at first; the rest were refused, and asked again until served.
+    assert!(queued.len() >= 36, "{} channels waited", queued.len());
+    for (root, data) in &files {
+        assert_file(&*client.store, root, data);
+    }
+}
+
+/// A provider whose sends are slowed to 2 MiB/s, so a transfer is still running when a test
+/// breaks it; and a 4 MiB file on it.
+async fn slow_provider() -> (Node, Cid, Vec<u8>) {
+    let mut config = fast_config();
+    config.transport.graphsync.max_outbound_rate = Some(2 << 20);
+    let provider = node(NodeOptions {
+        config,
+        ..NodeOptions::default()
+    })
+    .await;
+    let data = random_bytes(4 << 20, 7);
+    let root = import(&*provider.store, &data, 256 << 10).root;
+    (provider, root, data)
+}
+
+/// lotus#8377: a channel whose peer is gone is cancelled locally at once, and it does not
+/// come back when the node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_peer_is_gone_is_cancelled_at_once_and_stays_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("client.sqlite");
+    let key = datatransfer::identity::Keypair::generate_ed25519();
+    let (provider, root, _) = slow_provider().await;
+    let client = node(NodeOptions {
+        sqlite: Some(&db),
+        keypair: Some(key.clone()),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), root).await;
+    wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 0).await;
+    provider.manager.stop().await.unwrap();
+
+    let started = std::time::Instant::now();
+    client.manager.close_channel(ch).await.unwrap();
+    let events = wait_finished(&mut sub, ch, 10).await;
+    assert_eq!(last_status(&events), Status::Cancelled);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelling waited {:?} for a peer that is gone",
+        started.elapsed()
+    );
+    client.manager.stop().await.unwrap();
+
+    let again = node(NodeOptions {
+        sqlite: Some(&db),
+        keypair: Some(key),
+        ..NodeOptions::default()
+    })
+    .await;
+    assert!(
+        again
+            .manager
+            .in_progress_channels()
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.channel_id != ch),
+        "the cancelled channel came back"
+    );
+    let st = again.manager.channel_state(ch).await.unwrap();
+    assert!(
+        st.as_ref().is_none_or(|s| s.status == Status::Cancelled),
+        "{st:?}"
+    );
+}
+
+/// go-data-transfer#268: channels loaded from the store at start are watched by the monitor
+/// like any other; one whose peer never comes back fails within the monitor's limits instead
+/// of staying in progress for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_loaded_at_start_are_monitored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("client.sqlite");
+    let key = datatransfer::identity::Keypair::generate_ed25519();
+    let (provider, root, _) = slow_provider().await;
+    let client = node(NodeOptions {
+        sqlite: Some(&db),
+        keypair: Some(key.clone()),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), root).await;
+    wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 0).await;
+    client.manager.stop().await.unwrap();
+    provider.manager.stop().await.unwrap();
+
+    // The client comes back; the provider does not.
+    let mut config = fast_config();
+    if let Some(m) = config.engine.monitor.as_mut() {
+        m.restart_backoff = Duration::from_millis(100);
+        m.max_consecutive_restarts = 2;
+        m.accept_timeout = Duration::from_secs(1);
+        m.stall_timeout = Duration::from_secs(1);
+    }
+    let again = node(NodeOptions {
+        sqlite: Some(&db),
+        keypair: Some(key),
+        config,
+        start: false,
+        ..NodeOptions::default()
+    })
+    .await;
+    let mut sub = again.manager.subscribe().await.unwrap();
+    again.manager.start().await.unwrap();
+    let events = wait_finished(&mut sub, ch, 30).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Failed, "{}", last.message);
+    assert!(
+        codes(&events).contains(&EventCode::Restart) || last.message.contains("restart"),
+        "{:?}: {}",
+        codes(&events),
+        last.message
+    );
+}
