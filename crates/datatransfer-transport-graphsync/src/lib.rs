@@ -436,7 +436,8 @@ impl Hooks for DtHooks {
             if let Some(old) = st.serving_channels.insert(channel, key)
                 && old != key
             {
-                st.serving.remove(&old);
+                // The old response is cancelled but kept until it ends: the blocks it still
+                // writes were sent, and count as sent.
                 if let Some(gs) = s.gs() {
                     tokio::spawn(async move { gs.cancel_response(old.0, old.1).await });
                 }
@@ -676,20 +677,25 @@ impl Hooks for DtHooks {
 
     fn completed_response(&self, peer: PeerId, id: RequestId, status: ResponseStatus) {
         let s = &self.0;
-        // A cancelled response is either a requester's pause or a cancel the engine hears of
-        // through the data-transfer network.
-        if status == ResponseStatus::RequestCancelled {
-            return;
-        }
         let channel = {
             let mut st = s.lock();
-            let Some(sv) = st.serving.remove(&(peer, id)) else {
+            let Some(channel) = st.serving.get(&(peer, id)).map(|sv| sv.channel) else {
                 return;
             };
-            if st.serving_channels.get(&sv.channel) == Some(&(peer, id)) {
-                st.serving_channels.remove(&sv.channel);
+            // A response a newer request of the channel replaced says nothing of the
+            // channel (go-data-transfer completes the channel here; we do not).
+            if st.serving_channels.get(&channel) != Some(&(peer, id)) {
+                st.serving.remove(&(peer, id));
+                return;
             }
-            sv.channel
+            // A cancelled response is either a requester's pause or a cancel the engine
+            // hears of through the data-transfer network.
+            if status == ResponseStatus::RequestCancelled {
+                return;
+            }
+            st.serving.remove(&(peer, id));
+            st.serving_channels.remove(&channel);
+            channel
         };
         let result = if status == ResponseStatus::RequestCompletedFull {
             Ok(())
@@ -699,6 +705,16 @@ impl Hooks for DtHooks {
             ))
         };
         s.deliver(TransportEvent::ChannelCompleted { channel, result });
+    }
+
+    fn requestor_cancelled(&self, peer: PeerId, id: RequestId) {
+        // A replaced response the requester cancelled is over; the current one may resume.
+        let mut st = self.0.lock();
+        if let Some(channel) = st.serving.get(&(peer, id)).map(|sv| sv.channel)
+            && st.serving_channels.get(&channel) != Some(&(peer, id))
+        {
+            st.serving.remove(&(peer, id));
+        }
     }
 
     fn network_error(&self, peer: PeerId, error: &str) {
@@ -799,9 +815,8 @@ async fn execute_commands(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<T
                     let mut st = shared.lock();
                     let out = st.outgoing.remove(&channel);
                     let serving = st.serving_channels.remove(&channel);
-                    if let Some(key) = serving {
-                        st.serving.remove(&key);
-                    }
+                    // The channel's responses, the replaced ones too.
+                    st.serving.retain(|_, sv| sv.channel != channel);
                     st.stores.remove(&channel);
                     st.stashed.remove(&channel);
                     (out, serving)
