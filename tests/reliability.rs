@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use datatransfer::{ChannelId, Cid, EventCode, Status};
+use datatransfer::{ChannelId, Cid, EventCode, Registerable, Status};
 use datatransfer_integration_tests::*;
 use tokio::time::timeout;
 
@@ -237,4 +237,163 @@ async fn channels_loaded_at_start_are_monitored() {
         codes(&events),
         last.message
     );
+}
+
+/// lotus#5225: a pull broken three times mid-transfer (the connection dropped, the monitor
+/// restarting it each time) completes with its byte counters exact: every block counted
+/// once on the receiving side, the file whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_restarted_three_times_keeps_exact_byte_counters() {
+    let (provider, root, data) = slow_provider().await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let total: u64 = {
+        let mut log = dt_ipld::traversal::BlockLog::default();
+        dt_ipld::traversal::walk(
+            &*provider.store,
+            root,
+            dt_ipld::selector::Selector::explore_all_recursively(),
+            dt_ipld::traversal::TraversalConfig::default(),
+            &mut log,
+        )
+        .unwrap();
+        log.0.iter().map(|v| v.size as u64).sum()
+    };
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), root).await;
+    let mut events = Vec::new();
+    for part in 1..=3u64 {
+        let mark = part * total / 4;
+        events.extend(wait_until(&mut sub, Some(ch), 30, |_, st| st.received >= mark).await);
+        assert!(client.manager.disconnect(provider.manager.peer_id()).await);
+    }
+    events.extend(wait_finished(&mut sub, ch, 60).await);
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    let restarts = codes(&events)
+        .iter()
+        .filter(|c| **c == EventCode::Restart)
+        .count();
+    assert!(restarts >= 3, "{restarts} restarts");
+    assert_eq!(last.received, total, "bytes received, each block once");
+    assert_file(&*client.store, &root, &data);
+    let theirs = provider.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(theirs.status, Status::Completed);
+    assert!(
+        theirs.sent >= total,
+        "the provider counted {} of {total} (queued {}, blocks sent {}, queued {})",
+        theirs.sent,
+        theirs.queued,
+        theirs.sent_blocks_total,
+        theirs.queued_blocks_total
+    );
+}
+
+/// Pauses every pull once, after `at` bytes, until a voucher comes.
+struct PauseOnce {
+    at: u64,
+    sent: std::sync::Mutex<HashMap<ChannelId, u64>>,
+    paused: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl datatransfer::Revalidator for PauseOnce {
+    async fn revalidate(
+        &self,
+        _: ChannelId,
+        _: &datatransfer::Voucher,
+    ) -> Result<datatransfer::Validation, datatransfer::ValidationError> {
+        Ok(datatransfer::Validation::new(
+            datatransfer::ValidationOutcome::Resume,
+        ))
+    }
+
+    async fn on_pull_data_sent(
+        &self,
+        channel: ChannelId,
+        bytes: u64,
+    ) -> Result<Option<datatransfer::Validation>, datatransfer::ValidationError> {
+        let mut sent = self.sent.lock().unwrap();
+        let total = sent.entry(channel).or_default();
+        let before = *total;
+        *total += bytes;
+        if before < self.at && *total >= self.at {
+            self.paused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Ok(Some(datatransfer::Validation::new(
+                datatransfer::ValidationOutcome::Pause,
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// go-graphsync#175: 64 channels paused by their responder and resumed at once (64
+/// vouchers sent together) all complete; no unpause is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_channels_paused_and_resumed_at_once_all_complete() {
+    let mut config = fast_config();
+    config.transport.graphsync.max_responses_per_peer = 64;
+    config.transport.graphsync.max_responses = 64;
+    let provider = node(NodeOptions {
+        config,
+        start: false,
+        ..NodeOptions::default()
+    })
+    .await;
+    let pause = std::sync::Arc::new(PauseOnce {
+        at: 64 << 10,
+        sent: std::sync::Mutex::default(),
+        paused: std::sync::atomic::AtomicU64::new(0),
+    });
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, pause.clone())
+        .await
+        .unwrap();
+    provider.manager.start().await.unwrap();
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let files: Vec<(Cid, Vec<u8>)> = (0..64)
+        .map(|i| {
+            let data = random_bytes(256 << 10, 5_000 + i);
+            (import(&*provider.store, &data, 16 << 10).root, data)
+        })
+        .collect();
+    let roots: Vec<Cid> = files.iter().map(|(r, _)| *r).collect();
+    let mut channels = Vec::new();
+    for root in &roots {
+        channels.push(pull(&client, &provider, voucher(1), *root).await);
+    }
+    // All 64 paused by their responder.
+    timeout(Duration::from_secs(30), async {
+        while pause.paused.load(std::sync::atomic::Ordering::SeqCst) < 64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("not every channel paused");
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let vouchers = channels
+        .iter()
+        .map(|ch| client.manager.send_voucher(*ch, voucher(2)));
+    for r in futures::future::join_all(vouchers).await {
+        r.unwrap();
+    }
+    let open: HashSet<ChannelId> = channels.iter().copied().collect();
+    let mut done = HashSet::new();
+    let r = timeout(Duration::from_secs(60), async {
+        while done.len() < open.len() {
+            let (_, st) = sub.next().await.unwrap();
+            if open.contains(&st.channel_id) && st.status.is_terminal() {
+                assert_eq!(st.status, Status::Completed, "{}", st.message);
+                done.insert(st.channel_id);
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "{} of 64 channels completed", done.len());
+    for (root, data) in &files {
+        assert_file(&*client.store, root, data);
+    }
 }
