@@ -117,6 +117,7 @@ require (
 	github.com/prometheus/common v0.33.0 // indirect
 	github.com/prometheus/procfs v0.7.3 // indirect
 	github.com/russross/blackfriday/v2 v2.0.1 // indirect
+	github.com/rust-data-transfer/rust-data-transfer/interop/gopeerkit v0.0.0
 	github.com/shurcooL/sanitized_anchor_name v1.0.0 // indirect
 	github.com/spacemonkeygo/spacelog v0.0.0-20180420211403-2296661a0572 // indirect
 	github.com/spaolacci/murmur3 v1.1.0 // indirect
@@ -142,3 +143,5 @@ require (
 	google.golang.org/protobuf v1.28.0 // indirect
 	lukechampine.com/blake3 v1.1.7 // indirect
 )
+
+replace github.com/rust-data-transfer/rust-data-transfer/interop/gopeerkit => ../gopeerkit

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"github.com/rust-data-transfer/rust-data-transfer/interop/gopeerkit"
 
 	csms "github.com/libp2p/go-conn-security-multistream"
 	"github.com/libp2p/go-libp2p-core/crypto"
@@ -97,7 +98,7 @@ func newHost(priv crypto.PrivKey, listen string) (host.Host, error) {
 // (--trace-streams): {"type":"stream","dir":"out"|"in","peer":..,"protocol":..}.
 type tracingHost struct {
 	host.Host
-	out *writer
+	out *gopeerkit.Writer
 }
 
 func (t *tracingHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
@@ -105,13 +106,13 @@ func (t *tracingHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol
 	if err != nil {
 		return s, err
 	}
-	t.out.emit(map[string]any{"type": "stream", "dir": "out", "peer": p.String(), "protocol": string(s.Protocol()), "offered": pids})
+	t.out.Emit(map[string]any{"type": "stream", "dir": "out", "peer": p.String(), "protocol": string(s.Protocol()), "offered": pids})
 	return s, nil
 }
 
 func (t *tracingHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
 	t.Host.SetStreamHandler(pid, func(s network.Stream) {
-		t.out.emit(map[string]any{"type": "stream", "dir": "in", "peer": s.Conn().RemotePeer().String(), "protocol": string(s.Protocol())})
+		t.out.Emit(map[string]any{"type": "stream", "dir": "in", "peer": s.Conn().RemotePeer().String(), "protocol": string(s.Protocol())})
 		handler(s)
 	})
 }

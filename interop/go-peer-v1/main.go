@@ -13,14 +13,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"github.com/rust-data-transfer/rust-data-transfer/interop/gopeerkit"
 	"os"
 	"os/signal"
 	"sync"
@@ -82,7 +81,7 @@ type node struct {
 	gs   graphsync.GraphExchange
 	dt   datatransfer.Manager
 
-	out *writer
+	out *gopeerkit.Writer
 
 	traceBlocks bool
 	blockIdx    blockCounter
@@ -133,13 +132,17 @@ func main() {
 	go func() {
 		<-sigs
 		n.shutdown()
-		n.out.close()
+		n.out.Close()
 		os.Exit(0)
 	}()
 
-	n.readCommands(os.Stdin)
+	gopeerkit.Serve(os.Stdin, n.out, func(line []byte) (gopeerkit.Parsed, error) {
+		cmd, err := parseCommand(line)
+		run := func() (map[string]any, error) { return n.dispatch(cmd) }
+		return gopeerkit.Parsed{ID: cmd.ID, Name: cmd.Cmd, Run: run}, err
+	}, n.shutdown, func() { os.Exit(0) })
 	n.shutdown()
-	n.out.close()
+	n.out.Close()
 }
 
 // privKeyFromSeed turns the 32-byte hex seed into a libp2p ed25519 key (the
@@ -161,7 +164,7 @@ func startNode(keyHex, listen string, restartCfg, traceBlocks, traceStreams bool
 		return nil, err
 	}
 	n := &node{
-		out:         newWriter(os.Stdout),
+		out:         gopeerkit.NewWriter(os.Stdout),
 		traceBlocks: traceBlocks,
 		blockIdx:    blockCounter{m: make(map[string]int64)},
 		policies:    newPolicyTable(),
@@ -227,7 +230,7 @@ func startNode(keyHex, listen string, restartCfg, traceBlocks, traceStreams bool
 	for _, a := range n.host.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	n.out.emit(struct {
+	n.out.Emit(struct {
 		Type   string   `json:"type"`
 		PeerID string   `json:"peer_id"`
 		Addrs  []string `json:"addrs"`
@@ -258,7 +261,7 @@ func (n *node) registerBlockHooks() {
 	if n.traceBlocks {
 		n.gs.RegisterIncomingBlockHook(func(p peerID, resp graphsync.ResponseData, blk graphsync.BlockData, ha graphsync.IncomingBlockHookActions) {
 			idx := n.blockIdx.next("in/" + resp.RequestID().String())
-			n.out.emit(gsBlockLine("in", p, resp.RequestID(), blk, idx))
+			n.out.Emit(gsBlockLine("in", p, resp.RequestID(), blk, idx))
 		})
 	}
 	n.gs.RegisterOutgoingBlockHook(func(p peerID, req graphsync.RequestData, blk graphsync.BlockData, ha graphsync.OutgoingBlockHookActions) {
@@ -273,7 +276,7 @@ func (n *node) registerBlockHooks() {
 			time.Sleep(time.Duration(d) * time.Millisecond)
 		}
 		if n.traceBlocks {
-			n.out.emit(gsBlockLine("out", p, req.ID(), blk, idx))
+			n.out.Emit(gsBlockLine("out", p, req.ID(), blk, idx))
 		}
 	})
 }
@@ -292,49 +295,6 @@ func gsBlockLine(dir string, p peerID, rid graphsync.RequestID, blk graphsync.Bl
 }
 
 // ---- stdin loop ----
-
-func (n *node) readCommands(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var wg sync.WaitGroup
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 {
-			continue
-		}
-		cmd, err := parseCommand(line)
-		if err != nil {
-			n.out.emitResult(cmd.ID, nil, err)
-			continue
-		}
-		if cmd.Cmd == "shutdown" {
-			waitTimeout(&wg, 5*time.Second)
-			n.shutdown()
-			n.out.emitResult(cmd.ID, map[string]any{}, nil)
-			n.out.close()
-			os.Exit(0)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := n.dispatch(cmd)
-			n.out.emitResult(cmd.ID, res, err)
-		}()
-	}
-	if err := sc.Err(); err != nil {
-		log.Errorf("stdin: %s", err)
-	}
-	waitTimeout(&wg, 5*time.Second)
-}
-
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-	}
-}
 
 // shutdown stops data transfer, graphsync and the host. Safe to call twice.
 func (n *node) shutdown() {

@@ -123,7 +123,7 @@ func (v *validator) validate(kind string, isRestart bool, chid datatransfer.Chan
 	if isRestart {
 		kind = "restart"
 	}
-	v.n.out.emit(map[string]any{
+	v.n.out.Emit(map[string]any{
 		"type": "validated", "kind": kind, "chid": toChidJSON(chid), "accepted": err == nil,
 		"voucher": toVoucherJSON(voucher),
 	})
@@ -200,7 +200,7 @@ func (r *revalidator) onData(chid datatransfer.ChannelID, size uint64) (bool, da
 	if owed < p.PayEvery {
 		return true, nil, nil
 	}
-	r.n.out.emit(map[string]any{"type": "payment_request", "chid": toChidJSON(chid), "owed": owed, "final": false})
+	r.n.out.Emit(map[string]any{"type": "payment_request", "chid": toChidJSON(chid), "owed": owed, "final": false})
 	return true, &InteropResult{Owed: i64(int64(owed))}, datatransfer.ErrPause
 }
 
@@ -232,7 +232,7 @@ func (r *revalidator) OnComplete(chid datatransfer.ChannelID) (bool, datatransfe
 		}
 		ps.requested = ps.progress
 	})
-	r.n.out.emit(map[string]any{"type": "payment_request", "chid": toChidJSON(chid), "owed": owed, "final": true})
+	r.n.out.Emit(map[string]any{"type": "payment_request", "chid": toChidJSON(chid), "owed": owed, "final": true})
 	return true, &InteropResult{Owed: i64(int64(owed))}, datatransfer.ErrPause
 }
 
@@ -254,7 +254,7 @@ func (r *revalidator) Revalidate(chid datatransfer.ChannelID, voucher datatransf
 			owed = ps.progress - ps.paid
 		}
 	})
-	r.n.out.emit(map[string]any{"type": "payment", "chid": toChidJSON(chid), "paid": *v.Paid, "owed": owed, "payments": count, "final": final})
+	r.n.out.Emit(map[string]any{"type": "payment", "chid": toChidJSON(chid), "paid": *v.Paid, "owed": owed, "payments": count, "final": final})
 	return nil, datatransfer.ErrResume
 }
 
@@ -390,7 +390,7 @@ func (n *node) reactToEvent(ev datatransfer.Event, st datatransfer.ChannelState)
 		}
 	})
 	if dup {
-		n.out.emit(map[string]any{"type": "duplicate_result", "chid": toChidJSON(chid), "owed": owed})
+		n.out.Emit(map[string]any{"type": "duplicate_result", "chid": toChidJSON(chid), "owed": owed})
 		return
 	}
 	if !n.policies.get().AutoPay {
@@ -408,12 +408,12 @@ func (n *node) reactToEvent(ev datatransfer.Event, st datatransfer.ChannelState)
 			ps.sentPaid += owed
 			paid = ps.sentPaid
 		})
-		n.out.emit(map[string]any{"type": "paid", "chid": toChidJSON(chid), "paid": paid, "owed": owed})
+		n.out.Emit(map[string]any{"type": "paid", "chid": toChidJSON(chid), "paid": paid, "owed": owed})
 		ctx, cancel := context.WithTimeout(n.ctx, 60*time.Second)
 		defer cancel()
 		if err := n.dt.SendVoucher(ctx, chid, &InteropVoucher{Deal: i64(deal), Paid: i64(int64(paid))}); err != nil {
 			log.Warnf("SendVoucher on %s: %s", chid, err)
-			n.out.emit(map[string]any{"type": "action_error", "chid": toChidJSON(chid), "action": "SendVoucher", "error": err.Error()})
+			n.out.Emit(map[string]any{"type": "action_error", "chid": toChidJSON(chid), "action": "SendVoucher", "error": err.Error()})
 		}
 	})
 }

@@ -13,14 +13,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"github.com/rust-data-transfer/rust-data-transfer/interop/gopeerkit"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -99,7 +98,7 @@ type node struct {
 	gs    graphsync.GraphExchange
 	dt    datatransfer.Manager
 
-	out *writer
+	out *gopeerkit.Writer
 
 	traceBlocks bool
 	gsAcceptAll atomic.Bool
@@ -155,14 +154,18 @@ func main() {
 	go func() {
 		<-sigs
 		n.shutdown()
-		n.out.close()
+		n.out.Close()
 		os.Exit(0)
 	}()
 
-	n.readCommands(os.Stdin)
+	gopeerkit.Serve(os.Stdin, n.out, func(line []byte) (gopeerkit.Parsed, error) {
+		cmd, err := parseCommand(line)
+		run := func() (map[string]any, error) { return n.dispatch(cmd) }
+		return gopeerkit.Parsed{ID: cmd.ID, Name: cmd.Cmd, Run: run}, err
+	}, n.shutdown, func() { os.Exit(0) })
 	// EOF on stdin: shut down like the shutdown command (without a result).
 	n.shutdown()
-	n.out.close()
+	n.out.Close()
 }
 
 func mustLevel(s string) logging.LogLevel {
@@ -209,7 +212,7 @@ func startNode(keyHex, listen, dataDir string, persist, restartCfg, traceBlocks 
 	}
 
 	n := &node{
-		out:         newWriter(os.Stdout),
+		out:         gopeerkit.NewWriter(os.Stdout),
 		traceBlocks: traceBlocks,
 		pay:         newPayments(),
 		worker:      newSerialWorker(),
@@ -292,7 +295,7 @@ func startNode(keyHex, listen, dataDir string, persist, restartCfg, traceBlocks 
 	for _, a := range n.host.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	n.out.emit(struct {
+	n.out.Emit(struct {
 		Type   string   `json:"type"`
 		PeerID string   `json:"peer_id"`
 		Addrs  []string `json:"addrs"`
@@ -322,7 +325,7 @@ func (n *node) registerGraphsyncHooks() {
 			col.add(blk)
 		}
 		if n.traceBlocks {
-			n.out.emit(gsBlockLine("in", p, resp.RequestID(), blk))
+			n.out.Emit(gsBlockLine("in", p, resp.RequestID(), blk))
 		}
 	})
 	n.gs.RegisterOutgoingBlockHook(func(p peerID, req graphsync.RequestData, blk graphsync.BlockData, ha graphsync.OutgoingBlockHookActions) {
@@ -333,7 +336,7 @@ func (n *node) registerGraphsyncHooks() {
 			time.Sleep(time.Duration(d) * time.Millisecond)
 		}
 		if n.traceBlocks {
-			n.out.emit(gsBlockLine("out", p, req.ID(), blk))
+			n.out.Emit(gsBlockLine("out", p, req.ID(), blk))
 		}
 	})
 }
@@ -348,53 +351,6 @@ func gsBlockLine(dir string, p peerID, rid graphsync.RequestID, blk graphsync.Bl
 		"size":    blk.BlockSize(),
 		"on_wire": blk.BlockSizeOnWire(),
 		"index":   blk.Index(),
-	}
-}
-
-// readCommands handles stdin lines until EOF. Each command runs in its own
-// goroutine so that slow ones (gs_pull, pull to an unreachable peer) do not
-// hold up the rest; shutdown is handled inline.
-func (n *node) readCommands(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var wg sync.WaitGroup
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 {
-			continue
-		}
-		cmd, err := parseCommand(line)
-		if err != nil {
-			n.out.emitResult(cmd.ID, nil, err)
-			continue
-		}
-		if cmd.Cmd == "shutdown" {
-			waitTimeout(&wg, 5*time.Second) // let quick in-flight commands answer
-			n.shutdown()
-			n.out.emitResult(cmd.ID, map[string]any{}, nil)
-			n.out.close()
-			os.Exit(0)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := n.dispatch(cmd)
-			n.out.emitResult(cmd.ID, res, err)
-		}()
-	}
-	if err := sc.Err(); err != nil {
-		log.Errorf("stdin: %s", err)
-	}
-	waitTimeout(&wg, 5*time.Second)
-}
-
-// waitTimeout waits for wg, but at most d.
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
 	}
 }
 

@@ -1,18 +1,14 @@
 package main
 
-// Everything that goes to stdout: the single writer goroutine with its
-// unbounded queue, and the JSON shapes shared by events, results and
-// commands (channel ids, typed vouchers, channel states).
+// The JSON shapes of stdout lines and commands: channel ids, typed vouchers,
+// channel states. The writer itself is gopeerkit's (interop/gopeerkit).
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
-	"sync"
 
 	datatransfer "github.com/filecoin-project/go-data-transfer/v2"
 	"github.com/ipld/go-ipld-prime"
@@ -21,104 +17,6 @@ import (
 )
 
 type peerID = peer.ID
-
-// writer serialises every stdout line through one goroutine. emit never
-// blocks on I/O: it appends to an unbounded queue, so it is safe to call from
-// go-data-transfer's event callback and from graphsync hooks.
-type writer struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	queue  []func() any // built lazily on the writer goroutine
-	closed bool
-	done   chan struct{}
-}
-
-func newWriter(w io.Writer) *writer {
-	wr := &writer{done: make(chan struct{})}
-	wr.cond = sync.NewCond(&wr.mu)
-	go wr.run(bufio.NewWriter(w))
-	return wr
-}
-
-func (w *writer) run(bw *bufio.Writer) {
-	defer close(w.done)
-	for {
-		w.mu.Lock()
-		for len(w.queue) == 0 && !w.closed {
-			w.cond.Wait()
-		}
-		if len(w.queue) == 0 && w.closed {
-			w.mu.Unlock()
-			return
-		}
-		item := w.queue[0]
-		w.queue[0] = nil
-		w.queue = w.queue[1:]
-		w.mu.Unlock()
-
-		line, err := marshalLine(item())
-		if err != nil {
-			line, _ = json.Marshal(map[string]any{"type": "error", "error": "marshal: " + err.Error()})
-		}
-		bw.Write(line)
-		bw.WriteByte('\n')
-		bw.Flush()
-	}
-}
-
-// marshalLine marshals v; a rawLine is passed through unchanged.
-func marshalLine(v any) ([]byte, error) {
-	if r, ok := v.(rawLine); ok {
-		return r, nil
-	}
-	return json.Marshal(v)
-}
-
-type rawLine []byte
-
-// emitLazy queues a line whose content is computed on the writer goroutine.
-func (w *writer) emitLazy(f func() any) {
-	w.mu.Lock()
-	if !w.closed {
-		w.queue = append(w.queue, f)
-		w.cond.Signal()
-	}
-	w.mu.Unlock()
-}
-
-func (w *writer) emit(v any) { w.emitLazy(func() any { return v }) }
-
-// emitResult prints {"type":"result","id":N,"ok":true,...fields} or
-// {"type":"result","id":N,"ok":false,"error":"..."}.
-func (w *writer) emitResult(id int64, fields map[string]any, err error) {
-	head := fmt.Sprintf(`{"type":"result","id":%d,"ok":%t`, id, err == nil)
-	if err != nil {
-		msg, _ := json.Marshal(err.Error())
-		w.emit(rawLine(head + `,"error":` + string(msg) + `}`))
-		return
-	}
-	if len(fields) == 0 {
-		w.emit(rawLine(head + "}"))
-		return
-	}
-	w.emitLazy(func() any {
-		body, merr := json.Marshal(fields)
-		if merr != nil {
-			msg, _ := json.Marshal("marshal result: " + merr.Error())
-			return rawLine(fmt.Sprintf(`{"type":"result","id":%d,"ok":false,"error":%s}`, id, msg))
-		}
-		return rawLine(head + "," + string(body[1:]))
-	})
-}
-
-// close flushes everything queued so far and stops the writer.
-func (w *writer) close() {
-	w.mu.Lock()
-	w.closed = true
-	w.cond.Broadcast()
-	w.mu.Unlock()
-	<-w.done
-}
 
 // ---- channel ids ----
 
@@ -269,7 +167,7 @@ type eventJSON struct {
 // onEvent is go-data-transfer's subscriber. It runs on the state machine's
 // notifier goroutine and must never block: it only queues work.
 func (n *node) onEvent(ev datatransfer.Event, st datatransfer.ChannelState) {
-	n.out.emitLazy(func() any {
+	n.out.EmitLazy(func() any {
 		return eventJSON{Type: "event", Code: datatransfer.Events[ev.Code], Message: ev.Message, stateJSON: toStateJSON(st)}
 	})
 	n.reactToEvent(ev, st) // payment automation; queues work, never blocks

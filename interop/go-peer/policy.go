@@ -130,7 +130,7 @@ func (v *validator) validateNew(kind string, chid datatransfer.ChannelID, vouche
 	} else {
 		res = datatransfer.ValidationResult{Accepted: false, VoucherResult: rejection(p, p.RejectMessage)}
 	}
-	v.n.out.emit(map[string]any{
+	v.n.out.Emit(map[string]any{
 		"type": "validated", "kind": kind, "chid": toChidJSON(chid), "accepted": res.Accepted,
 		"voucher": toVoucherJSON(datatransfer.TypedVoucher{Type: v.vtype, Voucher: voucher}),
 	})
@@ -158,7 +158,7 @@ func (v *validator) ValidateRestart(chid datatransfer.ChannelID, st datatransfer
 	default:
 		res = datatransfer.ValidationResult{Accepted: true, DataLimit: st.DataLimit(), RequiresFinalization: st.RequiresFinalization()}
 	}
-	v.n.out.emit(map[string]any{
+	v.n.out.Emit(map[string]any{
 		"type": "validated", "kind": "restart", "chid": toChidJSON(chid), "accepted": res.Accepted,
 		"voucher": toVoucherJSON(lastVoucher(st)),
 	})
@@ -319,7 +319,7 @@ func (n *node) responderPayment(ctx context.Context, ev datatransfer.Event, st d
 			owed = prog - paid
 		}
 		final := fresh.Status() == datatransfer.Finalizing
-		n.out.emit(map[string]any{"type": "payment", "chid": toChidJSON(chid), "paid": paid, "owed": owed, "payments": count, "final": final})
+		n.out.Emit(map[string]any{"type": "payment", "chid": toChidJSON(chid), "paid": paid, "owed": owed, "payments": count, "final": final})
 
 		var vr datatransfer.ValidationResult
 		switch {
@@ -350,7 +350,7 @@ func (n *node) requestPayment(ctx context.Context, st datatransfer.ChannelState,
 	res := datatransfer.TypedVoucher{Type: datatransfer.TypeIdentifier(pol.ResultType), Voucher: mapNode(func(ma datamodel.MapAssembler) {
 		qp.MapEntry(ma, "owed", qp.Int(int64(owed)))
 	})}
-	n.out.emit(map[string]any{"type": "payment_request", "chid": toChidJSON(chid), "owed": owed, "final": final})
+	n.out.Emit(map[string]any{"type": "payment_request", "chid": toChidJSON(chid), "owed": owed, "final": final})
 	if err := n.dt.SendVoucherResult(ctx, chid, res); err != nil {
 		n.actionError(chid, "SendVoucherResult", err)
 	}
@@ -380,7 +380,7 @@ func (n *node) clientPay(ctx context.Context, st datatransfer.ChannelState, pol 
 		qp.MapEntry(ma, "deal", qp.Node(deal))
 		qp.MapEntry(ma, "paid", qp.Int(int64(paid)))
 	})}
-	n.out.emit(map[string]any{"type": "paid", "chid": toChidJSON(chid), "paid": paid, "owed": owed})
+	n.out.Emit(map[string]any{"type": "paid", "chid": toChidJSON(chid), "paid": paid, "owed": owed})
 	if err := n.dt.SendVoucher(ctx, chid, v); err != nil {
 		n.actionError(chid, "SendVoucher", err)
 	}
@@ -388,7 +388,7 @@ func (n *node) clientPay(ctx context.Context, st datatransfer.ChannelState, pol 
 
 func (n *node) actionError(chid datatransfer.ChannelID, what string, err error) {
 	log.Warnf("%s on %s: %s", what, chid, err)
-	n.out.emit(map[string]any{"type": "action_error", "chid": toChidJSON(chid), "action": what, "error": err.Error()})
+	n.out.Emit(map[string]any{"type": "action_error", "chid": toChidJSON(chid), "action": what, "error": err.Error()})
 }
 
 // lastOpeningVoucherType is the type of the channel's opening voucher, which

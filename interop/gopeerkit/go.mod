@@ -1,0 +1,3 @@
+module github.com/rust-data-transfer/rust-data-transfer/interop/gopeerkit
+
+go 1.23
