@@ -112,8 +112,10 @@ async fn requests_past_the_responders_queue_are_refused_as_busy_and_asked_again(
     let roots: Vec<Cid> = files.iter().map(|(r, _)| *r).collect();
     let (ended, queued) = pull_all(&client, &provider, &roots, 60).await;
     assert!(ended.values().all(|s| *s == Status::Completed), "{ended:?}");
-    // 4 fit in the queue at first; the rest were refused, and asked again until served.
-    assert!(queued.len() >= 36, "{} channels waited", queued.len());
+    // 4 fit in the queue at a time; most of the rest arrived while it was full, were
+    // refused as busy and asked again until served (before, a busy refusal failed the
+    // channel). How many exactly depends on how fast the first ones were served.
+    assert!(queued.len() >= 20, "{} channels waited", queued.len());
     for (root, data) in &files {
         assert_file(&*client.store, root, data);
     }
@@ -134,12 +136,18 @@ async fn slow_provider() -> (Node, Cid, Vec<u8>) {
     (provider, root, data)
 }
 
-/// lotus#8377: a channel whose peer is gone is cancelled locally at once, and it does not
-/// come back when the node restarts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_whose_peer_is_gone_is_cancelled_at_once_and_stays_cancelled() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("client.sqlite");
+/// A client with a SQLite store pulling from a slow provider, data already flowing.
+struct Pulling {
+    db: std::path::PathBuf,
+    key: datatransfer::identity::Keypair,
+    provider: Node,
+    client: Node,
+    sub: datatransfer::Subscription,
+    ch: ChannelId,
+}
+
+async fn pulling(dir: &std::path::Path) -> Pulling {
+    let db = dir.join("client.sqlite");
     let key = datatransfer::identity::Keypair::generate_ed25519();
     let (provider, root, _) = slow_provider().await;
     let client = node(NodeOptions {
@@ -152,6 +160,29 @@ async fn a_channel_whose_peer_is_gone_is_cancelled_at_once_and_stays_cancelled()
     let mut sub = client.manager.subscribe().await.unwrap();
     let ch = pull(&client, &provider, voucher(1), root).await;
     wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 0).await;
+    Pulling {
+        db,
+        key,
+        provider,
+        client,
+        sub,
+        ch,
+    }
+}
+
+/// lotus#8377: a channel whose peer is gone is cancelled locally at once, and it does not
+/// come back when the node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_peer_is_gone_is_cancelled_at_once_and_stays_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let Pulling {
+        db,
+        key,
+        provider,
+        client,
+        mut sub,
+        ch,
+    } = pulling(dir.path()).await;
     provider.manager.stop().await.unwrap();
 
     let started = std::time::Instant::now();
@@ -194,19 +225,14 @@ async fn a_channel_whose_peer_is_gone_is_cancelled_at_once_and_stays_cancelled()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_loaded_at_start_are_monitored() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("client.sqlite");
-    let key = datatransfer::identity::Keypair::generate_ed25519();
-    let (provider, root, _) = slow_provider().await;
-    let client = node(NodeOptions {
-        sqlite: Some(&db),
-        keypair: Some(key.clone()),
-        ..NodeOptions::default()
-    })
-    .await;
-    introduce(&client, &provider).await;
-    let mut sub = client.manager.subscribe().await.unwrap();
-    let ch = pull(&client, &provider, voucher(1), root).await;
-    wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 0).await;
+    let Pulling {
+        db,
+        key,
+        provider,
+        client,
+        sub: _,
+        ch,
+    } = pulling(dir.path()).await;
     client.manager.stop().await.unwrap();
     provider.manager.stop().await.unwrap();
 

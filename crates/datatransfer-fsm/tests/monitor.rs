@@ -174,14 +174,12 @@ fn a_request_waiting_in_the_responders_queue_is_not_failed_for_its_accept() {
     );
 }
 
-#[test]
-fn an_unanswered_restart_of_a_paused_channel_is_restarted_then_fails() {
+/// A pull its responder accepted and paused at once (it wants a payment first).
+fn paused_pull(t0: Timestamp) -> (Engine, datatransfer_types::ChannelId) {
     let mut e = engine();
-    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
     let ch = e
         .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
         .unwrap();
-    // The responder accepts and pauses at once (it wants a payment first).
     e.handle_transport_event(
         t0,
         TransportEvent::ResponseReceived {
@@ -190,6 +188,13 @@ fn an_unanswered_restart_of_a_paused_channel_is_restarted_then_fails() {
             data_request: None,
         },
     );
+    (e, ch)
+}
+
+#[test]
+fn an_unanswered_restart_of_a_paused_channel_is_restarted_then_fails() {
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let (mut e, ch) = paused_pull(t0);
     while e.poll_output().is_some() {}
     assert_eq!(e.channel(&ch).unwrap().status, Status::ResponderPaused);
     assert_eq!(
@@ -224,19 +229,8 @@ fn an_unanswered_restart_of_a_paused_channel_is_restarted_then_fails() {
 
 #[test]
 fn an_answered_restart_of_a_paused_channel_waits_for_its_responder_again() {
-    let mut e = engine();
     let t0 = Timestamp::from_unix_nanos(1_000_000_000);
-    let ch = e
-        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
-        .unwrap();
-    e.handle_transport_event(
-        t0,
-        TransportEvent::ResponseReceived {
-            from: peer_id(1),
-            response: TransferResponse::new_channel(ch.id, true, true, None),
-            data_request: None,
-        },
-    );
+    let (mut e, ch) = paused_pull(t0);
     let t1 = t0.saturating_add(Duration::from_secs(1));
     e.restart(t1, ch).unwrap();
     assert!(e.poll_timeout().is_some());
