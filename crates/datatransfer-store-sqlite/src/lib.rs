@@ -116,7 +116,9 @@ impl SqliteChannelStore {
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(config.busy_timeout).map_err(open_err)?;
-        // The first statement that reads the file: it fails on anything that is not SQLite.
+        // The first statements read the file, and fail on anything that is not SQLite or
+        // not ours, before anything is written to it.
+        let version = schema::check(&conn, &shown)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(open_err)?;
@@ -130,7 +132,7 @@ impl SqliteChannelStore {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
-        schema::migrate(&mut conn, &shown)?;
+        schema::migrate(&mut conn, version)?;
 
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -69,8 +69,9 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// Brings the database to [`CURRENT_VERSION`], or explains why it cannot.
-pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
+/// Reads the schema version of the database (0 for an empty one) and checks this build
+/// can use it, writing nothing: a file that is refused is left as it was.
+pub(crate) fn check(conn: &Connection, path: &str) -> Result<i64, StoreError> {
     let open_err = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -83,10 +84,10 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
         )
         .map_err(open_err)?
         > 0;
-    let mut version = if has_version_table {
+    let version = if has_version_table {
         conn.query_row("SELECT version FROM dt_schema", [], |r| r.get::<_, i64>(0))
             .optional()
-            .map_err(backend)?
+            .map_err(open_err)?
             .ok_or_else(|| StoreError::Foreign {
                 path: path.to_owned(),
                 reason: "its version table is empty".into(),
@@ -94,7 +95,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
     } else {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(backend)?;
+            .map_err(open_err)?;
         if tables > 0 {
             return Err(StoreError::Foreign {
                 path: path.to_owned(),
@@ -110,6 +111,11 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
             supported: CURRENT_VERSION,
         });
     }
+    Ok(version)
+}
+
+/// Brings a database at `version` (as [`check`] read it) to [`CURRENT_VERSION`].
+pub(crate) fn migrate(conn: &mut Connection, mut version: i64) -> Result<(), StoreError> {
     while version < CURRENT_VERSION {
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(MIGRATIONS[version as usize])

@@ -77,8 +77,21 @@ async fn concurrent_writers_are_all_committed() {
     assert!(all.iter().all(|s| s.received == 19));
 }
 
+/// Opens a file that must be refused, and checks the refusal left it byte for byte as it was
+/// (and made no write-ahead log beside it).
 fn open_err(path: &std::path::Path) -> StoreError {
-    SqliteChannelStore::open(path).unwrap_err()
+    let before = std::fs::read(path).unwrap();
+    let err = SqliteChannelStore::open(path).unwrap_err();
+    assert!(
+        std::fs::read(path).unwrap() == before,
+        "{err}: the file was changed"
+    );
+    let wal = path.with_extension("sqlite-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "{err}: a write-ahead log was written"
+    );
+    err
 }
 
 #[test]
