@@ -275,11 +275,7 @@ impl Shared {
         extensions: &Extensions,
         names: &[&str],
     ) -> Option<Result<Message, String>> {
-        let node = names.iter().find_map(|n| extensions.get(n))?;
-        Some(
-            Message::from_cbor_with_limits(WireVersion::V1_2, node.as_bytes(), &self.limits)
-                .map_err(|e| e.to_string()),
-        )
+        message_in_extensions(extensions, names, &self.limits)
     }
 
     /// The channel a data-transfer message on a request from or to `peer` belongs to: a
@@ -310,6 +306,22 @@ impl Shared {
         rx.await
             .unwrap_or((None, HookResult::Fail("transport shut down".into())))
     }
+}
+
+/// Decodes the data-transfer message a graphsync message carries, as every hook of the
+/// transport reads it: the value of the first of `names` present in `extensions`, as a
+/// `/fil/datatransfer/1.2.0` message within `limits`. `None` when none of the names is
+/// present; an error (the decoder's message) when the value is not a valid message.
+pub fn message_in_extensions(
+    extensions: &Extensions,
+    names: &[&str],
+    limits: &DecodeLimits,
+) -> Option<Result<Message, String>> {
+    let node = names.iter().find_map(|n| extensions.get(n))?;
+    Some(
+        Message::from_cbor_with_limits(WireVersion::V1_2, node.as_bytes(), limits)
+            .map_err(|e| e.to_string()),
+    )
 }
 
 /// Encodes a message into the extensions named.
