@@ -217,6 +217,9 @@ impl EngineTask {
     /// Every channel with `peer` that is still running hears of the lost connection (Go
     /// learns it from graphsync's network errors); the monitor restarts the ones we initiated.
     fn on_disconnected(&mut self, peer: PeerId) {
+        // The peer's sender task ends once it has tried what is queued; the next message
+        // to the peer starts a new one.
+        self.senders.remove(&peer);
         let channels: Vec<ChannelId> = self
             .engine
             .channels()

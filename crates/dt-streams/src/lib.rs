@@ -10,6 +10,11 @@
 //! error), and outbound opens carry their reply in the substream request, so several can be
 //! negotiated at once on one connection.
 //!
+//! The [`Stream`]s it hands out fail their pending and later reads and writes as soon as
+//! their connection is gone. A yamux connection dropped while it closes (a forced
+//! disconnect) leaves its own streams pending for ever, and with them every task that reads
+//! one: one such reader was left behind per disconnect.
+//!
 //! The swarm must be driven by its owner. Opening a stream to a peer that is not connected
 //! dials it, with the addresses the swarm knows for it (for example from
 //! `Swarm::add_peer_address`).
@@ -25,6 +30,8 @@ use std::task::{Context, Poll, Waker};
 
 use futures::channel::{mpsc, oneshot};
 use futures::future::{Ready, ready};
+use futures::task::AtomicWaker;
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
 use libp2p::core::{Endpoint, Multiaddr};
@@ -38,7 +45,9 @@ use libp2p::swarm::{
     NetworkBehaviour, NotifyHandler, StreamUpgradeError, SubstreamProtocol, THandler,
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
-use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p::{PeerId, StreamProtocol};
+
+type RawStream = libp2p::Stream;
 
 /// Opening a stream failed.
 #[derive(Debug)]
@@ -370,22 +379,22 @@ impl UpgradeInfo for Protocols {
     }
 }
 
-impl InboundUpgrade<Stream> for Protocols {
-    type Output = (Stream, StreamProtocol);
+impl InboundUpgrade<RawStream> for Protocols {
+    type Output = (RawStream, StreamProtocol);
     type Error = Infallible;
     type Future = Ready<Result<Self::Output, Infallible>>;
 
-    fn upgrade_inbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+    fn upgrade_inbound(self, stream: RawStream, protocol: StreamProtocol) -> Self::Future {
         ready(Ok((stream, protocol)))
     }
 }
 
-impl OutboundUpgrade<Stream> for Protocols {
-    type Output = (Stream, StreamProtocol);
+impl OutboundUpgrade<RawStream> for Protocols {
+    type Output = (RawStream, StreamProtocol);
     type Error = Infallible;
     type Future = Ready<Result<Self::Output, Infallible>>;
 
-    fn upgrade_outbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
+    fn upgrade_outbound(self, stream: RawStream, protocol: StreamProtocol) -> Self::Future {
         ready(Ok((stream, protocol)))
     }
 }
@@ -396,6 +405,8 @@ pub struct Handler {
     shared: Arc<Mutex<Shared>>,
     pending: VecDeque<Open>,
     waker: Option<Waker>,
+    /// The signals of the streams of this connection, told when it goes.
+    streams: Vec<std::sync::Weak<Signal>>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -413,7 +424,131 @@ impl Handler {
             shared,
             pending: VecDeque::new(),
             waker: None,
+            streams: Vec::new(),
         }
+    }
+
+    /// Wraps a stream of this connection.
+    fn wrap(&mut self, inner: RawStream) -> Stream {
+        let signal = Arc::new(Signal::default());
+        // Forget the streams that ended, now and then, so the list stays as long as the
+        // connection's live streams.
+        if self.streams.len() >= 64 && self.streams.len().is_power_of_two() {
+            self.streams.retain(|w| w.strong_count() > 0);
+        }
+        self.streams.push(Arc::downgrade(&signal));
+        Stream { inner, signal }
+    }
+}
+
+impl Drop for Handler {
+    /// The connection is gone: its streams' readers and writers learn it now. (A yamux
+    /// connection dropped while it closes leaves its streams pending for ever.)
+    fn drop(&mut self) {
+        for s in self.streams.drain(..).filter_map(|w| w.upgrade()) {
+            s.gone.store(true, Ordering::SeqCst);
+            s.reader.wake();
+            s.writer.wake();
+        }
+    }
+}
+
+/// Whether a stream's connection is gone, and who to wake when it goes.
+#[derive(Default)]
+struct Signal {
+    gone: std::sync::atomic::AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+/// A stream to a peer, negotiated for one protocol.
+///
+/// It reads and writes like the libp2p stream it wraps, and more: once its connection is
+/// gone, pending and later reads and writes fail with `ConnectionAborted`, whatever the
+/// multiplexer did with the stream.
+pub struct Stream {
+    inner: RawStream,
+    signal: Arc<Signal>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("gone", &self.signal.gone.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    fn gone(&self) -> bool {
+        self.signal.gone.load(Ordering::SeqCst)
+    }
+
+    fn aborted<T>() -> Poll<io::Result<T>> {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the connection closed",
+        )))
+    }
+
+    /// Runs a read-side poll, failing once the connection is gone.
+    fn read_side<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(std::pin::Pin<&mut RawStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        self.signal.reader.register(cx.waker());
+        if self.gone() {
+            return Self::aborted();
+        }
+        match poll(std::pin::Pin::new(&mut self.inner), cx) {
+            Poll::Pending if self.gone() => Self::aborted(),
+            other => other,
+        }
+    }
+
+    /// Runs a write-side poll, failing once the connection is gone.
+    fn write_side<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(std::pin::Pin<&mut RawStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        self.signal.writer.register(cx.waker());
+        if self.gone() {
+            return Self::aborted();
+        }
+        match poll(std::pin::Pin::new(&mut self.inner), cx) {
+            Poll::Pending if self.gone() => Self::aborted(),
+            other => other,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().read_side(cx, |s, cx| s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write_side(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().write_side(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_close(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().write_side(cx, |s, cx| s.poll_close(cx))
     }
 }
 
@@ -457,6 +592,7 @@ impl ConnectionHandler for Handler {
                 protocol: (stream, protocol),
                 ..
             }) => {
+                let stream = self.wrap(stream);
                 let mut shared = lock(&self.shared);
                 let max = shared.max_queued;
                 let Some(acceptor) = shared.inbound.get(&protocol) else {
@@ -476,6 +612,7 @@ impl ConnectionHandler for Handler {
                 protocol: (stream, _),
                 info,
             }) => {
+                let stream = self.wrap(stream);
                 let _ = info.reply.send(Ok(stream));
             }
             ConnectionEvent::DialUpgradeError(DialUpgradeError { info, error }) => {

@@ -79,6 +79,11 @@ pub struct GraphSyncConfig {
     /// Most bytes per second written to all peers together; `None` for no limit (a provider's
     /// bandwidth cap). The writers wait after each message, a quarter second's worth at once.
     pub max_outbound_rate: Option<u64>,
+    /// How long a peer's writer may have nothing to send before it closes its stream to the
+    /// peer; the node then forgets the peer (its writer task, stream and id map) unless a
+    /// request or response of the peer's is still in flight. A peer that comes back starts
+    /// afresh. Keeps the node's memory to the peers it works with, not all it ever met.
+    pub peer_idle_timeout: Duration,
 }
 
 impl GraphSyncConfig {
@@ -112,6 +117,7 @@ impl Default for GraphSyncConfig {
             max_links_per_outgoing_request: None,
             max_inbound_rate: None,
             max_outbound_rate: None,
+            peer_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -270,6 +276,22 @@ enum Cmd {
     StreamBroken(PeerId, String, Vec<(RequestId, u64)>),
     /// A response task ended (id and serve token: a later response may reuse the id).
     ResponseDone(PeerId, RequestId, u64),
+    /// A peer's writer had nothing to send for the idle timeout and closed its stream.
+    PeerIdle(PeerId),
+    /// What the node holds, for diagnostics.
+    Stats(tokio::sync::oneshot::Sender<GraphSyncStats>),
+}
+
+/// What a graphsync node holds at one moment: for diagnostics, and for tests that check
+/// nothing is left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphSyncStats {
+    /// Peers with a writer task (and maybe an open stream).
+    pub peers: usize,
+    /// Requests of ours in flight.
+    pub requests: usize,
+    /// Responses being served.
+    pub responses: usize,
 }
 
 enum ResponseCmd {
@@ -722,6 +744,15 @@ impl GraphSync {
         self.response_cmd(peer, id, ResponseCmd::Extensions(extensions))
             .await;
     }
+
+    /// What the node holds now (peers, requests, responses); all zero after it stopped.
+    pub async fn stats(&self) -> GraphSyncStats {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::Stats(reply)).await.is_err() {
+            return GraphSyncStats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
 }
 
 /// Reads one inbound stream's messages and hands them to the node.
@@ -774,7 +805,7 @@ impl RateLimit {
 }
 
 impl Reader {
-    async fn run(self, mut stream: libp2p::Stream) {
+    async fn run(self, mut stream: dt_streams::Stream) {
         let Self {
             peer,
             version,
@@ -844,17 +875,26 @@ async fn write_stream(
     dead: SharedDead,
 ) {
     let versions = config.versions.clone();
-    let mut open: Option<(libp2p::Stream, Version)> = None;
+    let mut open: Option<(dt_streams::Stream, Version)> = None;
     let mut carry: Option<(u64, Message)> = None;
     // Serve tokens with messages on the current stream.
     let mut written: HashMap<u64, RequestId> = HashMap::new();
     loop {
         let (first_token, first) = match carry.take() {
             Some(m) => m,
-            None => match rx.recv().await {
-                Some((t, _)) if is_dead(&dead, t) => continue,
-                Some(m) => m,
-                None => break,
+            None => match tokio::time::timeout(config.peer_idle_timeout, rx.recv()).await {
+                Err(_) => {
+                    // Idle: close the stream, and let the node forget us if it can (it
+                    // drops our queue's sender, which ends this task). Never waits on the
+                    // node, which may be waiting on our queue.
+                    open = None;
+                    written.clear();
+                    let _ = tx.try_send(Cmd::PeerIdle(peer));
+                    continue;
+                }
+                Ok(Some((t, _))) if is_dead(&dead, t) => continue,
+                Ok(Some(m)) => m,
+                Ok(None) => break,
             },
         };
         let mut msg = first;
@@ -1157,6 +1197,14 @@ impl Node {
                     let error = format!("the stream from {peer} closed");
                     self.fail_requests_to(peer, &error).await;
                 }
+                Cmd::PeerIdle(peer) => self.forget_idle_peer(peer),
+                Cmd::Stats(reply) => {
+                    let _ = reply.send(GraphSyncStats {
+                        peers: self.peers.len(),
+                        requests: self.outgoing.len(),
+                        responses: self.responses.len(),
+                    });
+                }
                 // The permit is held until the message is handled (its blocks stored).
                 Cmd::Inbound(peer, version, body, _permit) => {
                     let ids = self.peer(peer).ids.clone();
@@ -1170,6 +1218,31 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// Forgets a peer whose writer went idle, if nothing of the peer's is in flight: no
+    /// request to it, no response to it (running or waiting for its turn), no busy refusal
+    /// on its way and nothing queued for its writer.
+    fn forget_idle_peer(&mut self, peer: PeerId) {
+        if self.outgoing.values().any(|o| o.peer == peer)
+            || self.responses.keys().any(|(p, _)| *p == peer)
+        {
+            return;
+        }
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let quiet_busy = p
+            .busy
+            .lock()
+            .map(|b| b.ids.is_empty() && !b.flushing)
+            .unwrap_or(false);
+        if quiet_busy
+            && Arc::strong_count(&p.responses) == 1
+            && p.writer.tx.capacity() == p.writer.tx.max_capacity()
+        {
+            self.peers.remove(&peer);
         }
     }
 
