@@ -516,7 +516,7 @@ async fn five_hundred_disconnects_and_reconnects_leave_nothing_behind() {
             rss_at_100 = rss_bytes();
         }
     }
-    let gs = provider.manager.transport().graphsync().unwrap().clone();
+    let gs = provider.manager.transport().graphsync().unwrap();
     let settled = timeout(Duration::from_secs(10), async {
         loop {
             let stats = gs.stats().await;
@@ -663,4 +663,43 @@ fn dag_bytes(store: &dyn dt_ipld::blockstore::Blockstore, root: Cid) -> u64 {
     )
     .unwrap();
     sum.0
+}
+
+/// Managers stopped or simply dropped, after a pull and with a second one paused midway,
+/// leave no task of theirs running: the swarm, the engine, the network's and graphsync's
+/// acceptors and readers, graphsync's node, writers and responses all end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_managers_leave_no_task_behind() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    {
+        let (provider, root, data) = slow_provider().await;
+        let client = default_node().await;
+        introduce(&client, &provider).await;
+        let small = import(&*provider.store, &random_bytes(10_000, 3), 1024).root;
+        let mut sub = client.manager.subscribe().await.unwrap();
+        let done = pull(&client, &provider, voucher(1), small).await;
+        wait_until(&mut sub, Some(done), 20, |_, st| {
+            st.status == Status::Completed
+        })
+        .await;
+        let running = pull(&client, &provider, voucher(2), root).await;
+        wait_until(&mut sub, Some(running), 20, |_, st| st.received > 0).await;
+        client.manager.pause_channel(running).await.unwrap();
+        let _ = data;
+        client.manager.stop().await.unwrap();
+        drop(client);
+        drop(provider);
+    }
+    let settled = timeout(Duration::from_secs(10), async {
+        while metrics.num_alive_tasks() > before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "{} tasks left running (before: {before})",
+        metrics.num_alive_tasks() - before
+    );
 }

@@ -135,6 +135,7 @@ impl Libp2pNetwork {
                     };
                 }
                 Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
+                Err(OpenStreamError::Stopped) => return Err(Attempt::Stopped),
                 Err(e) => return Err(Attempt::Failed(e.to_string())),
             }
         }
@@ -148,6 +149,8 @@ impl Libp2pNetwork {
 enum Attempt {
     Failed(String),
     Unsupported,
+    /// Our swarm stopped: no later attempt can do better.
+    Stopped,
 }
 
 #[async_trait]
@@ -168,6 +171,13 @@ impl DataTransferNetwork for Libp2pNetwork {
                     return Err(NetworkError::UnsupportedProtocol { peer: to });
                 }
                 Ok(Err(Attempt::Failed(e))) => last = e,
+                Ok(Err(Attempt::Stopped)) => {
+                    return Err(NetworkError::Unreachable {
+                        peer: to,
+                        attempts: attempt,
+                        last: "our swarm stopped".into(),
+                    });
+                }
                 Err(_) => last = format!("timed out after {:?}", self.config.send_timeout),
             }
             if attempt < attempts {

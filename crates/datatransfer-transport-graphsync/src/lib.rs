@@ -163,7 +163,8 @@ struct State {
 struct Shared {
     me: PeerId,
     default_store: Arc<dyn Blockstore>,
-    gs: OnceLock<GraphSync>,
+    /// The node; taken at shutdown, so the node (whose hooks hold this) can end.
+    gs: Mutex<Option<GraphSync>>,
     sink: OnceLock<Arc<dyn TransportEventSink>>,
     state: Mutex<State>,
     next_token: AtomicU64,
@@ -186,7 +187,7 @@ impl GraphsyncTransport {
         let shared = Arc::new(Shared {
             me,
             default_store: store.clone(),
-            gs: OnceLock::new(),
+            gs: Mutex::new(None),
             sink: OnceLock::new(),
             state: Mutex::new(State::default()),
             next_token: AtomicU64::new(1),
@@ -199,15 +200,15 @@ impl GraphsyncTransport {
         let hooks = Arc::new(DtHooks(shared.clone()));
         let gs = GraphSync::start(me, control, store, hooks, config.graphsync)
             .map_err(|_| TransportError::AlreadyRegistered)?;
-        let _ = shared.gs.set(gs);
+        *shared.gs.lock().unwrap_or_else(|e| e.into_inner()) = Some(gs);
         let (work, rx) = mpsc::unbounded_channel();
         tokio::spawn(execute_commands(shared.clone(), rx));
         Ok(Self { shared, work })
     }
 
-    /// The graphsync node underneath.
-    pub fn graphsync(&self) -> Option<&GraphSync> {
-        self.shared.gs.get()
+    /// The graphsync node underneath (a handle to it); `None` after shutdown.
+    pub fn graphsync(&self) -> Option<GraphSync> {
+        self.shared.gs()
     }
 
     /// Has the channel read and write its blocks in `store` instead of the default one
@@ -241,6 +242,13 @@ impl Transport for GraphsyncTransport {
         for o in st.outgoing.values() {
             o.closed.store(true, Ordering::SeqCst);
         }
+        drop(st);
+        // Our handle to the node goes: the node ends once the swarm's streams are gone.
+        self.shared
+            .gs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -266,7 +274,7 @@ impl Shared {
     }
 
     fn gs(&self) -> Option<GraphSync> {
-        self.gs.get().cloned()
+        self.gs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The first data-transfer message found under `names`, decoded.

@@ -56,6 +56,8 @@ pub enum OpenStreamError {
     UnsupportedProtocol(StreamProtocol),
     /// The peer could not be reached, or negotiation failed.
     Io(io::Error),
+    /// The swarm stopped (its behaviour was dropped): no stream will open again.
+    Stopped,
 }
 
 impl std::fmt::Display for OpenStreamError {
@@ -63,6 +65,7 @@ impl std::fmt::Display for OpenStreamError {
         match self {
             Self::UnsupportedProtocol(p) => write!(f, "the peer does not support {p}"),
             Self::Io(e) => write!(f, "opening the stream failed: {e}"),
+            Self::Stopped => f.write_str("the swarm stopped"),
         }
     }
 }
@@ -106,6 +109,8 @@ struct Shared {
     requests: VecDeque<(PeerId, Open)>,
     /// The behaviour's task, woken when a request arrives.
     waker: Option<Waker>,
+    /// The behaviour is gone (its swarm stopped): no stream opens or arrives any more.
+    closed: bool,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -146,6 +151,10 @@ impl Control {
         }
         let (tx, rx) = mpsc::unbounded();
         let queued = Arc::new(AtomicUsize::new(0));
+        if shared.closed {
+            // No stream will come: the returned stream ends at once.
+            return Ok(IncomingStreams { rx, queued });
+        }
         shared.inbound.insert(
             protocol,
             Acceptor {
@@ -165,15 +174,22 @@ impl Control {
         let (reply, answer) = oneshot::channel();
         {
             let mut shared = lock(&self.shared);
+            if shared.closed {
+                return Err(OpenStreamError::Stopped);
+            }
             shared.requests.push_back((peer, Open { protocol, reply }));
             if let Some(w) = shared.waker.take() {
                 w.wake();
             }
         }
         answer.await.unwrap_or_else(|_| {
-            Err(OpenStreamError::Io(io::Error::other(
-                "the swarm stopped before the stream opened",
-            )))
+            if lock(&self.shared).closed {
+                Err(OpenStreamError::Stopped)
+            } else {
+                Err(OpenStreamError::Io(io::Error::other(
+                    "the stream's connection closed before it opened",
+                )))
+            }
         })
     }
 }
@@ -239,6 +255,7 @@ impl Behaviour {
                 max_queued: max.max(1),
                 requests: VecDeque::new(),
                 waker: None,
+                closed: false,
             })),
             connections: HashMap::new(),
             dialing: HashMap::new(),
@@ -247,6 +264,9 @@ impl Behaviour {
     }
 
     /// A control over this behaviour's streams.
+    ///
+    /// Once the behaviour is dropped (its swarm stopped), opens fail and the acceptors'
+    /// streams of inbound streams end.
     pub fn new_control(&self) -> Control {
         Control {
             shared: self.shared.clone(),
@@ -270,6 +290,17 @@ impl Behaviour {
                 waiting.push(open);
             }
         }
+    }
+}
+
+impl Drop for Behaviour {
+    /// Ends the acceptors' streams and fails the opens still waiting, so the tasks that
+    /// accept or open streams through a control learn the swarm is gone.
+    fn drop(&mut self) {
+        let mut shared = lock(&self.shared);
+        shared.closed = true;
+        shared.inbound.clear();
+        shared.requests.clear();
     }
 }
 

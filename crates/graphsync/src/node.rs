@@ -306,7 +306,40 @@ enum ResponseCmd {
     Extensions(Extensions),
 }
 
+/// A sender of commands to the node that does not keep it alive. The node runs while a
+/// [`GraphSync`] handle exists or a peer's stream is being read; once they are gone it ends,
+/// and with it every task it started (writers, responses), which hold only these.
+#[derive(Clone)]
+struct NodeRef(mpsc::WeakSender<Cmd>);
+
+impl std::fmt::Debug for NodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeRef")
+    }
+}
+
+impl NodeRef {
+    /// Sends a command; an error if the node has ended.
+    async fn send(&self, cmd: Cmd) -> Result<(), ()> {
+        match self.0.upgrade() {
+            Some(tx) => tx.send(cmd).await.map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Sends a command if there is room now.
+    fn try_send(&self, cmd: Cmd) {
+        if let Some(tx) = self.0.upgrade() {
+            let _ = tx.try_send(cmd);
+        }
+    }
+}
+
 /// A graphsync node.
+///
+/// The node runs while one of these handles exists (clones share it) or a peer's stream is
+/// being read; dropping the last handle after the swarm stops ends it, its requests (their
+/// handles see the end of their events) and its responses.
 #[derive(Debug, Clone)]
 pub struct GraphSync {
     me: PeerId,
@@ -342,7 +375,7 @@ impl std::fmt::Debug for Cmd {
 pub struct RequestControl {
     /// The request's id.
     pub id: RequestId,
-    tx: mpsc::Sender<Cmd>,
+    tx: NodeRef,
 }
 
 impl RequestControl {
@@ -369,7 +402,7 @@ pub struct RequestHandle {
     /// The request's id.
     pub id: RequestId,
     events: mpsc::Receiver<RequestEvent>,
-    tx: mpsc::Sender<Cmd>,
+    tx: NodeRef,
 }
 
 impl RequestHandle {
@@ -580,7 +613,7 @@ struct Node {
     store: Arc<dyn Blockstore>,
     hooks: Arc<dyn Hooks>,
     config: Arc<GraphSyncConfig>,
-    tx: mpsc::Sender<Cmd>,
+    tx: NodeRef,
     peers: HashMap<PeerId, Peer>,
     outgoing: HashMap<RequestId, Outgoing>,
     /// The wire id of each request of ours in `outgoing` to its handle's id.
@@ -646,7 +679,7 @@ impl GraphSync {
                 .max_outbound_rate
                 .map(|r| Arc::new(RateLimit::new(r))),
             config,
-            tx: tx.clone(),
+            tx: NodeRef(tx.downgrade()),
             peers: HashMap::new(),
             outgoing: HashMap::new(),
             wire_ids: HashMap::new(),
@@ -715,7 +748,7 @@ impl GraphSync {
         Ok(RequestHandle {
             id,
             events,
-            tx: self.tx.clone(),
+            tx: NodeRef(self.tx.downgrade()),
         })
     }
 
@@ -870,7 +903,7 @@ async fn write_stream(
     ids: Arc<Mutex<V1Ids>>,
     hooks: Arc<dyn Hooks>,
     mut rx: mpsc::Receiver<(u64, Message)>,
-    tx: mpsc::Sender<Cmd>,
+    tx: NodeRef,
     rate: Option<Arc<RateLimit>>,
     dead: SharedDead,
 ) {
@@ -889,7 +922,7 @@ async fn write_stream(
                     // node, which may be waiting on our queue.
                     open = None;
                     written.clear();
-                    let _ = tx.try_send(Cmd::PeerIdle(peer));
+                    tx.try_send(Cmd::PeerIdle(peer));
                     continue;
                 }
                 Ok(Some((t, _))) if is_dead(&dead, t) => continue,
@@ -1531,7 +1564,7 @@ struct ServeCtx {
     writer: PeerWriter,
     /// Tags this response's messages (see [`PeerWriter`]).
     token: u64,
-    done: mpsc::Sender<Cmd>,
+    done: NodeRef,
     all: Arc<Semaphore>,
     per_peer: Arc<Semaphore>,
 }
