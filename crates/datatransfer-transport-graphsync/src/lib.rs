@@ -993,7 +993,14 @@ async fn open_channel(shared: &Arc<Shared>, gs: &GraphSync, open: Open, busy: u3
         return fail("the data-transfer message could not be encoded".into());
     }
     if restart.is_some() || shared.skip_held_on_open {
-        let held = held_prefix(&*store, root, selector, &shared.traversal);
+        // A walk of the blocks at hand: off the async workers (a million blocks take a while).
+        let held = {
+            let (store, selector, traversal) =
+                (store.clone(), selector.clone(), shared.traversal.clone());
+            tokio::task::spawn_blocking(move || held_prefix(&*store, root, &selector, &traversal))
+                .await
+                .unwrap_or(0)
+        };
         if held > 0 {
             ext.set(
                 DO_NOT_SEND_FIRST_BLOCKS,

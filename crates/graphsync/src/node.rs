@@ -1758,6 +1758,9 @@ impl ServeCtx {
                         block,
                     }) => {
                         metadata.push((event.cid, action));
+                        // Metadata counts: a walk past many skipped blocks sends no block
+                        // bytes, but its entries must not make one huge message.
+                        bytes += crate::responder::METADATA_ENTRY_BYTES;
                         if let Some(b) = block {
                             bytes += b.data.len();
                             blocks.push(b);

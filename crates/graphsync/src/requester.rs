@@ -137,9 +137,6 @@ impl Verifier {
         for b in blocks {
             self.received.insert(b.cid, b.data);
         }
-        if self.received.len() > self.max_buffered {
-            return Err(VerifyError::TooManyBuffered(self.max_buffered));
-        }
         for entry in &response.metadata {
             if self.discard > 0 {
                 self.discard -= 1;
@@ -196,6 +193,12 @@ impl Verifier {
                     }
                 }
             }
+        }
+        // Blocks the walk has not reached yet wait here; a message may hold any number of
+        // small blocks (Go packs 512 KiB of them), but those left over after its walk are
+        // blocks sent ahead of their turn, and they are bounded.
+        if self.received.len() > self.max_buffered {
+            return Err(VerifyError::TooManyBuffered(self.max_buffered));
         }
         if response.status.is_terminal() {
             if !self.done {

@@ -28,7 +28,12 @@ pub const DO_NOT_SEND_CIDS: &str = "graphsync/do-not-send-cids";
 /// The extension giving how many of the walk's first blocks the requester already has.
 pub const DO_NOT_SEND_FIRST_BLOCKS: &str = "graphsync/do-not-send-first-blocks";
 
-/// Default target for block bytes per message: 512 KiB, as go-graphsync's message queue.
+/// What one link's metadata entry counts for against the message target: a CID of a
+/// SHA-256 multihash and its action, in DAG-CBOR, rounded up.
+pub(crate) const METADATA_ENTRY_BYTES: usize = 48;
+
+/// Default target for block (and link metadata) bytes per message: 512 KiB, as
+/// go-graphsync's message queue.
 pub const DEFAULT_MESSAGE_TARGET: usize = 512 << 10;
 
 /// A request the responder cannot serve.
@@ -144,7 +149,8 @@ pub fn encode_skip_count(n: u64) -> RawNode {
 }
 
 impl Responder {
-    /// Prepares to serve `request` (a New request). `target` is the block bytes per message.
+    /// Prepares to serve `request` (a New request). `target` is the block bytes per message
+    /// (a link's metadata entry counts for 48).
     pub fn new(
         request: &Request,
         config: TraversalConfig,
@@ -307,6 +313,10 @@ impl Responder {
                     block,
                 } => {
                     metadata.push((event.cid, action));
+                    // A link's metadata entry counts too: a walk past a million skipped or
+                    // missing blocks sends no block bytes, but must not put a million
+                    // entries in one message.
+                    bytes += METADATA_ENTRY_BYTES;
                     if let Some(b) = block {
                         bytes += b.data.len();
                         blocks.push(b);

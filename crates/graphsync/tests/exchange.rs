@@ -311,7 +311,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
         Err(VerifyError::Traversal(_))
     ));
 
-    // A flood of blocks is refused before it is walked.
+    // A flood of blocks ahead of any link that would take them is refused.
     let flood: Vec<_> = (0..100u32)
         .map(|i| {
             let d = i.to_be_bytes().to_vec();
@@ -321,11 +321,53 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
             }
         })
         .collect();
+    let mut ahead = part.response.clone();
+    ahead.metadata.clear();
+    ahead.status = graphsync::ResponseStatus::PartialResponse;
     let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
     assert_eq!(
-        v.on_response(&part.response, flood, &client, &mut ignore),
+        v.on_response(&ahead, flood, &client, &mut ignore),
         Err(VerifyError::TooManyBuffered(64))
     );
+}
+
+/// One message may carry far more small blocks than the verifier buffers, as go-graphsync
+/// packs 512 KiB of them: those its walk takes at once are not "buffered".
+#[test]
+fn a_message_of_many_small_blocks_in_walk_order_is_taken() {
+    let server = MemoryBlockstore::new();
+    let root = import_bytes(
+        &server,
+        &bytes(100_000, 9),
+        &ImportOptions {
+            chunk_size: 100,
+            max_links: 1_000,
+            raw_leaves: true,
+            ..ImportOptions::default()
+        },
+    )
+    .unwrap()
+    .root;
+    let request = new_request(root, Extensions::new());
+    let part = Responder::new(&request, TraversalConfig::default(), 64 << 20)
+        .unwrap()
+        .next_part(&server, &mut |_| BlockDecision::Continue)
+        .unwrap()
+        .unwrap();
+    assert!(part.blocks.len() > 1_000, "{} blocks", part.blocks.len());
+    let mut v = Verifier::new(
+        root,
+        Selector::explore_all_recursively(),
+        TraversalConfig::default(),
+        64,
+    );
+    let client = MemoryBlockstore::new();
+    let mut taken = 0;
+    let r = v.on_response(&part.response, part.blocks, &client, &mut |_, data| {
+        taken += usize::from(data.is_some());
+    });
+    assert_eq!(r, Ok(Progress::Complete));
+    assert!(taken > 1_000);
 }
 
 #[test]
