@@ -464,3 +464,13 @@ pub async fn pay_until_done(
     .await;
     (events, paid - after)
 }
+
+/// `n` small files (3,000 bytes in 1 KiB chunks: four blocks each) in `store`.
+pub fn small_files(store: &dyn dt_ipld::blockstore::Blockstore, n: u64) -> Vec<(Cid, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let data = random_bytes(3_000, 1_000 + i);
+            (import(store, &data, 1024).root, data)
+        })
+        .collect()
+}
