@@ -393,3 +393,36 @@ async fn go_pulls_many_files_at_once_and_waits_in_our_queue() {
         go.assert_file(dir.path(), root, data).await;
     }
 }
+
+/// A DAG of over 2,000 blocks of 1 KiB from Go (many blocks to each graphsync message) is
+/// pulled in one go: no block refused, no request restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_pulls_a_dag_of_small_blocks_packed_by_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(1, dir.path()).await;
+    let path = dir.path().join("small-blocks.bin");
+    let data = datatransfer_interop::data::random_file(&path, 2 * MIB, 5);
+    let r = go
+        .ok(
+            "import",
+            json!({"path": path, "chunk_size": 1024, "raw_leaves": true, "cid_version": 1}),
+        )
+        .await;
+    let root: Cid = r["root"].as_str().unwrap().parse().unwrap();
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust.pull(go.peer_id, root, 1).await;
+    let events = wait_finished(&mut sub, ch, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert!(
+        last.received_blocks_total > 2_048,
+        "{}",
+        last.received_blocks_total
+    );
+    // In one go: no failed request restarted.
+    let codes: Vec<EventCode> = events.iter().map(|(e, _)| e.code).collect();
+    assert!(!codes.contains(&EventCode::Restart), "{codes:?}");
+    assert_file(&*rust.store, &root, &data);
+}
