@@ -700,3 +700,60 @@ async fn resuming_a_million_block_transfer_sends_constant_size_state() {
         "the client sent {up} bytes to resume a million-block transfer"
     );
 }
+
+/// A client that pauses and resumes a pull at once, while the provider still validates it,
+/// resumes under a fresh graphsync request before the opening one is answered: the provider
+/// waits for its answer instead of refusing the resumed request (found by the chaos soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_paused_and_resumed_before_it_is_accepted_completes() {
+    let provider = default_node().await;
+    provider
+        .validator
+        .pull_delay_ms
+        .store(300, std::sync::atomic::Ordering::SeqCst);
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(200_000, 11);
+    let root = import(&*provider.store, &data, 16 << 10).root;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), root).await;
+    client.manager.pause_channel(ch).await.unwrap();
+    client.manager.resume_channel(ch).await.unwrap();
+    let events = wait_finished(&mut sub, ch, 30).await;
+    let end = &events.last().unwrap().1;
+    assert_eq!(end.status, Status::Completed, "{}", end.message);
+    assert_file(&*client.store, &root, &data);
+}
+
+/// A channel is in the store by the time `open_pull_channel` returns: a crash right after
+/// cannot lose it (found by the chaos soak, which SIGKILLs clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opened_channel_is_stored_when_the_call_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = node(NodeOptions {
+        sqlite: Some(&dir.path().join("client.sqlite")),
+        ..NodeOptions::default()
+    })
+    .await;
+    let nobody = datatransfer::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    for n in 0..20u64 {
+        let root = import(&*client.store, &random_bytes(100, n), 1024).root;
+        let ch = client
+            .manager
+            .open_pull_channel(nobody, voucher(n), root, datatransfer::all_selector())
+            .await
+            .unwrap();
+        assert!(
+            client
+                .manager
+                .channel_store()
+                .get(&ch)
+                .await
+                .unwrap()
+                .is_some(),
+            "channel {n} was not stored when its open returned"
+        );
+    }
+}

@@ -63,6 +63,8 @@ pub struct TestValidator {
     pub pulls: AtomicU64,
     pub pushes: AtomicU64,
     pub restarts: AtomicU64,
+    /// Milliseconds each pull's validation takes.
+    pub pull_delay_ms: AtomicU64,
 }
 
 impl TestValidator {
@@ -103,6 +105,10 @@ impl RequestValidator for TestValidator {
         _: &DagCbor,
     ) -> Result<Validation, ValidationError> {
         self.pulls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.pull_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         self.answer(is_restart)
     }
 }
@@ -212,6 +218,8 @@ pub struct NodeOptions<'a> {
     pub keypair: Option<datatransfer::identity::Keypair>,
     pub config: ManagerConfig,
     pub start: bool,
+    /// Where to listen (an ephemeral port on 127.0.0.1 if not set).
+    pub listen: Option<datatransfer::Multiaddr>,
 }
 
 impl Default for NodeOptions<'_> {
@@ -222,6 +230,7 @@ impl Default for NodeOptions<'_> {
             keypair: None,
             config: fast_config(),
             start: true,
+            listen: None,
         }
     }
 }
@@ -252,6 +261,9 @@ pub async fn node(opts: NodeOptions<'_>) -> Node {
     }
     if let Some(k) = opts.keypair {
         b = b.keypair(k);
+    }
+    if let Some(a) = opts.listen {
+        b = b.listen_on(a);
     }
     let manager = b.build().await.unwrap();
     let validator = Arc::new(TestValidator::default());
@@ -473,4 +485,11 @@ pub fn small_files(store: &dyn dt_ipld::blockstore::Blockstore, n: u64) -> Vec<(
             (import(store, &data, 1024).root, data)
         })
         .collect()
+}
+
+/// FNV-1a over `data`: a cheap digest to compare a file's bytes across processes.
+pub fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -261,6 +261,8 @@ pub struct Engine {
     out: VecDeque<Output>,
     finished: HashMap<ChannelId, Finished>,
     finished_order: VecDeque<ChannelId>,
+    /// Pulls of ours paused before their responder accepted them (see [`Engine::resume`]).
+    paused_unaccepted: std::collections::HashSet<ChannelId>,
     watches: HashMap<ChannelId, Watch>,
     /// Channels re-opened by a restart whose transport has not confirmed the open yet.
     reopening: std::collections::HashSet<ChannelId>,
@@ -293,6 +295,7 @@ impl Engine {
             out: VecDeque::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
+            paused_unaccepted: std::collections::HashSet::new(),
             watches: HashMap::new(),
             reopening: std::collections::HashSet::new(),
         }
@@ -835,7 +838,11 @@ impl Engine {
 
     /// Pauses our side of a channel.
     pub fn pause(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
-        let other = self.existing(&id)?.other_peer();
+        let ch = self.existing(&id)?;
+        let other = ch.other_peer();
+        if ch.status == Status::Requested && ch.is_pull() && id.initiator == self.me {
+            self.paused_unaccepted.insert(id);
+        }
         self.transport(TransportCommand::PauseChannel { channel: id });
         let msg = self.update_message(id, true);
         self.send(other, id, msg, OnSendFailure::Disconnect);
@@ -846,6 +853,19 @@ impl Engine {
     /// Resumes our side of a channel.
     pub fn resume(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
         self.existing(&id)?;
+        if self.paused_unaccepted.remove(&id)
+            && let Some(ch) = self.channels.get(&id)
+            && ch.status == Status::InitiatorPaused
+        {
+            // Paused before the responder accepted: the pause may have cancelled the opening
+            // graphsync request before it left, so the responder may never have seen the
+            // channel. Re-open it as a restart, which a responder that did see it takes as
+            // one, and one that did not validates as new.
+            let ch = ch.clone();
+            self.set_paused(id, true, false, now);
+            self.reopen_as_initiator(ch);
+            return Ok(());
+        }
         let msg = self.update_message(id, false);
         self.transport(TransportCommand::ResumeChannel {
             channel: id,
@@ -1072,9 +1092,10 @@ impl Engine {
                 return self.reject(now, id, &req, via, why);
             }
         };
+        let is_restart = req.message_type == MessageType::Restart;
         let call = if req.pull {
             ValidationCall::ValidatePull {
-                is_restart: false,
+                is_restart,
                 channel: id,
                 receiver: id.initiator,
                 voucher: voucher.clone(),
@@ -1083,7 +1104,7 @@ impl Engine {
             }
         } else {
             ValidationCall::ValidatePush {
-                is_restart: false,
+                is_restart,
                 channel: id,
                 sender: id.initiator,
                 voucher: voucher.clone(),
@@ -1112,9 +1133,21 @@ impl Engine {
         answer: ValidationAnswer,
     ) {
         let (verdict, result) = Verdict::from_answer(&answer);
+        // A restart of a channel we did not know is answered as a restart.
+        let restart = req.message_type == MessageType::Restart;
         let response = |accepted: bool, paused: bool| {
-            TransferResponse::new_channel(id.id, accepted, paused, result.clone())
+            if restart {
+                TransferResponse::restart(id.id, accepted, paused, result.clone())
+            } else {
+                TransferResponse::new_channel(id.id, accepted, paused, result.clone())
+            }
         };
+        // A restart of a channel we did not know, sent again while we validated it (a
+        // monitor's restart after a transport's): the first copy made the channel, and
+        // this one restarts it.
+        if restart && self.channels.contains_key(&id) {
+            return self.accept_restart(now, via, id, req, answer);
+        }
         // Re-check: another request for the same id may have been accepted meanwhile.
         let limit_hit = self.channels.len() >= self.config.max_channels;
         if let Verdict::Err(_) = verdict {
@@ -1182,6 +1215,14 @@ impl Engine {
             }
             let done = TransferResponse::complete(id.id, true, false, None);
             return self.finish_request(now, id, &req, via, Some(done), Verdict::Ok);
+        }
+        if !self.channels.contains_key(&id) && self.me != id.initiator {
+            // We do not know the channel: we crashed before it was stored (or lost our
+            // store). The request carries all a new one does (root, selector, voucher), so
+            // it is validated as one, told it is a restart, rather than leave the
+            // initiator's transfer stranded; go-data-transfer refuses it ("channel not
+            // found"), and its initiator retries until it gives up.
+            return self.on_new_request(now, id, req, via);
         }
         let checked = (|| {
             if self.me == id.initiator {
@@ -1478,6 +1519,7 @@ impl Engine {
                 return Verdict::Err("response rejected".to_owned());
             }
             if resp.message_type == T::New {
+                self.paused_unaccepted.remove(&id);
                 self.fire_quiet(id, ChannelEvent::Accept, now);
             }
             if resp.message_type == T::Restart {

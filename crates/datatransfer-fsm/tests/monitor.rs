@@ -247,3 +247,87 @@ fn an_answered_restart_of_a_paused_channel_waits_for_its_responder_again() {
     assert_eq!(e.channel(&ch).unwrap().status, Status::ResponderPaused);
     assert_eq!(e.poll_timeout(), None);
 }
+
+/// Drains the engine's outputs.
+fn outputs(e: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| e.poll_output()).collect()
+}
+
+/// The validation calls among `outs`, with their tokens.
+fn validations(
+    outs: &[Output],
+) -> Vec<(
+    datatransfer_fsm::ValidationToken,
+    datatransfer_fsm::ValidationCall,
+)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Validate { token, call } => Some((*token, call.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The responses sent among `outs`: their type and whether they accept.
+fn responses(outs: &[Output]) -> Vec<(datatransfer_types::message::MessageType, bool)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::SendMessage {
+                message: datatransfer_types::message::Message::Response(r),
+                ..
+            } => Some((r.message_type, r.accepted)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A responder that crashed before it stored a channel gets the initiator's restart of it: it
+/// validates the restart as a new request (told it is a restart) and takes the channel up,
+/// rather than leave the transfer stranded; a copy of the restart that arrives while the
+/// first is validated restarts the channel the first made.
+#[test]
+fn a_restart_of_a_channel_the_responder_forgot_is_validated_as_new() {
+    use datatransfer_fsm::ValidationCall;
+    use datatransfer_types::message::{Message, MessageType, TransferRequest};
+    use datatransfer_types::{ChannelId, TransferId};
+    let mut e = Engine::new(peer_id(1), EngineConfig::default(), 1);
+    e.register_voucher_type(voucher(0).type_id.clone()).unwrap();
+    let t = Timestamp::from_unix_nanos(1_000_000_000);
+    let restart =
+        || TransferRequest::restart(TransferId(7), true, voucher(0), dag_cid(1), all_selector());
+    e.handle_message(t, peer_id(0), Message::Request(restart()));
+    e.handle_message(t, peer_id(0), Message::Request(restart()));
+    let calls = validations(&outputs(&mut e));
+    assert_eq!(calls.len(), 2);
+    for (_, call) in &calls {
+        assert!(
+            matches!(
+                call,
+                ValidationCall::ValidatePull {
+                    is_restart: true,
+                    ..
+                }
+            ),
+            "{call:?}"
+        );
+    }
+    let ch = ChannelId::new(peer_id(0), peer_id(1), TransferId(7));
+    e.handle_validation(
+        t,
+        calls[0].0,
+        Ok(Some(datatransfer_types::Validation::accept())),
+    );
+    let first = outputs(&mut e);
+    assert_eq!(responses(&first), vec![(MessageType::Restart, true)]);
+    assert!(e.channel(&ch).is_some());
+    e.handle_validation(
+        t,
+        calls[1].0,
+        Ok(Some(datatransfer_types::Validation::accept())),
+    );
+    assert_eq!(
+        responses(&outputs(&mut e)),
+        vec![(MessageType::Restart, true)]
+    );
+    assert!(e.channel(&ch).unwrap().status.is_in_progress());
+}

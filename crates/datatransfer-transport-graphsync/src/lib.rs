@@ -173,6 +173,8 @@ struct Shared {
     skip_held_on_open: bool,
     busy_retry_backoff: Duration,
     max_busy_retries: u32,
+    /// Woken when the engine answers a request we serve (it is validated or refused).
+    answered: tokio::sync::Notify,
 }
 
 impl GraphsyncTransport {
@@ -196,6 +198,7 @@ impl GraphsyncTransport {
             skip_held_on_open: config.skip_held_blocks_on_open,
             busy_retry_backoff: config.busy_retry_backoff,
             max_busy_retries: config.max_busy_retries,
+            answered: tokio::sync::Notify::new(),
         });
         let hooks = Arc::new(DtHooks(shared.clone()));
         let gs = GraphSync::start(me, control, store, hooks, config.graphsync)
@@ -429,13 +432,37 @@ impl Hooks for DtHooks {
         // A requester may also resume under a fresh id (ours does, since go-graphsync's
         // responder races a same-id re-request against the end of the cancelled response):
         // a request for the data of a channel we serve, validated already.
-        let continuing = repeat || {
+        // Whether the channel's request we serve is validated (`Some(true)`), still being
+        // validated (`None`), or not ours to continue (`Some(false)`).
+        let validated = || {
             let st = s.lock();
-            st.serving_channels
+            match st
+                .serving_channels
                 .get(&channel)
                 .and_then(|k| st.serving.get(k))
-                .is_some_and(same_data)
+            {
+                Some(sv) if !sv.accepted && sv.channel == channel => None,
+                Some(sv) => Some(same_data(sv)),
+                None => Some(false),
+            }
         };
+        let mut continuing = repeat || validated() == Some(true);
+        if !opening && !continuing {
+            // A requester that paused and resumed at once resumes (under a fresh id) while
+            // its opening request is still being validated: wait for the answer, not refuse.
+            let wait = async {
+                loop {
+                    let answered = s.answered.notified();
+                    match validated() {
+                        Some(ok) => return ok,
+                        None => answered.await,
+                    }
+                }
+            };
+            continuing = tokio::time::timeout(Duration::from_secs(60), wait)
+                .await
+                .unwrap_or(false);
+        }
         if let Message::Request(r) = &msg {
             // Anything but an opening request may only ride in a request already validated.
             let allowed = if opening {
@@ -512,7 +539,7 @@ impl Hooks for DtHooks {
         {
             sv.accepted = true;
         }
-        match result {
+        let decision = match result {
             HookResult::Continue | HookResult::Resume => RequestDecision::Accept(pending),
             HookResult::Pause => RequestDecision::Pause(pending),
             HookResult::Fail(_) => {
@@ -523,7 +550,9 @@ impl Hooks for DtHooks {
                 }
                 RequestDecision::Reject(ResponseStatus::RequestRejected, pending)
             }
-        }
+        };
+        s.answered.notify_waiters();
+        decision
     }
 
     async fn outgoing_block(

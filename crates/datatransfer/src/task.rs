@@ -283,7 +283,15 @@ impl EngineTask {
                 } else {
                     self.engine.open_push(t, to, voucher, root, selector)
                 };
-                let _ = reply.send(r.map_err(ManagerError::from));
+                // The caller hears of the channel once its first state is stored: a crash
+                // after the call returns cannot lose it. The engine goes on meanwhile.
+                self.drain();
+                let (stored, flushed) = oneshot::channel();
+                let _ = self.store_tx.send(StoreWork::Flush(stored));
+                tokio::spawn(async move {
+                    let _ = flushed.await;
+                    let _ = reply.send(r.map_err(ManagerError::from));
+                });
             }
             Api::SendVoucher(id, v, reply) => {
                 let r = self.engine.send_voucher(t, id, v);

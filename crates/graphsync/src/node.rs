@@ -974,6 +974,7 @@ async fn write_stream(
         // messages and are cancelled; the rest of this message goes out on the new stream.
         let mut sent = false;
         for attempt in 0..2 {
+            let mut why = String::from("the peer speaks no graphsync version of ours");
             if open.is_none() {
                 written.clear();
                 for &v in &versions {
@@ -986,7 +987,10 @@ async fn write_stream(
                             break;
                         }
                         Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
-                        Err(_) => break,
+                        Err(e) => {
+                            why = e.to_string();
+                            break;
+                        }
                     }
                 }
             }
@@ -994,7 +998,7 @@ async fn write_stream(
                 let _ = tx
                     .send(Cmd::WriteFailed(
                         peer,
-                        "cannot open a graphsync stream to the peer".into(),
+                        format!("cannot open a graphsync stream to the peer: {why}"),
                     ))
                     .await;
                 break;

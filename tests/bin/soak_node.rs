@@ -1,0 +1,187 @@
+//! One node of the chaos soak (`tests/soak.rs`) as a process of its own, so the soak can
+//! SIGKILL it and start it again on the same files: a Manager with a SQLite channel store
+//! and a block store on disk, listening on a fixed port, driven by JSON lines on stdin.
+//!
+//! ```text
+//! soak-node --seed N --dir DIR [--port P] [--rate BYTES_PER_S]
+//! ```
+//!
+//! First line out: `{"peer": ID, "addr": MULTIADDR}`. Then one answer line per command line:
+//!
+//! | command | answer |
+//! |---|---|
+//! | `{"cmd":"import","seed":S,"size":N}` | `{"root":CID}`: seeded random bytes, 16 KiB chunks |
+//! | `{"cmd":"peer","peer":ID,"addr":MA}` | `{}`: where a peer listens |
+//! | `{"cmd":"pull","peer":ID,"root":CID}` | `{"chid":CHID}` |
+//! | `{"cmd":"pause"\|"resume"\|"cancel","chid":CHID}` | `{}` or `{"error":..}` |
+//! | `{"cmd":"disconnect","peer":ID}` | `{}` |
+//! | `{"cmd":"channels"}` | `{"channels":[{chid,status,received,sent,root,message}]}` |
+//! | `{"cmd":"digest","root":CID}` | `{"len":N,"fnv":H}` of the file exported, or `{"error":..}` |
+//! | `{"cmd":"store_bytes"}` | `{"bytes":N}`: the SQLite files' size |
+//! | `{"cmd":"events","chid":CHID}` | `{"events":["Code message",..]}`: the channel's stored log |
+//!
+//! A CHID is `{"initiator":ID,"responder":ID,"id":N}`.
+
+#![allow(clippy::unwrap_used)] // A test program: failing loudly is the point.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datatransfer::identity::Keypair;
+use datatransfer::{ChannelId, Cid, Multiaddr, PeerId, all_selector};
+use datatransfer_integration_tests::{
+    NodeOptions, fast_config, fnv, import, node, random_bytes, voucher,
+};
+use datatransfer_types::TransferId;
+use datatransfer_types::store::ChannelFilter;
+use dt_ipld::blockstore::Blockstore;
+use dt_ipld::fsstore::FsBlockstore;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn chid_json(c: &ChannelId) -> Value {
+    json!({"initiator": c.initiator.to_string(), "responder": c.responder.to_string(),
+           "id": c.id.0})
+}
+
+fn chid_of(v: &Value) -> ChannelId {
+    ChannelId::new(
+        v["initiator"].as_str().unwrap().parse().unwrap(),
+        v["responder"].as_str().unwrap().parse().unwrap(),
+        TransferId(v["id"].as_u64().unwrap()),
+    )
+}
+
+fn sqlite_bytes(dir: &Path) -> u64 {
+    [
+        "channels.sqlite",
+        "channels.sqlite-wal",
+        "channels.sqlite-shm",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+    .map(|m| m.len())
+    .sum()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut seed, mut dir, mut port, mut rate) = (0u8, PathBuf::new(), 0u16, None);
+    while let Some(flag) = args.next() {
+        let value = args.next().expect("a flag needs a value");
+        match flag.as_str() {
+            "--seed" => seed = value.parse().unwrap(),
+            "--dir" => dir = value.into(),
+            "--port" => port = value.parse().unwrap(),
+            "--rate" => rate = Some(value.parse().unwrap()),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let blocks = Arc::new(FsBlockstore::open(dir.join("blocks"), true).unwrap());
+    let mut config = fast_config();
+    // Sends slowed, so transfers are still running when the soak breaks things.
+    config.transport.graphsync.max_outbound_rate = rate;
+    if let Some(m) = config.engine.monitor.as_mut() {
+        // Peers come back within a second of a kill: restarts keep trying meanwhile.
+        m.max_consecutive_restarts = 50;
+    }
+    let key = Keypair::ed25519_from_bytes([seed.wrapping_add(1); 32]).unwrap();
+    let sqlite = dir.join("channels.sqlite");
+    let n = node(NodeOptions {
+        sqlite: Some(&sqlite),
+        store: Some(blocks.clone() as Arc<dyn Blockstore>),
+        keypair: Some(key),
+        listen: Some(format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()),
+        config,
+        ..NodeOptions::default()
+    })
+    .await;
+    let addr = n.manager.listen_addrs().await[0].clone();
+    println!(
+        "{}",
+        json!({"peer": n.manager.peer_id().to_string(), "addr": addr.to_string()})
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let cmd: Value = serde_json::from_str(&line).unwrap();
+        let chid = || chid_of(&cmd["chid"]);
+        let peer = || cmd["peer"].as_str().unwrap().parse::<PeerId>().unwrap();
+        let root = || cmd["root"].as_str().unwrap().parse::<Cid>().unwrap();
+        let done = |r: Result<(), datatransfer::ManagerError>| match r {
+            Ok(()) => json!({}),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        let answer = match cmd["cmd"].as_str().unwrap() {
+            "import" => {
+                let data = random_bytes(
+                    cmd["size"].as_u64().unwrap() as usize,
+                    cmd["seed"].as_u64().unwrap(),
+                );
+                let root = import(&*blocks, &data, 16 << 10).root;
+                blocks.flush().unwrap();
+                json!({"root": root.to_string()})
+            }
+            "peer" => {
+                let addr: Multiaddr = cmd["addr"].as_str().unwrap().parse().unwrap();
+                n.manager.add_peer_address(peer(), addr).await;
+                json!({})
+            }
+            "pull" => {
+                match n
+                    .manager
+                    .open_pull_channel(peer(), voucher(1), root(), all_selector())
+                    .await
+                {
+                    Ok(c) => json!({"chid": chid_json(&c)}),
+                    Err(e) => json!({"error": e.to_string()}),
+                }
+            }
+            "pause" => done(n.manager.pause_channel(chid()).await),
+            "resume" => done(n.manager.resume_channel(chid()).await),
+            "cancel" => done(n.manager.close_channel(chid()).await),
+            "disconnect" => {
+                n.manager.disconnect(peer()).await;
+                json!({})
+            }
+            "channels" => {
+                let all = n
+                    .manager
+                    .channel_store()
+                    .list(ChannelFilter::All)
+                    .await
+                    .unwrap();
+                let list: Vec<Value> = all
+                    .iter()
+                    .map(|st| {
+                        json!({"chid": chid_json(&st.channel_id),
+                               "status": format!("{:?}", st.status),
+                               "received": st.received, "sent": st.sent,
+                               "root": st.base_cid.to_string(), "message": st.message})
+                    })
+                    .collect();
+                json!({"channels": list})
+            }
+            "digest" => {
+                let mut out = Vec::new();
+                match dt_ipld::unixfs::export(&*blocks, &root(), &mut out) {
+                    Ok(_) => json!({"len": out.len(), "fnv": fnv(&out)}),
+                    Err(e) => json!({"error": e.to_string()}),
+                }
+            }
+            "store_bytes" => json!({"bytes": sqlite_bytes(&dir)}),
+            "events" => {
+                let evs = n.manager.channel_store().events(&chid()).await.unwrap();
+                let list: Vec<String> = evs
+                    .iter()
+                    .map(|e| format!("{:?} {}", e.code, e.message))
+                    .collect();
+                json!({"events": list})
+            }
+            other => json!({"error": format!("unknown command {other}")}),
+        };
+        println!("{answer}");
+    }
+    blocks.flush().unwrap();
+}
