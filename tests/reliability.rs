@@ -489,6 +489,17 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of `provider`, through which alone `client` knows it (the provider
+    /// cannot dial the client back).
+    async fn between(client: &Node, provider: &Node) -> Self {
+        let proxy = Self::start(tcp_addr_of(provider).await).await;
+        client
+            .manager
+            .add_peer_address(provider.manager.peer_id(), proxy.multiaddr())
+            .await;
+        proxy
+    }
+
     /// Resets the connections open now; later ones are carried as usual.
     fn reset_all(&self) {
         self.reset.notify_waiters();
@@ -531,12 +542,7 @@ async fn tcp_addr_of(n: &Node) -> std::net::SocketAddr {
 async fn a_connection_reset_mid_transfer_never_hangs_the_pull() {
     let (provider, root, data) = slow_provider().await;
     let client = default_node().await;
-    let proxy = Proxy::start(tcp_addr_of(&provider).await).await;
-    // The client knows the provider only through the proxy; the provider cannot dial back.
-    client
-        .manager
-        .add_peer_address(provider.manager.peer_id(), proxy.multiaddr())
-        .await;
+    let proxy = Proxy::between(&client, &provider).await;
     let mut sub = client.manager.subscribe().await.unwrap();
     let ch = pull(&client, &provider, voucher(1), root).await;
     wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 1 << 20).await;
@@ -670,11 +676,7 @@ async fn resuming_a_million_block_transfer_sends_constant_size_state() {
         ..NodeOptions::default()
     })
     .await;
-    let proxy = Proxy::start(tcp_addr_of(&provider).await).await;
-    client
-        .manager
-        .add_peer_address(provider.manager.peer_id(), proxy.multiaddr())
-        .await;
+    let proxy = Proxy::between(&client, &provider).await;
     let mut sub = client.manager.subscribe().await.unwrap();
     let ch = pull(&client, &provider, voucher(1), root).await;
     let end = timeout(Duration::from_secs(120), async {

@@ -522,29 +522,20 @@ impl Stream {
         )))
     }
 
-    /// Runs a read-side poll, failing once the connection is gone.
-    fn read_side<T>(
+    /// Runs a poll of the inner stream, failing once the connection is gone; `read` says
+    /// which side's waker the connection's end wakes.
+    fn guarded<T>(
         &mut self,
+        read: bool,
         cx: &mut Context<'_>,
         poll: impl FnOnce(std::pin::Pin<&mut RawStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        self.signal.reader.register(cx.waker());
-        if self.gone() {
-            return Self::aborted();
-        }
-        match poll(std::pin::Pin::new(&mut self.inner), cx) {
-            Poll::Pending if self.gone() => Self::aborted(),
-            other => other,
-        }
-    }
-
-    /// Runs a write-side poll, failing once the connection is gone.
-    fn write_side<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        poll: impl FnOnce(std::pin::Pin<&mut RawStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        self.signal.writer.register(cx.waker());
+        let waker = if read {
+            &self.signal.reader
+        } else {
+            &self.signal.writer
+        };
+        waker.register(cx.waker());
         if self.gone() {
             return Self::aborted();
         }
@@ -561,7 +552,8 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().read_side(cx, |s, cx| s.poll_read(cx, buf))
+        self.get_mut()
+            .guarded(true, cx, |s, cx| s.poll_read(cx, buf))
     }
 }
 
@@ -571,15 +563,16 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().write_side(cx, |s, cx| s.poll_write(cx, buf))
+        self.get_mut()
+            .guarded(false, cx, |s, cx| s.poll_write(cx, buf))
     }
 
     fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write_side(cx, |s, cx| s.poll_flush(cx))
+        self.get_mut().guarded(false, cx, |s, cx| s.poll_flush(cx))
     }
 
     fn poll_close(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().write_side(cx, |s, cx| s.poll_close(cx))
+        self.get_mut().guarded(false, cx, |s, cx| s.poll_close(cx))
     }
 }
 
