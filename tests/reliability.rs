@@ -570,27 +570,6 @@ async fn a_connection_reset_mid_transfer_never_hangs_the_pull() {
     assert_eq!(end.received, total);
 }
 
-/// The bytes of every block of the DAG under `root`.
-fn dag_bytes(store: &dyn dt_ipld::blockstore::Blockstore, root: Cid) -> u64 {
-    use dt_ipld::traversal::{BlockVisit, TraversalConfig, Visitor, walk};
-    struct Sum(u64);
-    impl Visitor for Sum {
-        fn block(&mut self, visit: &BlockVisit) {
-            self.0 += visit.size as u64;
-        }
-    }
-    let mut sum = Sum(0);
-    walk(
-        store,
-        root,
-        dt_ipld::selector::Selector::explore_all_recursively(),
-        TraversalConfig::default(),
-        &mut sum,
-    )
-    .unwrap();
-    sum.0
-}
-
 /// Managers stopped or simply dropped, after a pull and with a second one paused midway,
 /// leave no task of theirs running: the swarm, the engine, the network's and graphsync's
 /// acceptors and readers, graphsync's node, writers and responses all end.

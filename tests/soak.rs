@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use datatransfer_integration_tests::{fnv, import, random_bytes};
+use datatransfer_integration_tests::{dag_bytes, fnv, import, random_bytes};
 use dt_ipld::blockstore::MemoryBlockstore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -197,15 +197,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// The bytes of every block of a file imported as the soak nodes import it.
 fn dag_bytes_of(data: &[u8]) -> u64 {
     let store = MemoryBlockstore::new();
-    import(&store, data, 16 << 10);
-    store
-        .cids()
-        .iter()
-        .map(|c| {
-            use dt_ipld::blockstore::Blockstore;
-            store.get(c).unwrap().unwrap().len() as u64
-        })
-        .sum()
+    let root = import(&store, data, 16 << 10).root;
+    dag_bytes(&store, root)
 }
 
 async fn channels(p: &mut Proc) -> Vec<Value> {

@@ -493,3 +493,24 @@ pub fn fnv(data: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+/// The bytes of every block of the DAG under `root`.
+pub fn dag_bytes(store: &dyn dt_ipld::blockstore::Blockstore, root: Cid) -> u64 {
+    use dt_ipld::traversal::{BlockVisit, TraversalConfig, Visitor, walk};
+    struct Sum(u64);
+    impl Visitor for Sum {
+        fn block(&mut self, visit: &BlockVisit) {
+            self.0 += visit.size as u64;
+        }
+    }
+    let mut sum = Sum(0);
+    walk(
+        store,
+        root,
+        dt_ipld::selector::Selector::explore_all_recursively(),
+        TraversalConfig::default(),
+        &mut sum,
+    )
+    .unwrap();
+    sum.0
+}

@@ -463,6 +463,7 @@ impl Engine {
             .is_some_and(|c| c.status.is_terminal())
             && let Some(done) = self.channels.remove(&id)
         {
+            self.paused_unaccepted.remove(&id);
             self.remember_finished(id, &done);
         }
         Ok(())
