@@ -289,6 +289,7 @@ pub fn fast_config() -> ManagerConfig {
         restart_backoff: Duration::from_millis(500),
         max_consecutive_restarts: 10,
         complete_timeout: Duration::from_secs(30),
+        ..ChannelMonitorConfig::default()
     });
     config
 }

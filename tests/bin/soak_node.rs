@@ -26,6 +26,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datatransfer::identity::Keypair;
 use datatransfer::{ChannelId, Cid, Multiaddr, PeerId, all_selector};
@@ -86,6 +87,9 @@ async fn main() {
     if let Some(m) = config.engine.monitor.as_mut() {
         // Peers come back within a second of a kill: restarts keep trying meanwhile.
         m.max_consecutive_restarts = 50;
+        // A channel whose initiator is gone (killed while its cancel was on the way) ends
+        // within the soak's wait; a queued request here waits a few seconds at most.
+        m.responder_idle_timeout = Duration::from_secs(20);
     }
     let key = Keypair::ed25519_from_bytes([seed.wrapping_add(1); 32]).unwrap();
     let sqlite = dir.join("channels.sqlite");

@@ -245,6 +245,7 @@ pub fn fast_config() -> ManagerConfig {
         restart_backoff: Duration::from_millis(200),
         max_consecutive_restarts: 5,
         complete_timeout: Duration::from_secs(10),
+        ..ChannelMonitorConfig::default()
     });
     config
 }

@@ -35,7 +35,8 @@ pub struct EngineConfig {
     /// restart of a channel the peer did not see finish is answered instead of refused.
     pub remembered_finished_channels: usize,
     /// Watch channels this node initiated and restart or fail them when they stall
-    /// (go-data-transfer's `channelmonitor`); `None` turns the monitor off.
+    /// (go-data-transfer's `channelmonitor`), and end channels we respond to whose initiator
+    /// has gone silent; `None` turns the monitor off.
     pub monitor: Option<MonitorConfig>,
 }
 
@@ -45,6 +46,12 @@ pub struct EngineConfig {
 /// a restart, also of a paused channel (`accept_timeout`, then restarted again), a time in
 /// the responder's queue (`queue_timeout`), progress (`stall_timeout`) and completion
 /// (`complete_timeout`). Each ends in a restart or in a failure that says which wait ran out.
+///
+/// On the responder's side, where only the initiator can restart a channel, a channel with no
+/// event at all (no message from the initiator, no data moved, no restart) for
+/// `responder_idle_timeout` fails, and the initiator is told so: its initiator went away
+/// (killed for good, or it ended the channel and the message was lost). Go keeps such channels
+/// open for ever.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorConfig {
     /// How long the responder has to accept a channel, or to answer a restart, before the
@@ -62,6 +69,11 @@ pub struct MonitorConfig {
     pub max_consecutive_restarts: u32,
     /// How long, after all data moved, to wait for the responder to complete.
     pub complete_timeout: Duration,
+    /// How long a channel we respond to may see nothing at all happen (no message from its
+    /// initiator, no data moved) before it fails. Keep it longer than an initiator may
+    /// legitimately stay silent: a pause of its own, the time it takes to pay when we ask
+    /// for a voucher, a wait in our graphsync queue.
+    pub responder_idle_timeout: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -74,6 +86,7 @@ impl Default for MonitorConfig {
             restart_backoff: Duration::from_secs(20),
             max_consecutive_restarts: 15,
             complete_timeout: Duration::from_secs(300),
+            responder_idle_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -94,6 +107,8 @@ struct Watch {
     queued_since: Option<Timestamp>,
     /// When we restarted the channel, until the responder answers.
     restart_sent: Option<Timestamp>,
+    /// We respond to the channel: only its idle deadline runs, from `progressed`.
+    responder: bool,
 }
 
 impl Watch {
@@ -106,6 +121,14 @@ impl Watch {
             backoff_until: None,
             queued_since: None,
             restart_sent: None,
+            responder: false,
+        }
+    }
+
+    fn responder(status: Status, now: Timestamp) -> Self {
+        Self {
+            responder: true,
+            ..Self::new(status, now)
         }
     }
 }
@@ -329,18 +352,21 @@ impl Engine {
         Ok(self.results.register_opaque(type_id, ())?)
     }
 
-    /// Takes over a channel loaded from a store (after a restart of the node). Terminal
-    /// channels are ignored. Call [`Engine::restart`] to resume it.
-    pub fn load_channel(&mut self, state: ChannelState) {
+    /// Takes over a channel loaded from a store (after a restart of the node) at `now`.
+    /// Terminal channels are ignored. Call [`Engine::restart`] to resume it. A channel we
+    /// respond to is watched from `now` on (see [`MonitorConfig::responder_idle_timeout`]);
+    /// one we initiated, from its restart.
+    pub fn load_channel(&mut self, now: Timestamp, state: ChannelState) {
         if state.status.is_terminal() {
             return;
         }
-        if state.channel_id.initiator == self.me {
-            self.next_transfer_id = self
-                .next_transfer_id
-                .max(state.channel_id.id.0.saturating_add(1));
+        let id = state.channel_id;
+        if id.initiator == self.me {
+            self.next_transfer_id = self.next_transfer_id.max(id.id.0.saturating_add(1));
+        } else if self.config.monitor.is_some() && !state.status.is_cleaning_up() {
+            self.watches.insert(id, Watch::responder(state.status, now));
         }
-        self.channels.insert(state.channel_id, state);
+        self.channels.insert(id, state);
     }
 
     /// The state of an open channel.
@@ -474,8 +500,18 @@ impl Engine {
         let Some(cfg) = &self.config.monitor else {
             return;
         };
-        if id.initiator != self.me || status.is_terminal() {
+        if status.is_terminal() {
             self.watches.remove(&id);
+            return;
+        }
+        if id.initiator != self.me {
+            // Anything that happens to the channel shows its initiator is still there.
+            let w = self
+                .watches
+                .entry(id)
+                .or_insert_with(|| Watch::responder(status, now));
+            w.status = status;
+            w.progressed = now;
             return;
         }
         let backoff = cfg.restart_backoff;
@@ -515,6 +551,9 @@ impl Engine {
 
     fn deadline(&self, w: &Watch) -> Option<Timestamp> {
         let cfg = self.config.monitor.as_ref()?;
+        if w.responder {
+            return Some(w.progressed.saturating_add(cfg.responder_idle_timeout));
+        }
         if let Some(t) = w.backoff_until {
             return Some(t);
         }
@@ -561,6 +600,14 @@ impl Engine {
             let Some(w) = self.watches.get_mut(&id) else {
                 continue;
             };
+            if w.responder {
+                let message = format!(
+                    "nothing heard from the initiator {} for {:?}: it went away",
+                    id.initiator, cfg.responder_idle_timeout
+                );
+                self.fail(now, id, message);
+                continue;
+            }
             let unanswered = w
                 .restart_sent
                 .is_some_and(|t| t.saturating_add(cfg.accept_timeout) <= now);

@@ -20,6 +20,7 @@ fn monitor() -> MonitorConfig {
         restart_backoff: Duration::from_millis(5),
         max_consecutive_restarts: 3,
         complete_timeout: Duration::from_millis(200),
+        responder_idle_timeout: Duration::from_secs(5),
     }
 }
 
@@ -122,6 +123,86 @@ fn a_peer_that_never_comes_back_fails_the_channel_after_the_restart_limit() {
         st.message,
         "data transfer channel stalled: no progress after 3 consecutive restarts"
     );
+}
+
+#[test]
+fn a_responder_whose_initiator_went_away_fails_the_channel_after_its_idle_timeout() {
+    for pull in [true, false] {
+        let mut s = sim(4);
+        let ch = if pull {
+            s.open_pull(0, 1, dag_cid(1), voucher(0))
+        } else {
+            s.open_push(0, 1, dag_cid(1), voucher(0))
+        };
+        s.run_until(1_000_000, |s| {
+            s.state(0, &ch)
+                .is_some_and(|st| st.received + st.sent >= 4 << 20)
+        });
+        // The initiator is gone for good: its cancel is lost with the connection.
+        let gone_at = s.now();
+        s.disconnect(0, 1);
+        assert!(s.run(1_000_000));
+        let st = s.state(1, &ch).unwrap();
+        assert_eq!(st.status, Status::Failed, "pull {pull}");
+        assert_eq!(
+            st.message,
+            format!(
+                "nothing heard from the initiator {} for 5s: it went away",
+                s.peer(0)
+            )
+        );
+        let waited = Duration::from_nanos(s.now().0 - gone_at.0);
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+            "pull {pull}: ended {waited:?} after the initiator went away"
+        );
+        assert_eq!(s.status(0, &ch), Status::Failed);
+    }
+}
+
+#[test]
+fn a_responder_channel_loaded_from_the_store_is_watched_from_its_load() {
+    let mut s = sim(5);
+    let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+    s.run_until(1_000_000, |s| {
+        s.state(1, &ch).is_some_and(|st| st.sent >= 1 << 20)
+    });
+    let stored = s.state(1, &ch).unwrap().clone();
+    // The responder's node starts again on its store; nothing comes from the initiator.
+    let mut e = Engine::new(
+        peer_id(1),
+        EngineConfig {
+            monitor: Some(monitor()),
+            ..EngineConfig::default()
+        },
+        2,
+    );
+    let t0 = Timestamp::from_unix_nanos(9_000_000_000);
+    e.load_channel(t0, stored);
+    assert_eq!(
+        e.poll_timeout(),
+        Some(t0.saturating_add(Duration::from_secs(5)))
+    );
+    e.handle_timeout(t0.saturating_add(Duration::from_secs(4)));
+    assert_eq!(failure(&outputs(&mut e)), None, "not before its time");
+    e.handle_timeout(t0.saturating_add(Duration::from_secs(5)));
+    let outs = outputs(&mut e);
+    assert_eq!(
+        failure(&outs).as_deref(),
+        Some(
+            format!(
+                "nothing heard from the initiator {} for 5s: it went away",
+                peer_id(0)
+            )
+            .as_str()
+        )
+    );
+    assert!(
+        responses(&outs).contains(&(datatransfer_types::message::MessageType::Cancel, false)),
+        "the initiator is told: {:?}",
+        responses(&outs)
+    );
+    assert_eq!(e.poll_timeout(), None);
 }
 
 /// The failure message of `ch` among `outputs`, if it failed.

@@ -352,8 +352,9 @@ impl EngineTask {
         let channels = self.store.list(ChannelFilter::InProgress).await?;
         let n = channels.len();
         let ids: Vec<ChannelId> = channels.iter().map(|c| c.channel_id).collect();
+        let t = now();
         for c in channels {
-            self.engine.load_channel(c);
+            self.engine.load_channel(t, c);
         }
         if self.restart_on_start {
             for id in ids {
