@@ -563,9 +563,14 @@ impl Engine {
         }
         let by_status = match w.status {
             Status::Requested => Some(w.changed.saturating_add(cfg.accept_timeout)),
+            // From the last restart, if later: a restarted responder completes anew.
             Status::TransferFinished
             | Status::ResponderFinalizingTransferFinished
-            | Status::Finalizing => Some(w.changed.saturating_add(cfg.complete_timeout)),
+            | Status::Finalizing => Some(
+                w.changed
+                    .max(w.progressed)
+                    .saturating_add(cfg.complete_timeout),
+            ),
             s if s.is_paused() || s.is_cleaning_up() => None,
             _ => Some(
                 w.progressed

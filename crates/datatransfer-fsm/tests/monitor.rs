@@ -205,6 +205,67 @@ fn a_responder_channel_loaded_from_the_store_is_watched_from_its_load() {
     assert_eq!(e.poll_timeout(), None);
 }
 
+/// Found by the long chaos soak: a client that had every block waited for its responder's
+/// completion while the responder was killed and started again; the restarts went through,
+/// but the wait still counted from when the data finished, so it failed although the
+/// restarted responder had had no time to complete.
+#[test]
+fn the_wait_for_completion_starts_again_after_a_restart() {
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    let accept = TransportEvent::ResponseReceived {
+        from: peer_id(1),
+        response: TransferResponse::new_channel(ch.id, true, false, None),
+        data_request: None,
+    };
+    e.handle_transport_event(t0, accept.clone());
+    e.handle_transport_event(
+        ms(10),
+        TransportEvent::ChannelCompleted {
+            channel: ch,
+            result: Ok(()),
+        },
+    );
+    outputs(&mut e);
+    assert_eq!(e.channel(&ch).unwrap().status, Status::TransferFinished);
+    assert_eq!(
+        e.poll_timeout(),
+        Some(ms(210)),
+        "complete_timeout from the finish"
+    );
+    // The connection drops 150 ms later; the channel is restarted and the restart answered.
+    e.handle_transport_event(
+        ms(160),
+        TransportEvent::Disconnected {
+            channel: ch,
+            error: "gone".into(),
+        },
+    );
+    assert_eq!(e.poll_timeout(), Some(ms(165)), "restart_backoff");
+    e.handle_timeout(ms(165));
+    assert!(
+        outputs(&mut e)
+            .iter()
+            .any(|o| matches!(o, Output::Transport(TransportCommand::OpenChannel { .. }))),
+        "restarted"
+    );
+    e.handle_transport_event(ms(170), accept);
+    outputs(&mut e);
+    // The restarted responder gets the whole complete_timeout.
+    assert_eq!(e.poll_timeout(), Some(ms(365)));
+    e.handle_timeout(ms(364));
+    assert_eq!(failure(&outputs(&mut e)), None);
+    e.handle_timeout(ms(365));
+    assert_eq!(
+        failure(&outputs(&mut e)).as_deref(),
+        Some("timed out after 200ms waiting for the responder to complete")
+    );
+}
+
 /// The failure message of `ch` among `outputs`, if it failed.
 fn failure(outputs: &[Output]) -> Option<String> {
     outputs.iter().find_map(|o| match o {
