@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datatransfer::{
-    ChannelId, Cid, EventCode, Registerable, Status, TransportConfigurer, TypedNode, Voucher,
-    all_selector,
+    ChannelId, Cid, EventCode, GraphsyncTransport, Registerable, Status, TransportConfigurer,
+    TypedNode, Voucher, all_selector,
 };
-use datatransfer_fsm::Transport;
 use datatransfer_integration_tests::*;
 use dt_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
 
@@ -117,14 +116,10 @@ async fn round_trip_push_20_mib_dag_pb_leaves() {
 async fn multiple_round_trips_with_a_store_per_channel() {
     struct PerDeal(std::sync::Mutex<std::collections::HashMap<u64, Arc<dyn Blockstore>>>);
     impl TransportConfigurer for PerDeal {
-        fn configure(&self, channel: ChannelId, voucher: &Voucher, transport: &dyn Transport) {
+        fn configure(&self, channel: ChannelId, voucher: &Voucher, transport: &GraphsyncTransport) {
             let deal = voucher.decode::<TestVoucher>().unwrap().deal;
             let store = self.0.lock().unwrap().get(&deal).cloned().unwrap();
-            let gs = transport
-                .as_any()
-                .downcast_ref::<datatransfer::GraphsyncTransport>()
-                .unwrap();
-            gs.use_store(channel, store);
+            transport.use_store(channel, store);
         }
     }
     let provider = default_node().await;

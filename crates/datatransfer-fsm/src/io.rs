@@ -372,8 +372,4 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops every transfer and releases resources; later commands are ignored.
     fn shutdown(&self) {}
-
-    /// The transport as [`std::any::Any`], so a transport configurer can reach the concrete
-    /// type (for example to give a channel its own block store).
-    fn as_any(&self) -> &dyn std::any::Any;
 }

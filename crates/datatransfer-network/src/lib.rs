@@ -29,7 +29,9 @@ use datatransfer_types::message::{DecodeLimits, Message, MessageError, WireVersi
 pub use framing::read_messages;
 pub use libp2p_impl::Libp2pNetwork;
 pub use memory::{MemoryHub, MemoryNetwork};
-pub use protect::{DEFAULT_ADDRESS_BOOK_PEERS, ProtectBehaviour, ProtectHandle};
+pub use protect::{
+    DEFAULT_ADDRESS_BOOK_PEERS, DialError, ProtectBehaviour, ProtectHandle, peer_of,
+};
 
 /// Something the network received.
 // A message is a few hundred bytes; events are moved once, so boxing would not pay.

@@ -1,6 +1,9 @@
 //! Connection protection: a peer with open channels keeps its connections open. The same
-//! behaviour remembers the addresses given with `Swarm::add_peer_address`, so that streams
-//! (and restarts after a disconnect) can reach a peer by its id alone.
+//! behaviour remembers the addresses given with `Swarm::add_peer_address` (or
+//! [`ProtectHandle::add_address`]), so that streams (and restarts after a disconnect) can reach
+//! a peer by its id alone, and it is how a data-transfer node steers peers in a swarm it does
+//! not drive itself (an application's): dial, disconnect, whether a peer is connected, the
+//! swarm's listen addresses, and a feed of peers whose last connection closed.
 //!
 //! rust-libp2p closes a connection once no behaviour's handler wants it kept alive (after
 //! the swarm's idle timeout). [`ProtectBehaviour`]'s handlers want it kept alive exactly while
@@ -12,17 +15,18 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::DeniedUpgrade;
 use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::handler::ConnectionEvent;
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-    NetworkBehaviour, NotifyHandler, PeerAddresses, SubstreamProtocol, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    CloseConnection, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId,
+    FromSwarm, NetworkBehaviour, NotifyHandler, PeerAddresses, SubstreamProtocol, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 
 /// What the handle tells the behaviour.
@@ -35,6 +39,45 @@ struct Shared {
     /// Senders waiting for a connection to a peer (to retry at once rather than after
     /// their backoff).
     connect_waiters: HashMap<PeerId, Arc<Notify>>,
+    /// Peers with at least one connection.
+    connected: HashSet<PeerId>,
+    /// The swarm's listen addresses.
+    listen: Vec<Multiaddr>,
+    /// Addresses to add to the address book.
+    new_addresses: Vec<(PeerId, Multiaddr)>,
+    /// Dials asked for.
+    dials: Vec<(PeerId, Multiaddr, DialReply)>,
+    /// Peers to disconnect.
+    closes: Vec<PeerId>,
+    /// Who hears of peers whose last connection closed.
+    disconnect_feeds: Vec<mpsc::UnboundedSender<PeerId>>,
+    /// The behaviour was dropped (its swarm stopped).
+    stopped: bool,
+}
+
+/// Where the outcome of a dial goes.
+type DialReply = oneshot::Sender<Result<(), DialError>>;
+
+/// Dialing a peer through a [`ProtectHandle`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// The address does not name the peer (`.../p2p/<peer id>`).
+    #[error("{0} does not end in /p2p/<peer id>")]
+    NoPeerId(Multiaddr),
+    /// The swarm could not connect.
+    #[error("{0}")]
+    Failed(String),
+    /// The swarm stopped.
+    #[error("the swarm stopped")]
+    Stopped,
+}
+
+/// The peer id at the end of a multiaddr (`.../p2p/<id>`).
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
 }
 
 /// Sets and clears protection tags; clone it freely.
@@ -114,20 +157,101 @@ impl ProtectHandle {
             .map(|s| s.tags.contains_key(peer))
             .unwrap_or(false)
     }
+
+    /// Remembers an address of `peer`, so streams to it can be opened by its id.
+    pub fn add_address(&self, peer: PeerId, addr: Multiaddr) {
+        self.update(|s| {
+            s.new_addresses.push((peer, addr));
+            true
+        });
+    }
+
+    /// Connects to `addr` (which must end in `/p2p/<peer id>`), unless a connection to the
+    /// peer is open already; returns the peer's id once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, DialError> {
+        let peer = peer_of(&addr).ok_or_else(|| DialError::NoPeerId(addr.clone()))?;
+        let (tx, rx) = oneshot::channel();
+        let queued = self.update(|s| {
+            if s.stopped {
+                return false;
+            }
+            s.dials.push((peer, addr, tx));
+            true
+        });
+        if !queued {
+            return Err(DialError::Stopped);
+        }
+        rx.await.map_err(|_| DialError::Stopped)??;
+        Ok(peer)
+    }
+
+    /// Whether a connection to `peer` is open.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.shared
+            .lock()
+            .map(|s| s.connected.contains(peer))
+            .unwrap_or(false)
+    }
+
+    /// Closes every connection to `peer`; returns whether there was one.
+    pub fn disconnect(&self, peer: PeerId) -> bool {
+        self.update(|s| {
+            let connected = s.connected.contains(&peer);
+            if connected {
+                s.closes.push(peer);
+            }
+            connected
+        })
+    }
+
+    /// The addresses the swarm listens on (as it reported them to the behaviour).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared
+            .lock()
+            .map(|s| s.listen.clone())
+            .unwrap_or_default()
+    }
+
+    /// A feed of peers whose last connection closed, from now on. It ends when the
+    /// behaviour is dropped.
+    pub fn disconnections(&self) -> mpsc::UnboundedReceiver<PeerId> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut s) = self.shared.lock()
+            && !s.stopped
+        {
+            s.disconnect_feeds.push(tx);
+        }
+        rx
+    }
 }
 
 /// Peers whose addresses are remembered by default (10 addresses each, least recently used
 /// dropped first).
 pub const DEFAULT_ADDRESS_BOOK_PEERS: usize = 10_000;
 
-/// A behaviour that keeps connections to protected peers alive and remembers peers'
-/// addresses. Put it in the same `Swarm` as the data-transfer and graphsync behaviours.
+/// A behaviour that keeps connections to protected peers alive, remembers peers' addresses,
+/// and carries out the dials and disconnects asked for through its [`ProtectHandle`]. Put it
+/// in the same `Swarm` as the data-transfer and graphsync behaviours.
 #[derive(Debug)]
 pub struct ProtectBehaviour {
     handle: ProtectHandle,
     connections: HashMap<PeerId, HashSet<ConnectionId>>,
-    pending: Vec<(PeerId, ConnectionId, bool)>,
+    events: std::collections::VecDeque<ToSwarm<Infallible, bool>>,
     addresses: PeerAddresses,
+    /// Dials under way, by the connection they will make.
+    dialing: HashMap<ConnectionId, (PeerId, DialReply)>,
+}
+
+impl Drop for ProtectBehaviour {
+    /// Fails the dials still waiting and ends the disconnect feeds: the swarm is gone.
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.handle.shared.lock() {
+            s.stopped = true;
+            s.dials.clear();
+            s.disconnect_feeds.clear();
+            s.connected.clear();
+        }
+    }
 }
 
 impl Default for ProtectBehaviour {
@@ -149,8 +273,9 @@ impl ProtectBehaviour {
         Self {
             handle: ProtectHandle::default(),
             connections: HashMap::new(),
-            pending: Vec::new(),
+            events: std::collections::VecDeque::new(),
             addresses: PeerAddresses::new(cap),
+            dialing: HashMap::new(),
         }
     }
 
@@ -210,19 +335,55 @@ impl NetworkBehaviour for ProtectBehaviour {
         if let FromSwarm::NewExternalAddrOfPeer(e) = &event {
             self.addresses.add(e.peer_id, e.addr.clone());
         }
-        if let FromSwarm::ConnectionEstablished(c) = &event
-            && let Ok(mut s) = self.handle.shared.lock()
-            && let Some(signal) = s.connect_waiters.remove(&c.peer_id)
-        {
-            signal.notify_waiters();
-        }
-        if let FromSwarm::ConnectionClosed(c) = event
-            && let Some(set) = self.connections.get_mut(&c.peer_id)
-        {
-            set.remove(&c.connection_id);
-            if set.is_empty() {
-                self.connections.remove(&c.peer_id);
+        let Ok(mut s) = self.handle.shared.lock() else {
+            return;
+        };
+        match event {
+            FromSwarm::ConnectionEstablished(c) => {
+                s.connected.insert(c.peer_id);
+                if let Some(signal) = s.connect_waiters.remove(&c.peer_id) {
+                    signal.notify_waiters();
+                }
+                // Every dial to the peer is answered: it is connected.
+                let done: Vec<ConnectionId> = self
+                    .dialing
+                    .iter()
+                    .filter(|(_, (p, _))| *p == c.peer_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in done {
+                    if let Some((_, reply)) = self.dialing.remove(&id) {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
             }
+            FromSwarm::DialFailure(f) => {
+                if let Some((peer, reply)) = self.dialing.remove(&f.connection_id) {
+                    let result = if s.connected.contains(&peer) {
+                        Ok(())
+                    } else {
+                        Err(DialError::Failed(f.error.to_string()))
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            FromSwarm::ConnectionClosed(c) => {
+                if let Some(set) = self.connections.get_mut(&c.peer_id) {
+                    set.remove(&c.connection_id);
+                    if set.is_empty() {
+                        self.connections.remove(&c.peer_id);
+                    }
+                }
+                if c.remaining_established == 0 {
+                    s.connected.remove(&c.peer_id);
+                    s.disconnect_feeds.retain(|f| f.send(c.peer_id).is_ok());
+                }
+            }
+            FromSwarm::NewListenAddr(l) if !s.listen.contains(l.addr) => {
+                s.listen.push(l.addr.clone());
+            }
+            FromSwarm::ExpiredListenAddr(l) => s.listen.retain(|a| a != l.addr),
+            _ => {}
         }
     }
 
@@ -239,26 +400,47 @@ impl NetworkBehaviour for ProtectBehaviour {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        if self.pending.is_empty()
+        if self.events.is_empty()
             && let Ok(mut s) = self.handle.shared.lock()
         {
-            let changed = std::mem::take(&mut s.changed);
-            for peer in changed {
-                let keep = s.tags.contains_key(&peer);
-                for conn in self.connections.get(&peer).into_iter().flatten() {
-                    self.pending.push((peer, *conn, keep));
+            for (peer, addr) in std::mem::take(&mut s.new_addresses) {
+                self.addresses.add(peer, addr);
+            }
+            for (peer, addr, reply) in std::mem::take(&mut s.dials) {
+                if self.connections.contains_key(&peer) {
+                    let _ = reply.send(Ok(()));
+                    continue;
+                }
+                self.addresses.add(peer, addr.clone());
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .condition(PeerCondition::Always)
+                    .build();
+                self.dialing.insert(opts.connection_id(), (peer, reply));
+                self.events.push_back(ToSwarm::Dial { opts });
+            }
+            for peer_id in std::mem::take(&mut s.closes) {
+                self.events.push_back(ToSwarm::CloseConnection {
+                    peer_id,
+                    connection: CloseConnection::All,
+                });
+            }
+            for peer_id in std::mem::take(&mut s.changed) {
+                let keep = s.tags.contains_key(&peer_id);
+                for conn in self.connections.get(&peer_id).into_iter().flatten() {
+                    self.events.push_back(ToSwarm::NotifyHandler {
+                        peer_id,
+                        handler: NotifyHandler::One(*conn),
+                        event: keep,
+                    });
                 }
             }
-            if self.pending.is_empty() {
+            if self.events.is_empty() {
                 s.waker = Some(cx.waker().clone());
             }
         }
-        match self.pending.pop() {
-            Some((peer_id, conn, keep)) => Poll::Ready(ToSwarm::NotifyHandler {
-                peer_id,
-                handler: NotifyHandler::One(conn),
-                event: keep,
-            }),
+        match self.events.pop_front() {
+            Some(e) => Poll::Ready(e),
             None => Poll::Pending,
         }
     }

@@ -26,7 +26,6 @@
 
 #![deny(missing_docs)]
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -252,10 +251,6 @@ impl Transport for GraphsyncTransport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

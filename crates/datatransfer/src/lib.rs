@@ -11,8 +11,16 @@
 //! A [`Manager`] composes the crates of this workspace: the sans-IO engine
 //! (`datatransfer-fsm`), the libp2p data-transfer network (`datatransfer-network`), the
 //! graphsync transport (`datatransfer-transport-graphsync`) and a channel store (in memory, or
-//! SQLite with [`ManagerBuilder::sqlite_store`]). It owns a libp2p swarm (TCP + noise + yamux)
-//! and runs the engine in one tokio task.
+//! SQLite with `ManagerBuilder::sqlite_store`). It runs the engine in one tokio task.
+//!
+//! By default it builds and drives a libp2p swarm of its own (TCP + noise + yamux). A node
+//! with a swarm of its own nests [`DataTransferBehaviour`] in its behaviour and builds the
+//! manager on it with [`ManagerBuilder::behaviour`] (see `examples/embed.rs`); any
+//! [`ChannelStore`], [`DataTransferNetwork`] or [`Transport`] can replace the default one
+//! (see `examples/custom_store.rs`).
+//!
+//! Feature flags:
+//! - `sqlite` (default): the SQLite channel store, `ManagerBuilder::sqlite_store`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), datatransfer::ManagerError> {
@@ -31,28 +39,32 @@ mod swarm;
 mod task;
 pub mod validation;
 
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use datatransfer_fsm::{Engine, EngineConfig, MonitorConfig, Transport, UsageError};
-use datatransfer_network::{Libp2pNetwork, NetworkConfig};
-use datatransfer_store_sqlite::SqliteChannelStore;
+use datatransfer_fsm::{Engine, EngineConfig, MonitorConfig, UsageError};
+pub use datatransfer_fsm::{Transport, TransportCommand, TransportEvent, TransportEventSink};
+pub use datatransfer_network::{DataTransferNetwork, Libp2pNetwork, NetworkConfig, NetworkEvent};
+use datatransfer_network::{DialError, ProtectHandle};
 pub use datatransfer_transport_graphsync::{GraphsyncTransport, GraphsyncTransportConfig};
 use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use dt_streams::Control;
 use tokio::sync::{mpsc, oneshot};
 
 pub use datatransfer_fsm::MonitorConfig as ChannelMonitorConfig;
-pub use datatransfer_types::store::{ChannelStore, MemoryChannelStore, StoreError};
+pub use datatransfer_network::peer_of;
+pub use datatransfer_types::store::{
+    ChannelFilter, ChannelStore, ChannelUpdate, MemoryChannelStore, StoreError,
+};
 pub use datatransfer_types::{
     ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, PeerId, Registerable, Status,
     TypeIdentifier, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher,
     VoucherResult,
 };
 pub use libp2p::{Multiaddr, identity};
-pub use swarm::peer_of;
+pub use swarm::DataTransferBehaviour;
 pub use validation::{AcceptAll, RequestValidator, Revalidator, TransportConfigurer};
 
 use crate::task::{Api, EngineTask, Inputs, Sink};
@@ -84,6 +96,13 @@ pub enum ManagerError {
     /// The manager was stopped.
     #[error("the manager is stopped")]
     Stopped,
+    /// The call needs a libp2p swarm, and the manager has none (it was built with another
+    /// network and transport).
+    #[error("the manager runs on no libp2p swarm")]
+    NoSwarm,
+    /// The builder was given parts that do not fit together.
+    #[error("manager configuration: {0}")]
+    Config(String),
 }
 
 /// Settings of a [`Manager`].
@@ -118,35 +137,97 @@ impl Default for ManagerConfig {
 }
 
 /// Builds a [`Manager`].
-pub struct ManagerBuilder {
+///
+/// By default the manager builds and drives a swarm of its own (TCP + noise + yamux, a new
+/// identity unless [`ManagerBuilder::keypair`] gives one), runs the data-transfer protocols
+/// over it ([`Libp2pNetwork`]) and moves bytes with graphsync ([`GraphsyncTransport`]), keeping
+/// channels in memory. Each part can be swapped:
+/// - [`ManagerBuilder::behaviour`]: run on an application's own swarm instead;
+/// - [`ManagerBuilder::network`], [`ManagerBuilder::transport`],
+///   [`ManagerBuilder::channel_store`]: any implementation of the traits.
+///
+/// The type parameter is the transport's type, so that transport configurers get it typed.
+pub struct ManagerBuilder<T: Transport = GraphsyncTransport> {
     keypair: Option<identity::Keypair>,
     listen: Vec<Multiaddr>,
     store: Option<Arc<dyn ChannelStore>>,
+    #[cfg(feature = "sqlite")]
     sqlite: Option<std::path::PathBuf>,
     blockstore: Option<Arc<dyn Blockstore>>,
     config: ManagerConfig,
+    embedded: Option<(PeerId, Control, ProtectHandle)>,
+    network: Option<(Arc<dyn DataTransferNetwork>, mpsc::Receiver<NetworkEvent>)>,
+    transport: TransportChoice<T>,
 }
 
-impl std::fmt::Debug for ManagerBuilder {
+/// The transport a builder will use.
+enum TransportChoice<T> {
+    /// Graphsync over the swarm's streams, made at build.
+    Graphsync(fn(Arc<GraphsyncTransport>) -> Arc<T>),
+    /// The caller's.
+    Given(Arc<T>),
+}
+
+impl<T: Transport> std::fmt::Debug for ManagerBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ManagerBuilder")
             .field("listen", &self.listen)
             .field("config", &self.config)
+            .field("embedded", &self.embedded.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl ManagerBuilder {
-    /// The node's identity; a new Ed25519 key if not given.
+impl<T: Transport> ManagerBuilder<T> {
+    /// The node's identity, for the swarm the manager builds; a new Ed25519 key if not
+    /// given. (On an application's swarm, the swarm has the identity.)
     pub fn keypair(mut self, keypair: identity::Keypair) -> Self {
         self.keypair = Some(keypair);
         self
     }
 
-    /// Adds an address to listen on; `/ip4/127.0.0.1/tcp/0` if none is given.
+    /// Adds an address for the swarm the manager builds to listen on;
+    /// `/ip4/127.0.0.1/tcp/0` if none is given. (An application listens on its own swarm.)
     pub fn listen_on(mut self, addr: Multiaddr) -> Self {
         self.listen.push(addr);
         self
+    }
+
+    /// Runs on an application's swarm, whose local peer id is `local_peer_id` and which
+    /// holds `behaviour` (nested in the application's own behaviour). The manager builds no
+    /// swarm: the application drives its swarm, listens and dials with it as it likes;
+    /// [`Manager::connect`] and the other peer methods work through the behaviour.
+    pub fn behaviour(mut self, local_peer_id: PeerId, behaviour: &DataTransferBehaviour) -> Self {
+        self.embedded = Some((local_peer_id, behaviour.control(), behaviour.peers()));
+        self
+    }
+
+    /// Sends and receives data-transfer messages with this network instead of
+    /// [`Libp2pNetwork`] on the swarm's streams: `incoming` yields what peers send.
+    pub fn network(
+        mut self,
+        network: Arc<dyn DataTransferNetwork>,
+        incoming: mpsc::Receiver<NetworkEvent>,
+    ) -> Self {
+        self.network = Some((network, incoming));
+        self
+    }
+
+    /// Moves the bytes of channels with this transport instead of graphsync. Transport
+    /// configurers then get this transport's type.
+    pub fn transport<U: Transport>(self, transport: Arc<U>) -> ManagerBuilder<U> {
+        ManagerBuilder {
+            keypair: self.keypair,
+            listen: self.listen,
+            store: self.store,
+            #[cfg(feature = "sqlite")]
+            sqlite: self.sqlite,
+            blockstore: self.blockstore,
+            config: self.config,
+            embedded: self.embedded,
+            network: self.network,
+            transport: TransportChoice::Given(transport),
+        }
     }
 
     /// Keeps channel state in this store; in memory if not given.
@@ -156,12 +237,14 @@ impl ManagerBuilder {
     }
 
     /// Keeps channel state in a SQLite file (created if missing).
-    pub fn sqlite_store(mut self, path: impl AsRef<Path>) -> Self {
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite_store(mut self, path: impl AsRef<std::path::Path>) -> Self {
         self.sqlite = Some(path.as_ref().to_path_buf());
         self
     }
 
-    /// Serves and stores blocks in this store; in memory if not given.
+    /// Serves and stores blocks in this store (with the graphsync transport); in memory if
+    /// not given.
     pub fn blockstore(mut self, store: Arc<dyn Blockstore>) -> Self {
         self.blockstore = Some(store);
         self
@@ -173,47 +256,113 @@ impl ManagerBuilder {
         self
     }
 
-    /// Builds the swarm, the network, the transport and the engine, and starts listening.
-    /// Register voucher types next, then call [`Manager::start`].
-    pub async fn build(self) -> Result<Manager, ManagerError> {
-        let keypair = self
-            .keypair
-            .unwrap_or_else(identity::Keypair::generate_ed25519);
-        let me = keypair.public().to_peer_id();
-        let listen = if self.listen.is_empty() {
-            vec!["/ip4/127.0.0.1/tcp/0".parse().map_err(|_| {
-                ManagerError::Swarm("the default listen address does not parse".into())
-            })?]
-        } else {
-            self.listen
-        };
-        let store: Arc<dyn ChannelStore> = match (self.store, self.sqlite) {
-            (Some(s), _) => s,
-            (None, Some(path)) => Arc::new(SqliteChannelStore::open(path)?),
-            (None, None) => Arc::new(MemoryChannelStore::new(1_000)),
-        };
+    fn channel_store_to_use(&mut self) -> Result<Arc<dyn ChannelStore>, ManagerError> {
+        if let Some(s) = self.store.take() {
+            return Ok(s);
+        }
+        #[cfg(feature = "sqlite")]
+        if let Some(path) = self.sqlite.take() {
+            return Ok(Arc::new(
+                datatransfer_store_sqlite::SqliteChannelStore::open(path)?,
+            ));
+        }
+        Ok(Arc::new(MemoryChannelStore::new(1_000)))
+    }
+
+    /// Builds what was not given (the swarm, the network, the transport, the stores) and
+    /// starts the engine. Register voucher types next, then call [`Manager::start`].
+    pub async fn build(mut self) -> Result<Manager<T>, ManagerError> {
+        if self.embedded.is_some() && (self.keypair.is_some() || !self.listen.is_empty()) {
+            return Err(ManagerError::Config(
+                "keypair and listen_on are for the swarm the manager builds; on an \
+                 application's swarm (behaviour), the application sets them"
+                    .into(),
+            ));
+        }
+        let store = self.channel_store_to_use()?;
         let blockstore = self
             .blockstore
+            .take()
             .unwrap_or_else(|| Arc::new(MemoryBlockstore::new()));
-        let (swarm, addrs) =
-            swarm::build(keypair, &listen, self.config.idle_connection_timeout).await?;
-        let control = swarm.behaviour().stream.new_control();
-        let protect = swarm.behaviour().protect.handle();
-        let (net, net_rx) =
-            Libp2pNetwork::new(me, control.clone(), protect, self.config.network.clone())
+        let needs_swarm =
+            self.network.is_none() || matches!(self.transport, TransportChoice::Graphsync(_));
+        let mut own_swarm = None;
+        let libp2p = match self.embedded.take() {
+            Some(parts) => Some(parts),
+            None if needs_swarm => {
+                let keypair = self
+                    .keypair
+                    .take()
+                    .unwrap_or_else(identity::Keypair::generate_ed25519);
+                let me = keypair.public().to_peer_id();
+                let listen = if self.listen.is_empty() {
+                    vec![
+                        Multiaddr::empty()
+                            .with(libp2p::multiaddr::Protocol::Ip4([127, 0, 0, 1].into()))
+                            .with(libp2p::multiaddr::Protocol::Tcp(0)),
+                    ]
+                } else {
+                    std::mem::take(&mut self.listen)
+                };
+                let swarm =
+                    swarm::build(keypair, &listen, self.config.idle_connection_timeout).await?;
+                let parts = (me, swarm.behaviour().control(), swarm.behaviour().peers());
+                own_swarm = Some(swarm);
+                Some(parts)
+            }
+            None => None,
+        };
+        let me = match (&libp2p, &self.network) {
+            (Some((me, _, _)), _) => *me,
+            (None, Some((net, _))) => net.peer_id(),
+            (None, None) => return Err(ManagerError::Config("no network and no swarm".into())),
+        };
+        let (net, net_rx): (Arc<dyn DataTransferNetwork>, _) = match self.network.take() {
+            Some((net, rx)) => (net, rx),
+            None => {
+                let Some((_, control, peers)) = &libp2p else {
+                    return Err(ManagerError::Config("no network and no swarm".into()));
+                };
+                let (net, rx) = Libp2pNetwork::new(
+                    me,
+                    control.clone(),
+                    peers.clone(),
+                    self.config.network.clone(),
+                )
                 .map_err(|e| ManagerError::AlreadyRegistered(e.to_string()))?;
-        let transport = GraphsyncTransport::start(
-            me,
-            control,
-            blockstore.clone(),
-            self.config.transport.clone(),
-        )
-        .map_err(|e| ManagerError::AlreadyRegistered(e.to_string()))?;
+                (Arc::new(net), rx)
+            }
+        };
+        let transport: Arc<T> = match self.transport {
+            TransportChoice::Given(t) => t,
+            TransportChoice::Graphsync(wrap) => {
+                let Some((_, control, _)) = &libp2p else {
+                    return Err(ManagerError::Config(
+                        "the graphsync transport needs a swarm".into(),
+                    ));
+                };
+                let gs = GraphsyncTransport::start(
+                    me,
+                    control.clone(),
+                    blockstore.clone(),
+                    self.config.transport.clone(),
+                )
+                .map_err(|e| ManagerError::AlreadyRegistered(e.to_string()))?;
+                wrap(Arc::new(gs))
+            }
+        };
         let (tr_tx, tr_rx) = mpsc::unbounded_channel();
         transport.attach(Arc::new(Sink(tr_tx)));
-        let (swarm_tx, swarm_rx) = mpsc::channel(64);
-        let (disc_tx, disc_rx) = mpsc::unbounded_channel();
-        tokio::spawn(swarm::run(swarm, swarm_rx, disc_tx));
+        let peers = libp2p.map(|(_, _, peers)| peers);
+        let disconnected = match &peers {
+            Some(p) => p.disconnections(),
+            None => mpsc::unbounded_channel().1,
+        };
+        let swarm_stop = own_swarm.map(|swarm| {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(swarm::run(swarm, rx));
+            tx
+        });
         let first_id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64 & (u64::MAX >> 1));
@@ -221,8 +370,8 @@ impl ManagerBuilder {
         let (api_tx, api_rx) = mpsc::channel(1024);
         let task = EngineTask::new(
             engine,
-            Arc::new(net),
-            Arc::new(transport.clone()),
+            net,
+            transport.clone(),
             store.clone(),
             self.config.restart_on_start,
         );
@@ -230,13 +379,13 @@ impl ManagerBuilder {
             api: api_rx,
             network: net_rx,
             transport: tr_rx,
-            disconnected: disc_rx,
+            disconnected,
         }));
         Ok(Manager {
             me,
             api: api_tx,
-            swarm: swarm_tx,
-            addrs,
+            swarm_stop,
+            peers,
             store,
             blockstore,
             transport,
@@ -245,65 +394,85 @@ impl ManagerBuilder {
 }
 
 /// A data-transfer node: open, watch and steer channels. Cheap to clone; all clones talk to
-/// the same engine task.
-#[derive(Clone)]
-pub struct Manager {
+/// the same engine task. `T` is its transport's type ([`GraphsyncTransport`] unless the
+/// builder was given another).
+pub struct Manager<T: Transport = GraphsyncTransport> {
     me: PeerId,
     api: mpsc::Sender<Api>,
-    swarm: mpsc::Sender<swarm::SwarmCmd>,
-    addrs: Vec<Multiaddr>,
+    /// Stops the swarm the manager built (none on an application's swarm).
+    swarm_stop: Option<mpsc::Sender<()>>,
+    /// Peers of the swarm (none with neither a swarm nor the libp2p network).
+    peers: Option<ProtectHandle>,
     store: Arc<dyn ChannelStore>,
     blockstore: Arc<dyn Blockstore>,
-    transport: GraphsyncTransport,
+    transport: Arc<T>,
 }
 
-impl std::fmt::Debug for Manager {
+impl<T: Transport> Clone for Manager<T> {
+    fn clone(&self) -> Self {
+        Self {
+            me: self.me,
+            api: self.api.clone(),
+            swarm_stop: self.swarm_stop.clone(),
+            peers: self.peers.clone(),
+            store: self.store.clone(),
+            blockstore: self.blockstore.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+impl<T: Transport> std::fmt::Debug for Manager<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
             .field("peer_id", &self.me)
-            .field("addrs", &self.addrs)
+            .field("own_swarm", &self.swarm_stop.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Manager {
-    /// A builder with defaults: new identity, 127.0.0.1 on an ephemeral port, in-memory
-    /// stores, the channel monitor on.
+    /// A builder with defaults: its own swarm with a new identity on 127.0.0.1 and an
+    /// ephemeral port, graphsync, in-memory stores, the channel monitor on.
     pub fn builder() -> ManagerBuilder {
         ManagerBuilder {
             keypair: None,
             listen: Vec::new(),
             store: None,
+            #[cfg(feature = "sqlite")]
             sqlite: None,
             blockstore: None,
             config: ManagerConfig::default(),
+            embedded: None,
+            network: None,
+            transport: TransportChoice::Graphsync(|gs| gs),
         }
     }
+}
 
+impl<T: Transport> Manager<T> {
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.me
     }
 
-    /// The addresses we listen on.
-    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .swarm
-            .send(swarm::SwarmCmd::ListenAddrs(tx))
-            .await
-            .is_err()
-        {
-            return self.addrs.clone();
-        }
-        rx.await.unwrap_or_else(|_| self.addrs.clone())
+    fn peers(&self) -> Result<&ProtectHandle, ManagerError> {
+        self.peers.as_ref().ok_or(ManagerError::NoSwarm)
     }
 
-    /// Our first listen address with `/p2p/<peer id>` appended: what another node dials.
+    /// The addresses the swarm listens on (empty without a swarm).
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.peers
+            .as_ref()
+            .map(ProtectHandle::listen_addrs)
+            .unwrap_or_default()
+    }
+
+    /// The swarm's first listen address with `/p2p/<peer id>` appended: what another node
+    /// dials.
     pub fn multiaddr(&self) -> Option<Multiaddr> {
-        self.addrs
-            .first()
-            .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(self.me)))
+        let first = self.peers.as_ref()?.listen_addrs().into_iter().next()?;
+        Some(first.with(libp2p::multiaddr::Protocol::P2p(self.me)))
     }
 
     /// The block store channels read from and write to by default.
@@ -316,67 +485,41 @@ impl Manager {
         &self.store
     }
 
-    /// The graphsync transport (to give a channel its own block store, say).
-    pub fn transport(&self) -> &GraphsyncTransport {
+    /// The transport (to give a channel its own block store, say).
+    pub fn transport(&self) -> &T {
         &self.transport
     }
 
     /// Remembers an address of `peer`, so channels with it can be opened by peer id.
     pub async fn add_peer_address(&self, peer: PeerId, addr: Multiaddr) {
-        let _ = self
-            .swarm
-            .send(swarm::SwarmCmd::AddAddress(peer, addr))
-            .await;
+        if let Some(p) = &self.peers {
+            p.add_address(peer, addr);
+        }
     }
 
     /// Connects to `addr` (which must end in `/p2p/<peer id>`) and returns the peer's id.
     pub async fn connect(&self, addr: &Multiaddr) -> Result<PeerId, ManagerError> {
-        let peer = peer_of(addr).ok_or_else(|| {
-            ManagerError::Dial(addr.clone(), "no /p2p/<peer id> at the end".into())
-        })?;
-        let (tx, rx) = oneshot::channel();
-        self.swarm
-            .send(swarm::SwarmCmd::Dial(addr.clone(), tx))
-            .await
-            .map_err(|_| ManagerError::Stopped)?;
-        rx.await
-            .map_err(|_| ManagerError::Stopped)?
-            .map_err(|e| ManagerError::Dial(addr.clone(), e))?;
-        Ok(peer)
+        self.peers()?.dial(addr.clone()).await.map_err(|e| match e {
+            DialError::Stopped => ManagerError::Stopped,
+            e => ManagerError::Dial(addr.clone(), e.to_string()),
+        })
     }
 
     /// Whether a connection to `peer` is open.
     pub async fn is_connected(&self, peer: PeerId) -> bool {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .swarm
-            .send(swarm::SwarmCmd::IsConnected(peer, tx))
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+        self.peers.as_ref().is_some_and(|p| p.is_connected(&peer))
     }
 
-    /// Closes every connection to `peer` (channels with it see a disconnect).
+    /// Closes every connection to `peer` (channels with it see a disconnect); returns
+    /// whether there was one.
     pub async fn disconnect(&self, peer: PeerId) -> bool {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .swarm
-            .send(swarm::SwarmCmd::Disconnect(peer, tx))
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+        self.peers.as_ref().is_some_and(|p| p.disconnect(peer))
     }
 
-    async fn call<T>(
+    async fn call<R>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, ManagerError>>) -> Api,
-    ) -> Result<T, ManagerError> {
+        make: impl FnOnce(oneshot::Sender<Result<R, ManagerError>>) -> Api,
+    ) -> Result<R, ManagerError> {
         let (tx, rx) = oneshot::channel();
         self.api
             .send(make(tx))
@@ -403,7 +546,9 @@ impl Manager {
             .await
             .map_err(|_| ManagerError::Stopped)?;
         rx.await.map_err(|_| ManagerError::Stopped)?;
-        let _ = self.swarm.send(swarm::SwarmCmd::Shutdown).await;
+        if let Some(stop) = &self.swarm_stop {
+            let _ = stop.send(()).await;
+        }
         Ok(())
     }
 
@@ -439,14 +584,18 @@ impl Manager {
     }
 
     /// Runs `configurer` for every channel whose voucher has type `type_id`, before the
-    /// transport opens it.
+    /// transport opens it; it gets this manager's transport, typed.
     pub async fn register_transport_configurer(
         &self,
         type_id: impl Into<TypeIdentifier>,
-        configurer: Arc<dyn TransportConfigurer>,
+        configurer: Arc<dyn TransportConfigurer<T>>,
     ) -> Result<(), ManagerError> {
         let ty = type_id.into();
-        self.call(|tx| Api::RegisterConfigurer(ty, configurer, tx))
+        let transport = self.transport.clone();
+        let configure: task::Configure = Arc::new(move |channel, voucher| {
+            configurer.configure(channel, voucher, &transport);
+        });
+        self.call(|tx| Api::RegisterConfigurer(ty, configure, tx))
             .await
     }
 

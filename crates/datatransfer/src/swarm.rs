@@ -1,40 +1,84 @@
-//! The libp2p swarm a manager owns: TCP + noise + yamux on tokio, with the stream behaviour
-//! (data-transfer and graphsync streams) and the protect behaviour (keep-alive of peers with
-//! open channels, address book). One task drives it; the manager talks to it by commands.
+//! The libp2p side of a manager: [`DataTransferBehaviour`], which an application nests in its
+//! own `Swarm`, and the swarm a manager builds and drives itself when it is not given one
+//! (TCP + noise + yamux on tokio).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
-use datatransfer_network::ProtectBehaviour;
+use datatransfer_network::{ProtectBehaviour, ProtectHandle};
+use dt_streams::Control;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identity, noise, tcp, yamux};
-use tokio::sync::{mpsc, oneshot};
+use libp2p::{Multiaddr, Swarm, identity, noise, tcp, yamux};
+use tokio::sync::mpsc;
 
 use crate::ManagerError;
 
-/// The behaviours of the manager's swarm.
+/// Everything data transfer needs in a libp2p `Swarm`: the streams of the data-transfer and
+/// graphsync protocols, and the protection of connections that carry channels (with an
+/// address book, dials and disconnects for the manager).
+///
+/// Nest it in your own `#[derive(NetworkBehaviour)]` beside identify, kad or bitswap, build
+/// your swarm with your keypair and transports (QUIC included), and hand it to
+/// [`crate::ManagerBuilder::behaviour`]. Your program keeps driving the swarm; the manager
+/// works through handles to this behaviour. It emits no events of its own.
+///
+/// ```no_run
+/// use libp2p::swarm::NetworkBehaviour;
+///
+/// #[derive(NetworkBehaviour)]
+/// struct App {
+///     ping: libp2p::ping::Behaviour,
+///     data_transfer: datatransfer::DataTransferBehaviour,
+/// }
+/// ```
 #[derive(NetworkBehaviour)]
-pub(crate) struct Behaviour {
-    pub(crate) stream: dt_streams::Behaviour,
-    pub(crate) protect: ProtectBehaviour,
+#[behaviour(to_swarm = "Infallible", prelude = "libp2p::swarm::derive_prelude")]
+pub struct DataTransferBehaviour {
+    stream: dt_streams::Behaviour,
+    protect: ProtectBehaviour,
 }
 
-pub(crate) enum SwarmCmd {
-    AddAddress(PeerId, Multiaddr),
-    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
-    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    IsConnected(PeerId, oneshot::Sender<bool>),
-    Disconnect(PeerId, oneshot::Sender<bool>),
-    Shutdown,
+impl Default for DataTransferBehaviour {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// Builds the swarm and starts listening on every address in `listen`; returns it with the
-/// addresses it listens on.
+impl std::fmt::Debug for DataTransferBehaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataTransferBehaviour")
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataTransferBehaviour {
+    /// A behaviour with the default limits: 1,024 queued inbound streams per protocol
+    /// ([`dt_streams::DEFAULT_MAX_QUEUED_INBOUND`]), the addresses of 10,000 peers remembered
+    /// ([`datatransfer_network::DEFAULT_ADDRESS_BOOK_PEERS`]).
+    pub fn new() -> Self {
+        Self {
+            stream: dt_streams::Behaviour::new(),
+            protect: ProtectBehaviour::new(),
+        }
+    }
+
+    pub(crate) fn control(&self) -> Control {
+        self.stream.new_control()
+    }
+
+    pub(crate) fn peers(&self) -> ProtectHandle {
+        self.protect.handle()
+    }
+}
+
+/// Builds a swarm of its own and starts listening on every address in `listen`; returns it
+/// with the addresses it listens on.
 pub(crate) async fn build(
     keypair: identity::Keypair,
     listen: &[Multiaddr],
     idle_timeout: Duration,
-) -> Result<(Swarm<Behaviour>, Vec<Multiaddr>), ManagerError> {
+) -> Result<Swarm<DataTransferBehaviour>, ManagerError> {
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -43,14 +87,10 @@ pub(crate) async fn build(
             yamux::Config::default,
         )
         .map_err(|e| ManagerError::Swarm(e.to_string()))?
-        .with_behaviour(|_| Behaviour {
-            stream: dt_streams::Behaviour::new(),
-            protect: ProtectBehaviour::new(),
-        })
+        .with_behaviour(|_| DataTransferBehaviour::new())
         .map_err(|e| ManagerError::Swarm(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build();
-    let mut addrs = Vec::new();
     for addr in listen {
         swarm
             .listen_on(addr.clone())
@@ -58,10 +98,7 @@ pub(crate) async fn build(
         // Wait for the listener to report its address (the real port for /tcp/0).
         loop {
             match swarm.select_next_some().await {
-                SwarmEvent::NewListenAddr { address, .. } => {
-                    addrs.push(address);
-                    break;
-                }
+                SwarmEvent::NewListenAddr { .. } => break,
                 SwarmEvent::ListenerError { error, .. } => {
                     return Err(ManagerError::Listen(addr.clone(), error.to_string()));
                 }
@@ -73,81 +110,15 @@ pub(crate) async fn build(
             }
         }
     }
-    Ok((swarm, addrs))
+    Ok(swarm)
 }
 
-/// Drives the swarm until the command channel closes. Peers whose last connection closed are
-/// reported on `disconnected`.
-pub(crate) async fn run(
-    mut swarm: Swarm<Behaviour>,
-    mut cmds: mpsc::Receiver<SwarmCmd>,
-    disconnected: mpsc::UnboundedSender<PeerId>,
-) {
-    let mut dials: Vec<(PeerId, oneshot::Sender<Result<(), String>>)> = Vec::new();
+/// Drives a manager's own swarm until told to stop or until every manager handle is gone.
+pub(crate) async fn run(mut swarm: Swarm<DataTransferBehaviour>, mut stop: mpsc::Receiver<()>) {
     loop {
         tokio::select! {
-            ev = swarm.select_next_some() => match ev {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    let (done, rest): (Vec<_>, Vec<_>) =
-                        dials.drain(..).partition(|(p, _)| *p == peer_id);
-                    dials = rest;
-                    for (_, tx) in done {
-                        let _ = tx.send(Ok(()));
-                    }
-                }
-                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), error, .. }
-                    if !swarm.is_connected(&peer_id) =>
-                {
-                    let (failed, rest): (Vec<_>, Vec<_>) =
-                        dials.drain(..).partition(|(p, _)| *p == peer_id);
-                    dials = rest;
-                    for (_, tx) in failed {
-                        let _ = tx.send(Err(error.to_string()));
-                    }
-                }
-                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                    let _ = disconnected.send(peer_id);
-                }
-                _ => {}
-            },
-            cmd = cmds.recv() => match cmd {
-                None | Some(SwarmCmd::Shutdown) => return,
-                Some(SwarmCmd::AddAddress(peer, addr)) => {
-                    swarm.add_peer_address(peer, addr);
-                }
-                Some(SwarmCmd::Dial(addr, tx)) => {
-                    let Some(peer) = peer_of(&addr) else {
-                        let _ = tx.send(Err(format!("{addr} does not end in /p2p/<peer id>")));
-                        continue;
-                    };
-                    if swarm.is_connected(&peer) {
-                        let _ = tx.send(Ok(()));
-                        continue;
-                    }
-                    swarm.add_peer_address(peer, addr.clone());
-                    match swarm.dial(addr) {
-                        Ok(()) => dials.push((peer, tx)),
-                        Err(e) => { let _ = tx.send(Err(e.to_string())); }
-                    }
-                }
-                Some(SwarmCmd::ListenAddrs(tx)) => {
-                    let _ = tx.send(swarm.listeners().cloned().collect());
-                }
-                Some(SwarmCmd::IsConnected(peer, tx)) => {
-                    let _ = tx.send(swarm.is_connected(&peer));
-                }
-                Some(SwarmCmd::Disconnect(peer, tx)) => {
-                    let _ = tx.send(swarm.disconnect_peer_id(peer).is_ok());
-                }
-            },
+            _ = swarm.select_next_some() => {}
+            _ = stop.recv() => return,
         }
     }
-}
-
-/// The peer id at the end of a multiaddr (`.../p2p/<id>`).
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
 }

@@ -20,17 +20,20 @@ use datatransfer_types::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::validation::{RequestValidator, Revalidator, TransportConfigurer};
+use crate::validation::{RequestValidator, Revalidator};
 use crate::{ManagerError, Subscription};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ManagerError>>;
+
+/// A transport configurer with its transport: configures one channel.
+pub(crate) type Configure = Arc<dyn Fn(ChannelId, &Voucher) + Send + Sync>;
 
 /// A call on the manager.
 pub(crate) enum Api {
     RegisterVoucherType(TypeIdentifier, Arc<dyn RequestValidator>, Reply<()>),
     RegisterRevalidator(TypeIdentifier, Arc<dyn Revalidator>, Reply<()>),
     RegisterResultType(TypeIdentifier, Reply<()>),
-    RegisterConfigurer(TypeIdentifier, Arc<dyn TransportConfigurer>, Reply<()>),
+    RegisterConfigurer(TypeIdentifier, Configure, Reply<()>),
     Open {
         pull: bool,
         to: PeerId,
@@ -131,7 +134,7 @@ pub(crate) struct EngineTask {
     pub(crate) restart_on_start: bool,
     validators: HashMap<TypeIdentifier, Arc<dyn RequestValidator>>,
     revalidators: HashMap<TypeIdentifier, Arc<dyn Revalidator>>,
-    configurers: HashMap<TypeIdentifier, Arc<dyn TransportConfigurer>>,
+    configurers: HashMap<TypeIdentifier, Configure>,
     subscribers: Vec<mpsc::UnboundedSender<(Event, ChannelState)>>,
     senders: HashMap<PeerId, mpsc::UnboundedSender<Outgoing>>,
     store_tx: mpsc::UnboundedSender<StoreWork>,
@@ -408,7 +411,7 @@ impl EngineTask {
             }
             Output::ConfigureTransport { channel, voucher } => {
                 if let Some(c) = self.configurers.get(&voucher.type_id) {
-                    c.configure(channel, &voucher, &*self.transport);
+                    c(channel, &voucher);
                 }
             }
         }

@@ -4,7 +4,6 @@
 //! settings, such as a block store of its own).
 
 use async_trait::async_trait;
-use datatransfer_fsm::Transport;
 use datatransfer_types::{ChannelId, Cid, DagCbor, PeerId, Validation, ValidationError, Voucher};
 
 /// Decides whether a peer's request to push to us or pull from us is accepted (Go's
@@ -112,10 +111,12 @@ pub trait Revalidator: Send + Sync + 'static {
 }
 
 /// Configures the transport for a channel whose voucher has a given type, before the
-/// transport opens it (Go's `TransportConfigurer`). Downcast the transport with
-/// [`Transport::as_any`], e.g. to
-/// [`datatransfer_transport_graphsync::GraphsyncTransport`] to call `use_store`.
-pub trait TransportConfigurer: Send + Sync + 'static {
+/// transport opens it (Go's `TransportConfigurer`). `T` is the manager's transport, so a
+/// configurer of the graphsync transport can call
+/// [`datatransfer_transport_graphsync::GraphsyncTransport::use_store`] directly.
+pub trait TransportConfigurer<T: ?Sized = datatransfer_transport_graphsync::GraphsyncTransport>:
+    Send + Sync + 'static
+{
     /// Called for each channel opened or restarted with a voucher of the registered type.
-    fn configure(&self, channel: ChannelId, voucher: &Voucher, transport: &dyn Transport);
+    fn configure(&self, channel: ChannelId, voucher: &Voucher, transport: &T);
 }
