@@ -12,8 +12,8 @@ use datatransfer::{
     TransportConfigurer, TransportEventSink, Voucher, all_selector,
 };
 use datatransfer_integration_tests::*;
+use datatransfer_ipld::blockstore::MemoryBlockstore;
 use datatransfer_types::ChannelId;
-use dt_ipld::blockstore::MemoryBlockstore;
 use futures::StreamExt;
 use libp2p::Swarm;
 use libp2p::swarm::SwarmEvent;

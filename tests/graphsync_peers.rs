@@ -10,14 +10,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use datatransfer::{ChannelId, Cid, DagCbor, Status, all_selector};
+use datatransfer_graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError};
+use datatransfer_graphsync::requester::VerifyError;
+use datatransfer_graphsync::{Extensions, RawNode, ResponseStatus};
 use datatransfer_integration_tests::*;
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_types::TransferId;
 use datatransfer_types::message::{Message, TransferRequest, TransferResponse, WireVersion};
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use futures::{AsyncReadExt, StreamExt};
-use graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError};
-use graphsync::requester::VerifyError;
-use graphsync::{Extensions, RawNode, ResponseStatus};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
 use tokio::sync::mpsc;
@@ -38,19 +38,20 @@ struct BarePeer {
 
 /// A libp2p swarm of its own (TCP, noise, yamux on 127.0.0.1) connected to `manager`, driven
 /// by a task; its stream control.
-async fn connected_to(manager: &datatransfer::Manager) -> (PeerId, dt_streams::Control) {
-    let mut swarm: Swarm<dt_streams::Behaviour> = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| dt_streams::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+async fn connected_to(manager: &datatransfer::Manager) -> (PeerId, datatransfer_streams::Control) {
+    let mut swarm: Swarm<datatransfer_streams::Behaviour> =
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| datatransfer_streams::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .unwrap();
@@ -77,7 +78,7 @@ async fn connected_to(manager: &datatransfer::Manager) -> (PeerId, dt_streams::C
 
 /// The DAG-CBOR items arriving on `protocol`'s streams, decoded by `decode`.
 fn items<T: Send + 'static>(
-    control: &mut dt_streams::Control,
+    control: &mut datatransfer_streams::Control,
     protocol: &'static str,
     decode: fn(&[u8]) -> Option<(T, usize)>,
 ) -> mpsc::Receiver<T> {
@@ -118,7 +119,7 @@ async fn bare_peer(manager: &datatransfer::Manager) -> BarePeer {
     .unwrap();
     // Data-transfer messages from the Manager: one or more DAG-CBOR items per stream.
     let dt_messages = items(&mut control, WireVersion::V1_2.protocol(), |bytes| {
-        let n = dt_ipld::cbor::item_len(bytes, 64).ok()??;
+        let n = datatransfer_ipld::cbor::item_len(bytes, 64).ok()??;
         Some((
             Message::from_cbor(WireVersion::V1_2, &bytes[..n]).unwrap(),
             n,
@@ -311,9 +312,10 @@ async fn a_restart_gets_nothing_more_than_its_channel() {
     let client = bare_peer(&provider.manager).await;
     let to = provider.manager.peer_id();
     let mut psub = provider.manager.subscribe().await.unwrap();
-    let empty = dt_ipld::Node::map(Vec::<(String, dt_ipld::Node)>::new());
-    let root_only = dt_ipld::Node::map([(".", empty)]);
-    let root_only = DagCbor::from_bytes(dt_ipld::codec::encode_dag_cbor(&root_only)).unwrap();
+    let empty = datatransfer_ipld::Node::map(Vec::<(String, datatransfer_ipld::Node)>::new());
+    let root_only = datatransfer_ipld::Node::map([(".", empty)]);
+    let root_only =
+        DagCbor::from_bytes(datatransfer_ipld::codec::encode_dag_cbor(&root_only)).unwrap();
     let all = all_selector();
     let transfer = TransferId(5);
     let open = |restart: bool, selector: &DagCbor| {
@@ -358,14 +360,14 @@ async fn a_restart_gets_nothing_more_than_its_channel() {
 }
 
 /// Graphsync frames (a varint length, then a 2.0.0 message), for [`items`].
-fn graphsync_frame(bytes: &[u8]) -> Option<(graphsync::Message, usize)> {
+fn graphsync_frame(bytes: &[u8]) -> Option<(datatransfer_graphsync::Message, usize)> {
     let mut len = 0u64;
     for (i, b) in bytes.iter().enumerate().take(10) {
         len |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             let end = i + 1 + usize::try_from(len).ok()?;
             let body = bytes.get(i + 1..end)?;
-            return Some((graphsync::v2::decode(body, 64).unwrap(), end));
+            return Some((datatransfer_graphsync::v2::decode(body, 64).unwrap(), end));
         }
     }
     None
@@ -376,9 +378,9 @@ fn graphsync_frame(bytes: &[u8]) -> Option<(graphsync::Message, usize)> {
 /// (it was served unvalidated when any earlier request with its id counted as a repeat).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
+    use datatransfer_graphsync::v1::V1Ids;
+    use datatransfer_graphsync::{Request, RequestId, Version};
     use futures::AsyncWriteExt;
-    use graphsync::v1::V1Ids;
-    use graphsync::{Request, RequestId, Version};
 
     let provider = default_node().await;
     let file = import(&*provider.store, &random_bytes(100_000, 37), 16 << 10);
@@ -397,9 +399,9 @@ async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
     );
     let all = RawNode::new(all_selector().as_bytes().to_vec()).unwrap();
     let request = Request::new(RequestId([7; 16]), file.root, all, 0, ext);
-    let twice = graphsync::Message {
+    let twice = datatransfer_graphsync::Message {
         requests: vec![request.clone(), request],
-        ..graphsync::Message::default()
+        ..datatransfer_graphsync::Message::default()
     };
     let mut out = control
         .open_stream(
@@ -408,7 +410,7 @@ async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
         )
         .await
         .unwrap();
-    out.write_all(&graphsync::encode_frame(
+    out.write_all(&datatransfer_graphsync::encode_frame(
         &twice,
         Version::V2,
         &mut V1Ids::default(),

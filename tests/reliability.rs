@@ -264,12 +264,12 @@ async fn a_pull_restarted_three_times_keeps_exact_byte_counters() {
     let client = default_node().await;
     introduce(&client, &provider).await;
     let total: u64 = {
-        let mut log = dt_ipld::traversal::BlockLog::default();
-        dt_ipld::traversal::walk(
+        let mut log = datatransfer_ipld::traversal::BlockLog::default();
+        datatransfer_ipld::traversal::walk(
             &*provider.store,
             root,
-            dt_ipld::selector::Selector::explore_all_recursively(),
-            dt_ipld::traversal::TraversalConfig::default(),
+            datatransfer_ipld::selector::Selector::explore_all_recursively(),
+            datatransfer_ipld::traversal::TraversalConfig::default(),
             &mut log,
         )
         .unwrap();
@@ -616,9 +616,9 @@ async fn dropped_managers_leave_no_task_behind() {
 /// gets only the missing ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_a_million_block_transfer_sends_constant_size_state() {
-    use dt_ipld::Node as Ipld;
-    use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-    use dt_ipld::codec::{self, DAG_CBOR, RAW};
+    use datatransfer_ipld::Node as Ipld;
+    use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+    use datatransfer_ipld::codec::{self, DAG_CBOR, RAW};
     let provider_store = std::sync::Arc::new(MemoryBlockstore::new());
     let client_store = std::sync::Arc::new(MemoryBlockstore::new());
     let (mids, leaves) = (1_001u64, 1_000u64);

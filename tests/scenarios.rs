@@ -11,7 +11,7 @@ use datatransfer::{
     TypedNode, Voucher, all_selector,
 };
 use datatransfer_integration_tests::*;
-use dt_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
+use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
 
 /// One channel between two fresh nodes: `pull` or push, a file of `size` bytes in chunks
 /// of `chunk`, raw or dag-pb leaves. Both sides complete and the bytes arrive intact.
@@ -836,12 +836,12 @@ async fn a_new_pull_of_a_dag_partly_at_hand_moves_only_the_rest() {
         let data = random_bytes(2 << 20, 43);
         let file = import(&*provider.store, &data, 16 << 10);
         // The root and the first 40 blocks of the walk, as an earlier channel left them.
-        let mut walked = dt_ipld::traversal::BlockLog::default();
-        dt_ipld::traversal::walk(
+        let mut walked = datatransfer_ipld::traversal::BlockLog::default();
+        datatransfer_ipld::traversal::walk(
             &*provider.store,
             file.root,
-            dt_ipld::selector::Selector::explore_all_recursively(),
-            dt_ipld::traversal::TraversalConfig::default(),
+            datatransfer_ipld::selector::Selector::explore_all_recursively(),
+            datatransfer_ipld::traversal::TraversalConfig::default(),
             &mut walked,
         )
         .unwrap();

@@ -27,7 +27,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use datatransfer_integration_tests::{dag_bytes, fnv, import, random_bytes};
-use dt_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::blockstore::MemoryBlockstore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};

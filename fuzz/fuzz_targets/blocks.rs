@@ -3,9 +3,9 @@
 
 #![no_main]
 
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-use dt_ipld::car::CarReader;
-use dt_ipld::codec::{self, DAG_CBOR, DAG_PB, RAW};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::car::CarReader;
+use datatransfer_ipld::codec::{self, DAG_CBOR, DAG_PB, RAW};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
             // As the root of a UnixFS file.
             let store = MemoryBlockstore::new();
             if store.put(&cid, body).is_ok() {
-                let _ = dt_ipld::unixfs::file_size(&store, &cid);
-                let _ = dt_ipld::unixfs::export(&store, &cid, std::io::sink());
+                let _ = datatransfer_ipld::unixfs::file_size(&store, &cid);
+                let _ = datatransfer_ipld::unixfs::export(&store, &cid, std::io::sink());
             }
         }
         _ => {

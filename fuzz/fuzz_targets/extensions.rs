@@ -16,15 +16,15 @@ use datatransfer_transport_graphsync::{
     message_in_extensions,
 };
 use datatransfer_types::message::{DecodeLimits, Message, WireVersion};
-use dt_ipld::Cid;
-use dt_ipld::blockstore::MemoryBlockstore;
-use dt_ipld::cbor::Reader;
-use dt_ipld::selector::Selector;
-use dt_ipld::traversal::TraversalConfig;
-use dt_ipld::unixfs::{ImportOptions, import_bytes};
-use graphsync::requester::Verifier;
-use graphsync::responder::{BlockDecision, DO_NOT_SEND_CIDS, DO_NOT_SEND_FIRST_BLOCKS, Responder};
-use graphsync::{Extensions, RawNode, Request, RequestId};
+use datatransfer_ipld::Cid;
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::cbor::Reader;
+use datatransfer_ipld::selector::Selector;
+use datatransfer_ipld::traversal::TraversalConfig;
+use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
+use datatransfer_graphsync::requester::Verifier;
+use datatransfer_graphsync::responder::{BlockDecision, DO_NOT_SEND_CIDS, DO_NOT_SEND_FIRST_BLOCKS, Responder};
+use datatransfer_graphsync::{Extensions, RawNode, Request, RequestId};
 use libfuzzer_sys::fuzz_target;
 
 /// A UnixFS file of 40 blocks and the explore-all selector.

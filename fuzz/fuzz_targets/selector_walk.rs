@@ -6,12 +6,12 @@
 
 use std::sync::OnceLock;
 
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-use dt_ipld::codec::{self, DAG_CBOR};
-use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{MissingBlocks, NoVisitor, TraversalConfig, walk};
-use dt_ipld::unixfs::{ImportOptions, import_bytes};
-use dt_ipld::{Cid, Node};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::codec::{self, DAG_CBOR};
+use datatransfer_ipld::selector::Selector;
+use datatransfer_ipld::traversal::{MissingBlocks, NoVisitor, TraversalConfig, walk};
+use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
+use datatransfer_ipld::{Cid, Node};
 use libfuzzer_sys::fuzz_target;
 
 fn dag() -> &'static (MemoryBlockstore, Vec<Cid>) {

@@ -5,8 +5,8 @@
 #![no_main]
 
 use datatransfer_types::message::{Message, WireVersion};
-use graphsync::v1::V1Ids;
-use graphsync::{FrameReader, Version};
+use datatransfer_graphsync::v1::V1Ids;
+use datatransfer_graphsync::{FrameReader, Version};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,14 +16,14 @@ fuzz_target!(|data: &[u8]| {
     match which % 5 {
         0 => drop(Message::from_cbor(WireVersion::V1_1, body)),
         1 => drop(Message::from_cbor(WireVersion::V1_2, body)),
-        2 => drop(graphsync::v2::decode(body, 64)),
-        3 => drop(graphsync::v1::decode(body, &V1Ids::default())),
+        2 => drop(datatransfer_graphsync::v2::decode(body, 64)),
+        3 => drop(datatransfer_graphsync::v1::decode(body, &V1Ids::default())),
         _ => {
             let mut frames = FrameReader::new(1 << 20);
             frames.push(body);
             while let Ok(Some(frame)) = frames.next_frame() {
-                let _ = graphsync::decode_body(&frame, Version::V2, &V1Ids::default());
-                let _ = graphsync::decode_body(&frame, Version::V1, &V1Ids::default());
+                let _ = datatransfer_graphsync::decode_body(&frame, Version::V2, &V1Ids::default());
+                let _ = datatransfer_graphsync::decode_body(&frame, Version::V1, &V1Ids::default());
             }
         }
     }

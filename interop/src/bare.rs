@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use futures::StreamExt;
-use graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
@@ -29,18 +29,19 @@ pub struct BareGraphsync {
 impl BareGraphsync {
     /// Starts a node listening on any port of 127.0.0.1.
     pub async fn start() -> Self {
-        let mut swarm: Swarm<dt_streams::Behaviour> = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| dt_streams::Behaviour::new())
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
+        let mut swarm: Swarm<datatransfer_streams::Behaviour> =
+            libp2p::SwarmBuilder::with_new_identity()
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default(),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|_| datatransfer_streams::Behaviour::new())
+                .unwrap()
+                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+                .build();
         swarm
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();

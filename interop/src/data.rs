@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use datatransfer::{Cid, DagCbor};
-use dt_ipld::Node;
-use dt_ipld::blockstore::Blockstore;
-use dt_ipld::codec::{DAG_CBOR, RAW, encode_dag_cbor};
+use datatransfer_ipld::Node;
+use datatransfer_ipld::blockstore::Blockstore;
+use datatransfer_ipld::codec::{DAG_CBOR, RAW, encode_dag_cbor};
 use serde_json::{Value, json};
 
 pub use datatransfer_integration_tests::random_bytes;
@@ -112,13 +112,13 @@ pub fn selector_cbor(depth: Option<u64>) -> DagCbor {
 /// The blocks at the start of the whole-DAG walk under `root` that `store` holds, up to the
 /// first one it lacks: what `graphsync/do-not-send-first-blocks` lets a sender skip.
 pub fn held_prefix(store: &dyn Blockstore, root: Cid) -> Vec<String> {
-    let mut log = dt_ipld::traversal::BlockLog::default();
+    let mut log = datatransfer_ipld::traversal::BlockLog::default();
     // The walk stops at the first missing block with an error; what it saw is the prefix.
-    let _ = dt_ipld::traversal::walk(
+    let _ = datatransfer_ipld::traversal::walk(
         store,
         root,
-        dt_ipld::selector::Selector::explore_all_recursively(),
-        dt_ipld::traversal::TraversalConfig::default(),
+        datatransfer_ipld::selector::Selector::explore_all_recursively(),
+        datatransfer_ipld::traversal::TraversalConfig::default(),
         &mut log,
     );
     log.0

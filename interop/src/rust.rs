@@ -12,7 +12,7 @@ use datatransfer::{
     ManagerConfig, Multiaddr, PeerId, Registerable, RequestValidator, Revalidator, TypedNode,
     Validation, ValidationError, ValidationOutcome, Voucher,
 };
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 

@@ -5,15 +5,15 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
 use datatransfer::Cid;
+use datatransfer_graphsync::node::RequestEvent;
+use datatransfer_graphsync::{Extensions, RawNode, ResponseStatus};
 use datatransfer_interop::bare::BareGraphsync;
 use datatransfer_interop::data::{dag_cbor_dag, random_file, selector_cbor, selector_json};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions};
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{BlockLog, TraversalConfig, walk};
-use dt_ipld::unixfs::{ImportOptions, import_bytes};
-use graphsync::node::RequestEvent;
-use graphsync::{Extensions, RawNode, ResponseStatus};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::selector::Selector;
+use datatransfer_ipld::traversal::{BlockLog, TraversalConfig, walk};
+use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
 use serde_json::json;
 
 /// The depth limits tried: none, and a few that cut the DAG at different levels.
@@ -88,7 +88,7 @@ async fn rust_graphsync_pulls_from_go_graphsync_in_traversal_order() {
     let made = MemoryBlockstore::new();
     let (dag, _) = dag_cbor_dag(&made, 6, 5, 8 << 10, 31);
     let car = dir.path().join("dag.car");
-    dt_ipld::car::export_car(
+    datatransfer_ipld::car::export_car(
         &made,
         dag,
         Selector::explore_all_recursively(),

@@ -22,7 +22,7 @@ use datatransfer_interop::rust::{
     wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
-use dt_ipld::fsstore::FsBlockstore;
+use datatransfer_ipld::fsstore::FsBlockstore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -15,9 +15,9 @@ use datatransfer_interop::rust::{
     pay_until_done, wait_finished,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{BlockLog, TraversalConfig, walk};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::selector::Selector;
+use datatransfer_ipld::traversal::{BlockLog, TraversalConfig, walk};
 use serde_json::{Value, json};
 
 const SIZE: usize = 20 * MIB;
@@ -152,7 +152,7 @@ async fn a_dag_cbor_dag_moves_both_ways_in_go_traversal_order() {
     let theirs_store = MemoryBlockstore::new();
     let (root2, _) = dag_cbor_dag(&theirs_store, 5, 4, 32 << 10, 6);
     let car = dir.path().join("dag.car");
-    dt_ipld::car::export_car(
+    datatransfer_ipld::car::export_car(
         &theirs_store,
         root2,
         Selector::explore_all_recursively(),
@@ -351,7 +351,7 @@ async fn a_dag_cbor_dag_is_pushed_both_ways() {
     let made = MemoryBlockstore::new();
     let (root2, _) = dag_cbor_dag(&made, 4, 7, 40 << 10, 11);
     let car = dir.path().join("push.car");
-    dt_ipld::car::export_car(
+    datatransfer_ipld::car::export_car(
         &made,
         root2,
         Selector::explore_all_recursively(),

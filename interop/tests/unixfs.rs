@@ -6,8 +6,8 @@
 use datatransfer_interop::MIB;
 use datatransfer_interop::data::random_file;
 use datatransfer_interop::go::{GoPeer, GoPeerOptions};
-use dt_ipld::blockstore::MemoryBlockstore;
-use dt_ipld::unixfs::{CidVersion, ImportOptions, import_bytes};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::unixfs::{CidVersion, ImportOptions, import_bytes};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

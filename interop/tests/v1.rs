@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datatransfer::{ManagerConfig, Status};
+use datatransfer_graphsync::Version;
 use datatransfer_interop::data::{assert_file, import_random};
 use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions};
 use datatransfer_interop::rust::{
@@ -22,7 +23,6 @@ use datatransfer_interop::rust::{
     wait_finished,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
-use graphsync::Version;
 
 const SIZE: usize = 8 * MIB;
 

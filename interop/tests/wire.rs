@@ -9,14 +9,16 @@
 use std::path::PathBuf;
 
 use datatransfer::{ChannelId, Cid, TypedNode, all_selector};
+use datatransfer_graphsync::message::{
+    Block, LinkAction, Request, RequestId, Response, ResponseStatus,
+};
+use datatransfer_graphsync::responder::{DO_NOT_SEND_FIRST_BLOCKS, encode_skip_count};
+use datatransfer_graphsync::{Extensions, RawNode, Version};
 use datatransfer_interop::go::{binary, keypair};
 use datatransfer_interop::rust::{InteropResult, InteropVoucher};
+use datatransfer_ipld::codec::RAW;
 use datatransfer_types::TransferId;
 use datatransfer_types::message::{Message, TransferRequest, TransferResponse, WireVersion};
-use dt_ipld::codec::RAW;
-use graphsync::message::{Block, LinkAction, Request, RequestId, Response, ResponseStatus};
-use graphsync::responder::{DO_NOT_SEND_FIRST_BLOCKS, encode_skip_count};
-use graphsync::{Extensions, RawNode, Version};
 use serde_json::Value;
 
 const DT: &str = "fil/data-transfer/1.1";
@@ -106,14 +108,15 @@ fn every_go_message_decodes_and_encodes_back_to_the_same_bytes() {
             assert_eq!(msg.is_request(), expect_request, "{name}");
         } else {
             let body = body.unwrap();
-            let msg = graphsync::v2::decode(&body, 64)
+            let msg = datatransfer_graphsync::v2::decode(&body, 64)
                 .unwrap_or_else(|e| panic!("{name}: our decoder refuses Go's bytes: {e:?}"));
             assert_eq!(
-                hex::encode(graphsync::v2::encode(&msg)),
+                hex::encode(datatransfer_graphsync::v2::encode(&msg)),
                 hex::encode(&body),
                 "{name}: re-encoded body differs"
             );
-            let framed = graphsync::encode_frame(&msg, Version::V2, &mut Default::default());
+            let framed =
+                datatransfer_graphsync::encode_frame(&msg, Version::V2, &mut Default::default());
             assert_eq!(
                 hex::encode(framed),
                 hex::encode(&bytes),
@@ -134,7 +137,7 @@ struct Params {
 fn params() -> Params {
     Params {
         id: TransferId(1_234_567_890_123_456_789),
-        root: dt_ipld::codec::cid_of(RAW, b"interop"),
+        root: datatransfer_ipld::codec::cid_of(RAW, b"interop"),
         voucher: TypedNode::encode(&InteropVoucher { deal: 42, paid: 0 }).unwrap(),
         result: TypedNode::encode(&InteropResult {
             owed: Some(1 << 20),
@@ -265,7 +268,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
     let id = request_id();
     let p = params();
     let selector = RawNode::new(all_selector().as_bytes().to_vec()).unwrap();
-    let leaf = dt_ipld::codec::cid_of(RAW, b"interop leaf");
+    let leaf = datatransfer_ipld::codec::cid_of(RAW, b"interop leaf");
     let skip = encode_skip_count(5);
     let response = |status, metadata: Vec<(Cid, LinkAction)>, extensions| Response {
         id,
@@ -273,11 +276,11 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         metadata,
         extensions,
     };
-    let only_requests = |r: Request| graphsync::message::Message {
+    let only_requests = |r: Request| datatransfer_graphsync::message::Message {
         requests: vec![r],
         ..Default::default()
     };
-    let cases: Vec<(&str, graphsync::message::Message)> = vec![
+    let cases: Vec<(&str, datatransfer_graphsync::message::Message)> = vec![
         (
             "gs/request/new_with_dt_extension",
             only_requests(Request::new(
@@ -331,7 +334,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         ("gs/request/cancel", only_requests(Request::cancel(id))),
         (
             "gs/response/partial_with_metadata_extensions_blocks",
-            graphsync::message::Message {
+            datatransfer_graphsync::message::Message {
                 responses: vec![response(
                     ResponseStatus::PartialResponse,
                     vec![(p.root, LinkAction::Present), (leaf, LinkAction::Present)],
@@ -355,7 +358,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         ),
         (
             "gs/response/paused",
-            graphsync::message::Message {
+            datatransfer_graphsync::message::Message {
                 responses: vec![response(
                     ResponseStatus::RequestPaused,
                     vec![(leaf, LinkAction::Present)],
@@ -373,7 +376,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         ),
         (
             "gs/response/unpaused_with_validation_result",
-            graphsync::message::Message {
+            datatransfer_graphsync::message::Message {
                 responses: vec![response(
                     ResponseStatus::PartialResponse,
                     Vec::new(),
@@ -384,7 +387,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         ),
         (
             "gs/response/completed_full",
-            graphsync::message::Message {
+            datatransfer_graphsync::message::Message {
                 responses: vec![response(
                     ResponseStatus::RequestCompletedFull,
                     Vec::new(),
@@ -395,7 +398,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         ),
         (
             "gs/response/rejected",
-            graphsync::message::Message {
+            datatransfer_graphsync::message::Message {
                 responses: vec![response(
                     ResponseStatus::RequestRejected,
                     Vec::new(),
@@ -406,7 +409,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         ),
         (
             "gs/response/dt_rejected",
-            graphsync::message::Message {
+            datatransfer_graphsync::message::Message {
                 responses: vec![response(
                     ResponseStatus::RequestFailedUnknown,
                     Vec::new(),
@@ -429,7 +432,8 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
         "a graphsync vector has no case here"
     );
     for (name, msg) in cases {
-        let framed = graphsync::encode_frame(&msg, Version::V2, &mut Default::default());
+        let framed =
+            datatransfer_graphsync::encode_frame(&msg, Version::V2, &mut Default::default());
         assert_eq!(
             hex::encode(framed),
             hex::encode(vector(name)),

@@ -33,10 +33,10 @@ use datatransfer::{ChannelId, Cid, Multiaddr, PeerId, all_selector};
 use datatransfer_integration_tests::{
     NodeOptions, fast_config, fnv, import, node, random_bytes, voucher,
 };
+use datatransfer_ipld::blockstore::Blockstore;
+use datatransfer_ipld::fsstore::FsBlockstore;
 use datatransfer_types::TransferId;
 use datatransfer_types::store::ChannelFilter;
-use dt_ipld::blockstore::Blockstore;
-use dt_ipld::fsstore::FsBlockstore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -169,7 +169,7 @@ async fn main() {
             }
             "digest" => {
                 let mut out = Vec::new();
-                match dt_ipld::unixfs::export(&*blocks, &root(), &mut out) {
+                match datatransfer_ipld::unixfs::export(&*blocks, &root(), &mut out) {
                     Ok(_) => json!({"len": out.len(), "fnv": fnv(&out)}),
                     Err(e) => json!({"error": e.to_string()}),
                 }

@@ -17,8 +17,8 @@ use datatransfer::{
     ManagerConfig, PeerId, Registerable, RequestValidator, Revalidator, Status, TypedNode,
     Validation, ValidationError, ValidationOutcome, Voucher,
 };
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-use dt_ipld::unixfs::{ImportOptions, Imported, import_bytes};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::unixfs::{ImportOptions, Imported, import_bytes};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
@@ -346,7 +346,7 @@ pub fn import_with(
 /// Exports the file under `root` from `store` and checks it equals `data`.
 pub fn assert_file(store: &dyn Blockstore, root: &Cid, data: &[u8]) {
     let mut out = Vec::new();
-    dt_ipld::unixfs::export(store, root, &mut out).unwrap();
+    datatransfer_ipld::unixfs::export(store, root, &mut out).unwrap();
     assert_eq!(out.len(), data.len(), "file size");
     assert!(out == data, "file bytes differ");
 }
@@ -479,7 +479,10 @@ pub async fn pay_until_done(
 }
 
 /// `n` small files (3,000 bytes in 1 KiB chunks: four blocks each) in `store`.
-pub fn small_files(store: &dyn dt_ipld::blockstore::Blockstore, n: u64) -> Vec<(Cid, Vec<u8>)> {
+pub fn small_files(
+    store: &dyn datatransfer_ipld::blockstore::Blockstore,
+    n: u64,
+) -> Vec<(Cid, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let data = random_bytes(3_000, 1_000 + i);
@@ -496,8 +499,8 @@ pub fn fnv(data: &[u8]) -> u64 {
 }
 
 /// The bytes of every block of the DAG under `root`.
-pub fn dag_bytes(store: &dyn dt_ipld::blockstore::Blockstore, root: Cid) -> u64 {
-    use dt_ipld::traversal::{BlockVisit, TraversalConfig, Visitor, walk};
+pub fn dag_bytes(store: &dyn datatransfer_ipld::blockstore::Blockstore, root: Cid) -> u64 {
+    use datatransfer_ipld::traversal::{BlockVisit, TraversalConfig, Visitor, walk};
     struct Sum(u64);
     impl Visitor for Sum {
         fn block(&mut self, visit: &BlockVisit) {
@@ -508,7 +511,7 @@ pub fn dag_bytes(store: &dyn dt_ipld::blockstore::Blockstore, root: Cid) -> u64 
     walk(
         store,
         root,
-        dt_ipld::selector::Selector::explore_all_recursively(),
+        datatransfer_ipld::selector::Selector::explore_all_recursively(),
         TraversalConfig::default(),
         &mut sum,
     )

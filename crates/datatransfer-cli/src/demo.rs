@@ -13,8 +13,8 @@ use datatransfer::{
     AcceptAll, ChannelId, EventCode, Manager, Registerable, Revalidator, Status, TypedNode,
     Validation, ValidationError, ValidationOutcome, Voucher, all_selector,
 };
-use dt_ipld::fsstore::FsBlockstore;
-use dt_ipld::unixfs::{ImportOptions, export, import};
+use datatransfer_ipld::fsstore::FsBlockstore;
+use datatransfer_ipld::unixfs::{ImportOptions, export, import};
 use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;

@@ -155,9 +155,11 @@ fn inspect(input: &str, json: bool) -> Result<(), String> {
     use datatransfer_types::message::{Message, WireVersion};
     let found = if let Ok(m) = Message::from_cbor(WireVersion::V1_2, &bytes) {
         ("data-transfer message", format!("{m:#?}"))
-    } else if let Ok(m) = graphsync::v2::decode(&bytes, 64) {
+    } else if let Ok(m) = datatransfer_graphsync::v2::decode(&bytes, 64) {
         ("graphsync 2.0.0 message", format!("{m:#?}"))
-    } else if let Ok(m) = graphsync::v1::decode(&bytes, &graphsync::v1::V1Ids::default()) {
+    } else if let Ok(m) =
+        datatransfer_graphsync::v1::decode(&bytes, &datatransfer_graphsync::v1::V1Ids::default())
+    {
         ("graphsync 1.0.0 message", format!("{m:#?}"))
     } else {
         return Err(format!(

@@ -13,11 +13,11 @@ use datatransfer::{
     Multiaddr, PeerId, Registerable, RequestValidator, Status, Subscription, Validation,
     ValidationError, ValidationOutcome, Voucher, identity::Keypair,
 };
+use datatransfer_ipld::blockstore::Blockstore;
+use datatransfer_ipld::car::CarReader;
+use datatransfer_ipld::fsstore::FsBlockstore;
+use datatransfer_ipld::unixfs::{ImportOptions, import};
 use datatransfer_types::store::ChannelFilter;
-use dt_ipld::blockstore::Blockstore;
-use dt_ipld::car::CarReader;
-use dt_ipld::fsstore::FsBlockstore;
-use dt_ipld::unixfs::{ImportOptions, import};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 

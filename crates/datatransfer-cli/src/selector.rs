@@ -3,9 +3,9 @@
 //! into the DAG-CBOR the wire carries.
 
 use datatransfer::DagCbor;
-use dt_ipld::Node;
-use dt_ipld::codec::encode_dag_cbor;
-use dt_ipld::selector::Selector;
+use datatransfer_ipld::Node;
+use datatransfer_ipld::codec::encode_dag_cbor;
+use datatransfer_ipld::selector::Selector;
 use serde_json::Value;
 
 /// The whole DAG: what `--selector` defaults to, and what `all` stands for.

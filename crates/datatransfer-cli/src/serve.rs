@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use datatransfer::{ChannelState, Event, EventCode, Registerable, Status};
 
-use dt_ipld::unixfs::file_size;
+use datatransfer_ipld::unixfs::file_size;
 
 use crate::node::{self, Input, TokenValidator, TokenVoucher};
 use crate::progress::Bars;

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use datatransfer::{Cid, Status};
-use dt_ipld::blockstore::Blockstore;
-use dt_ipld::car::export_car;
-use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{NoVisitor, TraversalConfig, walk};
-use dt_ipld::unixfs::{UnixfsError, export, file_size};
+use datatransfer_ipld::blockstore::Blockstore;
+use datatransfer_ipld::car::export_car;
+use datatransfer_ipld::selector::Selector;
+use datatransfer_ipld::traversal::{NoVisitor, TraversalConfig, walk};
+use datatransfer_ipld::unixfs::{UnixfsError, export, file_size};
 
 use crate::node::{self, Ended};
 use crate::progress::Progress;

@@ -438,7 +438,7 @@ fn serve_a_directory_and_a_car() {
 
 /// The root named in a CAR's header.
 fn datatransfer_roots(car: &Path) -> String {
-    let reader = dt_ipld::car::CarReader::new(std::fs::File::open(car).unwrap()).unwrap();
+    let reader = datatransfer_ipld::car::CarReader::new(std::fs::File::open(car).unwrap()).unwrap();
     reader.roots()[0].to_string()
 }
 

@@ -1,12 +1,12 @@
-//! The data-transfer network on rust-libp2p, through `dt-streams`.
+//! The data-transfer network on rust-libp2p, through `datatransfer-streams`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use datatransfer_streams::{Control, OpenStreamError};
 use datatransfer_types::PeerId;
 use datatransfer_types::message::{Message, WireVersion};
-use dt_streams::{Control, OpenStreamError};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::StreamProtocol;
 use tokio::sync::{Semaphore, mpsc};
@@ -19,7 +19,7 @@ fn protocol(v: WireVersion) -> StreamProtocol {
     StreamProtocol::new(v.protocol())
 }
 
-/// The data-transfer protocols over a libp2p `Swarm` that holds a `dt_streams::Behaviour`
+/// The data-transfer protocols over a libp2p `Swarm` that holds a `datatransfer_streams::Behaviour`
 /// (for the streams) and a [`crate::ProtectBehaviour`] (for connection protection).
 ///
 /// The swarm is driven by its owner; this type only opens and accepts streams through the
@@ -51,7 +51,7 @@ impl Libp2pNetwork {
         mut control: Control,
         protect: ProtectHandle,
         config: NetworkConfig,
-    ) -> Result<(Self, mpsc::Receiver<NetworkEvent>), dt_streams::AlreadyRegistered> {
+    ) -> Result<(Self, mpsc::Receiver<NetworkEvent>), datatransfer_streams::AlreadyRegistered> {
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_inbound_streams.max(1)));

@@ -21,7 +21,7 @@ use tokio::time::timeout;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    stream: dt_streams::Behaviour,
+    stream: datatransfer_streams::Behaviour,
     protect: ProtectBehaviour,
 }
 
@@ -37,7 +37,7 @@ struct Node {
     events: mpsc::Receiver<NetworkEvent>,
     cmd: mpsc::Sender<Cmd>,
     closed: mpsc::UnboundedReceiver<PeerId>,
-    control: dt_streams::Control,
+    control: datatransfer_streams::Control,
 }
 
 impl Node {
@@ -78,7 +78,7 @@ async fn node(config: NetworkConfig, idle: Duration) -> Node {
         )
         .unwrap()
         .with_behaviour(|_| Behaviour {
-            stream: dt_streams::Behaviour::new(),
+            stream: datatransfer_streams::Behaviour::new(),
             protect: ProtectBehaviour::new(),
         })
         .unwrap()

@@ -36,17 +36,17 @@ use datatransfer_fsm::{
     DataRequest, HookResult, HookToken, Transport, TransportCommand, TransportEvent,
     TransportEventSink,
 };
-use datatransfer_types::message::{DecodeLimits, Message, MessageType, WireVersion};
-use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, PeerId};
-use dt_ipld::blockstore::Blockstore;
-use dt_ipld::selector::Selector;
-use dt_ipld::traversal::{NoVisitor, Step, Traversal, TraversalConfig};
-use graphsync::node::{
+use datatransfer_graphsync::node::{
     GraphSync, GraphSyncConfig, GraphSyncError, Hooks, IncomingBlock, RequestControl,
     RequestDecision, RequestEvent, RequestHandle,
 };
-use graphsync::responder::{BlockDecision, DO_NOT_SEND_FIRST_BLOCKS, OutgoingBlock};
-use graphsync::{Extensions, RawNode, Request, RequestId, Response, ResponseStatus};
+use datatransfer_graphsync::responder::{BlockDecision, DO_NOT_SEND_FIRST_BLOCKS, OutgoingBlock};
+use datatransfer_graphsync::{Extensions, RawNode, Request, RequestId, Response, ResponseStatus};
+use datatransfer_ipld::blockstore::Blockstore;
+use datatransfer_ipld::selector::Selector;
+use datatransfer_ipld::traversal::{NoVisitor, Step, Traversal, TraversalConfig};
+use datatransfer_types::message::{DecodeLimits, Message, MessageType, WireVersion};
+use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 /// The extension every data-transfer message travels in.
@@ -181,7 +181,7 @@ impl GraphsyncTransport {
     /// channel) and the transport over it. Must be called inside a tokio runtime.
     pub fn start(
         me: PeerId,
-        control: dt_streams::Control,
+        control: datatransfer_streams::Control,
         store: Arc<dyn Blockstore>,
         config: GraphsyncTransportConfig,
     ) -> Result<Self, TransportError> {
@@ -1028,7 +1028,7 @@ async fn open_channel(shared: &Arc<Shared>, gs: &GraphSync, open: Open, busy: u3
         if held > 0 {
             ext.set(
                 DO_NOT_SEND_FIRST_BLOCKS,
-                graphsync::responder::encode_skip_count(held),
+                datatransfer_graphsync::responder::encode_skip_count(held),
             );
         }
     }
@@ -1123,7 +1123,9 @@ async fn watch_request(
     let retry = matches!(
         result,
         Err(GraphSyncError::Verify(
-            graphsync::requester::VerifyError::Failed(ResponseStatus::RequestFailedBusy)
+            datatransfer_graphsync::requester::VerifyError::Failed(
+                ResponseStatus::RequestFailedBusy
+            )
         ))
     ) && busy < shared.max_busy_retries;
     {
@@ -1158,7 +1160,7 @@ async fn watch_request(
             },
         },
         // Go leaves a responder's cancel to the data-transfer message that comes with it.
-        Err(GraphSyncError::Verify(graphsync::requester::VerifyError::Failed(
+        Err(GraphSyncError::Verify(datatransfer_graphsync::requester::VerifyError::Failed(
             ResponseStatus::RequestCancelled,
         ))) => return,
         Ok(status) => TransportEvent::ChannelCompleted {
@@ -1176,15 +1178,15 @@ async fn watch_request(
         // still runs there, the new one says "present" for the blocks the old one sent, which
         // never reached us. A restart after the monitor's backoff asks again, by then alone;
         // the monitor's restart limit bounds a responder that keeps doing it.
-        Err(GraphSyncError::Verify(graphsync::requester::VerifyError::BlockNotSent(cid))) => {
-            TransportEvent::Disconnected {
-                channel,
-                error: format!(
-                    "graphsync request failed: the responder did not send block {cid}, which \
+        Err(GraphSyncError::Verify(
+            datatransfer_graphsync::requester::VerifyError::BlockNotSent(cid),
+        )) => TransportEvent::Disconnected {
+            channel,
+            error: format!(
+                "graphsync request failed: the responder did not send block {cid}, which \
                      go-graphsync withholds while an earlier response to us still holds it"
-                ),
-            }
-        }
+            ),
+        },
         Err(e) => TransportEvent::ChannelCompleted {
             channel,
             result: Err(format!("graphsync request failed to complete: {e}")),

@@ -41,5 +41,5 @@ pub use voucher::{
 pub use cid;
 pub use cid::Cid;
 /// Low-level CBOR reading and writing, shared with the IPLD crate.
-pub use dt_ipld::cbor;
+pub use datatransfer_ipld::cbor;
 pub use libp2p_identity::PeerId;

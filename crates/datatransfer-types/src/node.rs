@@ -97,7 +97,7 @@ impl DagCbor {
     /// The CID this node has as a DAG-CBOR block (SHA2-256): a fixed-size fingerprint of its
     /// bytes, for remembering a node without keeping it.
     pub fn cid(&self) -> crate::Cid {
-        dt_ipld::codec::cid_of(dt_ipld::codec::DAG_CBOR, &self.0)
+        datatransfer_ipld::codec::cid_of(datatransfer_ipld::codec::DAG_CBOR, &self.0)
     }
 
     /// Whether both hold the same IPLD node: the same bytes, or bytes that decode to equal
@@ -106,7 +106,7 @@ impl DagCbor {
         if self.0 == other.0 {
             return true;
         }
-        let decode = |b: &[u8]| dt_ipld::codec::decode_dag_cbor(b, 256).ok();
+        let decode = |b: &[u8]| datatransfer_ipld::codec::decode_dag_cbor(b, 256).ok();
         match (decode(&self.0), decode(&other.0)) {
             (Some(a), Some(b)) => a == b,
             _ => false,

@@ -4,15 +4,15 @@
 //! `cargo bench -p datatransfer`. The provider's file lives in a memory block store; the
 //! client writes into a store that checks and counts blocks but keeps none, so the memory
 //! figure shows what the transfer itself costs above the provider's data. Compare the
-//! throughput with `cargo bench -p graphsync` (graphsync alone) on the same machine.
+//! throughput with `cargo bench -p datatransfer-graphsync` (graphsync alone) on the same machine.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
-use dt_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
-use dt_ipld::unixfs::{ImportOptions, import_bytes};
+use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
+use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
 
 /// Keeps nothing; counts what it is given.
 #[derive(Default)]

@@ -21,9 +21,9 @@ use datatransfer::{
     AcceptAll, ChannelFilter, ChannelId, ChannelState, ChannelStore, ChannelUpdate, Event, Manager,
     Registerable, Status, StoreError, TypedNode, all_selector,
 };
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
 use datatransfer_types::store::conformance;
-use dt_ipld::blockstore::MemoryBlockstore;
-use dt_ipld::unixfs::{ImportOptions, import_bytes};
 use serde::{Deserialize, Serialize};
 
 /// Events kept per channel; older ones are dropped first.

@@ -23,8 +23,8 @@ use datatransfer::{
     AcceptAll, DataTransferBehaviour, EventCode, Manager, Multiaddr, Status, TypedNode,
     all_selector,
 };
-use dt_ipld::blockstore::MemoryBlockstore;
-use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::unixfs::{ImportOptions, export, import_bytes};
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Swarm, identify, kad, noise, ping, tcp, yamux};

@@ -23,8 +23,8 @@ use datatransfer::{
     Revalidator, Status, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher,
     all_selector,
 };
-use dt_ipld::blockstore::MemoryBlockstore;
-use dt_ipld::unixfs::{ImportOptions, export, import_bytes};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::unixfs::{ImportOptions, export, import_bytes};
 use serde::{Deserialize, Serialize};
 
 /// Bytes the provider sends between two payments.

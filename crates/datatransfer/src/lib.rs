@@ -46,11 +46,11 @@ use std::time::Duration;
 
 use datatransfer_fsm::{Engine, EngineConfig, MonitorConfig, UsageError};
 pub use datatransfer_fsm::{Transport, TransportCommand, TransportEvent, TransportEventSink};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 pub use datatransfer_network::{DataTransferNetwork, Libp2pNetwork, NetworkConfig, NetworkEvent};
 use datatransfer_network::{DialError, ProtectHandle};
+use datatransfer_streams::Control;
 pub use datatransfer_transport_graphsync::{GraphsyncTransport, GraphsyncTransportConfig};
-use dt_ipld::blockstore::{Blockstore, MemoryBlockstore};
-use dt_streams::Control;
 use tokio::sync::{mpsc, oneshot};
 
 pub use datatransfer_fsm::MonitorConfig as ChannelMonitorConfig;

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use datatransfer_network::{ProtectBehaviour, ProtectHandle};
-use dt_streams::Control;
+use datatransfer_streams::Control;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, identity, noise, tcp, yamux};
@@ -35,7 +35,7 @@ use crate::ManagerError;
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "Infallible", prelude = "libp2p::swarm::derive_prelude")]
 pub struct DataTransferBehaviour {
-    stream: dt_streams::Behaviour,
+    stream: datatransfer_streams::Behaviour,
     protect: ProtectBehaviour,
 }
 
@@ -54,11 +54,11 @@ impl std::fmt::Debug for DataTransferBehaviour {
 
 impl DataTransferBehaviour {
     /// A behaviour with the default limits: 1,024 queued inbound streams per protocol
-    /// ([`dt_streams::DEFAULT_MAX_QUEUED_INBOUND`]), the addresses of 10,000 peers remembered
+    /// ([`datatransfer_streams::DEFAULT_MAX_QUEUED_INBOUND`]), the addresses of 10,000 peers remembered
     /// ([`datatransfer_network::DEFAULT_ADDRESS_BOOK_PEERS`]).
     pub fn new() -> Self {
         Self {
-            stream: dt_streams::Behaviour::new(),
+            stream: datatransfer_streams::Behaviour::new(),
             protect: ProtectBehaviour::new(),
         }
     }

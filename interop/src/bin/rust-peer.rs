@@ -19,8 +19,8 @@ use std::sync::Arc;
 use datatransfer::{Cid, Multiaddr, PeerId, all_selector};
 use datatransfer_interop::go::{chid_json, keypair};
 use datatransfer_interop::rust::{RustNodeOptions, fast_config, node, voucher};
-use dt_ipld::blockstore::Blockstore;
-use dt_ipld::fsstore::FsBlockstore;
+use datatransfer_ipld::blockstore::Blockstore;
+use datatransfer_ipld::fsstore::FsBlockstore;
 use serde_json::json;
 
 struct Args {

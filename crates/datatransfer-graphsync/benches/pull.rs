@@ -1,0 +1,161 @@
+//! Prints graphsync pull throughput for a 256 MiB (or `GS_BENCH_MIB`) UnixFS file between two nodes over TCP on
+//! 127.0.0.1, next to raw TCP loopback throughput measured in the same run.
+//!
+//! `cargo bench -p datatransfer-graphsync`. Figures are printed, not asserted.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datatransfer_graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig};
+use datatransfer_graphsync::{Extensions, RawNode, ResponseStatus, Version};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
+use tokio::sync::mpsc;
+
+/// The file size: 256 MiB, or `GS_BENCH_MIB` MiB.
+fn size() -> usize {
+    std::env::var("GS_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(256)
+        << 20
+}
+
+fn raw_tcp() -> f64 {
+    let size = size();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        while total < size {
+            let n = s.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    for _ in 0..(size >> 20) {
+        s.write_all(&chunk).expect("write");
+    }
+    drop(s);
+    reader.join().expect("reader");
+    size as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+async fn swarm() -> (Swarm<datatransfer_streams::Behaviour>, Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| datatransfer_streams::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    (swarm, addr)
+}
+
+fn main() {
+    println!("raw TCP loopback: {:.0} MB/s", raw_tcp());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (server_swarm, server_addr) = swarm().await;
+        let server_store = Arc::new(MemoryBlockstore::new());
+        let mut x = 0x9e37_79b9u64;
+        let data: Vec<u8> = (0..size())
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let root = import_bytes(&*server_store, &data, &ImportOptions::default())
+            .expect("import")
+            .root;
+        drop(data);
+        let server_peer = *server_swarm.local_peer_id();
+        let _server = GraphSync::start(
+            server_peer,
+            server_swarm.behaviour().new_control(),
+            server_store,
+            Arc::new(AcceptAll),
+            GraphSyncConfig::default(),
+        )
+        .expect("start");
+        let mut server_swarm = server_swarm;
+        tokio::spawn(async move {
+            loop {
+                server_swarm.select_next_some().await;
+            }
+        });
+        let selector = RawNode::new(vec![
+            0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62,
+            b':', b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
+        ])
+        .expect("selector");
+        for version in [Version::V2, Version::V1] {
+            // A fresh client node (own swarm and peer id) per protocol version.
+            let (mut client_swarm, _) = swarm().await;
+            let client_peer = *client_swarm.local_peer_id();
+            let control = client_swarm.behaviour().new_control();
+            let (up_tx, mut up) = mpsc::channel(1);
+            client_swarm.dial(server_addr.clone()).expect("dial");
+            tokio::spawn(async move {
+                loop {
+                    if let SwarmEvent::ConnectionEstablished { .. } =
+                        client_swarm.select_next_some().await
+                    {
+                        let _ = up_tx.try_send(());
+                    }
+                }
+            });
+            up.recv().await;
+            let store = Arc::new(MemoryBlockstore::new());
+            let config = GraphSyncConfig {
+                versions: vec![version],
+                ..GraphSyncConfig::default()
+            };
+            let client = GraphSync::start(client_peer, control, store, Arc::new(AcceptAll), config)
+                .expect("start");
+            let start = Instant::now();
+            let req = client
+                .request(server_peer, root, selector.clone(), Extensions::new())
+                .await
+                .expect("request");
+            assert_eq!(req.finish().await, Ok(ResponseStatus::RequestCompletedFull));
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "graphsync {} pull of {} MiB: {:.0} MB/s",
+                version.protocol(),
+                size() >> 20,
+                size() as f64 / secs / 1e6
+            );
+        }
+    });
+}

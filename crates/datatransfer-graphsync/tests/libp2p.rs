@@ -1,0 +1,1105 @@
+//! Graphsync nodes over real libp2p (TCP + noise + yamux on 127.0.0.1, ephemeral ports).
+
+#![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datatransfer_graphsync::node::{
+    AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError, Hooks, RequestEvent,
+};
+use datatransfer_graphsync::requester::VerifyError;
+use datatransfer_graphsync::responder::{BlockDecision, OutgoingBlock};
+use datatransfer_graphsync::v1::V1Ids;
+use datatransfer_graphsync::{
+    Block, Extensions, Message, RawNode, RequestId, Response, ResponseStatus, Version,
+};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
+use datatransfer_ipld::codec::{self, DAG_CBOR, RAW};
+use datatransfer_ipld::traversal::TraversalError;
+use datatransfer_ipld::unixfs::{ImportOptions, export, import_bytes};
+use datatransfer_ipld::{Cid, Node};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+fn all() -> RawNode {
+    RawNode::new(vec![
+        0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62, b':',
+        b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
+    ])
+    .unwrap()
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Imports `data` as a UnixFS file of `chunk`-byte raw leaves; returns its root.
+fn import_chunked(store: &dyn Blockstore, data: &[u8], chunk: usize) -> Cid {
+    let opts = ImportOptions {
+        chunk_size: chunk,
+        max_links: 174,
+        raw_leaves: true,
+        ..ImportOptions::default()
+    };
+    import_bytes(store, data, &opts).unwrap().root
+}
+
+struct TestNode {
+    peer: PeerId,
+    addr: Multiaddr,
+    gs: GraphSync,
+    store: Arc<MemoryBlockstore>,
+    dial: mpsc::Sender<(Multiaddr, oneshot::Sender<()>)>,
+    control: datatransfer_streams::Control,
+}
+
+impl TestNode {
+    /// Connects to `other` and waits until the connection is up.
+    async fn connect(&self, other: &Self) {
+        let (tx, rx) = oneshot::channel();
+        self.dial.send((other.addr.clone(), tx)).await.unwrap();
+        timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    }
+}
+
+async fn swarm() -> (Swarm<datatransfer_streams::Behaviour>, Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| datatransfer_streams::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    (swarm, addr)
+}
+
+fn drive(
+    mut swarm: Swarm<datatransfer_streams::Behaviour>,
+) -> mpsc::Sender<(Multiaddr, oneshot::Sender<()>)> {
+    let (tx, mut rx) = mpsc::channel::<(Multiaddr, oneshot::Sender<()>)>(4);
+    tokio::spawn(async move {
+        let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => {
+                    if let SwarmEvent::ConnectionEstablished { .. } = ev {
+                        for w in waiting.drain(..) { let _ = w.send(()); }
+                    }
+                }
+                d = rx.recv() => match d {
+                    Some((addr, done)) => { swarm.dial(addr).unwrap(); waiting.push(done); }
+                    None => return,
+                },
+            }
+        }
+    });
+    tx
+}
+
+async fn node(hooks: Arc<dyn Hooks>, config: GraphSyncConfig) -> TestNode {
+    let (swarm, addr) = swarm().await;
+    let peer = *swarm.local_peer_id();
+    let control = swarm.behaviour().new_control();
+    let store = Arc::new(MemoryBlockstore::new());
+    let gs = GraphSync::start(peer, control.clone(), store.clone(), hooks, config).unwrap();
+    let dial = drive(swarm);
+    TestNode {
+        peer,
+        addr,
+        gs,
+        store,
+        dial,
+        control,
+    }
+}
+
+fn only(v: Version) -> GraphSyncConfig {
+    GraphSyncConfig {
+        versions: vec![v],
+        ..GraphSyncConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_file_and_a_10_mib_dag_cbor_dag_in_both_versions() {
+    let server = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let data = bytes(64 << 20, 11);
+    let file = import_bytes(&*server.store, &data, &ImportOptions::default())
+        .unwrap()
+        .root;
+    let leaves: Vec<Node> = (0..40u64)
+        .map(|i| {
+            Node::Link(
+                server
+                    .store
+                    .put_new(RAW, &bytes(256 << 10, 2 * i + 1))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let dag = server
+        .store
+        .put_new(
+            DAG_CBOR,
+            &codec::encode_dag_cbor(&Node::map(vec![("leaves", Node::List(leaves))])),
+        )
+        .unwrap();
+
+    for version in [Version::V2, Version::V1] {
+        let client = node(Arc::new(AcceptAll), only(version)).await;
+        client.connect(&server).await;
+        let req = client
+            .gs
+            .request(server.peer, file, all(), Extensions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            timeout(Duration::from_secs(120), req.finish())
+                .await
+                .unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+        let mut back = Vec::with_capacity(data.len());
+        export(&*client.store, &file, &mut back).unwrap();
+        assert!(back == data, "{version:?}: bytes differ");
+
+        let req = client
+            .gs
+            .request(server.peer, dag, all(), Extensions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            timeout(Duration::from_secs(60), req.finish())
+                .await
+                .unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+        assert_eq!(
+            client.store.len(),
+            65 + 1 + 40,
+            "{version:?}: 64 leaves + root, DAG root + 40 leaves"
+        );
+    }
+}
+
+/// Pauses every response after its third block and counts blocks seen.
+#[derive(Default)]
+struct PauseAtThree {
+    seen: AtomicU64,
+}
+
+#[async_trait]
+impl Hooks for PauseAtThree {
+    async fn outgoing_block(
+        &self,
+        _: PeerId,
+        _: RequestId,
+        block: &OutgoingBlock,
+    ) -> (BlockDecision, Extensions) {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        let d = if block.index == 3 {
+            BlockDecision::Pause
+        } else {
+            BlockDecision::Continue
+        };
+        (d, Extensions::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responder_pause_and_unpause_requester_pause_and_cancel() {
+    let hooks = Arc::new(PauseAtThree::default());
+    let server = node(hooks.clone(), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let data = bytes(4 << 20, 3);
+    let root = import_chunked(&*server.store, &data, 256 << 10);
+
+    // The responder's hook pauses after three blocks; unpausing finishes the transfer.
+    let mut req = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    loop {
+        match timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            RequestEvent::Response(r) if r.status == ResponseStatus::RequestPaused => break,
+            RequestEvent::Completed(r) => panic!("completed early: {r:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(hooks.seen.load(Ordering::SeqCst), 3);
+    server
+        .gs
+        .unpause_response(client.peer, req.id, Extensions::new())
+        .await;
+    assert_eq!(
+        timeout(Duration::from_secs(30), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*client.store, &root, &mut back).unwrap();
+    assert!(back == data);
+
+    // A cancelled request ends with Cancelled.
+    let other = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    other.connect(&server).await;
+    let req = other
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    req.cancel().await;
+    assert_eq!(
+        timeout(Duration::from_secs(10), req.finish())
+            .await
+            .unwrap(),
+        Err(GraphSyncError::Cancelled)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_limit_wait_their_turn() {
+    let config = GraphSyncConfig {
+        max_responses_per_peer: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(Arc::new(AcceptAll), config).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let mut roots = Vec::new();
+    for s in 0..3 {
+        let data = bytes(1 << 20, 50 + s);
+        roots.push(import_chunked(&*server.store, &data, 64 << 10));
+    }
+    let mut reqs = Vec::new();
+    for r in &roots {
+        reqs.push(
+            client
+                .gs
+                .request(server.peer, *r, all(), Extensions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for r in reqs {
+        assert_eq!(
+            timeout(Duration::from_secs(30), r.finish()).await.unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_block_from_a_bogus_responder_fails_the_request() {
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    // A peer that answers every request with a block that is not the one asked for.
+    let bogus = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            versions: vec![],
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let mut control = bogus.control.clone();
+    let mut incoming = control
+        .accept(libp2p::StreamProtocol::new(Version::V2.protocol()))
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some((peer, mut stream)) = incoming.next().await {
+            let mut control = control.clone();
+            tokio::spawn(async move {
+                let mut frames = datatransfer_graphsync::FrameReader::new(1 << 20);
+                let mut buf = vec![0u8; 4096];
+                let req = loop {
+                    if let Ok(Some(body)) = frames.next_frame() {
+                        break datatransfer_graphsync::v2::decode(&body, 64)
+                            .unwrap()
+                            .requests
+                            .remove(0);
+                    }
+                    let n = stream.read(&mut buf).await.unwrap();
+                    frames.push(&buf[..n]);
+                };
+                let root = req.root.unwrap();
+                let wrong = b"not the block you asked for".to_vec();
+                let wrong_cid = codec::cid_of(RAW, &wrong);
+                let msg = Message {
+                    responses: vec![Response {
+                        id: req.id,
+                        status: ResponseStatus::RequestCompletedFull,
+                        metadata: vec![(root, datatransfer_graphsync::LinkAction::Present)],
+                        extensions: Extensions::new(),
+                    }],
+                    blocks: vec![Block {
+                        cid: wrong_cid,
+                        data: wrong,
+                    }],
+                    ..Message::default()
+                };
+                let mut out = control
+                    .open_stream(peer, libp2p::StreamProtocol::new(Version::V2.protocol()))
+                    .await
+                    .unwrap();
+                out.write_all(&datatransfer_graphsync::encode_frame(
+                    &msg,
+                    Version::V2,
+                    &mut V1Ids::default(),
+                ))
+                .await
+                .unwrap();
+                out.close().await.unwrap();
+            });
+        }
+    });
+    client.connect(&bogus).await;
+    let root: Cid = codec::cid_of(RAW, b"the real block");
+    let req = client
+        .gs
+        .request(bogus.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    let res = timeout(Duration::from_secs(10), req.finish())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            res,
+            Err(GraphSyncError::Verify(VerifyError::BlockNotSent(_)))
+        ),
+        "{res:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_is_refused_beyond_the_limit() {
+    let config = GraphSyncConfig {
+        max_requests_per_peer: 2,
+        max_responses_per_peer: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(Arc::new(AcceptAll), config).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let root = import_bytes(
+        &*server.store,
+        &bytes(2 << 20, 77),
+        &ImportOptions {
+            chunk_size: 64 << 10,
+            max_links: 174,
+            raw_leaves: true,
+            ..ImportOptions::default()
+        },
+    )
+    .unwrap()
+    .root;
+    let mut reqs = Vec::new();
+    for _ in 0..6 {
+        reqs.push(
+            client
+                .gs
+                .request(server.peer, root, all(), Extensions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let (mut ok, mut busy, mut acknowledged) = (0, 0, 0);
+    for mut r in reqs {
+        let result = timeout(Duration::from_secs(30), async {
+            while let Some(ev) = r.next().await {
+                match ev {
+                    RequestEvent::Response(resp)
+                        if resp.status == ResponseStatus::RequestAcknowledged =>
+                    {
+                        acknowledged += 1
+                    }
+                    RequestEvent::Completed(res) => return res,
+                    _ => {}
+                }
+            }
+            Err(GraphSyncError::Closed)
+        })
+        .await
+        .unwrap();
+        match result {
+            Ok(ResponseStatus::RequestCompletedFull) => ok += 1,
+            Err(GraphSyncError::Verify(VerifyError::Failed(ResponseStatus::RequestFailedBusy))) => {
+                busy += 1
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Every request answered: served, or refused as busy. How many found room depends on
+    // when each arrived; one that waited may have been told so (its answer can also merge
+    // into its own first data).
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+    assert_eq!(ok + busy, 6);
+    assert!(acknowledged < ok, "acknowledged {acknowledged}, ok {ok}");
+}
+
+/// Pauses our own request once, on the second block it receives (the first leaf).
+#[derive(Default)]
+struct PauseMyRequest {
+    seen: AtomicU64,
+}
+
+impl Hooks for PauseMyRequest {
+    fn incoming_block(
+        &self,
+        _: PeerId,
+        _: RequestId,
+        _: &datatransfer_graphsync::node::IncomingBlock,
+    ) -> BlockDecision {
+        if self.seen.fetch_add(1, Ordering::SeqCst) == 1 {
+            BlockDecision::Pause
+        } else {
+            BlockDecision::Continue
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_pauses_and_unpauses_without_blocks_sent_twice() {
+    // One block per message, so the pause lands while the responder is still sending.
+    let one_per_message = GraphSyncConfig {
+        message_target: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(Arc::new(AcceptAll), one_per_message).await;
+    let client = node(
+        Arc::new(PauseMyRequest::default()),
+        GraphSyncConfig::default(),
+    )
+    .await;
+    client.connect(&server).await;
+    let data = bytes(40 * (64 << 10), 1);
+    let root = import_chunked(&*server.store, &data, 64 << 10);
+    let mut req = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    let mut blocks = 0;
+    // Wait for the first leaf, after which our hook paused the request.
+    while blocks < 2 {
+        if let RequestEvent::Block { .. } = timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            blocks += 1;
+        }
+    }
+    req.unpause(Extensions::new()).await;
+    loop {
+        match timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            RequestEvent::Block { .. } => blocks += 1,
+            RequestEvent::Completed(r) => {
+                assert_eq!(r, Ok(ResponseStatus::RequestCompletedFull));
+                break;
+            }
+            RequestEvent::Response(_) => {}
+        }
+    }
+    assert_eq!(blocks, 1 + 40, "root and 40 leaves, each once");
+    let mut back = Vec::new();
+    export(&*client.store, &root, &mut back).unwrap();
+    assert!(back == data);
+}
+
+/// Serves requests carrying the extension "x/store" from a second store.
+struct TwoStores {
+    other: Arc<MemoryBlockstore>,
+}
+
+impl Hooks for TwoStores {
+    fn store_for_request(
+        &self,
+        _: PeerId,
+        request: &datatransfer_graphsync::Request,
+    ) -> Option<Arc<dyn Blockstore>> {
+        request
+            .extensions
+            .get("x/store")
+            .map(|_| self.other.clone() as Arc<dyn Blockstore>)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_can_have_its_own_store_on_both_sides() {
+    let other = Arc::new(MemoryBlockstore::new());
+    let server = node(
+        Arc::new(TwoStores {
+            other: other.clone(),
+        }),
+        GraphSyncConfig::default(),
+    )
+    .await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let data = bytes(1 << 20, 99);
+    let root = import_chunked(&*other, &data, 128 << 10);
+    // Not in the server's own store: the default store finds nothing to send.
+    let plain = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(10), plain.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedPartial)
+    );
+    // With the extension, the hook picks the other store; the client writes to its own pick.
+    let mut ext = Extensions::new();
+    ext.set("x/store", RawNode::new(vec![0xf5]).unwrap());
+    let mine = Arc::new(MemoryBlockstore::new());
+    let req = client
+        .gs
+        .request_into(server.peer, root, all(), ext, mine.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(10), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*mine, &root, &mut back).unwrap();
+    assert!(back == data);
+    assert!(
+        client.store.is_empty(),
+        "nothing went to the client's default store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_responder_can_cancel() {
+    let hooks = Arc::new(PauseAtThree::default());
+    let server = node(hooks, GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let root = import_bytes(
+        &*server.store,
+        &bytes(2 << 20, 5),
+        &ImportOptions {
+            chunk_size: 256 << 10,
+            max_links: 174,
+            raw_leaves: true,
+            ..ImportOptions::default()
+        },
+    )
+    .unwrap()
+    .root;
+    let mut req = client
+        .gs
+        .request(server.peer, root, all(), Extensions::new())
+        .await
+        .unwrap();
+    loop {
+        if let RequestEvent::Response(r) = timeout(Duration::from_secs(10), req.next())
+            .await
+            .unwrap()
+            .unwrap()
+            && r.status == ResponseStatus::RequestPaused
+        {
+            break;
+        }
+    }
+    server.gs.cancel_response(client.peer, req.id).await;
+    let res = timeout(Duration::from_secs(10), req.finish())
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        Err(GraphSyncError::Verify(VerifyError::Failed(
+            ResponseStatus::RequestCancelled
+        )))
+    );
+}
+
+/// Records what the hooks see.
+#[derive(Default)]
+struct Recorder {
+    sent_blocks: AtomicU64,
+    sent_bytes: AtomicU64,
+    queued: AtomicU64,
+    tagged: AtomicU64,
+    paused_once: std::sync::atomic::AtomicBool,
+    paused_id: std::sync::Mutex<Option<RequestId>>,
+}
+
+#[async_trait]
+impl Hooks for Recorder {
+    fn outgoing_request(&self, _: PeerId, _: &datatransfer_graphsync::Request) -> Extensions {
+        let mut e = Extensions::new();
+        e.set("x/tag", RawNode::new(vec![0x01]).unwrap());
+        e
+    }
+
+    async fn incoming_request(
+        &self,
+        _: PeerId,
+        request: &datatransfer_graphsync::Request,
+    ) -> datatransfer_graphsync::node::RequestDecision {
+        if request.extensions.get("x/tag").is_some() {
+            self.tagged.fetch_add(1, Ordering::SeqCst);
+        }
+        datatransfer_graphsync::node::RequestDecision::Accept(Extensions::new())
+    }
+
+    fn request_queued(&self, _: PeerId, _: &datatransfer_graphsync::Request) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn outgoing_block(
+        &self,
+        _: PeerId,
+        id: RequestId,
+        _: &OutgoingBlock,
+    ) -> (BlockDecision, Extensions) {
+        // The very first block pauses its response, holding the only slot.
+        let first = !self.paused_once.swap(true, Ordering::SeqCst);
+        if first {
+            *self.paused_id.lock().unwrap() = Some(id);
+        }
+        (
+            if first {
+                BlockDecision::Pause
+            } else {
+                BlockDecision::Continue
+            },
+            Extensions::new(),
+        )
+    }
+
+    fn block_sent(&self, _: PeerId, _: RequestId, _: Cid, size: u64) {
+        self.sent_blocks.fetch_add(1, Ordering::SeqCst);
+        self.sent_bytes.fetch_add(size, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
+    let server_hooks = Arc::new(Recorder::default());
+    let config = GraphSyncConfig {
+        max_responses_per_peer: 1,
+        ..GraphSyncConfig::default()
+    };
+    let server = node(server_hooks.clone(), config).await;
+    let client = node(Arc::new(Recorder::default()), GraphSyncConfig::default()).await;
+    client.connect(&server).await;
+    let mut roots = Vec::new();
+    let mut total_bytes = 0u64;
+    for s in 0..3 {
+        let data = bytes(512 << 10, 200 + s);
+        let imported = import_bytes(
+            &*server.store,
+            &data,
+            &ImportOptions {
+                chunk_size: 64 << 10,
+                max_links: 174,
+                raw_leaves: true,
+                ..ImportOptions::default()
+            },
+        )
+        .unwrap();
+        total_bytes +=
+            server.store.get(&imported.root).unwrap().unwrap().len() as u64 + imported.size;
+        roots.push(imported.root);
+    }
+    let mut reqs = Vec::new();
+    for r in &roots {
+        reqs.push(
+            client
+                .gs
+                .request(server.peer, *r, all(), Extensions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let waits: Vec<_> = reqs
+        .into_iter()
+        .map(|r| tokio::spawn(async move { timeout(Duration::from_secs(30), r.finish()).await }))
+        .collect();
+    // The paused response holds the only slot, so the others wait in the queue.
+    let paused = timeout(Duration::from_secs(10), async {
+        loop {
+            let id = *server_hooks.paused_id.lock().unwrap();
+            if let Some(id) = id
+                && server_hooks.queued.load(Ordering::SeqCst) >= 2
+            {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server
+        .gs
+        .unpause_response(client.peer, paused, Extensions::new())
+        .await;
+    for w in waits {
+        assert_eq!(
+            w.await.unwrap().unwrap(),
+            Ok(ResponseStatus::RequestCompletedFull)
+        );
+    }
+    assert_eq!(
+        server_hooks.tagged.load(Ordering::SeqCst),
+        3,
+        "the client's outgoing-request hook tagged every request"
+    );
+    assert!(
+        server_hooks.queued.load(Ordering::SeqCst) >= 2,
+        "one response at a time: the others queued"
+    );
+    assert_eq!(
+        server_hooks.sent_blocks.load(Ordering::SeqCst),
+        3 * 9,
+        "a root and 8 leaves per file"
+    );
+    assert_eq!(server_hooks.sent_bytes.load(Ordering::SeqCst), total_bytes);
+}
+
+/// Counts the bytes of blocks a responder put on the wire.
+#[derive(Default)]
+struct SentBytes(AtomicU64);
+
+#[async_trait]
+impl Hooks for SentBytes {
+    fn block_sent(&self, _: PeerId, _: RequestId, _: Cid, size: u64) {
+        self.0.fetch_add(size, Ordering::SeqCst);
+    }
+}
+
+/// A block store that takes 8 ms per block written, like a disk that syncs every block.
+struct SlowStore {
+    inner: MemoryBlockstore,
+    stored: AtomicU64,
+}
+
+impl Blockstore for SlowStore {
+    fn get(
+        &self,
+        cid: &Cid,
+    ) -> Result<Option<Arc<[u8]>>, datatransfer_ipld::blockstore::BlockstoreError> {
+        self.inner.get(cid)
+    }
+
+    fn put(
+        &self,
+        cid: &Cid,
+        data: &[u8],
+    ) -> Result<(), datatransfer_ipld::blockstore::BlockstoreError> {
+        std::thread::sleep(Duration::from_millis(8));
+        self.stored.fetch_add(data.len() as u64, Ordering::SeqCst);
+        self.inner.put(cid, data)
+    }
+}
+
+/// A requester whose store is slower than the network holds a bounded amount of received
+/// data: its readers wait for the inbound byte budget, so TCP slows the responder down,
+/// instead of messages piling up in a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
+    let sent = Arc::new(SentBytes::default());
+    let server = node(sent.clone(), GraphSyncConfig::default()).await;
+    let client = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_inbound_bytes: 1 << 20,
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    client.connect(&server).await;
+    let data = bytes(64 << 20, 7);
+    let root = import_chunked(&*server.store, &data, 256 << 10);
+    let store = Arc::new(SlowStore {
+        inner: MemoryBlockstore::new(),
+        stored: AtomicU64::new(0),
+    });
+    let req = client
+        .gs
+        .request_into(server.peer, root, all(), Extensions::new(), store.clone())
+        .await
+        .unwrap();
+    // Sample how far the responder runs ahead of the store while the request runs.
+    let (watch_sent, watch_store) = (sent.clone(), store.clone());
+    let watcher = tokio::spawn(async move {
+        let mut widest = 0u64;
+        loop {
+            let stored = watch_store.stored.load(Ordering::SeqCst);
+            let gap = watch_sent.0.load(Ordering::SeqCst).saturating_sub(stored);
+            widest = widest.max(gap);
+            if stored >= 64 << 20 {
+                return widest;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert_eq!(
+        timeout(Duration::from_secs(60), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let widest = timeout(Duration::from_secs(10), watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    // 1 MiB of budget, plus what the sockets and yamux hold; never most of the 64 MiB.
+    assert!(
+        widest < 10 << 20,
+        "the responder ran {} MiB ahead of the store",
+        widest >> 20
+    );
+    let mut back = Vec::new();
+    export(&store.inner, &root, &mut back).unwrap();
+    assert!(back == data);
+}
+
+/// The request ended because the responder's walk failed (go-graphsync's status for that).
+fn assert_failed_unknown(res: &Result<ResponseStatus, GraphSyncError>) {
+    assert!(
+        matches!(
+            res,
+            Err(GraphSyncError::Verify(VerifyError::Failed(
+                ResponseStatus::RequestFailedUnknown
+            )))
+        ),
+        "{res:?}"
+    );
+}
+
+/// Selectors a peer could send to make a responder work without end (a union that doubles
+/// at every level of a 60-block chain; a range of 2^62 indexes) end at once, and the
+/// responder goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_that_would_run_away_end_at_once() {
+    let provider = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&provider).await;
+    let mut head = provider.store.put_new(RAW, b"end").unwrap();
+    for _ in 0..60 {
+        let list = Node::List(vec![Node::Integer(7), Node::Link(head)]);
+        head = provider
+            .store
+            .put_new(codec::DAG_CBOR, &codec::encode_dag_cbor(&list))
+            .unwrap();
+    }
+    let selector = |node: Node| RawNode::new(codec::encode_dag_cbor(&node)).unwrap();
+    let empty = || Node::map(Vec::<(String, Node)>::new());
+    let explore_all_edge = || Node::map([("a", Node::map([(">", Node::map([("@", empty())]))]))]);
+    let doubling = selector(Node::map([(
+        "R",
+        Node::map([
+            ("l", Node::map([("none", empty())])),
+            (
+                ":>",
+                Node::map([(
+                    "|",
+                    Node::List(vec![explore_all_edge(), explore_all_edge()]),
+                )]),
+            ),
+        ]),
+    )]));
+    let huge_range = selector(Node::map([(
+        "r",
+        Node::map([
+            ("$", Node::Integer(1 << 62)),
+            (">", Node::map([(".", empty())])),
+            ("^", Node::Integer(0)),
+        ]),
+    )]));
+    let run = |selector: RawNode| {
+        let gs = client.gs.clone();
+        let peer = provider.peer;
+        async move {
+            let req = gs
+                .request(peer, head, selector, Extensions::new())
+                .await
+                .unwrap();
+            timeout(Duration::from_secs(10), req.finish())
+                .await
+                .unwrap()
+        }
+    };
+    let res = run(doubling).await;
+    // The responder gave up on the walk and said so.
+    assert_failed_unknown(&res);
+    assert_eq!(
+        run(huge_range).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    assert_eq!(run(all()).await, Ok(ResponseStatus::RequestCompletedFull));
+}
+
+/// go-graphsync's `MaxLinksPerIncomingRequests` and `MaxLinksPerOutgoingRequests`: a walk past
+/// the limit ends the request, on the responder (which says `RequestFailedUnknown`) and on
+/// the requester; within it, the same request completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_limits_per_request_end_longer_walks() {
+    let strict_provider = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_links_per_incoming_request: Some(20),
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let strict_client = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_links_per_outgoing_request: Some(20),
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let provider = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    for (c, p) in [
+        (&client, &strict_provider),
+        (&strict_client, &provider),
+        (&client, &provider),
+    ] {
+        c.connect(p).await;
+    }
+    let chain = |store: &dyn Blockstore, len: usize| {
+        let mut head = store.put_new(RAW, b"end").unwrap();
+        for _ in 0..len {
+            let list = Node::List(vec![Node::Link(head)]);
+            head = store
+                .put_new(DAG_CBOR, &codec::encode_dag_cbor(&list))
+                .unwrap();
+        }
+        head
+    };
+    let (short, long) = (19, 30);
+    for p in [&strict_provider, &provider] {
+        chain(&*p.store, short);
+        chain(&*p.store, long);
+    }
+    let short = chain(&MemoryBlockstore::new(), short);
+    let long = chain(&MemoryBlockstore::new(), long);
+    let pull = |c: &TestNode, p: &TestNode, root: Cid| {
+        let (gs, peer) = (c.gs.clone(), p.peer);
+        async move {
+            let req = gs
+                .request(peer, root, all(), Extensions::new())
+                .await
+                .unwrap();
+            timeout(Duration::from_secs(10), req.finish())
+                .await
+                .unwrap()
+        }
+    };
+    // 20 blocks (the root and 19 links) fit; 31 do not.
+    assert_eq!(
+        pull(&client, &strict_provider, short).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let refused = pull(&client, &strict_provider, long).await;
+    assert_failed_unknown(&refused);
+    assert_eq!(
+        pull(&strict_client, &provider, short).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let stopped = pull(&strict_client, &provider, long).await;
+    assert!(
+        matches!(
+            stopped,
+            Err(GraphSyncError::Verify(VerifyError::Traversal(ref e)))
+                if **e == TraversalError::TooManyLinks(20)
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(
+        pull(&client, &provider, long).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+}
+
+/// `max_inbound_rate` holds a requester's reading, and `max_outbound_rate` a responder's
+/// writing, to the rate: 3 MiB at 4 MiB/s cannot take less than the 0.75 s it is due minus the
+/// quarter second allowed at once (a lower bound only: a slow machine only makes it longer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_spread_a_pull_over_time() {
+    let limited = |inbound: bool| GraphSyncConfig {
+        max_inbound_rate: inbound.then_some(4 << 20),
+        max_outbound_rate: (!inbound).then_some(4 << 20),
+        ..GraphSyncConfig::default()
+    };
+    for inbound in [true, false] {
+        let (client_config, provider_config) = if inbound {
+            (limited(true), GraphSyncConfig::default())
+        } else {
+            (GraphSyncConfig::default(), limited(false))
+        };
+        let provider = node(Arc::new(AcceptAll), provider_config).await;
+        let client = node(Arc::new(AcceptAll), client_config).await;
+        client.connect(&provider).await;
+        let data = bytes(3 << 20, 41);
+        let root = import_chunked(&*provider.store, &data, 64 << 10);
+        let started = std::time::Instant::now();
+        let req = client
+            .gs
+            .request(provider.peer, root, all(), Extensions::new())
+            .await
+            .unwrap();
+        let done = timeout(Duration::from_secs(20), req.finish())
+            .await
+            .unwrap();
+        assert_eq!(done, Ok(ResponseStatus::RequestCompletedFull));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500),
+            "inbound {inbound}: {took:?}"
+        );
+        let mut out = Vec::new();
+        export(&*client.store, &root, &mut out).unwrap();
+        assert!(out == data, "the file arrived whole");
+    }
+}

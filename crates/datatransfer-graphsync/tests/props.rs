@@ -1,0 +1,250 @@
+//! Property tests of both graphsync codecs and the framing.
+
+#![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
+
+use datatransfer_graphsync::v1::V1Ids;
+use datatransfer_graphsync::{
+    Block, Extensions, FrameReader, LinkAction, Message, MessageError, RawNode, Request, RequestId,
+    Response, ResponseStatus, Version, decode_body, encode_frame, v1, v2,
+};
+use proptest::prelude::*;
+
+fn raw_cid(d: &[u8]) -> cid::Cid {
+    datatransfer_ipld::codec::cid_of(datatransfer_ipld::codec::RAW, d)
+}
+
+fn node() -> impl Strategy<Value = RawNode> {
+    prop_oneof![
+        any::<u32>().prop_map(|n| {
+            let mut b = Vec::new();
+            datatransfer_ipld::cbor::write_header(&mut b, 0, u64::from(n));
+            b
+        }),
+        "[a-z]{0,8}".prop_map(|s| {
+            let mut b = Vec::new();
+            datatransfer_ipld::cbor::write_text(&mut b, s.as_bytes());
+            b
+        }),
+        Just(vec![0xa1, 0x61, b'a', 0x01]),
+        Just(vec![0xf5]),
+    ]
+    .prop_map(|b| RawNode::new(b).unwrap())
+}
+
+fn extensions() -> impl Strategy<Value = Extensions> {
+    prop::collection::vec(("[a-z/]{1,12}", node()), 0..4).prop_map(Extensions::from_entries)
+}
+
+fn status() -> impl Strategy<Value = ResponseStatus> {
+    prop::sample::select(vec![
+        10i128, 11, 12, 13, 14, 15, 20, 21, 30, 31, 32, 33, 34, 35,
+    ])
+    .prop_map(|c| ResponseStatus::try_from(c).unwrap())
+}
+
+fn action() -> impl Strategy<Value = LinkAction> {
+    prop::sample::select(vec![
+        LinkAction::Present,
+        LinkAction::DuplicateNotSent,
+        LinkAction::Missing,
+        LinkAction::DuplicateDagSkipped,
+    ])
+}
+
+/// Messages both versions can carry: ids in 1.0.0's int32 space, priorities and metadata
+/// actions that 1.0.0 keeps (it only knows present/missing).
+fn message(v1_safe: bool) -> impl Strategy<Value = Message> {
+    let id = any::<i32>().prop_map(V1Ids::from_v1);
+    let request = (
+        id.clone(),
+        0u8..3,
+        any::<i32>(),
+        any::<[u8; 8]>(),
+        extensions(),
+    )
+        .prop_map(|(id, k, pri, seed, ext)| match k {
+            0 => Request::new(
+                id,
+                raw_cid(&seed),
+                RawNode::new(vec![0xa0]).unwrap(),
+                pri,
+                ext,
+            ),
+            1 => Request::cancel(id),
+            _ => Request::update(id, ext),
+        });
+    let response = (
+        id,
+        status(),
+        prop::collection::vec((any::<[u8; 4]>(), action()), 0..4),
+        extensions(),
+    )
+        .prop_map(move |(id, status, md, ext)| Response {
+            id,
+            status,
+            metadata: md
+                .into_iter()
+                .map(|(s, a)| {
+                    let a = if v1_safe && a != LinkAction::Present {
+                        LinkAction::Missing
+                    } else {
+                        a
+                    };
+                    (raw_cid(&s), a)
+                })
+                .collect(),
+            extensions: ext,
+        });
+    let block = prop::collection::vec(any::<u8>(), 0..64).prop_map(|d| Block {
+        cid: raw_cid(&d),
+        data: d,
+    });
+    (
+        prop::collection::vec(request, 0..3),
+        prop::collection::vec(response, 0..3),
+        prop::collection::vec(block, 0..3),
+    )
+        .prop_map(|(requests, responses, blocks)| Message {
+            requests,
+            responses,
+            blocks,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6752_5f73),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn v2_round_trips(msg in message(false)) {
+        prop_assert_eq!(v2::decode(&v2::encode(&msg), 256)?, msg);
+    }
+
+    #[test]
+    fn v1_round_trips(msg in message(true)) {
+        let mut ids = V1Ids::default();
+        let bytes = v1::encode(&msg, &mut ids);
+        prop_assert_eq!(v1::decode(&bytes, &ids)?, msg);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = v2::decode(&bytes, 64);
+        let _ = v1::decode(&bytes, &V1Ids::default());
+        let mut fr = FrameReader::new(1024);
+        fr.push(&bytes);
+        while let Ok(Some(body)) = fr.next_frame() {
+            let _ = decode_body(&body, Version::V2, &V1Ids::default());
+        }
+    }
+
+    #[test]
+    fn frames_split_anywhere_reassemble(msgs in prop::collection::vec(message(false), 1..4), cut in any::<prop::sample::Index>()) {
+        let mut ids = V1Ids::default();
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| encode_frame(m, Version::V2, &mut ids)).collect();
+        let at = cut.index(stream.len() + 1);
+        let mut fr = FrameReader::new(datatransfer_graphsync::DEFAULT_MAX_MESSAGE_SIZE);
+        let mut got = Vec::new();
+        for part in [&stream[..at], &stream[at..]] {
+            fr.push(part);
+            while let Some(body) = fr.next_frame()? {
+                got.push(decode_body(&body, Version::V2, &ids)?);
+            }
+        }
+        prop_assert_eq!(got, msgs);
+        prop_assert_eq!(fr.buffered(), 0);
+    }
+}
+
+#[test]
+fn oversized_frames_and_bad_fields_are_typed_errors() {
+    let mut fr = FrameReader::new(100);
+    fr.push(&[0xe8, 0x07]); // a 1000-byte frame announced
+    assert_eq!(
+        fr.next_frame(),
+        Err(MessageError::TooLarge {
+            size: 1000,
+            max: 100
+        })
+    );
+
+    // A response with an unknown status code.
+    let msg = Message {
+        responses: vec![Response {
+            id: RequestId([1; 16]),
+            status: ResponseStatus::RequestCompletedFull,
+            metadata: vec![],
+            extensions: Extensions::new(),
+        }],
+        ..Message::default()
+    };
+    let mut bytes = v2::encode(&msg);
+    let pos = bytes.windows(4).position(|w| w == b"stat").unwrap() + 4;
+    bytes[pos] = 0x18;
+    bytes.insert(pos + 1, 99);
+    assert!(matches!(
+        v2::decode(&bytes, 64),
+        Err(MessageError::Status(_))
+    ));
+    // A request id that is not 16 bytes.
+    let mut short = v2::encode(&Message {
+        requests: vec![Request::cancel(RequestId([2; 16]))],
+        ..Message::default()
+    });
+    let id_at = short.windows(2).position(|w| w == [0x50, 0x02]).unwrap();
+    short[id_at] = 0x4f;
+    short.remove(id_at + 1);
+    assert!(v2::decode(&short, 64).is_err());
+    // A block whose prefix names a hash we cannot compute.
+    let mut blk = v2::encode(&Message {
+        blocks: vec![Block {
+            cid: raw_cid(b"x"),
+            data: b"x".to_vec(),
+        }],
+        ..Message::default()
+    });
+    let p = blk
+        .windows(4)
+        .position(|w| w == [0x01, 0x55, 0x12, 0x20])
+        .unwrap();
+    blk[p + 2] = 0x13;
+    assert!(matches!(
+        v2::decode(&blk, 64),
+        Err(MessageError::Invalid(_))
+    ));
+}
+
+#[test]
+fn merging_keeps_one_response_per_request_and_each_block_once() {
+    let id = RequestId([3; 16]);
+    let a = raw_cid(b"a");
+    let part = |status, link, data: &[u8]| Message {
+        responses: vec![Response {
+            id,
+            status,
+            metadata: vec![(link, LinkAction::Present)],
+            extensions: Extensions::new(),
+        }],
+        blocks: vec![Block {
+            cid: raw_cid(data),
+            data: data.to_vec(),
+        }],
+        ..Message::default()
+    };
+    let mut m = part(ResponseStatus::PartialResponse, a, b"a");
+    m.merge(part(
+        ResponseStatus::RequestCompletedFull,
+        raw_cid(b"b"),
+        b"b",
+    ));
+    m.merge(part(ResponseStatus::RequestCompletedFull, a, b"a"));
+    assert_eq!(m.responses.len(), 1);
+    assert_eq!(m.responses[0].status, ResponseStatus::RequestCompletedFull);
+    assert_eq!(m.responses[0].metadata.len(), 3);
+    assert_eq!(m.blocks.len(), 2);
+    // Still a valid message both ways.
+    assert_eq!(v2::decode(&v2::encode(&m), 64).unwrap(), m);
+}
