@@ -430,3 +430,72 @@ async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
     assert!(!statuses.is_empty());
     assert!(statuses.iter().all(|s| s.is_error()), "{statuses:?}");
 }
+
+/// A pull request and its cancel in one message (a requester that paused at once, or our
+/// client re-opening a channel and pausing it before the request left): the request is never
+/// looked at. Found by the chaos soak: the hook of such a restart ran after the hook of the
+/// request that resumed the channel, took the channel over and cancelled the live response,
+/// so the client never heard the transfer complete. (A current-thread runtime, so the cancel
+/// is read before the request's task can run, as on a loaded node.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_cancelled_in_the_message_that_brought_it_is_never_validated() {
+    use datatransfer_graphsync::v1::V1Ids;
+    use datatransfer_graphsync::{Request, RequestId, Version};
+    use futures::AsyncWriteExt;
+
+    let provider = default_node().await;
+    let file = import(&*provider.store, &random_bytes(100_000, 38), 16 << 10);
+    let (_, mut control) = connected_to(&provider.manager).await;
+    let mut replies = items(&mut control, Version::V2.protocol(), graphsync_frame);
+    let pull = Message::Request(TransferRequest::new_channel(
+        TransferId(78),
+        true,
+        voucher(1),
+        file.root,
+        all_selector(),
+    ));
+    let mut ext = Extensions::new();
+    ext.set(
+        EXTENSION,
+        RawNode::new(pull.to_cbor(WireVersion::V1_2)).unwrap(),
+    );
+    let all = RawNode::new(all_selector().as_bytes().to_vec()).unwrap();
+    let id = RequestId([8; 16]);
+    let message = datatransfer_graphsync::Message {
+        requests: vec![
+            Request::new(id, file.root, all, 0, ext),
+            Request::cancel(id),
+        ],
+        ..datatransfer_graphsync::Message::default()
+    };
+    let mut out = control
+        .open_stream(
+            provider.manager.peer_id(),
+            StreamProtocol::new(Version::V2.protocol()),
+        )
+        .await
+        .unwrap();
+    out.write_all(&datatransfer_graphsync::encode_frame(
+        &message,
+        Version::V2,
+        &mut V1Ids::default(),
+    ))
+    .await
+    .unwrap();
+    out.close().await.unwrap();
+
+    let mut blocks = 0;
+    while let Ok(Some(m)) = timeout(Duration::from_secs(1), replies.recv()).await {
+        blocks += m.blocks.len();
+    }
+    assert_eq!(blocks, 0);
+    assert_eq!(provider.validator.pulls.load(Ordering::SeqCst), 0);
+    assert!(
+        provider
+            .manager
+            .in_progress_channels()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1665,6 +1665,18 @@ impl ServeCtx {
             metadata: Vec::new(),
             extensions,
         };
+        // A request its requester cancelled before we looked at it (a pause right after
+        // the request, in the same message, say) is not looked at: its hook could otherwise
+        // run after the hook of a later request that supersedes it, and undo that one.
+        loop {
+            match ctl.try_recv() {
+                Ok(ResponseCmd::Drop) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return None;
+                }
+                Ok(other) => early.push_back(other),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+            }
+        }
         let (mut paused, mut pending) = match self.hooks.incoming_request(self.peer, &request).await
         {
             RequestDecision::Accept(e) => (false, e),
