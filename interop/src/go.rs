@@ -381,6 +381,18 @@ impl GoPeer {
             .collect()
     }
 
+    /// The graphsync request and CID of every block that went `dir`, in order.
+    pub fn blocks_by_request(&self, dir: &str) -> Vec<(String, String)> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["type"] == "gs_block" && l["dir"] == dir)
+            .map(|l| {
+                let field = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                (field("request"), field("cid"))
+            })
+            .collect()
+    }
+
     /// Asserts that no block went `dir` (`"in"` or `"out"`) twice on this peer.
     pub fn assert_no_repeats(&self, dir: &str) {
         let mut seen = std::collections::HashSet::new();
