@@ -286,6 +286,9 @@ pub struct Engine {
     finished_order: VecDeque<ChannelId>,
     /// Pulls of ours paused before their responder accepted them (see [`Engine::resume`]).
     paused_unaccepted: std::collections::HashSet<ChannelId>,
+    /// Pulls of ours re-opened on resume that their responder has not accepted yet: no
+    /// longer `Requested`, but a pause cancels their opening request all the same.
+    reopened_unaccepted: std::collections::HashSet<ChannelId>,
     watches: HashMap<ChannelId, Watch>,
     /// Channels re-opened by a restart whose transport has not confirmed the open yet.
     reopening: std::collections::HashSet<ChannelId>,
@@ -319,6 +322,7 @@ impl Engine {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             paused_unaccepted: std::collections::HashSet::new(),
+            reopened_unaccepted: std::collections::HashSet::new(),
             watches: HashMap::new(),
             reopening: std::collections::HashSet::new(),
         }
@@ -490,6 +494,7 @@ impl Engine {
             && let Some(done) = self.channels.remove(&id)
         {
             self.paused_unaccepted.remove(&id);
+            self.reopened_unaccepted.remove(&id);
             self.remember_finished(id, &done);
         }
         Ok(())
@@ -893,7 +898,8 @@ impl Engine {
     pub fn pause(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
         let ch = self.existing(&id)?;
         let other = ch.other_peer();
-        if ch.status == Status::Requested && ch.is_pull() && id.initiator == self.me {
+        let unaccepted = ch.status == Status::Requested || self.reopened_unaccepted.contains(&id);
+        if unaccepted && ch.is_pull() && id.initiator == self.me {
             self.paused_unaccepted.insert(id);
         }
         self.transport(TransportCommand::PauseChannel { channel: id });
@@ -917,6 +923,7 @@ impl Engine {
             let ch = ch.clone();
             self.set_paused(id, true, false, now);
             self.reopen_as_initiator(ch);
+            self.reopened_unaccepted.insert(id);
             return Ok(());
         }
         let msg = self.update_message(id, false);
@@ -1571,8 +1578,11 @@ impl Engine {
                 self.fire_quiet(id, ChannelEvent::error("response rejected"), now);
                 return Verdict::Err("response rejected".to_owned());
             }
-            if resp.message_type == T::New {
+            if matches!(resp.message_type, T::New | T::Restart) {
                 self.paused_unaccepted.remove(&id);
+                self.reopened_unaccepted.remove(&id);
+            }
+            if resp.message_type == T::New {
                 self.fire_quiet(id, ChannelEvent::Accept, now);
             }
             if resp.message_type == T::Restart {

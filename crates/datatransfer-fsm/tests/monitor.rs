@@ -473,3 +473,50 @@ fn a_restart_of_a_channel_the_responder_forgot_is_validated_as_new() {
     );
     assert!(e.channel(&ch).unwrap().status.is_in_progress());
 }
+
+/// Found by the chaos soak: a pull paused before its responder accepted it is re-opened on
+/// resume (the pause may have cancelled the opening request before the responder looked at
+/// it); paused again before the re-opened request was accepted, its next resume must re-open
+/// it again. It sent an update instead, for a channel the responder never saw, which refused
+/// it, and the pull failed.
+#[test]
+fn a_pull_paused_again_before_its_reopening_was_accepted_is_reopened_again() {
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    outputs(&mut e);
+    let opens = |outs: &[Output]| {
+        outs.iter()
+            .filter(|o| matches!(o, Output::Transport(TransportCommand::OpenChannel { .. })))
+            .count()
+    };
+    let resumes = |outs: &[Output]| {
+        outs.iter()
+            .filter(|o| matches!(o, Output::Transport(TransportCommand::ResumeChannel { .. })))
+            .count()
+    };
+    for round in 0..3 {
+        e.pause(t0, ch).unwrap();
+        outputs(&mut e);
+        e.resume(t0, ch).unwrap();
+        let outs = outputs(&mut e);
+        assert_eq!((opens(&outs), resumes(&outs)), (1, 0), "round {round}");
+    }
+    // Once the responder accepts (the re-opening, here), a pause and resume is an update.
+    e.handle_transport_event(
+        t0,
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::restart(ch.id, true, false, None),
+            data_request: None,
+        },
+    );
+    outputs(&mut e);
+    e.pause(t0, ch).unwrap();
+    outputs(&mut e);
+    e.resume(t0, ch).unwrap();
+    let outs = outputs(&mut e);
+    assert_eq!((opens(&outs), resumes(&outs)), (0, 1));
+}
