@@ -18,7 +18,7 @@ use crate::selector;
 /// `datatransfer pull`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct PullArgs {
-    /// The serving node's multiaddr, ending in /p2p/<peer id>.
+    /// The serving node's multiaddr, ending in /p2p/PEER_ID.
     addr: String,
     /// The root CID to pull.
     cid: String,
@@ -48,7 +48,7 @@ pub(crate) struct PullArgs {
 /// `datatransfer push`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct PushArgs {
-    /// The receiving node's multiaddr, ending in /p2p/<peer id>.
+    /// The receiving node's multiaddr, ending in /p2p/PEER_ID.
     addr: String,
     /// A file (imported as UnixFS), a CAR file (sent as it is, one channel per root) or a
     /// directory (each file in it).

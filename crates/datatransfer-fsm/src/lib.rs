@@ -11,6 +11,10 @@
 //!   events and validator answers, then drain [`Output`]s with [`Engine::poll_output`].
 //! - `sim` (feature `sim`): a deterministic multi-node simulator with an in-memory network
 //!   and a fake transport.
+//!
+//! Feature flags:
+//! - `sim`: the simulator module, for tests and for users who drive the engine in their own
+//!   simulations.
 
 pub mod channel_fsm;
 mod engine;

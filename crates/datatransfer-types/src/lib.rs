@@ -14,6 +14,10 @@
 //!
 //! Most users reach these through the `datatransfer` façade; a simulator or another transport
 //! uses them directly.
+//!
+//! Feature flags:
+//! - `store-conformance`: `store::conformance`, the checks every `ChannelStore` implementation
+//!   must pass (enable it in your store's dev-dependencies).
 
 mod channel;
 mod event;

@@ -1,8 +1,12 @@
 //! The behaviour every [`ChannelStore`] must have, as a suite of async checks that panic on
 //! failure. Run it from an implementation's tests with a fresh store per check:
 //!
-//! ```ignore
-//! datatransfer_types::store::conformance::run_all(|| MyStore::open_temp()).await;
+//! ```
+//! # async fn check() {
+//! use datatransfer_types::store::{MemoryChannelStore, conformance};
+//! // Your store instead of the in-memory one; 100 is its cap on events per channel.
+//! conformance::run_all(|| async { MemoryChannelStore::new(100) }, 100).await;
+//! # }
 //! ```
 
 use std::future::Future;
