@@ -84,6 +84,11 @@ pub struct GraphSyncConfig {
     /// request or response of the peer's is still in flight. A peer that comes back starts
     /// afresh. Keeps the node's memory to the peers it works with, not all it ever met.
     pub peer_idle_timeout: Duration,
+    /// Serve blocks from a store that says it is trusted ([`Blockstore::trusted`]: its blocks
+    /// were checked on their way in) without hashing them again, as go-graphsync's responder
+    /// trusts its store. The requester always checks every block, so a block damaged on disk
+    /// fails the transfer there. On by default; off, every served block is hashed.
+    pub trust_local_stores: bool,
 }
 
 impl GraphSyncConfig {
@@ -118,6 +123,7 @@ impl Default for GraphSyncConfig {
             max_inbound_rate: None,
             max_outbound_rate: None,
             peer_idle_timeout: Duration::from_secs(60),
+            trust_local_stores: true,
         }
     }
 }
@@ -1135,13 +1141,15 @@ impl Node {
                         request.extensions.set(k, v.clone());
                     }
                     let root = request.root.unwrap_or_default();
+                    // Our decoders build every received block's CID from its bytes.
                     let verifier = Verifier::new(
                         root,
                         selector,
                         self.config
                             .traversal_with(self.config.max_links_per_outgoing_request),
                         self.config.max_buffered_blocks,
-                    );
+                    )
+                    .with_cids_from_bytes();
                     let id = request.id;
                     self.wire_ids.insert(id, id);
                     self.outgoing.insert(
@@ -1459,8 +1467,10 @@ impl Node {
         let result = o
             .verifier
             .on_response(&resp, blocks, &*store, &mut |visit, data| {
+                // The walk checked `d` against its CID (a verifier always does): the store
+                // need not hash it again.
                 if let Some(d) = data
-                    && let Err(e) = store.put(&visit.cid, d)
+                    && let Err(e) = store.put_verified(&visit.cid, d)
                 {
                     store_err = Some(e.to_string());
                 }
@@ -1686,12 +1696,15 @@ impl ServeCtx {
                 return Some(status);
             }
         };
-        let mut responder = match Responder::new(
-            &request,
-            self.config
-                .traversal_with(self.config.max_links_per_incoming_request),
-            self.config.message_target,
-        ) {
+        let mut traversal = self
+            .config
+            .traversal_with(self.config.max_links_per_incoming_request);
+        // A store whose blocks were checked on their way in is not hashed again here (as
+        // go-graphsync's responder trusts its store); the requester checks every block.
+        if self.config.trust_local_stores && self.store.trusted() {
+            traversal.verify = false;
+        }
+        let mut responder = match Responder::new(&request, traversal, self.config.message_target) {
             Ok(r) => r,
             Err(_) => {
                 let status = ResponseStatus::RequestFailedUnknown;

@@ -76,6 +76,8 @@ pub struct Verifier {
     done: bool,
     /// Metadata entries still to drop: a restarted responder reports the links it skipped.
     discard: u64,
+    /// The CIDs of the blocks handed in were built from their bytes: not hashed again.
+    cids_from_bytes: bool,
 }
 
 struct Collect<'a, 'b> {
@@ -110,7 +112,17 @@ impl Verifier {
             max_buffered,
             done: false,
             discard: 0,
+            cids_from_bytes: false,
         }
+    }
+
+    /// Tells the verifier that the blocks it will be handed have CIDs built from their own
+    /// bytes, as this crate's decoders ([`crate::v1`], [`crate::v2`]) build them: a block the
+    /// walk finds under the CID it awaits then matches it, and is not hashed a second time.
+    /// Do not use it for blocks whose CIDs come from anywhere else.
+    pub fn with_cids_from_bytes(mut self) -> Self {
+        self.cids_from_bytes = true;
+        self
     }
 
     /// Prepares for a restarted responder that skips the first `skipped` blocks of the walk
@@ -179,7 +191,15 @@ impl Verifier {
                             on_block,
                             data: Some(&d),
                         };
-                        self.traversal.provide(Some(&d), &mut c).map_err(Box::new)?;
+                        if self.cids_from_bytes {
+                            // Its CID was built from its bytes' hash when the message was
+                            // decoded, and it is the CID the walk awaits: that is the check.
+                            self.traversal
+                                .provide_hashed(&d, &mut c)
+                                .map_err(Box::new)?;
+                        } else {
+                            self.traversal.provide(Some(&d), &mut c).map_err(Box::new)?;
+                        }
                     } else {
                         let d = local
                             .get(&got)

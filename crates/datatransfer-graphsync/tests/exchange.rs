@@ -16,7 +16,7 @@ use datatransfer_graphsync::{
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_ipld::codec::{self, DAG_CBOR, RAW};
 use datatransfer_ipld::selector::Selector;
-use datatransfer_ipld::traversal::TraversalConfig;
+use datatransfer_ipld::traversal::{TraversalConfig, TraversalError};
 use datatransfer_ipld::unixfs::{ImportOptions, export, import_bytes};
 use datatransfer_ipld::{Cid, Node};
 
@@ -279,6 +279,20 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
         v.on_response(&part.response, blocks, &client, &mut ignore),
         Err(VerifyError::BlockNotSent(_))
     ));
+
+    // A block under the CID the walk awaits but with other bytes (blocks not from our
+    // decoders, which build every CID from its bytes): the verifier hashes it and refuses it.
+    let mut blocks = part.blocks.clone();
+    blocks[2].data = b"not the block its CID names".to_vec();
+    let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
+    let res = v.on_response(&part.response, blocks, &client, &mut ignore);
+    assert!(
+        matches!(
+            &res,
+            Err(VerifyError::Traversal(e)) if matches!(**e, TraversalError::Block { .. })
+        ),
+        "{res:?}"
+    );
 
     // Links in the wrong order.
     let mut resp = part.response.clone();

@@ -1103,3 +1103,71 @@ async fn rate_limits_spread_a_pull_over_time() {
         assert!(out == data, "the file arrived whole");
     }
 }
+
+/// A responder serving from a trusted store (its blocks checked on their way in) does not hash
+/// them again, as go-graphsync's does; the requester checks every block all the same. A block
+/// damaged behind the store's back (planted here with `put_verified`) is served as it is and
+/// refused by the requester, which stores nothing of it; with `trust_local_stores` off, the
+/// responder finds the damage itself and sends nothing of the block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_store_is_served_unhashed_and_the_requester_still_checks() {
+    for trust in [true, false] {
+        let config = GraphSyncConfig {
+            trust_local_stores: trust,
+            ..GraphSyncConfig::default()
+        };
+        let server = node(Arc::new(AcceptAll), config).await;
+        let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+        client.connect(&server).await;
+        assert!(server.store.trusted());
+        // A good file is served either way.
+        let data = bytes(1 << 20, 41);
+        let root = import_chunked(&*server.store, &data, 64 << 10);
+        let req = client
+            .gs
+            .request(server.peer, root, all(), Extensions::new())
+            .await
+            .unwrap();
+        assert_eq!(req.finish().await, Ok(ResponseStatus::RequestCompletedFull));
+        let mut out = Vec::new();
+        export(&*client.store, &root, &mut out).unwrap();
+        assert!(out == data, "trust {trust}");
+
+        // A raw block whose bytes no longer match its CID.
+        let bad = codec::cid_of(RAW, b"the block as it was written");
+        server
+            .store
+            .put_verified(&bad, b"the block as bit rot left it")
+            .unwrap();
+        let req = client
+            .gs
+            .request(server.peer, bad, all(), Extensions::new())
+            .await
+            .unwrap();
+        let res = timeout(Duration::from_secs(10), req.finish())
+            .await
+            .unwrap();
+        if trust {
+            // Its CID, built from the bytes that came, is not the one the walk awaits.
+            assert!(
+                matches!(
+                    res,
+                    Err(GraphSyncError::Verify(VerifyError::BlockNotSent(c))) if c == bad
+                ),
+                "{res:?}"
+            );
+        } else {
+            // The responder's walk fails on the block: nothing of it is sent.
+            assert!(
+                matches!(
+                    res,
+                    Err(GraphSyncError::Verify(VerifyError::Failed(
+                        ResponseStatus::RequestFailedUnknown
+                    )))
+                ),
+                "{res:?}"
+            );
+        }
+        assert!(!client.store.has(&bad).unwrap(), "trust {trust}");
+    }
+}

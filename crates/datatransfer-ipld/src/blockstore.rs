@@ -32,6 +32,21 @@ pub trait Blockstore: Send + Sync {
     /// Stores a block under its CID. Implementations verify the hash.
     fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError>;
 
+    /// Stores a block the caller has just checked against its CID (a verifying traversal
+    /// did, on its way in): a store that verifies in [`Blockstore::put`] may skip hashing it
+    /// again here. By default the same as `put`.
+    fn put_verified(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
+        self.put(cid, data)
+    }
+
+    /// Whether every block in this store was checked against its CID when it came in (or
+    /// made here from its data), so that a responder serving from it need not hash it again
+    /// (go-graphsync's `TrustedStorage`; the receiving side always verifies). False by
+    /// default; a store of blocks from elsewhere (a CAR file, say) must say false.
+    fn trusted(&self) -> bool {
+        false
+    }
+
     /// Whether the block is stored.
     fn has(&self, cid: &Cid) -> Result<bool, BlockstoreError> {
         Ok(self.get(cid)?.is_some())
@@ -99,11 +114,20 @@ impl Blockstore for MemoryBlockstore {
 
     fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
         codec::verify(cid, data)?;
+        self.put_verified(cid, data)
+    }
+
+    fn put_verified(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
         self.blocks
             .write()
             .map_err(|_| poisoned())?
             .insert(*cid, Arc::from(data));
         Ok(())
+    }
+
+    /// Every block went through `put` (verified) or `put_verified` (verified by the caller).
+    fn trusted(&self) -> bool {
+        true
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, BlockstoreError> {

@@ -318,6 +318,28 @@ impl Traversal {
         data: Option<&[u8]>,
         visitor: &mut impl Visitor,
     ) -> Result<(), TraversalError> {
+        let verify = self.config.verify;
+        self.provide_inner(data, verify, visitor)
+    }
+
+    /// Hands over the awaited block, whose bytes the caller has already hashed into the very
+    /// CID the walk awaits (a graphsync requester builds each received block's CID from its
+    /// bytes, and the walk finds it by that CID): it is not hashed again. Everything else
+    /// (size, decoding, the selector) is checked as by [`Traversal::provide`].
+    pub fn provide_hashed(
+        &mut self,
+        data: &[u8],
+        visitor: &mut impl Visitor,
+    ) -> Result<(), TraversalError> {
+        self.provide_inner(Some(data), false, visitor)
+    }
+
+    fn provide_inner(
+        &mut self,
+        data: Option<&[u8]>,
+        verify: bool,
+        visitor: &mut impl Visitor,
+    ) -> Result<(), TraversalError> {
         let a = self.awaited.take().ok_or(TraversalError::NotWaiting)?;
         let Some(data) = data else {
             visitor.block(&BlockVisit {
@@ -337,7 +359,7 @@ impl Traversal {
                 max: self.config.max_block_size,
             }));
         }
-        if self.config.verify {
+        if verify {
             codec::verify(&a.cid, data).map_err(block_err)?;
         }
         let node =

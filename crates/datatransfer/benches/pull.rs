@@ -2,9 +2,11 @@
 //! process (TCP on 127.0.0.1), 1 GiB by default (`DT_BENCH_MIB` to change it).
 //!
 //! `cargo bench -p datatransfer`. The provider's file lives in a memory block store; the
-//! client writes into a store that checks and counts blocks but keeps none, so the memory
-//! figure shows what the transfer itself costs above the provider's data. Compare the
-//! throughput with `cargo bench -p datatransfer-graphsync` (graphsync alone) on the same machine.
+//! client writes into a store that counts blocks but keeps none, so the memory figure shows
+//! what the transfer itself costs above the provider's data, then into a memory block store,
+//! from a provider that trusts its store (the default) and from one that hashes every block
+//! it serves: the client checks every block in all three. Compare the throughput with
+//! `cargo bench -p datatransfer-graphsync` (graphsync alone) on the same machine.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,20 +76,31 @@ fn main() {
                 .expect("import")
                 .root;
             drop(data);
-            let provider = Manager::builder()
-                .blockstore(provider_blocks.clone())
-                .build()
-                .await
-                .expect("provider");
-            provider
-                .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
-                .await
-                .expect("register");
-            provider.start().await.expect("start");
+            // Two providers on the same blocks: one trusts its store (the default: blocks
+            // checked on their way in are served without hashing them again), one hashes
+            // every block it serves; the side-by-side shows what the trust saves.
+            let mut providers = Vec::new();
+            for trust in [true, false] {
+                let mut config = datatransfer::ManagerConfig::default();
+                config.transport.graphsync.trust_local_stores = trust;
+                let provider = Manager::builder()
+                    .blockstore(provider_blocks.clone())
+                    .config(config)
+                    .build()
+                    .await
+                    .expect("provider");
+                provider
+                    .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
+                    .await
+                    .expect("register");
+                provider.start().await.expect("start");
+                providers.push(provider);
+            }
             // First into a store that keeps nothing (the memory figure is the transfer's
             // own), then into a memory store like graphsync's benchmark (the throughput to
-            // compare with it).
-            for keep in [false, true] {
+            // compare with it), from each provider.
+            for (keep, provider) in [(false, &providers[0]), (true, &providers[0]), (true, &providers[1])] {
+                let trusted = std::ptr::eq(provider, &providers[0]);
                 let sink = Arc::new(CountingStore::default());
                 let kept = Arc::new(MemoryBlockstore::new());
                 let store: Arc<dyn Blockstore> = if keep { kept.clone() } else { sink.clone() };
@@ -127,17 +140,22 @@ fn main() {
                 let secs = start.elapsed().as_secs_f64();
                 assert_eq!(status, Status::Completed);
                 let peak = rss_kib("VmHWM:");
+                let served = if trusted {
+                    "provider trusts its store"
+                } else {
+                    "provider hashes what it serves"
+                };
                 if keep {
                     assert!(kept.len() as u64 >= (size as u64) >> 20);
                     println!(
-                        "Manager pull of {mib} MiB into a memory block store: {secs:.2} s wall, {:.0} MB/s",
+                        "Manager pull of {mib} MiB into a memory block store ({served}): {secs:.2} s wall, {:.0} MB/s",
                         size as f64 / secs / 1e6
                     );
                 } else {
                     let got = sink.bytes.load(Ordering::Relaxed);
                     assert!(got >= size as u64, "received {got} of {size} bytes");
                     println!(
-                        "Manager pull of {mib} MiB into a store that keeps nothing: {secs:.2} s wall, {:.0} MB/s; RSS {} MiB before (the provider's file), peak {} MiB during: {} MiB for the transfer",
+                        "Manager pull of {mib} MiB into a store that keeps nothing ({served}): {secs:.2} s wall, {:.0} MB/s; RSS {} MiB before (the provider's file), peak {} MiB during: {} MiB for the transfer",
                         size as f64 / secs / 1e6,
                         baseline >> 10,
                         peak >> 10,
@@ -146,7 +164,9 @@ fn main() {
                 }
                 client.stop().await.expect("stop");
             }
-            provider.stop().await.expect("stop");
+            for provider in providers {
+                provider.stop().await.expect("stop");
+            }
         }
     });
 }
