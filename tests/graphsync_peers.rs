@@ -359,6 +359,30 @@ async fn a_restart_gets_nothing_more_than_its_channel() {
     assert_eq!(res, Ok(ResponseStatus::RequestCompletedFull));
 }
 
+/// Writes one graphsync 2.0.0 message, as it is, on a stream of its own to `to`.
+async fn send_raw(
+    control: &mut datatransfer_streams::Control,
+    to: PeerId,
+    message: &datatransfer_graphsync::Message,
+) {
+    use datatransfer_graphsync::Version;
+    use datatransfer_graphsync::v1::V1Ids;
+    use futures::AsyncWriteExt;
+
+    let mut out = control
+        .open_stream(to, StreamProtocol::new(Version::V2.protocol()))
+        .await
+        .unwrap();
+    out.write_all(&datatransfer_graphsync::encode_frame(
+        message,
+        Version::V2,
+        &mut V1Ids::default(),
+    ))
+    .await
+    .unwrap();
+    out.close().await.unwrap();
+}
+
 /// Graphsync frames (a varint length, then a 2.0.0 message), for [`items`].
 fn graphsync_frame(bytes: &[u8]) -> Option<(datatransfer_graphsync::Message, usize)> {
     let mut len = 0u64;
@@ -378,9 +402,7 @@ fn graphsync_frame(bytes: &[u8]) -> Option<(datatransfer_graphsync::Message, usi
 /// (it was served unvalidated when any earlier request with its id counted as a repeat).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
-    use datatransfer_graphsync::v1::V1Ids;
     use datatransfer_graphsync::{Request, RequestId, Version};
-    use futures::AsyncWriteExt;
 
     let provider = default_node().await;
     let file = import(&*provider.store, &random_bytes(100_000, 37), 16 << 10);
@@ -403,21 +425,7 @@ async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
         requests: vec![request.clone(), request],
         ..datatransfer_graphsync::Message::default()
     };
-    let mut out = control
-        .open_stream(
-            provider.manager.peer_id(),
-            StreamProtocol::new(Version::V2.protocol()),
-        )
-        .await
-        .unwrap();
-    out.write_all(&datatransfer_graphsync::encode_frame(
-        &twice,
-        Version::V2,
-        &mut V1Ids::default(),
-    ))
-    .await
-    .unwrap();
-    out.close().await.unwrap();
+    send_raw(&mut control, provider.manager.peer_id(), &twice).await;
 
     // Whatever comes back within a second: refusals, and not one block.
     let mut blocks = 0;
@@ -439,9 +447,7 @@ async fn the_same_request_twice_at_once_is_not_served_unvalidated() {
 /// is read before the request's task can run, as on a loaded node.)
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_cancelled_in_the_message_that_brought_it_is_never_validated() {
-    use datatransfer_graphsync::v1::V1Ids;
     use datatransfer_graphsync::{Request, RequestId, Version};
-    use futures::AsyncWriteExt;
 
     let provider = default_node().await;
     let file = import(&*provider.store, &random_bytes(100_000, 38), 16 << 10);
@@ -468,21 +474,7 @@ async fn a_request_cancelled_in_the_message_that_brought_it_is_never_validated()
         ],
         ..datatransfer_graphsync::Message::default()
     };
-    let mut out = control
-        .open_stream(
-            provider.manager.peer_id(),
-            StreamProtocol::new(Version::V2.protocol()),
-        )
-        .await
-        .unwrap();
-    out.write_all(&datatransfer_graphsync::encode_frame(
-        &message,
-        Version::V2,
-        &mut V1Ids::default(),
-    ))
-    .await
-    .unwrap();
-    out.close().await.unwrap();
+    send_raw(&mut control, provider.manager.peer_id(), &message).await;
 
     let mut blocks = 0;
     while let Ok(Some(m)) = timeout(Duration::from_secs(1), replies.recv()).await {
