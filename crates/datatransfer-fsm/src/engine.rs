@@ -284,11 +284,9 @@ pub struct Engine {
     out: VecDeque<Output>,
     finished: HashMap<ChannelId, Finished>,
     finished_order: VecDeque<ChannelId>,
-    /// Pulls of ours paused before their responder accepted them (see [`Engine::resume`]).
+    /// Pulls of ours paused before their responder accepted them, until it does (see
+    /// [`Engine::resume`]).
     paused_unaccepted: std::collections::HashSet<ChannelId>,
-    /// Pulls of ours re-opened on resume that their responder has not accepted yet: no
-    /// longer `Requested`, but a pause cancels their opening request all the same.
-    reopened_unaccepted: std::collections::HashSet<ChannelId>,
     watches: HashMap<ChannelId, Watch>,
     /// Channels re-opened by a restart whose transport has not confirmed the open yet.
     reopening: std::collections::HashSet<ChannelId>,
@@ -322,7 +320,6 @@ impl Engine {
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             paused_unaccepted: std::collections::HashSet::new(),
-            reopened_unaccepted: std::collections::HashSet::new(),
             watches: HashMap::new(),
             reopening: std::collections::HashSet::new(),
         }
@@ -494,7 +491,6 @@ impl Engine {
             && let Some(done) = self.channels.remove(&id)
         {
             self.paused_unaccepted.remove(&id);
-            self.reopened_unaccepted.remove(&id);
             self.remember_finished(id, &done);
         }
         Ok(())
@@ -898,8 +894,8 @@ impl Engine {
     pub fn pause(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
         let ch = self.existing(&id)?;
         let other = ch.other_peer();
-        let unaccepted = ch.status == Status::Requested || self.reopened_unaccepted.contains(&id);
-        if unaccepted && ch.is_pull() && id.initiator == self.me {
+        // Re-opened on an earlier resume, a pull stays in the set until accepted.
+        if ch.status == Status::Requested && ch.is_pull() && id.initiator == self.me {
             self.paused_unaccepted.insert(id);
         }
         self.transport(TransportCommand::PauseChannel { channel: id });
@@ -912,18 +908,18 @@ impl Engine {
     /// Resumes our side of a channel.
     pub fn resume(&mut self, now: Timestamp, id: ChannelId) -> Result<(), UsageError> {
         self.existing(&id)?;
-        if self.paused_unaccepted.remove(&id)
+        if self.paused_unaccepted.contains(&id)
             && let Some(ch) = self.channels.get(&id)
             && ch.status == Status::InitiatorPaused
         {
             // Paused before the responder accepted: the pause may have cancelled the opening
             // graphsync request before it left, so the responder may never have seen the
             // channel. Re-open it as a restart, which a responder that did see it takes as
-            // one, and one that did not validates as new.
+            // one, and one that did not validates as new. Paused again before the responder
+            // accepts, it is re-opened again.
             let ch = ch.clone();
             self.set_paused(id, true, false, now);
             self.reopen_as_initiator(ch);
-            self.reopened_unaccepted.insert(id);
             return Ok(());
         }
         let msg = self.update_message(id, false);
@@ -1580,7 +1576,6 @@ impl Engine {
             }
             if matches!(resp.message_type, T::New | T::Restart) {
                 self.paused_unaccepted.remove(&id);
-                self.reopened_unaccepted.remove(&id);
             }
             if resp.message_type == T::New {
                 self.fire_quiet(id, ChannelEvent::Accept, now);
