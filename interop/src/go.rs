@@ -69,37 +69,65 @@ pub fn binary() -> PathBuf {
 pub fn binary_of(flavor: Flavor) -> PathBuf {
     static BUILT: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
     BUILT[flavor as usize]
+        .get_or_init(|| go_build(flavor.name(), ".", flavor.name()))
+        .clone()
+}
+
+/// Builds `interop/go-retrieval` (a free-retrieval provider on go-data-transfer v2 and
+/// go-retrieval-types, validating as Boost's unpaid path does; and the retrieval types'
+/// golden vectors) and returns its path.
+pub fn go_retrieval() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| go_build("go-retrieval", ".", "go-retrieval"))
+        .clone()
+}
+
+/// Builds lassie's command line at the version `interop/go-retrieval/go.mod` pins (its
+/// `tool` line) and returns its path.
+pub fn lassie() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
         .get_or_init(|| {
-            if std::process::Command::new("go")
-                .arg("version")
-                .output()
-                .map(|o| !o.status.success())
-                .unwrap_or(true)
-            {
-                panic!("{NO_GO}");
-            }
-            let dir = out_dir();
-            std::fs::create_dir_all(&dir).unwrap();
-            let lock = File::create(dir.join(format!("{}.lock", flavor.name()))).unwrap();
-            lock.lock().unwrap();
-            let out = dir.join(flavor.name());
-            let built = std::process::Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(flavor.name()))
-                .output()
-                .unwrap_or_else(|e| panic!("{NO_GO} ({e})"));
-            lock.unlock().unwrap();
-            assert!(
-                built.status.success(),
-                "go build of interop/{} failed:\n{}",
-                flavor.name(),
-                String::from_utf8_lossy(&built.stderr)
-            );
-            out
+            go_build(
+                "go-retrieval",
+                "github.com/filecoin-project/lassie/cmd/lassie",
+                "lassie",
+            )
         })
         .clone()
+}
+
+/// `go build -o <target>/interop/<out> <package>` in `interop/<folder>`, under a file lock
+/// that test processes building at once take turns on.
+pub fn go_build(folder: &str, package: &str, out: &str) -> PathBuf {
+    if std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        panic!("{NO_GO}");
+    }
+    let dir = out_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.join(format!("{out}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let path = dir.join(out);
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&path)
+        .arg(package)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(folder))
+        .output()
+        .unwrap_or_else(|e| panic!("{NO_GO} ({e})"));
+    lock.unlock().unwrap();
+    assert!(
+        built.status.success(),
+        "go build of {package} in interop/{folder} failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    path
 }
 
 /// How to start a [`GoPeer`].
