@@ -5,6 +5,8 @@
 //! - `datatransfer serve`, `pull`, `push`: one node on a data dir (identity key, block store,
 //!   SQLite channel store) serving, fetching or sending DAGs; interrupted pulls and pushes
 //!   resume from the store.
+//! - `datatransfer retrieve`: a free retrieval from a Filecoin storage provider (Boost) or a
+//!   `serve --retrieval` node, as lassie makes it.
 //! - `datatransfer status`: the channels in a data dir.
 //! - `datatransfer inspect`: decode a data-transfer or graphsync message.
 //!
@@ -13,6 +15,7 @@
 mod demo;
 mod node;
 mod progress;
+mod retrieve;
 mod selector;
 mod serve;
 mod transfer;
@@ -83,6 +86,17 @@ left stays in the data dir and resumes when the peer pulls or pushes again.")]
   datatransfer push /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... ./report.pdf
   datatransfer push /ip4/127.0.0.1/tcp/4010/p2p/12D3KooW... ./archive.car --token s3cret")]
     Push(transfer::PushArgs),
+    /// Retrieve a DAG from a Filecoin storage provider (Boost) or a `serve --retrieval` node
+    /// for free, as lassie does: a retrieval deal proposal with zero prices, verified blocks,
+    /// then the file or a CAR.
+    #[command(after_help = r#"Examples:
+  datatransfer retrieve /ip4/1.2.3.4/tcp/24001/p2p/12D3KooW... bafybei... -o movie.mp4
+  datatransfer retrieve ADDR CID --car movie.car
+  datatransfer retrieve ADDR CID --car root-only.car --selector '{".":{}}'
+
+A provider that rejects the proposal, asks for payment (paid retrieval is not supported) or
+stays silent for --timeout ends the command with its reason."#)]
+    Retrieve(retrieve::RetrieveArgs),
     /// List the channels in the store with status, bytes, peer and age.
     #[command(after_help = "Examples:\n  datatransfer status\n  datatransfer status --all --json")]
     Status {
@@ -194,6 +208,7 @@ fn run(command: Command, json: bool) -> Result<(), String> {
         Command::Serve(args) => rt.block_on(serve::serve(args, json)),
         Command::Pull(args) => rt.block_on(transfer::pull(args, json)),
         Command::Push(args) => rt.block_on(transfer::push(args, json)),
+        Command::Retrieve(args) => rt.block_on(retrieve::retrieve(args, json)),
         Command::Status { all, data_dir } => {
             let dir = node::data_dir(data_dir)?;
             rt.block_on(node::status(dir, all, json))

@@ -115,7 +115,7 @@ pub(crate) fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, String> {
 }
 
 /// The node's identity, generated on first use and kept in the data dir.
-fn identity(dir: &Path) -> Result<Keypair, String> {
+pub(crate) fn identity(dir: &Path) -> Result<Keypair, String> {
     let path = dir.join("identity.key");
     if let Ok(bytes) = std::fs::read(&path) {
         return Keypair::from_protobuf_encoding(&bytes)

@@ -12,6 +12,7 @@ use clap::Args;
 use datatransfer::{ChannelState, Event, EventCode, Registerable, Status};
 
 use datatransfer_ipld::unixfs::file_size;
+use datatransfer_retrieval::FreeRetrievalProvider;
 
 use crate::node::{self, Input, TokenValidator, TokenVoucher};
 use crate::progress::Bars;
@@ -29,6 +30,10 @@ pub(crate) struct ServeArgs {
     /// Accept only requests carrying this token (anyone if not given).
     #[arg(long)]
     token: Option<String>,
+    /// Also serve free Filecoin retrievals (lassie, `datatransfer retrieve`): pulls whose
+    /// voucher is a retrieval deal proposal with zero prices for a root this node holds.
+    #[arg(long)]
+    retrieval: bool,
     /// On Ctrl-C, how long running transfers may take to finish before the node stops
     /// (their state is kept; the peers resume them later).
     #[arg(long, default_value = "10s", value_parser = parse_seconds)]
@@ -44,7 +49,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// Parses `10s`, `2m`, `500ms` or `10` (seconds).
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (n, unit) =
         crate::number_and_unit(s).ok_or_else(|| format!("{s:?} is not a duration (try 10s)"))?;
@@ -126,6 +131,13 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    let retrieval = if args.retrieval {
+        let provider = FreeRetrievalProvider::new(blocks.clone());
+        provider.register(&m).await.map_err(|e| e.to_string())?;
+        Some(provider)
+    } else {
+        None
+    };
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
     let left = m.start().await.map_err(|e| e.to_string())?;
     for input in node::import_inputs(&*blocks, &args.inputs)? {
@@ -163,6 +175,9 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
                 }
                 let id = state.channel_id;
                 if state.status.is_terminal() {
+                    if let Some(r) = &retrieval {
+                        r.forget(&id);
+                    }
                     if ended.insert(id) {
                         bars.end(&id);
                         let why = reasons.remove(&id).unwrap_or_default();
@@ -191,6 +206,9 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
                 }
                 interrupted = true;
                 closing.store(true, Ordering::SeqCst);
+                if let Some(r) = &retrieval {
+                    r.refuse_new();
+                }
                 let n = running(&m).await?;
                 if n == 0 {
                     break;

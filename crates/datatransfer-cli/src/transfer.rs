@@ -70,13 +70,13 @@ pub(crate) struct PushArgs {
 /// writes it next to `path` under a name of its own (`.NAME.datatransfer-partial`), then moves
 /// it into place. A run killed while writing leaves that one file, which the next run of the
 /// same command reuses; two runs writing the same output at once are refused by a lock.
-struct Output {
+pub(crate) struct Output {
     path: PathBuf,
     partial: PathBuf,
 }
 
 impl Output {
-    fn create(path: &Path) -> Result<Self, String> {
+    pub(crate) fn create(path: &Path) -> Result<Self, String> {
         if path.is_dir() {
             return Err(format!("{} is a directory", path.display()));
         }
@@ -102,7 +102,7 @@ impl Output {
     }
 
     /// Writes with `fill`, then moves the file into place.
-    fn write(
+    pub(crate) fn write(
         self,
         fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<u64, String>,
     ) -> Result<u64, String> {

@@ -2,28 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-fn datatransfer(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_datatransfer"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Runs the binary, asserts it succeeded, returns its stdout.
-fn succeeds(args: &[&str]) -> String {
-    let out = datatransfer(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use common::*;
 
 #[test]
 fn demo_pulls_pays_pushes_and_verifies() {
@@ -81,123 +66,6 @@ fn inspect_decodes_a_message_and_refuses_garbage_in_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(stderr.contains("error"), "{stderr}");
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift: no chunk repeats another).
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1d ^ seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// The string value of `"key":"..."` in a JSON line.
-fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    line[start..].split('"').next().map(str::to_owned)
-}
-
-/// The number value of `"key":123` in a JSON line.
-fn number(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let digits: String = line[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// A server's data dir holding a file of `size` seeded bytes, and a client's data dir.
-struct Dirs {
-    server_dir: tempfile::TempDir,
-    client_dir: tempfile::TempDir,
-    input: std::path::PathBuf,
-    data: Vec<u8>,
-}
-
-fn dirs_with_file(size: usize, seed: u64) -> Dirs {
-    let server_dir = tempfile::tempdir().unwrap();
-    let input = server_dir.path().join("input.bin");
-    let data = bytes(size, seed);
-    std::fs::write(&input, &data).unwrap();
-    Dirs {
-        server_dir,
-        client_dir: tempfile::tempdir().unwrap(),
-        input,
-        data,
-    }
-}
-
-/// A `datatransfer serve` process.
-struct Server {
-    child: Killed,
-    lines: Lines<BufReader<ChildStdout>>,
-    addr: String,
-    roots: Vec<String>,
-}
-
-impl Server {
-    /// Starts `serve --json` on an ephemeral port and reads its roots and address.
-    fn start(dir: &Path, inputs: &[&Path], extra: &[&str]) -> Self {
-        Self::start_on("/ip4/127.0.0.1/tcp/0", dir, inputs, extra)
-    }
-
-    /// Starts `serve --json` listening on `listen`.
-    fn start_on(listen: &str, dir: &Path, inputs: &[&Path], extra: &[&str]) -> Self {
-        let mut child = Killed(
-            Command::new(env!("CARGO_BIN_EXE_datatransfer"))
-                .arg("serve")
-                .args(inputs)
-                .args(["--listen", listen, "--json", "--data-dir"])
-                .arg(dir)
-                .args(extra)
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-        let mut roots = Vec::new();
-        loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(addr) = field(&line, "listening") {
-                return Self {
-                    child,
-                    lines,
-                    addr,
-                    roots,
-                };
-            }
-            roots.push(field(&line, "root").unwrap());
-        }
-    }
-
-    /// The next line it prints.
-    fn line(&mut self) -> String {
-        self.lines.next().unwrap().unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-}
-
-/// A one-line error, a failure exit, no panic.
-fn assert_one_line_error(out: &std::process::Output, why: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{why}: succeeded");
-    assert!(stderr.starts_with("error: "), "{why}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{why}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{why}: {stderr}");
 }
 
 /// `serve` in one process, `pull` and `push` in others, over 127.0.0.1.
@@ -454,16 +322,6 @@ fn wait_for_progress(lines: &mut Lines<BufReader<ChildStdout>>) -> u64 {
         }
     }
     panic!("the pull ended before moving any data");
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn spawn_pull(addr: &str, root: &str, output: &Path, dir: &Path, extra: &[&str]) -> Child {

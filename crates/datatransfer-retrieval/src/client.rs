@@ -74,11 +74,17 @@ impl RetrievalRequest {
         self
     }
 
-    /// The proposal this request sends: free, with the request's selector.
+    /// The selector the pull sends: the request's, or the whole DAG's.
+    pub fn selector_or_all(&self) -> DagCbor {
+        self.selector.clone().unwrap_or_else(all_selector)
+    }
+
+    /// The proposal this request sends: free, naming the pull's selector (as lassie's
+    /// proposals always do).
     pub fn proposal(&self) -> Result<DealProposal, NodeError> {
         Ok(DealProposal {
             id: self.deal_id,
-            params: Params::free(self.selector.as_ref())?,
+            params: Params::free(Some(&self.selector_or_all()))?,
             payload_cid: self.root,
         })
     }
@@ -178,7 +184,7 @@ impl<T: Transport> RetrievalClient<T> {
     ) -> Result<Retrieved, RetrievalError> {
         let proposal = request.proposal().map_err(RetrievalError::Proposal)?;
         let voucher = TypedNode::encode(&proposal).map_err(RetrievalError::Proposal)?;
-        let selector = request.selector.clone().unwrap_or_else(all_selector);
+        let selector = request.selector_or_all();
         let mut events = self.manager.subscribe().await?;
         let id = self
             .manager
