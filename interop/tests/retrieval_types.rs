@@ -3,6 +3,8 @@
 //! (Go still prints them); our types read every one with the fields Go reports and write it
 //! back byte for byte; and Go reads what our constructors write.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is a failure.
+
 use std::path::PathBuf;
 
 use datatransfer::{Cid, PeerId, TypedNode};

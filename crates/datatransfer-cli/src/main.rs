@@ -68,6 +68,7 @@ enum Command {
   datatransfer serve ./movie.mp4
   datatransfer serve ./photos/ ./archive.car --listen /ip4/0.0.0.0/tcp/4010 --token s3cret
   datatransfer serve ./movie.mp4 --grace 30s --data-dir ./provider
+  datatransfer serve ./movie.mp4 --retrieval   # free Filecoin retrievals too (lassie)
 
 On Ctrl-C new requests are refused and running transfers get --grace to finish; what is
 left stays in the data dir and resumes when the peer pulls or pushes again.")]
