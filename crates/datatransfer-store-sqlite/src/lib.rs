@@ -35,7 +35,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datatransfer_types::store::{
     ChannelFilter, ChannelStore, ChannelUpdate, DEFAULT_MAX_EVENTS_PER_CHANNEL, Durability,
-    StoreError,
+    PurgeFinished, StoreError,
 };
 use datatransfer_types::{ChannelId, ChannelState, Event, EventCode, Status, Timestamp};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -75,6 +75,7 @@ enum Command {
     List(ChannelFilter, Reply<Vec<ChannelState>>),
     Events(ChannelId, Reply<Vec<Event>>),
     Delete(ChannelId, Reply<bool>),
+    Purge(PurgeFinished, Reply<u64>),
     Integrity(Reply<String>),
 }
 
@@ -204,6 +205,10 @@ impl ChannelStore for SqliteChannelStore {
         let id = *id;
         self.call(|r| Command::Delete(id, r)).await
     }
+
+    async fn purge_finished(&self, purge: PurgeFinished) -> Result<u64, StoreError> {
+        self.call(|r| Command::Purge(purge, r)).await
+    }
 }
 
 /// What the writer knows of a stored channel, so an update needs no reads.
@@ -225,15 +230,16 @@ struct Worker {
 
 const UPSERT: &str = "INSERT INTO channels (initiator, responder, transfer_id, self_peer, other_peer, \
      status, base_cid, selector, sender, recipient, total_size, queued, sent, received, message, \
-     received_blocks, queued_blocks, sent_blocks, stages) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+     received_blocks, queued_blocks, sent_blocks, stages, finished_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
      ON CONFLICT (initiator, responder, transfer_id) DO UPDATE SET \
      self_peer = excluded.self_peer, other_peer = excluded.other_peer, status = excluded.status, \
      base_cid = excluded.base_cid, selector = excluded.selector, sender = excluded.sender, \
      recipient = excluded.recipient, total_size = excluded.total_size, queued = excluded.queued, \
      sent = excluded.sent, received = excluded.received, message = excluded.message, \
      received_blocks = excluded.received_blocks, queued_blocks = excluded.queued_blocks, \
-     sent_blocks = excluded.sent_blocks, stages = excluded.stages \
+     sent_blocks = excluded.sent_blocks, stages = excluded.stages, \
+     finished_at = excluded.finished_at \
      RETURNING id";
 
 const FIND: &str =
@@ -347,6 +353,9 @@ impl Worker {
             }
             Command::Delete(id, r) => {
                 let _ = r.send(self.delete(&id));
+            }
+            Command::Purge(p, r) => {
+                let _ = r.send(self.purge(p));
             }
             Command::Integrity(r) => {
                 let out = self
@@ -475,6 +484,43 @@ impl Worker {
         .collect()
     }
 
+    /// Removes the finished channels `p` names, in one transaction, by the finish index.
+    fn purge(&mut self, p: PurgeFinished) -> Result<u64, StoreError> {
+        let before = p.finished_before.map_or(i64::MIN, |t| to_sql(t.0));
+        // LIMIT -1: no limit, so no channel is beyond the newest.
+        let keep = p
+            .keep_newest
+            .map_or(-1, |k| i64::try_from(k).unwrap_or(i64::MAX));
+        let tx = self.conn.transaction().map_err(backend)?;
+        let ids: Vec<i64> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id FROM channels WHERE finished_at IS NOT NULL AND (finished_at < ?1 \
+                     OR id NOT IN (SELECT id FROM channels WHERE finished_at IS NOT NULL \
+                     ORDER BY finished_at DESC, id DESC LIMIT ?2))",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![before, keep], |row| row.get(0))
+                .and_then(|rows| rows.collect::<Result<_, _>>())
+                .map_err(backend)?
+        };
+        for sql in [
+            "DELETE FROM vouchers WHERE channel = ?1",
+            "DELETE FROM events WHERE channel = ?1",
+            "DELETE FROM channels WHERE id = ?1",
+        ] {
+            let mut stmt = tx.prepare_cached(sql).map_err(backend)?;
+            for id in &ids {
+                stmt.execute([id]).map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)?;
+        if !ids.is_empty() {
+            self.cache.clear();
+        }
+        Ok(ids.len() as u64)
+    }
+
     fn delete(&mut self, id: &ChannelId) -> Result<bool, StoreError> {
         self.cache.remove(id);
         let Some(rowid) = self.rowid(id)? else {
@@ -554,6 +600,7 @@ fn write_one(
             to_sql(st.queued_blocks_total),
             to_sql(st.sent_blocks_total),
             encode_stages(&st.stages),
+            st.status.is_terminal().then(|| to_sql(st.last_updated().0)),
         ],
         |row| row.get(0),
     )?;

@@ -59,8 +59,17 @@ CREATE INDEX channels_by_peer ON channels (other_peer);
 UPDATE dt_schema SET version = 2;
 ";
 
+/// Schema version 3: when each finished channel finished, indexed, for retention. Channels
+/// that finished before the upgrade count as finished at time 0 (the oldest).
+const V3: &str = "
+ALTER TABLE channels ADD COLUMN finished_at INTEGER;
+UPDATE channels SET finished_at = 0 WHERE status IN (6, 8, 10);
+CREATE INDEX channels_by_finish ON channels (finished_at) WHERE finished_at IS NOT NULL;
+UPDATE dt_schema SET version = 3;
+";
+
 /// The migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The newest schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -115,9 +124,34 @@ pub(crate) fn check(conn: &Connection, path: &str) -> Result<i64, StoreError> {
 }
 
 /// Brings a database at `version` (as [`check`] read it) to [`CURRENT_VERSION`].
+///
+/// Each step takes the write lock first and reads the version again under it: another
+/// process opening the same file at the same moment may have migrated it meanwhile.
 pub(crate) fn migrate(conn: &mut Connection, mut version: i64) -> Result<(), StoreError> {
     while version < CURRENT_VERSION {
-        let tx = conn.transaction().map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let now: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'dt_schema'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .and_then(|tables| {
+                if tables == 0 {
+                    return Ok(0);
+                }
+                tx.query_row("SELECT version FROM dt_schema", [], |r| r.get(0))
+                    .optional()
+                    .map(|v| v.unwrap_or(0))
+            })
+            .map_err(backend)?;
+        if now > version {
+            // Someone else got there first.
+            version = now;
+            continue;
+        }
         tx.execute_batch(MIGRATIONS[version as usize])
             .map_err(backend)?;
         tx.commit().map_err(backend)?;

@@ -138,6 +138,17 @@ impl ChannelState {
         self.voucher_results.last()
     }
 
+    /// When the channel last changed, as its stage log records it (`Timestamp::ZERO` if it
+    /// logged nothing). For a finished channel: when it finished.
+    pub fn last_updated(&self) -> Timestamp {
+        self.stages
+            .stages
+            .iter()
+            .map(|s| s.updated)
+            .max()
+            .unwrap_or(Timestamp::ZERO)
+    }
+
     /// Adds a line to the log of the current status's stage.
     pub fn add_log(&mut self, msg: &str, now: Timestamp) {
         self.stages

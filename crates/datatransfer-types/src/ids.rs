@@ -67,6 +67,31 @@ impl fmt::Display for ChannelId {
     }
 }
 
+/// A string that is not `initiator-responder-id`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a channel id (initiator-responder-id, as printed)")]
+pub struct BadChannelId(pub String);
+
+impl std::str::FromStr for ChannelId {
+    type Err = BadChannelId;
+
+    /// Reads what [`fmt::Display`] writes: `initiator-responder-id`.
+    fn from_str(s: &str) -> Result<Self, BadChannelId> {
+        let bad = || BadChannelId(s.to_owned());
+        let mut parts = s.trim().split('-');
+        let (Some(i), Some(r), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(Self::new(
+            i.parse().map_err(|_| bad())?,
+            r.parse().map_err(|_| bad())?,
+            TransferId(id.parse().map_err(|_| bad())?),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +101,25 @@ mod tests {
         let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
         bytes.extend_from_slice(&[n; 32]);
         PeerId::from_bytes(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_channel_id_reads_back_what_it_prints_and_refuses_anything_else() {
+        let id = ChannelId::new(peer(1), peer(2), TransferId(u64::MAX));
+        assert_eq!(id.to_string().parse::<ChannelId>(), Ok(id));
+        for bad in [
+            "",
+            "a-b",
+            "x-y-1",
+            &format!("{}-{}-1-2", peer(1), peer(2)),
+            &format!("{}-{}-x", peer(1), peer(2)),
+        ] {
+            assert_eq!(
+                bad.parse::<ChannelId>(),
+                Err(BadChannelId(bad.to_owned())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use channel::{
     ChannelStage, ChannelStages, ChannelState, DEFAULT_MAX_LOGS_PER_STAGE, StageLog,
 };
 pub use event::{Event, EventCode, Timestamp, UnknownEventCode};
-pub use ids::{ChannelId, TransferId};
+pub use ids::{BadChannelId, ChannelId, TransferId};
 pub use node::{DagCbor, NodeError};
 pub use status::{Status, UnknownStatus};
 pub use validation::{Validation, ValidationError, ValidationOutcome};

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use libp2p_identity::PeerId;
 use thiserror::Error;
 
-use crate::{ChannelId, ChannelState, Event};
+use crate::{ChannelId, ChannelState, Event, Timestamp};
 
 /// How durable an update must be before `apply` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +88,26 @@ impl ChannelFilter {
     }
 }
 
+/// Which finished channels (Completed, Failed or Cancelled) [`ChannelStore::purge_finished`]
+/// removes: those that finished before a time, and those beyond the most recent few. A channel
+/// finished when it was last updated ([`ChannelState::last_updated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeFinished {
+    /// Remove channels that finished before this time.
+    pub finished_before: Option<Timestamp>,
+    /// Keep at most this many finished channels: the most recently finished.
+    pub keep_newest: Option<usize>,
+}
+
+impl PurgeFinished {
+    /// Whether a finished channel goes: `rank` is its place among finished channels, most
+    /// recently finished first (0 is the newest).
+    pub fn removes(&self, rank: usize, finished: Timestamp) -> bool {
+        self.keep_newest.is_some_and(|keep| rank >= keep)
+            || self.finished_before.is_some_and(|before| finished < before)
+    }
+}
+
 /// A store failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -155,6 +175,27 @@ pub trait ChannelStore: Send + Sync {
 
     /// Removes a channel and its events; returns whether it existed.
     async fn delete(&self, id: &ChannelId) -> Result<bool, StoreError>;
+
+    /// Removes the finished channels `purge` names, with their events; returns how many.
+    /// Channels in progress are never removed. The default lists every channel; a store with
+    /// an index on finish times should do better.
+    async fn purge_finished(&self, purge: PurgeFinished) -> Result<u64, StoreError> {
+        let mut finished: Vec<(Timestamp, ChannelId)> = self
+            .list(ChannelFilter::All)
+            .await?
+            .into_iter()
+            .filter(|s| s.status.is_terminal())
+            .map(|s| (s.last_updated(), s.channel_id))
+            .collect();
+        finished.sort_unstable_by(|a, b| b.cmp(a));
+        let mut removed = 0;
+        for (rank, (at, id)) in finished.iter().enumerate() {
+            if purge.removes(rank, *at) && self.delete(id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// Default cap on events kept per channel by the stores of this workspace; older ones are

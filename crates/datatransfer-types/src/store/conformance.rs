@@ -11,7 +11,7 @@
 
 use std::future::Future;
 
-use crate::store::{ChannelFilter, ChannelStore, ChannelUpdate, Durability};
+use crate::store::{ChannelFilter, ChannelStore, ChannelUpdate, Durability, PurgeFinished};
 use crate::{
     ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, PeerId, Status, Timestamp, TransferId,
     TypedNode,
@@ -258,4 +258,95 @@ where
     list_filters(make().await).await;
     delete_removes_state_and_events(make().await).await;
     events_are_bounded(make().await, max_events).await;
+    purge_removes_old_and_excess_finished_channels_only(make().await).await;
+}
+
+/// The transfer ids of the channels in `store`, sorted.
+async fn ids<S: ChannelStore>(store: &S) -> Vec<u64> {
+    let mut ids: Vec<u64> = store
+        .list(ChannelFilter::All)
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.channel_id.id.0)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+async fn purge_removes_old_and_excess_finished_channels_only<S: ChannelStore>(store: S) {
+    // Channel n finished at n + 1 (its last log line); 1 and 2 are still running.
+    let ended = [Status::Completed, Status::Failed, Status::Cancelled];
+    let mut updates: Vec<ChannelUpdate> = (10..20u64)
+        .map(|n| sample_state(n, ended[n as usize % 3]))
+        .chain([
+            sample_state(1, Status::Ongoing),
+            sample_state(2, Status::Requested),
+        ])
+        .map(|st| ChannelUpdate::new(st, vec![event(EventCode::Open, 1)]))
+        .collect();
+    updates.reverse();
+    store.apply_batch(updates).await.expect("apply");
+    let purge = |finished_before: Option<u64>, keep_newest: Option<usize>| PurgeFinished {
+        finished_before: finished_before.map(Timestamp),
+        keep_newest,
+    };
+    assert_eq!(
+        store
+            .purge_finished(purge(None, None))
+            .await
+            .expect("purge"),
+        0
+    );
+    assert_eq!(ids(&store).await.len(), 12);
+    // Finished before 14: channels 10, 11 and 12.
+    assert_eq!(
+        store
+            .purge_finished(purge(Some(14), None))
+            .await
+            .expect("purge"),
+        3
+    );
+    assert_eq!(ids(&store).await, [1, 2, 13, 14, 15, 16, 17, 18, 19]);
+    assert!(
+        store
+            .events(&sample_state(10, Status::Completed).channel_id)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+    // The newest four finished stay.
+    assert_eq!(
+        store
+            .purge_finished(purge(None, Some(4)))
+            .await
+            .expect("purge"),
+        3
+    );
+    assert_eq!(ids(&store).await, [1, 2, 16, 17, 18, 19]);
+    // Both limits at once, then none kept: channels in progress always stay.
+    assert_eq!(
+        store
+            .purge_finished(purge(Some(19), Some(3)))
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(ids(&store).await, [1, 2, 18, 19]);
+    assert_eq!(
+        store
+            .purge_finished(purge(None, Some(0)))
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(ids(&store).await, [1, 2]);
+    assert_eq!(
+        store
+            .events(&sample_state(1, Status::Ongoing).channel_id)
+            .await
+            .expect("events")
+            .len(),
+        1
+    );
 }
