@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -286,6 +286,7 @@ enum Cmd {
     PeerIdle(PeerId),
     /// What the node holds, for diagnostics.
     Stats(tokio::sync::oneshot::Sender<GraphSyncStats>),
+    PeerRequests(PeerId, tokio::sync::oneshot::Sender<PeerRequests>),
 }
 
 /// What a graphsync node holds at one moment: for diagnostics, and for tests that check
@@ -299,6 +300,53 @@ pub struct GraphSyncStats {
     /// Responses being served.
     pub responses: usize,
 }
+
+/// Where one request stands, as [`GraphSync::peer_requests`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// Waiting in the responder's queue for room (per peer, then in total).
+    Queued,
+    /// Blocks are moving (or the walk is running).
+    Running,
+    /// Paused (by either side), waiting to be resumed.
+    Paused,
+}
+
+impl std::fmt::Display for RequestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Paused => "paused",
+        })
+    }
+}
+
+/// One graphsync request in flight with a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Its id on the wire.
+    pub id: RequestId,
+    /// The root it asks for.
+    pub root: Option<Cid>,
+    /// Where it stands.
+    pub state: RequestState,
+    /// Links walked so far (ours only: a response's walk is the responder's business).
+    pub traversed: Option<u64>,
+}
+
+/// The graphsync requests in flight with one peer: ours to it, and its to us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerRequests {
+    /// Requests we sent to the peer.
+    pub outgoing: Vec<RequestInfo>,
+    /// Requests of the peer we are answering (queued, running or paused).
+    pub incoming: Vec<RequestInfo>,
+}
+
+const SERVED_QUEUED: u8 = 0;
+const SERVED_RUNNING: u8 = 1;
+const SERVED_PAUSED: u8 = 2;
 
 enum ResponseCmd {
     Pause,
@@ -526,6 +574,9 @@ fn is_dead(dead: &SharedDead, token: u64) -> bool {
 struct Served {
     ctl: mpsc::Sender<ResponseCmd>,
     token: u64,
+    root: Option<Cid>,
+    /// `SERVED_QUEUED`, `SERVED_RUNNING` or `SERVED_PAUSED`, kept by the response's task.
+    state: Arc<AtomicU8>,
 }
 
 /// How many unknown responses [`Node::stopped`] remembers.
@@ -782,6 +833,16 @@ impl GraphSync {
     pub async fn send_extensions(&self, peer: PeerId, id: RequestId, extensions: Extensions) {
         self.response_cmd(peer, id, ResponseCmd::Extensions(extensions))
             .await;
+    }
+
+    /// The requests in flight with `peer`, both ways, and where each stands (empty after
+    /// the node stopped).
+    pub async fn peer_requests(&self, peer: PeerId) -> PeerRequests {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::PeerRequests(peer, reply)).await.is_err() {
+            return PeerRequests::default();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// What the node holds now (peers, requests, responses); all zero after it stopped.
@@ -1243,6 +1304,38 @@ impl Node {
                     self.fail_requests_to(peer, &error).await;
                 }
                 Cmd::PeerIdle(peer) => self.forget_idle_peer(peer),
+                Cmd::PeerRequests(peer, reply) => {
+                    let outgoing = self
+                        .outgoing
+                        .values()
+                        .filter(|o| o.peer == peer)
+                        .map(|o| RequestInfo {
+                            id: o.wire,
+                            root: o.request.root,
+                            state: match o.pause {
+                                Pause::Running => RequestState::Running,
+                                Pause::Paused => RequestState::Paused,
+                            },
+                            traversed: Some(o.traversed),
+                        })
+                        .collect();
+                    let incoming = self
+                        .responses
+                        .iter()
+                        .filter(|((p, _), _)| *p == peer)
+                        .map(|((_, id), served)| RequestInfo {
+                            id: *id,
+                            root: served.root,
+                            state: match served.state.load(Ordering::Relaxed) {
+                                SERVED_QUEUED => RequestState::Queued,
+                                SERVED_PAUSED => RequestState::Paused,
+                                _ => RequestState::Running,
+                            },
+                            traversed: None,
+                        })
+                        .collect();
+                    let _ = reply.send(PeerRequests { outgoing, incoming });
+                }
                 Cmd::Stats(reply) => {
                     let _ = reply.send(GraphSyncStats {
                         peers: self.peers.len(),
@@ -1541,11 +1634,15 @@ impl Node {
         }
         let (ctl_tx, ctl) = mpsc::channel(16);
         let token = SERVE_TOKENS.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(AtomicU8::new(SERVED_QUEUED));
+        let served = Served {
+            ctl: ctl_tx,
+            token,
+            root: request.root,
+            state: state.clone(),
+        };
         // A repeated request (an unpause after a requester-side pause) replaces the old one.
-        if let Some(old) = self
-            .responses
-            .insert((peer, request.id), Served { ctl: ctl_tx, token })
-        {
+        if let Some(old) = self.responses.insert((peer, request.id), served) {
             self.forget(peer, old.token);
             let _ = old.ctl.try_send(ResponseCmd::Drop);
         }
@@ -1565,6 +1662,7 @@ impl Node {
             done: self.tx.clone(),
             all: self.all_responses.clone(),
             per_peer,
+            state,
         };
         tokio::spawn(ctx.serve(request, ctl));
     }
@@ -1581,9 +1679,20 @@ struct ServeCtx {
     done: NodeRef,
     all: Arc<Semaphore>,
     per_peer: Arc<Semaphore>,
+    /// Where the response stands, for [`GraphSync::peer_requests`].
+    state: Arc<AtomicU8>,
 }
 
 impl ServeCtx {
+    fn set_paused(&self, paused: bool) {
+        let state = if paused {
+            SERVED_PAUSED
+        } else {
+            SERVED_RUNNING
+        };
+        self.state.store(state, Ordering::Relaxed);
+    }
+
     async fn respond(&self, response: Response, blocks: Vec<Block>) -> bool {
         let msg = Message {
             responses: vec![response],
@@ -1653,6 +1762,7 @@ impl ServeCtx {
                 }
             }
         };
+        self.set_paused(false);
         // The writer reports completion once the final response is written.
         let _ = self.run(request, &mut ctl, early).await;
         let _ = self
@@ -1713,6 +1823,7 @@ impl ServeCtx {
             }
         };
         if paused {
+            self.set_paused(true);
             self.respond(
                 reply(ResponseStatus::RequestPaused, std::mem::take(&mut pending)),
                 Vec::new(),
@@ -1748,6 +1859,7 @@ impl ServeCtx {
                     Some(ResponseCmd::Drop) => return None,
                     Some(ResponseCmd::Pause) => {
                         paused = true;
+                        self.set_paused(true);
                         self.respond(
                             reply(ResponseStatus::RequestPaused, std::mem::take(&mut pending)),
                             Vec::new(),
@@ -1756,6 +1868,7 @@ impl ServeCtx {
                     }
                     Some(ResponseCmd::Unpause(e)) => {
                         paused = false;
+                        self.set_paused(false);
                         merge(&mut pending, e);
                     }
                     Some(ResponseCmd::Extensions(e)) => merge(&mut pending, e),
