@@ -56,7 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use datatransfer_fsm::MonitorConfig as ChannelMonitorConfig;
 pub use datatransfer_network::peer_of;
 pub use datatransfer_types::store::{
-    ChannelFilter, ChannelStore, ChannelUpdate, MemoryChannelStore, StoreError,
+    ChannelFilter, ChannelStore, ChannelUpdate, MemoryChannelStore, PurgeFinished, StoreError,
 };
 pub use datatransfer_types::{
     ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, PeerId, Registerable, Status,
@@ -118,6 +118,71 @@ pub struct ManagerConfig {
     pub restart_on_start: bool,
     /// How long a connection with no open channel stays up.
     pub idle_connection_timeout: Duration,
+    /// How long finished channels stay in the store (`None`: for ever). The engine's memory
+    /// of recently finished channels, which answers a late restart, is not affected.
+    pub retention: Option<Retention>,
+}
+
+/// How long finished channels (Completed, Failed, Cancelled) stay in the channel store: a
+/// node that finishes channels for months keeps a bounded store. Swept every `sweep_every`;
+/// [`Manager::purge_finished`] removes them at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove channels finished longer ago than this.
+    pub keep_for: Option<Duration>,
+    /// Keep at most this many finished channels, the most recently finished.
+    pub keep_at_most: Option<usize>,
+    /// How often to sweep.
+    pub sweep_every: Duration,
+}
+
+impl Default for Retention {
+    /// A week, 10,000 channels at most, swept every minute.
+    fn default() -> Self {
+        Self {
+            keep_for: Some(Duration::from_secs(7 * 24 * 3600)),
+            keep_at_most: Some(10_000),
+            sweep_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What [`Manager::cancel_channel`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReport {
+    /// The channel's status on our side afterwards (Cancelling or Cancelled; it never runs
+    /// again, also after a restart of the node).
+    pub status: Status,
+    /// Whether the other peer heard of it.
+    pub peer: PeerNotice,
+}
+
+/// Whether the other peer was told of a cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerNotice {
+    /// The cancel message went out.
+    Told,
+    /// Sending it failed (the peer is gone or unreachable); the reason.
+    NotTold(String),
+    /// Still trying when the wait ran out; the node keeps trying in the background.
+    NoAnswerWithin(Duration),
+    /// No message was sent: the channel had already ended on our side.
+    NothingToSend,
+}
+
+impl std::fmt::Display for PeerNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Told => f.write_str("the peer was told"),
+            Self::NotTold(why) => write!(f, "the peer could not be told: {why}"),
+            Self::NoAnswerWithin(d) => write!(
+                f,
+                "the peer was not reached within {:.1} s (still trying)",
+                d.as_secs_f64()
+            ),
+            Self::NothingToSend => f.write_str("nothing was sent: the channel had ended"),
+        }
+    }
 }
 
 impl Default for ManagerConfig {
@@ -132,6 +197,7 @@ impl Default for ManagerConfig {
             transport: GraphsyncTransportConfig::default(),
             restart_on_start: true,
             idle_connection_timeout: Duration::from_secs(60),
+            retention: Some(Retention::default()),
         }
     }
 }
@@ -374,6 +440,7 @@ impl<T: Transport> ManagerBuilder<T> {
             transport.clone(),
             store.clone(),
             self.config.restart_on_start,
+            self.config.retention,
         );
         tokio::spawn(task.run(Inputs {
             api: api_rx,
@@ -645,6 +712,52 @@ impl<T: Transport> Manager<T> {
     /// Cancels a channel, telling the other peer.
     pub async fn close_channel(&self, id: ChannelId) -> Result<(), ManagerError> {
         self.call(|tx| Api::Close(id, tx)).await
+    }
+
+    /// Cancels a channel at once on our side and tells the other peer, waiting at most
+    /// `peer_wait` to hear whether the message went out. Works whatever state the peer is in
+    /// (gone, unreachable, unknown): the local cancel never waits for it, and a cancelled
+    /// channel is never restarted.
+    pub async fn cancel_channel(
+        &self,
+        id: ChannelId,
+        peer_wait: Duration,
+    ) -> Result<CancelReport, ManagerError> {
+        let (status, told) = self.call(|tx| Api::Cancel(id, tx)).await?;
+        let peer = match tokio::time::timeout(peer_wait, told).await {
+            Ok(Ok(Ok(()))) => PeerNotice::Told,
+            Ok(Ok(Err(why))) => PeerNotice::NotTold(why),
+            Ok(Err(_)) => PeerNotice::NothingToSend,
+            Err(_) => PeerNotice::NoAnswerWithin(peer_wait),
+        };
+        Ok(CancelReport { status, peer })
+    }
+
+    /// The channels passing `filter`: the engine's live state of running ones, the store's
+    /// record of the rest (finished channels stay there as [`ManagerConfig::retention`] says).
+    pub async fn channels(&self, filter: ChannelFilter) -> Result<Vec<ChannelState>, ManagerError> {
+        let live = self.in_progress_channels().await?;
+        let mut all = self.store.list(filter).await?;
+        let mut index: std::collections::HashMap<ChannelId, usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.channel_id, i))
+            .collect();
+        for c in live.into_iter().filter(|c| filter.matches(c)) {
+            match index.get(&c.channel_id) {
+                Some(i) => all[*i] = c,
+                None => {
+                    index.insert(c.channel_id, all.len());
+                    all.push(c);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Removes the finished channels `purge` names from the store now; returns how many.
+    pub async fn purge_finished(&self, purge: PurgeFinished) -> Result<u64, ManagerError> {
+        self.call(|tx| Api::Purge(purge, tx)).await
     }
 
     /// Pauses our side of a channel.

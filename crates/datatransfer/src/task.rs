@@ -12,16 +12,16 @@ use datatransfer_fsm::{
     ValidationAnswer, ValidationCall, ValidationToken,
 };
 use datatransfer_network::{DataTransferNetwork, NetworkEvent};
-use datatransfer_types::message::Message;
-use datatransfer_types::store::{ChannelFilter, ChannelStore, ChannelUpdate};
+use datatransfer_types::message::{Message, MessageType};
+use datatransfer_types::store::{ChannelFilter, ChannelStore, ChannelUpdate, PurgeFinished};
 use datatransfer_types::{
-    ChannelId, ChannelState, Cid, DagCbor, Event, PeerId, Timestamp, TypeIdentifier,
+    ChannelId, ChannelState, Cid, DagCbor, Event, PeerId, Status, Timestamp, TypeIdentifier,
     ValidationError, Voucher,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::validation::{RequestValidator, Revalidator};
-use crate::{ManagerError, Subscription};
+use crate::{ManagerError, Retention, Subscription};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ManagerError>>;
 
@@ -44,6 +44,12 @@ pub(crate) enum Api {
     },
     SendVoucher(ChannelId, Voucher, Reply<()>),
     Close(ChannelId, Reply<()>),
+    /// Close, and hear whether the cancel message went out.
+    Cancel(
+        ChannelId,
+        Reply<(Status, oneshot::Receiver<Result<(), String>>)>,
+    ),
+    Purge(PurgeFinished, Reply<u64>),
     Pause(ChannelId, Reply<()>),
     Resume(ChannelId, Reply<()>),
     Restart(ChannelId, Reply<()>),
@@ -102,7 +108,10 @@ async fn store_writer(store: Arc<dyn ChannelStore>, mut rx: mpsc::UnboundedRecei
     }
 }
 
-type Outgoing = (ChannelId, Message, OnSendFailure);
+/// Told whether a message went out (the cancel of [`crate::Manager::cancel_channel`]).
+pub(crate) type SendDone = oneshot::Sender<Result<(), String>>;
+
+type Outgoing = (ChannelId, Message, OnSendFailure, Option<SendDone>);
 
 /// Sends one peer's messages in order.
 async fn peer_sender(
@@ -111,10 +120,14 @@ async fn peer_sender(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     failures: mpsc::UnboundedSender<(ChannelId, OnSendFailure, String)>,
 ) {
-    while let Some((channel, message, on_failure)) = rx.recv().await {
-        if let Err(e) = net.send_message(to, message).await {
+    while let Some((channel, message, on_failure, done)) = rx.recv().await {
+        let sent = net.send_message(to, message).await;
+        if let Err(e) = &sent {
             tracing::debug!(%to, %channel, error = %e, "sending a data-transfer message failed");
             let _ = failures.send((channel, on_failure, e.to_string()));
+        }
+        if let Some(done) = done {
+            let _ = done.send(sent.map_err(|e| e.to_string()));
         }
     }
 }
@@ -142,6 +155,11 @@ pub(crate) struct EngineTask {
     validations_rx: mpsc::UnboundedReceiver<(ValidationToken, ValidationAnswer)>,
     failures_tx: mpsc::UnboundedSender<(ChannelId, OnSendFailure, String)>,
     failures_rx: mpsc::UnboundedReceiver<(ChannelId, OnSendFailure, String)>,
+    /// Cancels whose caller waits to hear whether the message went out.
+    cancel_waiters: HashMap<ChannelId, SendDone>,
+    /// One tracing span per running channel, closed when it ends.
+    spans: HashMap<ChannelId, tracing::Span>,
+    retention: Option<Retention>,
 }
 
 impl EngineTask {
@@ -151,6 +169,7 @@ impl EngineTask {
         transport: Arc<dyn Transport>,
         store: Arc<dyn ChannelStore>,
         restart_on_start: bool,
+        retention: Option<Retention>,
     ) -> Self {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         tokio::spawn(store_writer(store.clone(), store_rx));
@@ -172,10 +191,18 @@ impl EngineTask {
             validations_rx,
             failures_tx,
             failures_rx,
+            cancel_waiters: HashMap::new(),
+            spans: HashMap::new(),
+            retention,
         }
     }
 
     pub(crate) async fn run(mut self, mut inputs: Inputs) {
+        let mut sweeps = self.retention.map(|r| {
+            let mut every = tokio::time::interval(r.sweep_every.max(Duration::from_millis(10)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        });
         loop {
             let sleep = self.engine.poll_timeout().map(|at| {
                 let wait =
@@ -212,6 +239,12 @@ impl EngineTask {
                 }
                 Some(peer) = inputs.disconnected.recv() => self.on_disconnected(peer),
                 () = sleep_until(sleep) => self.engine.handle_timeout(now()),
+                _ = async {
+                    match &mut sweeps {
+                        Some(every) => every.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.sweep(),
             }
             self.drain();
         }
@@ -238,6 +271,31 @@ impl EngineTask {
                 },
             );
         }
+    }
+
+    /// Removes finished channels past the retention limits, on a task of its own.
+    fn sweep(&self) {
+        let Some(r) = self.retention else {
+            return;
+        };
+        let purge = PurgeFinished {
+            finished_before: r.keep_for.map(|d| {
+                Timestamp::from_unix_nanos(
+                    now()
+                        .as_unix_nanos()
+                        .saturating_sub(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+                )
+            }),
+            keep_newest: r.keep_at_most,
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            match store.purge_finished(purge).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "retention removed finished channels"),
+                Err(e) => tracing::warn!(error = %e, "retention could not purge the store"),
+            }
+        });
     }
 
     async fn stop(&mut self) {
@@ -302,6 +360,31 @@ impl EngineTask {
             }
             Api::Close(id, reply) => {
                 let _ = reply.send(self.engine.close(t, id).map_err(ManagerError::from));
+            }
+            Api::Cancel(id, reply) => {
+                let (done, told) = oneshot::channel();
+                self.cancel_waiters.insert(id, done);
+                let r = self.engine.close(t, id);
+                // The cancel message, if the engine sent one, takes the waiter with it.
+                self.drain();
+                self.cancel_waiters.remove(&id);
+                let status = self
+                    .engine
+                    .channel(&id)
+                    .map(|c| c.status)
+                    .or_else(|| self.engine.finished_status(&id))
+                    .unwrap_or(Status::Cancelled);
+                let _ = reply.send(r.map(|()| (status, told)).map_err(ManagerError::from));
+            }
+            Api::Purge(purge, reply) => {
+                // Earlier writes land first, so a channel finished just now is seen finished.
+                self.flush().await;
+                let _ = reply.send(
+                    self.store
+                        .purge_finished(purge)
+                        .await
+                        .map_err(ManagerError::from),
+                );
             }
             Api::Pause(id, reply) => {
                 let _ = reply.send(self.engine.pause(t, id).map_err(ManagerError::from));
@@ -393,11 +476,17 @@ impl EngineTask {
                     ));
                     tx
                 });
-                let _ = tx.send((channel, message, on_failure));
+                let done = if message.message_type() == MessageType::Cancel {
+                    self.cancel_waiters.remove(&channel)
+                } else {
+                    None
+                };
+                let _ = tx.send((channel, message, on_failure, done));
             }
             Output::Transport(cmd) => self.transport.execute(cmd),
             Output::Validate { token, call } => self.validate(token, call),
             Output::Event { event, state } => {
+                self.trace(&event, &state);
                 let _ = self.store_tx.send(StoreWork::Update(ChannelUpdate::new(
                     (*state).clone(),
                     vec![event.clone()],
@@ -414,6 +503,45 @@ impl EngineTask {
                     c(channel, &voucher);
                 }
             }
+        }
+    }
+
+    /// Logs an event in its channel's span: lifecycle events at info, data progress at trace.
+    fn trace(&mut self, event: &Event, state: &ChannelState) {
+        use datatransfer_types::EventCode as E;
+        let id = state.channel_id;
+        let span = self.spans.entry(id).or_insert_with(|| {
+            tracing::info_span!(
+                "channel",
+                id = %id,
+                peer = %state.other_peer(),
+                root = %state.base_cid,
+                direction = if state.is_pull() { "pull" } else { "push" },
+                initiator = state.is_initiator(),
+            )
+        });
+        span.in_scope(|| match event.code {
+            E::DataReceived
+            | E::DataSent
+            | E::DataQueued
+            | E::DataReceivedProgress
+            | E::DataSentProgress
+            | E::DataQueuedProgress
+            | E::Progress => tracing::trace!(
+                event = ?event.code,
+                bytes = state.sent.max(state.received),
+                "progress"
+            ),
+            code => tracing::info!(
+                event = ?code,
+                status = ?state.status,
+                bytes = state.sent.max(state.received),
+                message = %event.message,
+                "channel event"
+            ),
+        });
+        if state.status.is_terminal() {
+            self.spans.remove(&id);
         }
     }
 
