@@ -8,17 +8,22 @@
 //! - `datatransfer retrieve`: a free retrieval from a Filecoin storage provider (Boost) or a
 //!   `serve --retrieval` node, as lassie makes it.
 //! - `datatransfer status`: the channels in a data dir.
+//! - `datatransfer transfers`: list, cancel, restart and diagnose a running node's transfers
+//!   (its control socket), purge finished ones.
 //! - `datatransfer inspect`: decode a data-transfer or graphsync message.
 //!
 //! Errors are one line on stderr and a non-zero exit; `-v` adds logs.
 
+mod control;
 mod demo;
+mod metrics;
 mod node;
 mod progress;
 mod retrieve;
 mod selector;
 mod serve;
 mod transfer;
+mod transfers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,6 +103,20 @@ left stays in the data dir and resumes when the peer pulls or pushes again.")]
 A provider that rejects the proposal, asks for payment (paid retrieval is not supported) or
 stays silent for --timeout ends the command with its reason."#)]
     Retrieve(retrieve::RetrieveArgs),
+    /// See and steer a node's transfers: list (--watch), cancel, restart, diagnostics of a
+    /// peer, purge finished ones; through the running node's control socket, or from its
+    /// store when none runs.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  datatransfer transfers list --data-dir ./provider
+  datatransfer transfers list --watch --all -v
+  datatransfer transfers cancel 12D3KooWA...-12D3KooWB...-1796208119761475315 --timeout 5s
+  datatransfer transfers restart 12D3KooWA...-12D3KooWB...-1796208119761475315
+  datatransfer transfers diagnostics 12D3KooWB...
+  datatransfer transfers purge --older-than 1d"
+    )]
+    Transfers(transfers::Transfers),
     /// List the channels in the store with status, bytes, peer and age.
     #[command(after_help = "Examples:\n  datatransfer status\n  datatransfer status --all --json")]
     Status {
@@ -196,7 +215,7 @@ fn inspect(input: &str, json: bool) -> Result<(), String> {
 }
 
 /// Runs one command.
-fn run(command: Command, json: bool) -> Result<(), String> {
+fn run(command: Command, json: bool, verbose: bool) -> Result<(), String> {
     if let Command::Inspect { input } = &command {
         return inspect(input, json);
     }
@@ -210,6 +229,7 @@ fn run(command: Command, json: bool) -> Result<(), String> {
         Command::Pull(args) => rt.block_on(transfer::pull(args, json)),
         Command::Push(args) => rt.block_on(transfer::push(args, json)),
         Command::Retrieve(args) => rt.block_on(retrieve::retrieve(args, json)),
+        Command::Transfers(cmd) => rt.block_on(transfers::run(cmd, json, verbose)),
         Command::Status { all, data_dir } => {
             let dir = node::data_dir(data_dir)?;
             rt.block_on(node::status(dir, all, json))
@@ -230,7 +250,7 @@ fn run(command: Command, json: bool) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.verbose);
-    match run(cli.command, cli.json) {
+    match run(cli.command, cli.json, cli.verbose > 0) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

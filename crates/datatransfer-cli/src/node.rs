@@ -138,6 +138,18 @@ pub(crate) async fn manager(
     listen: Option<Multiaddr>,
     limit_rate: Option<u64>,
 ) -> Result<(Manager, Arc<FsBlockstore>), String> {
+    manager_with(dir, listen, limit_rate, None, None).await
+}
+
+/// [`manager`], with a retention policy for finished channels (the library's default if
+/// `None`) and metrics that time the store's writes.
+pub(crate) async fn manager_with(
+    dir: &Path,
+    listen: Option<Multiaddr>,
+    limit_rate: Option<u64>,
+    retention: Option<datatransfer::Retention>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) -> Result<(Manager, Arc<FsBlockstore>), String> {
     let mut config = datatransfer::ManagerConfig {
         restart_on_start: listen.is_none(),
         ..Default::default()
@@ -156,9 +168,24 @@ pub(crate) async fn manager(
         FsBlockstore::open(dir.join("blocks"), true)
             .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,
     );
+    if let Some(r) = retention {
+        config.retention = Some(r);
+    }
+    let store_path = dir.join("channels.sqlite");
+    let store: Arc<dyn datatransfer::ChannelStore> = Arc::new(
+        datatransfer_store_sqlite::SqliteChannelStore::open(&store_path)
+            .map_err(|e| e.to_string())?,
+    );
+    let store: Arc<dyn datatransfer::ChannelStore> = match metrics {
+        Some(metrics) => Arc::new(crate::metrics::TimedStore {
+            inner: store,
+            metrics,
+        }),
+        None => store,
+    };
     let mut b = Manager::builder()
         .keypair(identity(dir)?)
-        .sqlite_store(dir.join("channels.sqlite"))
+        .channel_store(store)
         .blockstore(blocks.clone())
         .config(config);
     if let Some(a) = listen {

@@ -14,6 +14,8 @@ use datatransfer::{ChannelState, Event, EventCode, Registerable, Status};
 use datatransfer_ipld::unixfs::file_size;
 use datatransfer_retrieval::FreeRetrievalProvider;
 
+use crate::control;
+use crate::metrics::{Counted, Metrics};
 use crate::node::{self, Input, TokenValidator, TokenVoucher};
 use crate::progress::Bars;
 
@@ -42,10 +44,38 @@ pub(crate) struct ServeArgs {
     /// MiB, GiB).
     #[arg(long, value_parser = crate::parse_size)]
     limit_rate: Option<u64>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`; e.g. 127.0.0.1:9100).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Keep finished channels in the store this long (then they are removed).
+    #[arg(long, default_value = "7d", value_parser = parse_retention)]
+    keep_finished: Duration,
+    /// Keep at most this many finished channels in the store (the newest).
+    #[arg(long, default_value_t = 10_000)]
+    keep_finished_count: usize,
     /// Where blocks, channels and the identity key live (the platform's data dir if not
     /// given).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+/// Parses a retention time: `30s`, `10m`, `12h`, `7d`.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (n, unit) =
+        crate::number_and_unit(s).ok_or_else(|| format!("{s:?} is not a duration (try 7d)"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
 /// Parses `10s`, `2m`, `500ms` or `10` (seconds).
@@ -119,24 +149,64 @@ fn end_line(state: &ChannelState, why: &str, json: bool) -> String {
 /// Runs `serve`.
 pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     let dir = node::data_dir(args.data_dir)?;
-    let (m, blocks) =
-        node::manager(&dir, Some(node::parse_addr(&args.listen)?), args.limit_rate).await?;
+    let metrics = args.metrics.map(|_| Metrics::new());
+    let retention = datatransfer::Retention {
+        keep_for: Some(args.keep_finished),
+        keep_at_most: Some(args.keep_finished_count),
+        ..datatransfer::Retention::default()
+    };
+    let (m, blocks) = node::manager_with(
+        &dir,
+        Some(node::parse_addr(&args.listen)?),
+        args.limit_rate,
+        Some(retention),
+        metrics.clone(),
+    )
+    .await?;
+    let _control = control::start(&dir, m.clone()).await?;
     let closing = Arc::new(AtomicBool::new(false));
+    let tokens = Arc::new(TokenValidator {
+        token: args.token,
+        closing: closing.clone(),
+    });
     m.register_voucher_type(
         TokenVoucher::TYPE,
-        Arc::new(TokenValidator {
-            token: args.token,
-            closing: closing.clone(),
+        Arc::new(Counted {
+            inner: tokens,
+            metrics: metrics.clone(),
         }),
     )
     .await
     .map_err(|e| e.to_string())?;
     let retrieval = if args.retrieval {
         let provider = FreeRetrievalProvider::new(blocks.clone());
-        provider.register(&m).await.map_err(|e| e.to_string())?;
+        let counted = Arc::new(Counted {
+            inner: provider.clone(),
+            metrics: metrics.clone(),
+        });
+        for ty in datatransfer_retrieval::PROPOSAL_TYPES {
+            m.register_voucher_type(ty, counted.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            m.register_revalidator(ty, counted.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Some(provider)
     } else {
         None
+    };
+    let metrics_addr = match (&metrics, args.metrics) {
+        (Some(metrics), Some(addr)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            metrics.clone().follow(&m).await?;
+            metrics.clone().serve(listener, m.clone());
+            Some(bound)
+        }
+        _ => None,
     };
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
     let left = m.start().await.map_err(|e| e.to_string())?;
@@ -144,6 +214,13 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
         print_input(&input, json);
     }
     let full = m.multiaddr().ok_or("the node listens nowhere")?;
+    if let Some(addr) = metrics_addr {
+        if json {
+            println!("{{\"metrics\":\"http://{addr}/metrics\"}}");
+        } else {
+            println!("metrics on http://{addr}/metrics");
+        }
+    }
     if json {
         println!("{{\"listening\":\"{full}\",\"resumable\":{left}}}");
     } else {
@@ -259,5 +336,15 @@ mod tests {
         assert_eq!(parse_seconds("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("3h").is_err());
+    }
+
+    #[test]
+    fn retention_times_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_retention("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_retention("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_retention("30s"), Ok(Duration::from_secs(30)));
+        assert!(parse_retention("7").is_err());
+        assert!(parse_retention("soon").is_err());
+        assert!(parse_retention("2w").is_err());
     }
 }

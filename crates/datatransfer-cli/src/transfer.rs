@@ -179,7 +179,8 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
         (None, 0)
     } else {
         let voucher = node::voucher(args.token)?;
-        let (id, received) = fetch(&m, &addr, left, root, voucher, &sel, json, &*blocks).await?;
+        let (id, received) =
+            fetch(&m, &addr, left, root, voucher, &sel, json, &*blocks, &dir).await?;
         (Some(id), received)
     };
 
@@ -237,9 +238,11 @@ async fn fetch(
     sel: &selector::Parsed,
     json: bool,
     blocks: &dyn Blockstore,
+    dir: &Path,
 ) -> Result<(datatransfer::ChannelId, u64), String> {
     let mut interrupts = node::Interrupts::new()?;
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
+    let control = crate::control::start(dir, m.clone()).await?;
     let peer = node::connect(m, addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
     let (id, resumed) =
@@ -273,6 +276,7 @@ async fn fetch(
     };
     let ended = node::follow(&mut events, id, &mut progress, &mut interrupts, total).await;
     progress.finish();
+    control.finish().await;
     m.stop().await.map_err(|e| e.to_string())?;
     let Ended { state, error } = ended?;
     if state.status != Status::Completed {
@@ -309,6 +313,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
         lefts.push(node::left_channel(&m, peer, input.root, false).await?);
     }
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
+    let control = crate::control::start(&dir, m.clone()).await?;
     node::connect(&m, &addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
     let voucher = node::voucher(args.token)?;
@@ -366,6 +371,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
             );
         }
     }
+    control.finish().await;
     m.stop().await.map_err(|e| e.to_string())?;
     result
 }

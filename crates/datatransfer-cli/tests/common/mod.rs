@@ -82,6 +82,8 @@ pub(crate) struct Server {
     pub(crate) lines: Lines<BufReader<ChildStdout>>,
     pub(crate) addr: String,
     pub(crate) roots: Vec<String>,
+    /// Where it serves metrics, if it does (`--metrics`).
+    pub(crate) metrics: Option<String>,
 }
 
 impl Server {
@@ -105,6 +107,7 @@ impl Server {
         );
         let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
         let mut roots = Vec::new();
+        let mut metrics = None;
         loop {
             let line = lines.next().unwrap().unwrap();
             if let Some(addr) = field(&line, "listening") {
@@ -113,7 +116,12 @@ impl Server {
                     lines,
                     addr,
                     roots,
+                    metrics,
                 };
+            }
+            if let Some(m) = field(&line, "metrics") {
+                metrics = Some(m);
+                continue;
             }
             roots.push(field(&line, "root").unwrap());
         }
