@@ -693,6 +693,15 @@ impl Engine {
         }
     }
 
+    /// Remembers a channel that finished before this engine started (read from the store),
+    /// so that a late restart of it is answered as for one that finished here: completed
+    /// again, or refused if it was cancelled or failed. Channels not finished are ignored.
+    pub fn load_finished(&mut self, state: &ChannelState) {
+        if state.status.is_terminal() && !self.channels.contains_key(&state.channel_id) {
+            self.remember_finished(state.channel_id, state);
+        }
+    }
+
     /// The final status of a channel that finished recently, if remembered.
     pub fn finished_status(&self, id: &ChannelId) -> Option<Status> {
         self.finished.get(id).map(|f| f.status)
@@ -1271,6 +1280,18 @@ impl Engine {
             }
             let done = TransferResponse::complete(id.id, true, false, None);
             return self.finish_request(now, id, &req, via, Some(done), Verdict::Ok);
+        }
+        if !self.channels.contains_key(&id)
+            && let Some(ended) = self
+                .finished
+                .get(&id)
+                .map(|f| f.status)
+                .filter(|s| matches!(s, Status::Cancelled | Status::Failed))
+        {
+            // It ended here, cancelled (by our operator, say, while the initiator was out of
+            // reach) or failed: it does not come back as a new channel.
+            let why = format!("channel {id} has ended ({ended:?}) and cannot be restarted");
+            return self.reject(now, id, &req, via, why);
         }
         if !self.channels.contains_key(&id) && self.me != id.initiator {
             // We do not know the channel: we crashed before it was stored (or lost our

@@ -386,3 +386,99 @@ fn a_restart_with_another_selector_is_refused() {
     let same = restart_with(st.selector.clone());
     assert!(asked(&same), "{same:?}");
 }
+
+/// An operator cancels a pull on the responder while its initiator is out of reach (the
+/// cancel never arrives). When the initiator comes back and restarts the channel, the
+/// responder refuses it: a cancelled channel does not come back as a new one.
+#[test]
+fn a_channel_the_responder_cancelled_while_cut_off_is_not_restarted() {
+    for seed in seeds(50) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        s.run_until(1_000_000, |s| {
+            s.state(0, &ch).is_some_and(|st| st.received >= 5 << 20)
+        });
+        s.disconnect(0, 1);
+        s.close(1, ch);
+        s.run(1_000_000);
+        assert_eq!(s.status(1, &ch), Status::Cancelled, "seed {seed}");
+        assert!(s.status(0, &ch).is_in_progress(), "seed {seed}");
+        s.reconnect(0, 1);
+        s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+        settle(&mut s, seed);
+        assert_eq!(s.status(1, &ch), Status::Cancelled, "seed {seed}");
+        assert!(
+            matches!(s.status(0, &ch), Status::Failed | Status::Cancelled),
+            "seed {seed}: {}",
+            s.status(0, &ch)
+        );
+        assert!(s.state(0, &ch).unwrap().received < 20 << 20, "seed {seed}");
+    }
+}
+
+/// The same after the responder restarted: it learns its finished channels from the store
+/// (`Engine::load_finished`), refuses a restart of the cancelled one without asking its
+/// validator, and completes a restart of the completed one again.
+#[test]
+fn finished_channels_loaded_from_the_store_answer_restarts_as_before() {
+    use datatransfer_fsm::{Engine, EngineConfig, Output};
+    use datatransfer_types::message::{Message, MessageType, TransferRequest};
+    use datatransfer_types::{ChannelId, ChannelState, Timestamp, TransferId};
+
+    let s = sim(3, 2);
+    let (client, provider) = (s.peer(0), s.peer(1));
+    let mut engine = Engine::new(provider, EngineConfig::default(), 1);
+    engine
+        .register_voucher_type(voucher(0).type_id.clone())
+        .unwrap();
+    let state = |n: u64, status: Status| {
+        let mut st = ChannelState::new(
+            ChannelId::new(client, provider, TransferId(n)),
+            provider,
+            dag_cid(1),
+            datatransfer_types::DagCbor::null(),
+            voucher(0),
+            true,
+            0,
+        );
+        st.status = status;
+        st.add_log("ended", Timestamp(n));
+        st
+    };
+    let cancelled = state(7, Status::Cancelled);
+    let completed = state(8, Status::Completed);
+    engine.load_finished(&cancelled);
+    engine.load_finished(&completed);
+    let mut restart = |st: &ChannelState| {
+        let req = TransferRequest::restart(
+            st.channel_id.id,
+            true,
+            st.voucher().unwrap().clone(),
+            st.base_cid,
+            st.selector.clone(),
+        );
+        engine.handle_message(Timestamp(100), client, Message::Request(req));
+        std::iter::from_fn(|| engine.poll_output()).collect::<Vec<_>>()
+    };
+    let refused = restart(&cancelled);
+    assert!(
+        !refused.iter().any(|o| matches!(o, Output::Validate { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|o| matches!(
+            o,
+            Output::SendMessage { message: Message::Response(r), .. } if !r.accepted
+        )),
+        "{refused:?}"
+    );
+    let completed_again = restart(&completed);
+    assert!(
+        completed_again.iter().any(|o| matches!(
+            o,
+            Output::SendMessage { message: Message::Response(r), .. }
+                if r.accepted && r.message_type == MessageType::Complete
+        )),
+        "{completed_again:?}"
+    );
+}
