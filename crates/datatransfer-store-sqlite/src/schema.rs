@@ -45,7 +45,7 @@ INSERT INTO dt_schema (version) VALUES (1);
 ";
 
 /// Schema version 2: the event log, and indexes for listing by status and by peer.
-const V2: &str = "
+pub const V2: &str = "
 CREATE TABLE events (
     channel   INTEGER NOT NULL REFERENCES channels(id),
     seq       INTEGER NOT NULL,
@@ -59,11 +59,14 @@ CREATE INDEX channels_by_peer ON channels (other_peer);
 UPDATE dt_schema SET version = 2;
 ";
 
-/// Schema version 3: when each finished channel finished, indexed, for retention. Channels
-/// that finished before the upgrade count as finished at time 0 (the oldest).
+/// Schema version 3: when each finished channel finished (Unix nanoseconds), indexed, for
+/// retention. Channels that finished before the upgrade count as finished at the upgrade:
+/// retention then keeps them as long as it keeps anything, rather than remove them all at
+/// once as if they were ancient.
 const V3: &str = "
 ALTER TABLE channels ADD COLUMN finished_at INTEGER;
-UPDATE channels SET finished_at = 0 WHERE status IN (6, 8, 10);
+UPDATE channels SET finished_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000000000
+    WHERE status IN (6, 8, 10);
 CREATE INDEX channels_by_finish ON channels (finished_at) WHERE finished_at IS NOT NULL;
 UPDATE dt_schema SET version = 3;
 ";
@@ -73,6 +76,11 @@ const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The newest schema version this build writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The database file's path, for messages.
+fn conn_path(conn: &Connection) -> String {
+    conn.path().unwrap_or("<memory>").to_owned()
+}
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -147,6 +155,13 @@ pub(crate) fn migrate(conn: &mut Connection, mut version: i64) -> Result<(), Sto
                     .map(|v| v.unwrap_or(0))
             })
             .map_err(backend)?;
+        if now > CURRENT_VERSION {
+            return Err(StoreError::UnsupportedVersion {
+                path: conn_path(&tx),
+                found: now,
+                supported: CURRENT_VERSION,
+            });
+        }
         if now > version {
             // Someone else got there first.
             version = now;

@@ -332,3 +332,93 @@ async fn with_retention_the_file_stays_small_across_100_000_finished_channels() 
     assert!(largest < 8 << 20, "the store took {largest} bytes");
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
 }
+
+/// Writes `st` into a database at schema version 2 (V1 then V2), as an older build did.
+fn write_v2(path: &std::path::Path, st: &datatransfer_types::ChannelState) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(schema::V1).unwrap();
+    conn.execute_batch(schema::V2).unwrap();
+    let id = st.channel_id;
+    conn.execute(
+        "INSERT INTO channels (initiator, responder, transfer_id, self_peer, other_peer, status, \
+         base_cid, selector, sender, recipient, total_size, queued, sent, received, message, \
+         received_blocks, queued_blocks, sent_blocks, stages) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        rusqlite::params![
+            id.initiator.to_bytes(),
+            id.responder.to_bytes(),
+            id.id.0 as i64,
+            st.self_peer.to_bytes(),
+            st.other_peer().to_bytes(),
+            st.status.code() as i64,
+            st.base_cid.to_bytes(),
+            st.selector.as_bytes(),
+            st.sender.to_bytes(),
+            st.recipient.to_bytes(),
+            st.total_size as i64,
+            st.queued as i64,
+            st.sent as i64,
+            st.received as i64,
+            st.message,
+            st.received_blocks_total as i64,
+            st.queued_blocks_total as i64,
+            st.sent_blocks_total as i64,
+            stages_v1(st),
+        ],
+    )
+    .unwrap();
+}
+
+/// Channels that finished before the upgrade to schema 3 count as finished at the upgrade:
+/// a retention of an hour keeps them, rather than treat them as ancient.
+#[tokio::test]
+async fn channels_finished_before_the_upgrade_are_kept_by_a_time_limit() {
+    use datatransfer_types::store::PurgeFinished;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.sqlite");
+    // Finished at Timestamp(4): the epoch, long ago.
+    let st = sample_state(3, Status::Completed);
+    write_v2(&path, &st);
+    let store = SqliteChannelStore::open(&path).unwrap();
+    let an_hour_ago = Timestamp::from_system_time(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    );
+    let keep_an_hour = PurgeFinished {
+        finished_before: Some(an_hour_ago),
+        keep_newest: None,
+    };
+    assert_eq!(store.purge_finished(keep_an_hour).await.unwrap(), 0);
+    let kept = store.get(&st.channel_id).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.sent), (Status::Completed, st.sent));
+    let keep_none = PurgeFinished {
+        finished_before: None,
+        keep_newest: Some(0),
+    };
+    assert_eq!(store.purge_finished(keep_none).await.unwrap(), 1);
+    assert_eq!(store.get(&st.channel_id).await.unwrap(), None);
+}
+
+/// Several processes (here threads, each with its own connection) opening one old store at
+/// the same moment: each migration step runs once, and every open succeeds.
+#[test]
+fn stores_opened_at_once_migrate_once() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        write_v2(&path, &sample_state(round, Status::Ongoing));
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || SqliteChannelStore::open(&path).map(drop))
+            })
+            .collect();
+        for o in opens {
+            o.join().unwrap().unwrap();
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("SELECT version FROM dt_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::CURRENT_VERSION);
+    }
+}
