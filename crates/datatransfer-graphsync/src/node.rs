@@ -297,8 +297,12 @@ pub struct GraphSyncStats {
     pub peers: usize,
     /// Requests of ours in flight.
     pub requests: usize,
-    /// Responses being served.
+    /// Responses being served (queued, running or paused).
     pub responses: usize,
+    /// Of those, waiting in the queue for room.
+    pub responses_queued: usize,
+    /// Of those, paused.
+    pub responses_paused: usize,
 }
 
 /// Where one request stands, as [`GraphSync::peer_requests`] reports it.
@@ -1337,10 +1341,18 @@ impl Node {
                     let _ = reply.send(PeerRequests { outgoing, incoming });
                 }
                 Cmd::Stats(reply) => {
+                    let state = |want: u8| {
+                        self.responses
+                            .values()
+                            .filter(|s| s.state.load(Ordering::Relaxed) == want)
+                            .count()
+                    };
                     let _ = reply.send(GraphSyncStats {
                         peers: self.peers.len(),
                         requests: self.outgoing.len(),
                         responses: self.responses.len(),
+                        responses_queued: state(SERVED_QUEUED),
+                        responses_paused: state(SERVED_PAUSED),
                     });
                 }
                 // The permit is held until the message is handled (its blocks stored).
