@@ -118,8 +118,11 @@ pub struct ManagerConfig {
     pub restart_on_start: bool,
     /// How long a connection with no open channel stays up.
     pub idle_connection_timeout: Duration,
-    /// How long finished channels stay in the store (`None`: for ever). The engine's memory
-    /// of recently finished channels, which answers a late restart, is not affected.
+    /// How long finished channels stay in the store; `None` (the default): for ever, as in
+    /// go-data-transfer. A library does not delete its user's records unasked; a node that
+    /// runs for months should set it (the CLI's `serve` keeps a week / 10,000). The memory
+    /// of recently finished channels that answers a late restart is loaded from the store at
+    /// start and is not affected.
     pub retention: Option<Retention>,
 }
 
@@ -166,8 +169,8 @@ pub enum PeerNotice {
     NotTold(String),
     /// Still trying when the wait ran out; the node keeps trying in the background.
     NoAnswerWithin(Duration),
-    /// No message was sent: the channel had already ended on our side.
-    NothingToSend,
+    /// The node stopped before the message could go out.
+    NodeStopped,
 }
 
 impl std::fmt::Display for PeerNotice {
@@ -180,7 +183,7 @@ impl std::fmt::Display for PeerNotice {
                 "the peer was not reached within {:.1} s (still trying)",
                 d.as_secs_f64()
             ),
-            Self::NothingToSend => f.write_str("nothing was sent: the channel had ended"),
+            Self::NodeStopped => f.write_str("the node stopped before the peer was told"),
         }
     }
 }
@@ -197,7 +200,7 @@ impl Default for ManagerConfig {
             transport: GraphsyncTransportConfig::default(),
             restart_on_start: true,
             idle_connection_timeout: Duration::from_secs(60),
-            retention: Some(Retention::default()),
+            retention: None,
         }
     }
 }
@@ -442,6 +445,7 @@ impl<T: Transport> ManagerBuilder<T> {
             self.config.restart_on_start,
             self.config.retention,
         );
+        let store_queue = task.store_queue.clone();
         tokio::spawn(task.run(Inputs {
             api: api_rx,
             network: net_rx,
@@ -456,6 +460,7 @@ impl<T: Transport> ManagerBuilder<T> {
             store,
             blockstore,
             transport,
+            store_queue,
         })
     }
 }
@@ -473,6 +478,17 @@ pub struct Manager<T: Transport = GraphsyncTransport> {
     store: Arc<dyn ChannelStore>,
     blockstore: Arc<dyn Blockstore>,
     transport: Arc<T>,
+    /// Channel updates waiting for the store writer.
+    store_queue: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How much work waits in a [`Manager`]'s queues at one moment (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// API calls waiting for the engine task.
+    pub api: usize,
+    /// Channel updates waiting to be written to the store.
+    pub store: usize,
 }
 
 impl<T: Transport> Clone for Manager<T> {
@@ -485,6 +501,7 @@ impl<T: Transport> Clone for Manager<T> {
             store: self.store.clone(),
             blockstore: self.blockstore.clone(),
             transport: self.transport.clone(),
+            store_queue: self.store_queue.clone(),
         }
     }
 }
@@ -727,7 +744,7 @@ impl<T: Transport> Manager<T> {
         let peer = match tokio::time::timeout(peer_wait, told).await {
             Ok(Ok(Ok(()))) => PeerNotice::Told,
             Ok(Ok(Err(why))) => PeerNotice::NotTold(why),
-            Ok(Err(_)) => PeerNotice::NothingToSend,
+            Ok(Err(_)) => PeerNotice::NodeStopped,
             Err(_) => PeerNotice::NoAnswerWithin(peer_wait),
         };
         Ok(CancelReport { status, peer })
@@ -736,23 +753,15 @@ impl<T: Transport> Manager<T> {
     /// The channels passing `filter`: the engine's live state of running ones, the store's
     /// record of the rest (finished channels stay there as [`ManagerConfig::retention`] says).
     pub async fn channels(&self, filter: ChannelFilter) -> Result<Vec<ChannelState>, ManagerError> {
-        let live = self.in_progress_channels().await?;
-        let mut all = self.store.list(filter).await?;
-        let mut index: std::collections::HashMap<ChannelId, usize> = all
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.channel_id, i))
-            .collect();
-        for c in live.into_iter().filter(|c| filter.matches(c)) {
-            match index.get(&c.channel_id) {
-                Some(i) => all[*i] = c,
-                None => {
-                    index.insert(c.channel_id, all.len());
-                    all.push(c);
-                }
-            }
+        self.call(|tx| Api::Channels(filter, tx)).await
+    }
+
+    /// How much work waits in the manager's queues now.
+    pub fn queue_depths(&self) -> QueueDepths {
+        QueueDepths {
+            api: self.api.max_capacity() - self.api.capacity(),
+            store: self.store_queue.load(std::sync::atomic::Ordering::Relaxed),
         }
-        Ok(all)
     }
 
     /// Removes the finished channels `purge` names from the store now; returns how many.

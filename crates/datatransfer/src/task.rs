@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use datatransfer_fsm::{
@@ -50,6 +51,7 @@ pub(crate) enum Api {
         Reply<(Status, oneshot::Receiver<Result<(), String>>)>,
     ),
     Purge(PurgeFinished, Reply<u64>),
+    Channels(ChannelFilter, Reply<Vec<ChannelState>>),
     Pause(ChannelId, Reply<()>),
     Resume(ChannelId, Reply<()>),
     Restart(ChannelId, Reply<()>),
@@ -81,7 +83,11 @@ enum StoreWork {
     Flush(oneshot::Sender<()>),
 }
 
-async fn store_writer(store: Arc<dyn ChannelStore>, mut rx: mpsc::UnboundedReceiver<StoreWork>) {
+async fn store_writer(
+    store: Arc<dyn ChannelStore>,
+    mut rx: mpsc::UnboundedReceiver<StoreWork>,
+    queued: Arc<AtomicUsize>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
@@ -97,11 +103,13 @@ async fn store_writer(store: Arc<dyn ChannelStore>, mut rx: mpsc::UnboundedRecei
                 None
             };
         }
+        let n = batch.len();
         if !batch.is_empty()
             && let Err(e) = store.apply_batch(batch).await
         {
             tracing::error!(error = %e, "persisting channel state failed");
         }
+        queued.fetch_sub(n, Ordering::Relaxed);
         for f in flushes {
             let _ = f.send(());
         }
@@ -160,6 +168,29 @@ pub(crate) struct EngineTask {
     /// One tracing span per running channel, closed when it ends.
     spans: HashMap<ChannelId, tracing::Span>,
     retention: Option<Retention>,
+    /// Channel updates handed to the store writer and not yet written.
+    pub(crate) store_queue: Arc<AtomicUsize>,
+    /// A retention sweep is running.
+    sweeping: Arc<AtomicBool>,
+}
+
+/// The store's channels with the engine's live state of those still open, except that a
+/// record the store has as finished wins (the live copy may be a moment older).
+fn merge(stored: Vec<ChannelState>, live: Vec<ChannelState>) -> Vec<ChannelState> {
+    let mut all = stored;
+    let index: HashMap<ChannelId, usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.channel_id, i))
+        .collect();
+    for c in live {
+        match index.get(&c.channel_id) {
+            Some(&i) if all[i].status.is_terminal() => {}
+            Some(&i) => all[i] = c,
+            None => all.push(c),
+        }
+    }
+    all
 }
 
 impl EngineTask {
@@ -172,7 +203,8 @@ impl EngineTask {
         retention: Option<Retention>,
     ) -> Self {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
-        tokio::spawn(store_writer(store.clone(), store_rx));
+        let store_queue = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(store_writer(store.clone(), store_rx, store_queue.clone()));
         let (validations_tx, validations_rx) = mpsc::unbounded_channel();
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
         Self {
@@ -194,6 +226,8 @@ impl EngineTask {
             cancel_waiters: HashMap::new(),
             spans: HashMap::new(),
             retention,
+            store_queue,
+            sweeping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -288,13 +322,18 @@ impl EngineTask {
             }),
             keep_newest: r.keep_at_most,
         };
-        let store = self.store.clone();
+        // One sweep at a time: a slow store is not asked again while it is still at it.
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, sweeping) = (self.store.clone(), self.sweeping.clone());
         tokio::spawn(async move {
             match store.purge_finished(purge).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(removed = n, "retention removed finished channels"),
                 Err(e) => tracing::warn!(error = %e, "retention could not purge the store"),
             }
+            sweeping.store(false, Ordering::Release);
         });
     }
 
@@ -374,17 +413,26 @@ impl EngineTask {
                     .map(|c| c.status)
                     .or_else(|| self.engine.finished_status(&id))
                     .unwrap_or(Status::Cancelled);
-                let _ = reply.send(r.map(|()| (status, told)).map_err(ManagerError::from));
+                // The caller hears of it once the cancel is stored: a crash after the call
+                // returns does not bring the channel back.
+                let (flushed_tx, flushed) = oneshot::channel();
+                let _ = self.store_tx.send(StoreWork::Flush(flushed_tx));
+                tokio::spawn(async move {
+                    let _ = flushed.await;
+                    let _ = reply.send(r.map(|()| (status, told)).map_err(ManagerError::from));
+                });
             }
             Api::Purge(purge, reply) => {
-                // Earlier writes land first, so a channel finished just now is seen finished.
-                self.flush().await;
-                let _ = reply.send(
-                    self.store
-                        .purge_finished(purge)
-                        .await
-                        .map_err(ManagerError::from),
-                );
+                // Earlier writes land first, so a channel finished just now is seen finished;
+                // the purge runs off this task.
+                let (flushed_tx, flushed) = oneshot::channel();
+                let _ = self.store_tx.send(StoreWork::Flush(flushed_tx));
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let _ = flushed.await;
+                    let r = store.purge_finished(purge).await;
+                    let _ = reply.send(r.map_err(ManagerError::from));
+                });
             }
             Api::Pause(id, reply) => {
                 let _ = reply.send(self.engine.pause(t, id).map_err(ManagerError::from));
@@ -405,6 +453,23 @@ impl EngineTask {
                     }
                 };
                 let _ = reply.send(r);
+            }
+            Api::Channels(filter, reply) => {
+                let live: Vec<ChannelState> = self
+                    .engine
+                    .channels()
+                    .filter(|c| filter.matches(c))
+                    .cloned()
+                    .collect();
+                // The store is read once the writes queued so far have landed, off this task.
+                let (flushed_tx, flushed) = oneshot::channel();
+                let _ = self.store_tx.send(StoreWork::Flush(flushed_tx));
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let _ = flushed.await;
+                    let r = store.list(filter).await.map(|stored| merge(stored, live));
+                    let _ = reply.send(r.map_err(ManagerError::from));
+                });
             }
             Api::InProgress(reply) => {
                 let list = self
@@ -435,6 +500,23 @@ impl EngineTask {
 
     /// Loads the channels left in progress and, if configured, restarts them.
     async fn start(&mut self) -> Result<usize, ManagerError> {
+        // The most recently finished channels, so that a late restart of one is answered as
+        // before the node restarted (completed again; refused if cancelled or failed).
+        let keep = self.engine.config().remembered_finished_channels;
+        if keep > 0 {
+            let mut finished: Vec<ChannelState> = self
+                .store
+                .list(ChannelFilter::All)
+                .await?
+                .into_iter()
+                .filter(|c| c.status.is_terminal())
+                .collect();
+            finished.sort_unstable_by_key(ChannelState::last_updated);
+            let skip = finished.len().saturating_sub(keep);
+            for c in &finished[skip..] {
+                self.engine.load_finished(c);
+            }
+        }
         let channels = self.store.list(ChannelFilter::InProgress).await?;
         let n = channels.len();
         let ids: Vec<ChannelId> = channels.iter().map(|c| c.channel_id).collect();
@@ -487,6 +569,7 @@ impl EngineTask {
             Output::Validate { token, call } => self.validate(token, call),
             Output::Event { event, state } => {
                 self.trace(&event, &state);
+                self.store_queue.fetch_add(1, Ordering::Relaxed);
                 let _ = self.store_tx.send(StoreWork::Update(ChannelUpdate::new(
                     (*state).clone(),
                     vec![event.clone()],
