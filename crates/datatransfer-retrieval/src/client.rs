@@ -191,8 +191,11 @@ impl<T: Transport> RetrievalClient<T> {
             .open_pull_channel(request.provider, voucher, request.root, selector)
             .await?;
         let mut follow = Follow::default();
+        // Only this channel's events count as the provider speaking (other channels of a
+        // busy manager do not keep a silent provider alive).
+        let mut deadline = tokio::time::Instant::now() + request.timeout;
         let ended = loop {
-            let next = tokio::time::timeout(request.timeout, events.next()).await;
+            let next = tokio::time::timeout_at(deadline, events.next()).await;
             let Ok(next) = next else {
                 break Err(RetrievalError::TimedOut {
                     after: request.timeout,
@@ -205,6 +208,7 @@ impl<T: Transport> RetrievalClient<T> {
             if state.channel_id != id {
                 continue;
             }
+            deadline = tokio::time::Instant::now() + request.timeout;
             progress(&state);
             if let Some(ended) = follow.on_event(event.code, &event.message, &state) {
                 break ended;
@@ -295,7 +299,9 @@ impl Follow {
         }
     }
 
-    fn on_response(&mut self, r: DealResponse) -> Option<Result<Retrieved, RetrievalError>> {
+    fn on_response(&mut self, mut r: DealResponse) -> Option<Result<Retrieved, RetrievalError>> {
+        // The provider's words reach a terminal: no control characters.
+        r.message.retain(|c| !c.is_control());
         match r.status {
             DealStatus::ACCEPTED => self.accepted = true,
             DealStatus::COMPLETED => self.confirmed = true,

@@ -7,6 +7,9 @@
 //! [`DealResponse`] voucher result: `DealStatusAccepted`, or `DealStatusRejected` with the
 //! reason, which lassie shows its user. When the data has gone, the provider's completion
 //! message carries `DealStatusCompleted`, which lassie waits for.
+//!
+//! Unlike Boost, the proposal's `PieceCID` is not checked: this provider has no pieces, only
+//! a block store, so a proposal naming a piece is served if the payload is here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +17,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use datatransfer::{
-    ChannelId, Cid, DagCbor, Manager, ManagerError, PeerId, RequestValidator, Revalidator,
-    Transport, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher,
+    ChannelId, Cid, DagCbor, Manager, ManagerError, PeerId, Registerable, RequestValidator,
+    Revalidator, Transport, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher,
 };
 use datatransfer_ipld::blockstore::Blockstore;
 
-use crate::types::{DealId, DealProposal, DealResponse, DealStatus, PROPOSAL_TYPES, proposal_of};
+use crate::types::{
+    DealId, DealProposal, DealResponse, DealStatus, LegacyDealProposal, LegacyDealResponse,
+    PROPOSAL_TYPES, proposal_of,
+};
 
 /// Validates retrieval proposals as a free-retrieval provider (Boost's unpaid path), and
 /// completes each deal it accepted with `DealStatusCompleted`.
@@ -36,7 +42,7 @@ use crate::types::{DealId, DealProposal, DealResponse, DealStatus, PROPOSAL_TYPE
 pub struct FreeRetrievalProvider {
     blocks: Arc<dyn Blockstore>,
     /// Deals accepted and not yet completed, by channel.
-    deals: Mutex<HashMap<ChannelId, DealId>>,
+    deals: Mutex<HashMap<ChannelId, Deal>>,
     refusing: AtomicBool,
 }
 
@@ -60,6 +66,8 @@ impl FreeRetrievalProvider {
 
     /// Registers this provider on `manager` as the validator and revalidator of both
     /// proposal type names ([`PROPOSAL_TYPES`]).
+    /// It also follows the manager's events to forget deals whose channels ended without
+    /// completing (failed, cancelled), so its memory of open deals stays bounded.
     pub async fn register<T: Transport>(
         self: &Arc<Self>,
         manager: &Manager<T>,
@@ -68,6 +76,18 @@ impl FreeRetrievalProvider {
             manager.register_voucher_type(ty, self.clone()).await?;
             manager.register_revalidator(ty, self.clone()).await?;
         }
+        let mut events = manager.subscribe().await?;
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some((_, state)) = events.next().await {
+                let Some(me) = me.upgrade() else {
+                    return;
+                };
+                if state.status.is_terminal() {
+                    me.forget(&state.channel_id);
+                }
+            }
+        });
         Ok(())
     }
 
@@ -88,7 +108,7 @@ impl FreeRetrievalProvider {
         self.deals().len()
     }
 
-    fn deals(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, DealId>> {
+    fn deals(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Deal>> {
         self.deals.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -131,12 +151,29 @@ impl FreeRetrievalProvider {
     }
 }
 
+/// Accepted deals remembered at most (until they complete or their channels end).
+const MAX_OPEN_DEALS: usize = 65_536;
+
+/// An accepted deal: its id, and whether it was proposed under the legacy type name.
+#[derive(Debug, Clone, Copy)]
+struct Deal {
+    id: DealId,
+    legacy: bool,
+}
+
+/// The answer, as a voucher result of the type the proposal's name calls for: a proposal
+/// under the legacy name gets a response under the legacy name, as Boost's legacy path did.
 fn answer(
-    response: &DealResponse,
+    legacy: bool,
+    response: DealResponse,
     outcome: ValidationOutcome,
 ) -> Result<Validation, ValidationError> {
-    let result = TypedNode::encode(response)
-        .map_err(|e| ValidationError::Failed(format!("cannot encode the deal response: {e}")))?;
+    let result = if legacy {
+        TypedNode::encode(&LegacyDealResponse(response))
+    } else {
+        TypedNode::encode(&response)
+    }
+    .map_err(|e| ValidationError::Failed(format!("cannot encode the deal response: {e}")))?;
     Ok(Validation::new(outcome).with_result(result))
 }
 
@@ -165,12 +202,14 @@ impl RequestValidator for FreeRetrievalProvider {
         base_cid: Cid,
         selector: &DagCbor,
     ) -> Result<Validation, ValidationError> {
+        let legacy = voucher.type_id.as_str() == LegacyDealProposal::TYPE;
         let proposal = match proposal_of(voucher) {
             Ok(p) => p,
             Err(e) => {
                 let why = format!("the retrieval proposal does not decode: {e}");
                 return answer(
-                    &DealResponse::rejected(0, &why),
+                    legacy,
+                    DealResponse::rejected(0, &why),
                     ValidationOutcome::rejected(why),
                 );
             }
@@ -178,17 +217,36 @@ impl RequestValidator for FreeRetrievalProvider {
         let ours = is_restart && self.deals().contains_key(&channel);
         match self.check(&proposal, ours, base_cid, selector) {
             Ok(()) => {
-                self.deals().insert(channel, proposal.id);
+                let mut deals = self.deals();
+                // A peer whose channels never get going (it disconnects right after we
+                // accept) cannot grow this without bound: past the cap, some go.
+                if deals.len() >= MAX_OPEN_DEALS {
+                    let some: Vec<ChannelId> =
+                        deals.keys().take(MAX_OPEN_DEALS / 16).copied().collect();
+                    for c in some {
+                        deals.remove(&c);
+                    }
+                }
+                deals.insert(
+                    channel,
+                    Deal {
+                        id: proposal.id,
+                        legacy,
+                    },
+                );
+                drop(deals);
                 tracing::info!(%channel, %receiver, root = %base_cid, deal = proposal.id, "retrieval accepted");
                 answer(
-                    &DealResponse::new(proposal.id, DealStatus::ACCEPTED),
+                    legacy,
+                    DealResponse::new(proposal.id, DealStatus::ACCEPTED),
                     ValidationOutcome::Accept,
                 )
             }
             Err(why) => {
                 tracing::info!(%channel, %receiver, root = %base_cid, deal = proposal.id, reason = %why, "retrieval rejected");
                 answer(
-                    &DealResponse::rejected(proposal.id, &why),
+                    legacy,
+                    DealResponse::rejected(proposal.id, &why),
                     ValidationOutcome::rejected(why),
                 )
             }
@@ -204,20 +262,22 @@ impl Revalidator for FreeRetrievalProvider {
         channel: ChannelId,
         _voucher: &Voucher,
     ) -> Result<Validation, ValidationError> {
-        let id = self.deals().get(&channel).copied().unwrap_or(0);
+        let deal = self.deals().get(&channel).copied();
         let why = "this provider takes no payments: its retrievals are free";
         answer(
-            &DealResponse::rejected(id, why),
+            deal.is_some_and(|d| d.legacy),
+            DealResponse::rejected(deal.map_or(0, |d| d.id), why),
             ValidationOutcome::rejected(why),
         )
     }
 
     async fn on_complete(&self, channel: ChannelId) -> Result<Option<Validation>, ValidationError> {
-        let Some(id) = self.deals().remove(&channel) else {
+        let Some(deal) = self.deals().remove(&channel) else {
             return Ok(None);
         };
         answer(
-            &DealResponse::new(id, DealStatus::COMPLETED),
+            deal.legacy,
+            DealResponse::new(deal.id, DealStatus::COMPLETED),
             ValidationOutcome::Accept,
         )
         .map(Some)

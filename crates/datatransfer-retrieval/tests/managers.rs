@@ -320,11 +320,11 @@ async fn a_client_gives_up_on_a_provider_that_never_completes_after_its_timeout(
     let peer = p.start().await;
     let client = RetrievalClient::new(p.client.clone()).await.unwrap();
     let started = std::time::Instant::now();
-    let request = RetrievalRequest::new(peer, file.root).timeout(Duration::from_millis(1500));
+    let request = RetrievalRequest::new(peer, file.root).timeout(Duration::from_secs(5));
     let err = client.retrieve(&request, |_| {}).await.unwrap_err();
     match &err {
         RetrievalError::TimedOut { after, stage } => {
-            assert_eq!(*after, Duration::from_millis(1500));
+            assert_eq!(*after, Duration::from_secs(5));
             assert_eq!(
                 *stage,
                 "every block arrived; waiting for it to complete the deal"
@@ -333,7 +333,7 @@ async fn a_client_gives_up_on_a_provider_that_never_completes_after_its_timeout(
         other => panic!("{other:?}"),
     }
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(30),
         "bounded: {:?}",
         started.elapsed()
     );
