@@ -2,8 +2,10 @@
 //! readable and writable by its owner only) that `datatransfer transfers` talks to. One JSON
 //! request per connection, one JSON answer line: list, cancel, restart, diagnostics, purge.
 //!
-//! Every long-running command (`serve`, `pull`, `push`) opens it; a second node on the same
-//! data dir is refused (it would share the identity and the store).
+//! Every long-running command (`serve`, `pull`, `push`) claims its data dir first (a lock
+//! file, `node.lock`) and then opens the socket; a second node on the same data dir is
+//! refused before it touches the store or a port (it would share the identity and the
+//! store). Only the user running the node may talk to it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,12 +28,77 @@ struct Sample {
 
 type Rates = Arc<Mutex<HashMap<ChannelId, Sample>>>;
 
-/// The endpoint, open while this lives; dropping it closes it and removes the socket.
+/// A data dir claimed by this process: its lock file held (no other node may run on the
+/// dir) and its control socket bound, but not yet answering. Claimed before the node is
+/// built, so a second node on the dir is refused before it touches the store or a port.
+pub(crate) struct Claim {
+    path: PathBuf,
+    #[cfg(unix)]
+    listener: tokio::net::UnixListener,
+    /// The user that may talk to the socket: the one that created it.
+    #[cfg(unix)]
+    owner: u32,
+    /// Held for the life of the process; released by the OS however it ends.
+    _lock: std::fs::File,
+}
+
+/// Claims `dir` for one node.
+pub(crate) fn claim(dir: &Path) -> Result<Claim, String> {
+    let lock_path = dir.join("node.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "another datatransfer node is running on {} (it holds {})",
+                dir.display(),
+                lock_path.display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", lock_path.display()));
+        }
+    }
+    let path = dir.join(SOCKET);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // Ours alone (we hold the lock): whatever is there was left by a node that died.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove the stale {}: {e}", path.display())),
+        }
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| format!("cannot open the control socket {}: {e}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        let owner = std::fs::metadata(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .uid();
+        Ok(Claim {
+            path,
+            listener,
+            owner,
+            _lock: lock,
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(Claim { path, _lock: lock })
+}
+
+/// The endpoint, answering while this lives; dropping it closes it and removes the socket.
 pub(crate) struct Control {
     path: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Held (shared) by each answer being written; [`Control::finish`] waits for them.
     busy: Arc<tokio::sync::RwLock<()>>,
+    _claim_lock: std::fs::File,
 }
 
 impl Control {
@@ -47,9 +114,13 @@ impl Drop for Control {
         for t in &self.tasks {
             t.abort();
         }
+        // Still ours: the lock keeps any other node off the dir.
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// How long a client may take to send its request.
+const REQUEST_TIME: Duration = Duration::from_secs(5);
 
 /// What a channel looks like to an operator, as JSON.
 pub(crate) fn summary(c: &ChannelState, rate: Option<f64>, stages: bool) -> Value {
@@ -90,29 +161,15 @@ pub(crate) fn summary(c: &ChannelState, rate: Option<f64>, stages: bool) -> Valu
     v
 }
 
-/// Opens the endpoint of `manager` in `dir`.
+/// Answers on the claimed socket for `manager`.
 #[cfg(unix)]
-pub(crate) async fn start(dir: &Path, manager: Manager) -> Result<Control, String> {
-    use std::os::unix::fs::PermissionsExt;
-    use tokio::net::{UnixListener, UnixStream};
-
-    let path = dir.join(SOCKET);
-    if path.exists() {
-        if UnixStream::connect(&path).await.is_ok() {
-            return Err(format!(
-                "another datatransfer node is running on {} (its control socket answers)",
-                dir.display()
-            ));
-        }
-        // Left by a node that was killed.
-        std::fs::remove_file(&path)
-            .map_err(|e| format!("cannot remove the stale {}: {e}", path.display()))?;
-    }
-    let listener = UnixListener::bind(&path)
-        .map_err(|e| format!("cannot open the control socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
-
+pub(crate) async fn start(claim: Claim, manager: Manager) -> Result<Control, String> {
+    let Claim {
+        path,
+        listener,
+        owner,
+        _lock,
+    } = claim;
     let rates: Rates = Arc::default();
     let mut events = manager.subscribe().await.map_err(|e| e.to_string())?;
     let sampler = {
@@ -144,7 +201,21 @@ pub(crate) async fn start(dir: &Path, manager: Manager) -> Result<Control, Strin
     let server = {
         let busy = busy.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, say: wait and go on answering.
+                        tracing::warn!(error = %e, "control socket: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                // Only the user who runs the node (the socket's mode says the same; this
+                // also covers the moment between its creation and its chmod).
+                if !stream.peer_cred().is_ok_and(|c| c.uid() == owner) {
+                    continue;
+                }
                 let (m, rates) = (manager.clone(), rates.clone());
                 let held = busy.clone().read_owned().await;
                 tokio::spawn(async move {
@@ -160,16 +231,18 @@ pub(crate) async fn start(dir: &Path, manager: Manager) -> Result<Control, Strin
         path,
         tasks: vec![sampler, server],
         busy,
+        _claim_lock: _lock,
     })
 }
 
 /// Without Unix sockets there is no control endpoint; `transfers` reads the store.
 #[cfg(not(unix))]
-pub(crate) async fn start(dir: &Path, _manager: Manager) -> Result<Control, String> {
+pub(crate) async fn start(claim: Claim, _manager: Manager) -> Result<Control, String> {
     Ok(Control {
-        path: dir.join(SOCKET),
+        path: claim.path,
         tasks: Vec::new(),
         busy: Arc::default(),
+        _claim_lock: claim._lock,
     })
 }
 
@@ -181,7 +254,9 @@ async fn answer(stream: tokio::net::UnixStream, m: &Manager, rates: &Rates) -> s
     let mut line = String::new();
     // A request is one short line; a client that sends more is cut off.
     let mut read = BufReader::new(read.take(64 << 10));
-    read.read_line(&mut line).await?;
+    tokio::time::timeout(REQUEST_TIME, read.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let reply = match serde_json::from_str::<Value>(&line) {
         Ok(req) => handle(&req, m, rates)
             .await

@@ -3,8 +3,8 @@
 //!
 //! Counted from the node's events: channels by status, bytes and blocks sent and received,
 //! restarts, every event by code; from the validators: accepted and rejected requests; from
-//! the store: how long its writes take; from graphsync at each scrape: peers, requests and
-//! responses in flight.
+//! the store: how long its writes take; at each scrape, from graphsync: peers, requests and
+//! responses in flight (queued, paused), and the node's queue depths (API calls, store writes).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,9 +55,19 @@ pub(crate) struct Metrics {
     gs_peers: Gauge,
     gs_requests: Gauge,
     gs_responses: Gauge,
+    gs_responses_queued: Gauge,
+    gs_responses_paused: Gauge,
+    api_queue: Gauge,
+    store_queue: Gauge,
     /// What each running channel had moved at its last event, and its status.
     seen: Mutex<HashMap<ChannelId, Moved>>,
 }
+
+/// Scrapes served at once; more wait for their turn.
+const MAX_SCRAPES: usize = 16;
+
+/// How long a scraper may take to send its request.
+const SCRAPE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Finished channels are forgotten once this many channels are known.
 const MAX_SEEN: usize = 65_536;
@@ -100,6 +110,10 @@ impl Metrics {
             gs_peers: Gauge::default(),
             gs_requests: Gauge::default(),
             gs_responses: Gauge::default(),
+            gs_responses_queued: Gauge::default(),
+            gs_responses_paused: Gauge::default(),
+            api_queue: Gauge::default(),
+            store_queue: Gauge::default(),
             seen: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -147,6 +161,26 @@ impl Metrics {
             "Graphsync responses being served (queued, running or paused)",
             m.gs_responses.clone(),
         );
+        registry.register(
+            "graphsync_responses_queued",
+            "Graphsync responses waiting in the queue for room",
+            m.gs_responses_queued.clone(),
+        );
+        registry.register(
+            "graphsync_responses_paused",
+            "Graphsync responses paused",
+            m.gs_responses_paused.clone(),
+        );
+        registry.register(
+            "api_queue",
+            "Calls waiting for the engine task",
+            m.api_queue.clone(),
+        );
+        registry.register(
+            "store_queue",
+            "Channel updates waiting to be written to the store",
+            m.store_queue.clone(),
+        );
         Arc::new(Self { registry, ..m })
     }
 
@@ -163,12 +197,24 @@ impl Metrics {
         let now = Moved::of(state);
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let before = seen.get(&state.channel_id).copied();
-        let was = before.unwrap_or(Moved {
-            sent: 0,
-            received: 0,
-            blocks_sent: 0,
-            blocks_received: 0,
-            status: state.status,
+        // A channel first seen mid-life (resumed from the store by a restart, or finished
+        // and forgotten since) moved its bytes before this process counted: those are not
+        // counted again, nor is it counted again as a channel if it had ended.
+        let mid_life = before.is_none()
+            && (event.code == datatransfer::EventCode::Restart || state.status.is_terminal());
+        if mid_life && state.status.is_terminal() {
+            return;
+        }
+        let was = before.unwrap_or(if mid_life {
+            now
+        } else {
+            Moved {
+                sent: 0,
+                received: 0,
+                blocks_sent: 0,
+                blocks_received: 0,
+                status: state.status,
+            }
         });
         self.sent.inc_by(now.sent.saturating_sub(was.sent));
         self.received
@@ -226,7 +272,12 @@ impl Metrics {
             self.gs_peers.set(stats.peers as i64);
             self.gs_requests.set(stats.requests as i64);
             self.gs_responses.set(stats.responses as i64);
+            self.gs_responses_queued.set(stats.responses_queued as i64);
+            self.gs_responses_paused.set(stats.responses_paused as i64);
         }
+        let queues = manager.queue_depths();
+        self.api_queue.set(queues.api as i64);
+        self.store_queue.set(queues.store as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -245,20 +296,41 @@ impl Metrics {
         Ok(())
     }
 
-    /// Serves `GET /metrics` on `listener` until the process ends.
+    /// Serves `GET /metrics` on `listener` until the process ends: at most
+    /// [`MAX_SCRAPES`] connections at once, each given [`SCRAPE_TIME`] to send its request.
     pub(crate) fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, manager: Manager) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
         tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut conn = match listener.accept().await {
+                    Ok((conn, _)) => conn,
+                    Err(e) => {
+                        // Out of descriptors, say: wait and go on serving.
+                        tracing::warn!(error = %e, "metrics: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let (me, m) = (self.clone(), manager.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     // The request line and headers; a scraper sends no body.
                     let mut head = vec![0u8; 8 << 10];
                     let mut n = 0;
-                    while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut head[n..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => n += k,
+                    let read = async {
+                        while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut head[n..]).await {
+                                Ok(0) | Err(_) => return false,
+                                Ok(k) => n += k,
+                            }
                         }
+                        true
+                    };
+                    if !matches!(tokio::time::timeout(SCRAPE_TIME, read).await, Ok(true)) {
+                        return;
                     }
                     let wanted = head[..n].starts_with(b"GET /metrics ")
                         || head[..n].starts_with(b"GET /metrics?");

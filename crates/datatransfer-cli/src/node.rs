@@ -101,14 +101,19 @@ pub(crate) fn voucher(token: Option<String>) -> Result<Voucher, String> {
     .map_err(|e| e.to_string())
 }
 
-/// The data dir: `--data-dir`, or `datatransfer` under the platform's data directory.
-pub(crate) fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    let dir = match given {
+/// Where the data dir is, without creating it (for commands that only look).
+pub(crate) fn data_dir_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    Ok(match given {
         Some(d) => d,
         None => dirs::data_dir()
             .ok_or("no data directory on this platform; pass --data-dir")?
             .join("datatransfer"),
-    };
+    })
+}
+
+/// The data dir: `--data-dir`, or `datatransfer` under the platform's data directory.
+pub(crate) fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = data_dir_path(given)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
     Ok(dir)

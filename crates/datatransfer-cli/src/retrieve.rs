@@ -62,8 +62,14 @@ pub(crate) async fn retrieve(args: RetrieveArgs, json: bool) -> Result<(), Strin
     let output = args.output.as_deref().map(Output::create).transpose()?;
     let car = args.car.as_deref().map(Output::create).transpose()?;
     let temp;
+    let mut _claim = None;
     let dir = match args.data_dir {
-        Some(d) => node::data_dir(Some(d))?,
+        Some(d) => {
+            let dir = node::data_dir(Some(d))?;
+            // The dir's identity and blocks are this node's alone while it runs.
+            _claim = Some(crate::control::claim(&dir)?);
+            dir
+        }
         None => {
             temp = tempfile::Builder::new()
                 .prefix("datatransfer-retrieve-")

@@ -149,6 +149,7 @@ fn end_line(state: &ChannelState, why: &str, json: bool) -> String {
 /// Runs `serve`.
 pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
     let dir = node::data_dir(args.data_dir)?;
+    let claim = control::claim(&dir)?;
     let metrics = args.metrics.map(|_| Metrics::new());
     let retention = datatransfer::Retention {
         keep_for: Some(args.keep_finished),
@@ -163,7 +164,7 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
         metrics.clone(),
     )
     .await?;
-    let _control = control::start(&dir, m.clone()).await?;
+    let _control = control::start(claim, m.clone()).await?;
     let closing = Arc::new(AtomicBool::new(false));
     let tokens = Arc::new(TokenValidator {
         token: args.token,

@@ -161,6 +161,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
     let output = args.output.as_deref().map(Output::create).transpose()?;
     let car = args.car.as_deref().map(Output::create).transpose()?;
     let dir = node::data_dir(args.data_dir)?;
+    let claim = crate::control::claim(&dir)?;
 
     let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
     let left = node::left_channel(&m, peer, root, true).await?;
@@ -180,7 +181,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
     } else {
         let voucher = node::voucher(args.token)?;
         let (id, received) =
-            fetch(&m, &addr, left, root, voucher, &sel, json, &*blocks, &dir).await?;
+            fetch(&m, &addr, left, root, voucher, &sel, json, &*blocks, claim).await?;
         (Some(id), received)
     };
 
@@ -238,11 +239,11 @@ async fn fetch(
     sel: &selector::Parsed,
     json: bool,
     blocks: &dyn Blockstore,
-    dir: &Path,
+    claim: crate::control::Claim,
 ) -> Result<(datatransfer::ChannelId, u64), String> {
     let mut interrupts = node::Interrupts::new()?;
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
-    let control = crate::control::start(dir, m.clone()).await?;
+    let control = crate::control::start(claim, m.clone()).await?;
     let peer = node::connect(m, addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
     let (id, resumed) =
@@ -303,6 +304,7 @@ fn have_all(store: &dyn Blockstore, root: Cid, selector: &Selector) -> bool {
 pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
     let (addr, peer) = node::parse_peer_addr(&args.addr)?;
     let dir = node::data_dir(args.data_dir)?;
+    let claim = crate::control::claim(&dir)?;
     let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
     let inputs = node::import_inputs(&*blocks, std::slice::from_ref(&args.input))?;
     if inputs.is_empty() {
@@ -313,7 +315,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
         lefts.push(node::left_channel(&m, peer, input.root, false).await?);
     }
     let mut events = m.subscribe().await.map_err(|e| e.to_string())?;
-    let control = crate::control::start(&dir, m.clone()).await?;
+    let control = crate::control::start(claim, m.clone()).await?;
     node::connect(&m, &addr).await?;
     m.start().await.map_err(|e| e.to_string())?;
     let voucher = node::voucher(args.token)?;

@@ -99,7 +99,7 @@ pub(crate) async fn run(cmd: Transfers, json: bool, verbose: bool) -> Result<(),
             all,
             dir,
         } => {
-            let dir = node::data_dir(dir.data_dir)?;
+            let dir = node::data_dir_path(dir.data_dir)?;
             let show = |s: &str| {
                 all || match s {
                     "Completed" => completed,
@@ -132,7 +132,7 @@ pub(crate) async fn run(cmd: Transfers, json: bool, verbose: bool) -> Result<(),
             timeout,
             dir,
         } => {
-            let dir = node::data_dir(dir.data_dir)?;
+            let dir = node::data_dir_path(dir.data_dir)?;
             let req = json!({
                 "op": "cancel",
                 "channel": channel.to_string(),
@@ -154,7 +154,7 @@ pub(crate) async fn run(cmd: Transfers, json: bool, verbose: bool) -> Result<(),
             Ok(())
         }
         Transfers::Restart { channel, dir } => {
-            let dir = node::data_dir(dir.data_dir)?;
+            let dir = node::data_dir_path(dir.data_dir)?;
             let req = json!({ "op": "restart", "channel": channel.to_string() });
             match control::ask(&dir, &req, ANSWER).await? {
                 Some(a) if json => println!("{a}"),
@@ -164,7 +164,7 @@ pub(crate) async fn run(cmd: Transfers, json: bool, verbose: bool) -> Result<(),
             Ok(())
         }
         Transfers::Diagnostics { peer, dir } => {
-            let dir = node::data_dir(dir.data_dir)?;
+            let dir = node::data_dir_path(dir.data_dir)?;
             let req = json!({ "op": "diagnostics", "peer": peer.to_string() });
             let Some(a) = control::ask(&dir, &req, ANSWER).await? else {
                 return Err(no_node(&dir, "see what is in flight"));
@@ -209,7 +209,7 @@ pub(crate) async fn run(cmd: Transfers, json: bool, verbose: bool) -> Result<(),
             keep,
             dir,
         } => {
-            let dir = node::data_dir(dir.data_dir)?;
+            let dir = node::data_dir_path(dir.data_dir)?;
             // With neither limit, every finished channel goes.
             let keep = keep.or(older_than.is_none().then_some(0));
             let req = json!({

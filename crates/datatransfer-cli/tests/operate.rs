@@ -64,6 +64,28 @@ fn flowing(dir: &Path) -> Value {
     }
 }
 
+/// Waits until `dir`'s node has `channel` finished; returns it.
+fn finished(dir: &Path, channel: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(c) = list(dir).into_iter().find(|c| {
+            c["channel"] == channel
+                && matches!(
+                    c["status"].as_str(),
+                    Some("Completed" | "Failed" | "Cancelled")
+                )
+        }) {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{channel} never finished on {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits for a child to exit; its status and stderr.
 fn ended(child: &mut Killed, within: Duration) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + within;
@@ -157,8 +179,7 @@ fn list_and_metrics_while_a_transfer_flows_with_counters_matching_the_bytes_move
     assert!(status.success(), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), dirs.data);
     // Once it is over, the counters hold exactly what the channel moved.
-    let done = list(dirs.server_dir.path());
-    let ch = done.iter().find(|x| x["channel"] == c["channel"]).unwrap();
+    let ch = finished(dirs.server_dir.path(), c["channel"].as_str().unwrap());
     assert_eq!(ch["status"], "Completed");
     let after = scrape(&url);
     assert_eq!(
@@ -179,17 +200,29 @@ fn list_and_metrics_while_a_transfer_flows_with_counters_matching_the_bytes_move
         Some(0.0)
     );
     assert!(sample(&after, "datatransfer_store_write_seconds_count").unwrap() > 0.0);
+    // Queue depths and graphsync's responses by state are there, and empty once all is done.
+    for name in [
+        "datatransfer_store_queue",
+        "datatransfer_api_queue",
+        "datatransfer_graphsync_responses_queued",
+        "datatransfer_graphsync_responses_paused",
+    ] {
+        assert!(
+            sample(&after, name).is_some_and(|v| v < 2.0),
+            "{name}: {after}"
+        );
+    }
 }
 
 #[test]
 fn cancel_of_a_running_transfer_tells_the_peer_and_diagnostics_show_it_before() {
-    // Larger than graphsync's per-peer queue (8 messages of up to 1 MiB), sent at 2 MiB/s:
-    // the server's response is still walking the DAG while the test looks.
+    // Twice graphsync's per-peer queue (8 messages of up to 1 MiB), sent at 1 MiB/s: the
+    // server's response is still walking the DAG for 8 s after it starts sending.
     let dirs = dirs_with_file(16 << 20, 52);
     let server = Server::start(
         dirs.server_dir.path(),
         &[&dirs.input],
-        &["--limit-rate", "2MiB"],
+        &["--limit-rate", "1MiB"],
     );
     let out = dirs.client_dir.path().join("copy.bin");
     let mut pull = slow_pull(&server.addr, &server.roots[0], &out, dirs.client_dir.path());
@@ -251,9 +284,8 @@ fn cancel_of_a_running_transfer_tells_the_peer_and_diagnostics_show_it_before() 
         err.contains("ended Cancelled") || err.contains("ended Failed"),
         "{err}"
     );
-    let here = list(dirs.server_dir.path());
     assert_eq!(
-        here.iter().find(|x| x["channel"] == c["channel"]).unwrap()["status"],
+        finished(dirs.server_dir.path(), &channel)["status"],
         "Cancelled"
     );
     assert!(!out.exists());
@@ -362,7 +394,9 @@ fn restart_through_the_control_socket_and_purge_of_finished_channels() {
     let removed = succeeds(&["transfers", "purge", "--json", "--data-dir", &client_dir]);
     assert_eq!(removed.trim(), r#"{"removed":1}"#);
     assert!(list(dirs.client_dir.path()).is_empty());
-    // And from the running server's, through its socket, keeping none.
+    // And from the running server's, through its socket, keeping none (once its side of
+    // the channel has finished too).
+    finished(dirs.server_dir.path(), channel);
     let removed = succeeds(&[
         "transfers",
         "purge",

@@ -95,7 +95,8 @@ fn lassie_fetches_a_file_and_a_root_block_from_serve_retrieval_as_our_retrieve_d
         "root-block CARs differ"
     );
 
-    // Every retrieval (two each) completed on the server's side.
+    // Every retrieval (two each) completed on the server's side (`line` waits a minute at
+    // most).
     let mut sent = 0;
     while sent < 4 {
         let line = server.line();
@@ -117,9 +118,12 @@ fn lassie_shows_the_reason_serve_retrieval_refuses() {
         "{stderr}"
     );
     // A plain `serve` (no --retrieval) does not know the voucher type at all.
-    let plain = Server::start(tempfile::tempdir().unwrap().path(), &[&dirs.input], &[]);
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = Server::start(plain_dir.path(), &[&dirs.input], &[]);
     let out = lassie(&plain.addr, &server.roots[0], &car, &[]);
     assert!(!out.status.success(), "served without --retrieval");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("response rejected"), "{stderr}");
 }
 
 /// A `go-retrieval provide` process serving a file.
@@ -238,12 +242,12 @@ fn retrieve_shows_the_go_providers_rejection_demand_for_payment_and_silence() {
         "--car",
         car,
         "--timeout",
-        "2s",
+        "5s",
     ]);
     assert_one_line_error(&out, "never completes");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("the provider sent nothing for 2 s (every block arrived; waiting for it to complete the deal)"),
+        stderr.contains("the provider sent nothing for 5 s (every block arrived; waiting for it to complete the deal)"),
         "{stderr}"
     );
     assert!(

@@ -2,9 +2,9 @@
 
 #![allow(dead_code)] // Each test file uses some of them.
 
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// Runs the binary and waits for it.
 pub(crate) fn datatransfer(args: &[&str]) -> std::process::Output {
@@ -79,7 +79,8 @@ pub(crate) fn dirs_with_file(size: usize, seed: u64) -> Dirs {
 /// A `datatransfer serve` process.
 pub(crate) struct Server {
     pub(crate) child: Killed,
-    pub(crate) lines: Lines<BufReader<ChildStdout>>,
+    /// The lines it prints after its address, read by a thread of their own.
+    pub(crate) lines: std::sync::mpsc::Receiver<String>,
     pub(crate) addr: String,
     pub(crate) roots: Vec<String>,
     /// Where it serves metrics, if it does (`--metrics`).
@@ -111,9 +112,17 @@ impl Server {
         loop {
             let line = lines.next().unwrap().unwrap();
             if let Some(addr) = field(&line, "listening") {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in lines.map_while(Result::ok) {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                });
                 return Self {
                     child,
-                    lines,
+                    lines: rx,
                     addr,
                     roots,
                     metrics,
@@ -127,9 +136,11 @@ impl Server {
         }
     }
 
-    /// The next line it prints.
+    /// The next line it prints; a test waiting a minute for one fails rather than hang.
     pub(crate) fn line(&mut self) -> String {
-        self.lines.next().unwrap().unwrap()
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the server printed nothing more within 60 s")
     }
 
     pub(crate) fn signal(&self, sig: &str) {
