@@ -284,6 +284,11 @@ impl GoPeer {
             .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
     }
 
+    /// Its process id, while it runs (to read its memory use in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The TCP port it listens on.
     pub fn port(&self) -> u16 {
         self.addrs[0]

@@ -1,0 +1,371 @@
+//! Side by side, in one run: a pull of one file (1 GiB by default) between real processes,
+//! each on its own durable store, for the four pairings of our `datatransfer` CLI and the Go
+//! peer (go-data-transfer v2 on go-graphsync v0.18, leveldb store: `interop/go-peer
+//! --persist`), next to raw TCP on loopback. Prints the wall time, MB/s and each process's
+//! peak RSS (VmHWM) per pairing.
+//!
+//! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run).
+//! Needs Go (the Go peer is built as for the interop tests).
+//!
+//! What is timed: for a Rust client, the `datatransfer pull` process from spawn to exit (its
+//! start, dial, transfer and the store's final flush); for a Go client, from its `pull`
+//! command to its `Completed` event (it is already running and connected). The providers
+//! imported the file before: both stores hold the same blocks (1 MiB raw leaves, CIDv1,
+//! kubo's balanced layout; the roots are checked equal). A last row runs Go -> Go with both
+//! Go peers on memory stores, to show Go's transfer without its leveldb writes.
+
+#![allow(clippy::unwrap_used)] // A bench: a failure should stop it loudly.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Killed, Server};
+use datatransfer_interop::go::{self, GoPeer, GoPeerOptions};
+use serde_json::json;
+
+fn mib() -> u64 {
+    std::env::var("SIDE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// A process's peak resident memory so far (VmHWM), in bytes.
+fn peak(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Starts a new peak for `pid` (its current RSS).
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{} MiB", b >> 20))
+}
+
+/// Seeded bytes written in 1 MiB pieces (no 1 GiB buffer).
+fn write_input(path: &Path, mib: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for b in buf.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        f.write_all(&buf).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// 1 MiB writes through one loopback TCP connection: the ceiling on this machine.
+fn raw_tcp(bytes: u64) -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        while s.read(&mut buf).unwrap() > 0 {}
+    });
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    for _ in 0..(bytes >> 20) {
+        s.write_all(&chunk).unwrap();
+    }
+    drop(s);
+    reader.join().unwrap();
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+struct Row {
+    name: &'static str,
+    secs: f64,
+    bytes: u64,
+    provider: Option<u64>,
+    client: Option<u64>,
+}
+
+/// `datatransfer pull` of `root` from `addr` into a fresh data dir; times it and follows
+/// both processes' peaks.
+fn rust_pull(
+    addr: &str,
+    root: &str,
+    dir: &Path,
+    provider_pid: u32,
+) -> (f64, u64, Option<u64>, Option<u64>) {
+    reset_peak(provider_pid);
+    let start = Instant::now();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_datatransfer"))
+            .args(["pull", addr, root, "--json", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let mut out = child.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut client_peak = None;
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        client_peak = client_peak.max(peak(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let printed = reader.join().unwrap();
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "pull failed: {err}\n{printed}");
+    let last = printed.lines().last().unwrap_or_default();
+    let received: u64 = field_number(last, "received");
+    (secs, received, peak(provider_pid), client_peak)
+}
+
+fn field_number(line: &str, key: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v[key].as_u64().unwrap()
+}
+
+/// A Go peer on a leveldb store in `dir`.
+async fn go_peer(seed: u8, dir: &Path) -> GoPeer {
+    GoPeer::start(GoPeerOptions {
+        persist: true,
+        trace_blocks: false,
+        ..GoPeerOptions::new(seed, dir)
+    })
+    .await
+}
+
+/// The Go peer `client` pulls `root` from the provider at `addr` with `voucher`.
+async fn go_pull(
+    client: &GoPeer,
+    provider: datatransfer::PeerId,
+    addr: &datatransfer::Multiaddr,
+    root: &str,
+    voucher: serde_json::Value,
+    provider_pid: u32,
+) -> (f64, u64, Option<u64>, Option<u64>) {
+    client.connect(addr).await;
+    reset_peak(provider_pid);
+    let start = Instant::now();
+    let opened = client
+        .ok(
+            "pull",
+            json!({ "peer": provider.to_string(), "root": root, "voucher": voucher }),
+        )
+        .await;
+    let chid = go::chid_from_json(&opened["chid"]);
+    let done = client.wait_finished(&chid, 1800).await;
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(done["status"], "Completed", "{done}");
+    let received = done["received"].as_u64().unwrap_or(0);
+    let client_pid = client.pid().unwrap();
+    (secs, received, peak(provider_pid), peak(client_pid))
+}
+
+fn main() {
+    let mib = mib();
+    let bytes = mib << 20;
+    let work = tempfile::Builder::new()
+        .prefix("side-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let input = work.path().join("input.bin");
+    write_input(&input, mib);
+    go::binary();
+    let tcp = raw_tcp(bytes);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+
+    // The providers, each with the file imported in its own store.
+    let serve_dir = work.path().join("serve");
+    std::fs::create_dir_all(&serve_dir).unwrap();
+    let server = Server::start(&serve_dir, &[&input], &[]);
+    let root = server.roots[0].clone();
+    let serve_pid = server.child.0.id();
+    let serve_import_peak = peak(serve_pid);
+    let go_dir = work.path().join("go-provider");
+    std::fs::create_dir_all(&go_dir).unwrap();
+    let (go_provider, go_import_peak) = rt.block_on(async {
+        let p = go_peer(11, &go_dir).await;
+        let imported = p
+            .ok(
+                "import",
+                json!({ "path": input, "chunk_size": 1 << 20, "cid_version": 1, "raw_leaves": true }),
+            )
+            .await;
+        assert_eq!(imported["root"], root.as_str(), "both importers make one root");
+        // Our CLI's pulls carry its token voucher type.
+        p.ok("policy", json!({ "voucher_type": "DatatransferCliToken", "accept": true }))
+            .await;
+        let peak = peak(p.pid().unwrap());
+        (p, peak)
+    });
+    let go_pid = go_provider.pid().unwrap();
+
+    // Go -> Go.
+    let dir = work.path().join("go-client-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (secs, got, p, c) = rt.block_on(async {
+        let client = go_peer(12, &dir).await;
+        let r = go_pull(
+            &client,
+            go_provider.peer_id,
+            &go_provider.multiaddr(),
+            &root,
+            go::voucher_json(1, 0),
+            go_pid,
+        )
+        .await;
+        client.shutdown().await;
+        r
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    rows.push(Row {
+        name: "Go -> Go",
+        secs,
+        bytes: got,
+        provider: p,
+        client: c,
+    });
+
+    // Rust -> Rust.
+    let dir = work.path().join("rust-client-1");
+    let (secs, got, p, c) = rust_pull(&server.addr, &root, &dir, serve_pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    rows.push(Row {
+        name: "Rust -> Rust",
+        secs,
+        bytes: got,
+        provider: p,
+        client: c,
+    });
+
+    // Go provider -> Rust client.
+    let dir = work.path().join("rust-client-2");
+    let go_addr = go_provider.multiaddr().to_string();
+    let (secs, got, p, c) = rust_pull(&go_addr, &root, &dir, go_pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    rows.push(Row {
+        name: "Go -> Rust",
+        secs,
+        bytes: got,
+        provider: p,
+        client: c,
+    });
+
+    // Rust provider -> Go client.
+    let dir = work.path().join("go-client-2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let serve_addr: datatransfer::Multiaddr = server.addr.parse().unwrap();
+    let serve_peer = datatransfer::peer_of(&serve_addr).unwrap();
+    let (secs, got, p, c) = rt.block_on(async {
+        let client = go_peer(13, &dir).await;
+        let token = json!({ "type": "DatatransferCliToken", "value": { "token": "" } });
+        let r = go_pull(&client, serve_peer, &serve_addr, &root, token, serve_pid).await;
+        client.shutdown().await;
+        r
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    rows.push(Row {
+        name: "Rust -> Go",
+        secs,
+        bytes: got,
+        provider: p,
+        client: c,
+    });
+    rt.block_on(go_provider.shutdown());
+    drop(server);
+
+    // Go -> Go again with both stores in memory: how fast Go moves bytes when its leveldb
+    // (a synced write per received block) is out of the way. An upper bound, not a node.
+    let dir = work.path().join("go-memory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (secs, got, p, c) = rt.block_on(async {
+        let memory = |seed| GoPeer::start(GoPeerOptions {
+            trace_blocks: false,
+            ..GoPeerOptions::new(seed, &dir)
+        });
+        let provider = memory(14).await;
+        let imported = provider
+            .ok(
+                "import",
+                json!({ "path": input, "chunk_size": 1 << 20, "cid_version": 1, "raw_leaves": true }),
+            )
+            .await;
+        assert_eq!(imported["root"], root.as_str());
+        let client = memory(15).await;
+        let pid = provider.pid().unwrap();
+        let r = go_pull(&client, provider.peer_id, &provider.multiaddr(), &root, go::voucher_json(1, 0), pid).await;
+        client.shutdown().await;
+        provider.shutdown().await;
+        r
+    });
+    rows.push(Row {
+        name: "Go -> Go (mem)",
+        secs,
+        bytes: got,
+        provider: p,
+        client: c,
+    });
+
+    println!(
+        "\nside by side: one {mib} MiB file (1 MiB raw leaves), provider -> client, each process on a durable store"
+    );
+    println!("raw TCP loopback (one connection, 1 MiB writes): {tcp:.0} MB/s");
+    println!(
+        "import peaks: Rust serve {}, Go peer {}",
+        mb(serve_import_peak),
+        mb(go_import_peak)
+    );
+    println!(
+        "{:<14} {:>8} {:>10} {:>14} {:>22} {:>18}",
+        "pairing", "s", "MB/s", "bytes", "provider peak RSS", "client peak RSS"
+    );
+    for r in &rows {
+        println!(
+            "{:<14} {:>8.2} {:>10.0} {:>14} {:>22} {:>18}",
+            r.name,
+            r.secs,
+            bytes as f64 / r.secs / 1e6,
+            r.bytes,
+            mb(r.provider),
+            mb(r.client)
+        );
+    }
+    let rust = rows[1].secs;
+    let go = rows[0].secs;
+    println!("Rust -> Rust is {:.2}x Go -> Go", go / rust);
+    println!(
+        "(Go -> Go (mem): both Go peers on memory stores, the provider holding the whole file; an upper bound for Go's transfer alone)"
+    );
+}
