@@ -191,36 +191,7 @@ async fn a_version_1_database_migrates_with_its_data() {
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(schema::V1).unwrap();
-        let id = st.channel_id;
-        conn.execute(
-            "INSERT INTO channels (initiator, responder, transfer_id, self_peer, other_peer, status, \
-             base_cid, selector, sender, recipient, total_size, queued, sent, received, message, \
-             received_blocks, queued_blocks, sent_blocks, stages) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            rusqlite::params![
-                id.initiator.to_bytes(),
-                id.responder.to_bytes(),
-                id.id.0 as i64,
-                st.self_peer.to_bytes(),
-                st.other_peer().to_bytes(),
-                st.status.code() as i64,
-                st.base_cid.to_bytes(),
-                st.selector.as_bytes(),
-                st.sender.to_bytes(),
-                st.recipient.to_bytes(),
-                st.total_size as i64,
-                st.queued as i64,
-                st.sent as i64,
-                st.received as i64,
-                st.message,
-                st.received_blocks_total as i64,
-                st.queued_blocks_total as i64,
-                st.sent_blocks_total as i64,
-                // The v1 stage log: [[name, description, created, updated, [[log, time]...]]...]
-                stages_v1(&st),
-            ],
-        )
-        .unwrap();
+        insert_channel(&conn, &st);
         for (kind, list) in [(0, &st.vouchers), (1, &st.voucher_results)] {
             for (idx, v) in list.iter().enumerate() {
                 conn.execute(
@@ -329,6 +300,7 @@ async fn with_retention_the_file_stays_small_across_100_000_finished_channels() 
         left.iter().all(|s| s.channel_id.id.0 >= 100_000),
         "oldest kept"
     );
+    eprintln!("100,000 finished channels, 1,000 kept: at most {largest} bytes on disk");
     assert!(largest < 8 << 20, "the store took {largest} bytes");
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
 }
@@ -338,6 +310,12 @@ fn write_v2(path: &std::path::Path, st: &datatransfer_types::ChannelState) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(schema::V1).unwrap();
     conn.execute_batch(schema::V2).unwrap();
+    insert_channel(&conn, st);
+}
+
+/// Writes `st`'s row as the version 1 and 2 schemas hold it (the same columns), with the
+/// version 1 stage log encoding.
+fn insert_channel(conn: &rusqlite::Connection, st: &datatransfer_types::ChannelState) {
     let id = st.channel_id;
     conn.execute(
         "INSERT INTO channels (initiator, responder, transfer_id, self_peer, other_peer, status, \
@@ -363,6 +341,7 @@ fn write_v2(path: &std::path::Path, st: &datatransfer_types::ChannelState) {
             st.received_blocks_total as i64,
             st.queued_blocks_total as i64,
             st.sent_blocks_total as i64,
+            // The v1 stage log: [[name, description, created, updated, [[log, time]...]]...]
             stages_v1(st),
         ],
     )
