@@ -4,7 +4,8 @@
 //! --persist`), next to raw TCP on loopback. Prints the wall time, MB/s and each process's
 //! peak RSS (VmHWM) per pairing.
 //!
-//! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run).
+//! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run;
+//! `SIDE_ONLY=rust` for Rust -> Rust alone, to see memory against larger files).
 //! Needs Go (the Go peer is built as for the interop tests).
 //!
 //! What is timed: for a Rust client, the `datatransfer pull` process from spawn to exit (its
@@ -189,6 +190,28 @@ async fn go_pull(
     (secs, received, peak(provider_pid), peak(client_pid))
 }
 
+/// `SIDE_ONLY=rust`: Rust -> Rust alone (no Go, half the disk), for sizes where memory
+/// use is the question: each process's peak RSS against the file's size.
+fn rust_only(work: &Path, input: &Path, mib: u64) {
+    let serve_dir = work.join("serve");
+    std::fs::create_dir_all(&serve_dir).unwrap();
+    let started = Instant::now();
+    let server = Server::start(&serve_dir, &[input], &[]);
+    let import = started.elapsed().as_secs_f64();
+    let pid = server.child.0.id();
+    let import_peak = peak(pid);
+    let dir = work.join("rust-client");
+    let (secs, got, p, c) = rust_pull(&server.addr, &server.roots[0], &dir, pid);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "\nRust -> Rust alone, one {mib} MiB file: import {import:.1} s (serve peak {}), pull {secs:.2} s, {:.0} MB/s, {got} bytes; peak RSS provider {}, client {}",
+        mb(import_peak),
+        (mib << 20) as f64 / secs / 1e6,
+        mb(p),
+        mb(c)
+    );
+}
+
 fn main() {
     let mib = mib();
     let bytes = mib << 20;
@@ -198,6 +221,10 @@ fn main() {
         .unwrap();
     let input = work.path().join("input.bin");
     write_input(&input, mib);
+    if std::env::var("SIDE_ONLY").as_deref() == Ok("rust") {
+        rust_only(work.path(), &input, mib);
+        return;
+    }
     go::binary();
     let tcp = raw_tcp(bytes);
     let rt = tokio::runtime::Builder::new_multi_thread()
