@@ -32,7 +32,7 @@ struct StatusLabel {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabel {
-    event: String,
+    event: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,7 +188,7 @@ impl Metrics {
     fn on_event(&self, event: &Event, state: &ChannelState) {
         self.events
             .get_or_create(&EventLabel {
-                event: format!("{:?}", event.code),
+                event: event.code.name(),
             })
             .inc();
         if event.code == datatransfer::EventCode::Restart {
@@ -459,5 +459,9 @@ impl ChannelStore for TimedStore {
 
     async fn purge_finished(&self, purge: PurgeFinished) -> Result<u64, StoreError> {
         self.inner.purge_finished(purge).await
+    }
+
+    async fn recently_finished(&self, limit: usize) -> Result<Vec<ChannelState>, StoreError> {
+        self.inner.recently_finished(limit).await
     }
 }

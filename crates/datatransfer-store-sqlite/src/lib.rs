@@ -76,6 +76,7 @@ enum Command {
     Events(ChannelId, Reply<Vec<Event>>),
     Delete(ChannelId, Reply<bool>),
     Purge(PurgeFinished, Reply<u64>),
+    RecentlyFinished(usize, Reply<Vec<ChannelState>>),
     Integrity(Reply<String>),
 }
 
@@ -208,6 +209,10 @@ impl ChannelStore for SqliteChannelStore {
 
     async fn purge_finished(&self, purge: PurgeFinished) -> Result<u64, StoreError> {
         self.call(|r| Command::Purge(purge, r)).await
+    }
+
+    async fn recently_finished(&self, limit: usize) -> Result<Vec<ChannelState>, StoreError> {
+        self.call(|r| Command::RecentlyFinished(limit, r)).await
     }
 }
 
@@ -357,6 +362,9 @@ impl Worker {
             Command::Purge(p, r) => {
                 let _ = r.send(self.purge(p));
             }
+            Command::RecentlyFinished(limit, r) => {
+                let _ = r.send(self.recently_finished(limit));
+            }
             Command::Integrity(r) => {
                 let out = self
                     .conn
@@ -482,6 +490,23 @@ impl Worker {
             Ok(Event::new(code, message, Timestamp(from_sql(ts))))
         })
         .collect()
+    }
+
+    /// The newest finished channels, by the finish index.
+    fn recently_finished(&self, limit: usize) -> Result<Vec<ChannelState>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels WHERE finished_at IS NOT NULL \
+             ORDER BY finished_at DESC, id DESC LIMIT ?1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(backend)?;
+        let rows: Vec<(i64, Result<ChannelState, StoreError>)> = stmt
+            .query_map([limit], state_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(backend)?;
+        rows.into_iter()
+            .map(|(rowid, st)| self.with_vouchers(rowid, st?))
+            .collect()
     }
 
     /// Removes the finished channels `p` names, in one transaction, by the finish index.

@@ -176,6 +176,21 @@ pub trait ChannelStore: Send + Sync {
     /// Removes a channel and its events; returns whether it existed.
     async fn delete(&self, id: &ChannelId) -> Result<bool, StoreError>;
 
+    /// The `limit` most recently finished channels (Completed, Failed or Cancelled), newest
+    /// first: what a node remembers at start to answer late restarts. The default lists every
+    /// channel; a store with an index on finish times should do better.
+    async fn recently_finished(&self, limit: usize) -> Result<Vec<ChannelState>, StoreError> {
+        let mut finished: Vec<ChannelState> = self
+            .list(ChannelFilter::All)
+            .await?
+            .into_iter()
+            .filter(|s| s.status.is_terminal())
+            .collect();
+        finished.sort_unstable_by_key(|s| std::cmp::Reverse(s.last_updated()));
+        finished.truncate(limit);
+        Ok(finished)
+    }
+
     /// Removes the finished channels `purge` names, with their events; returns how many.
     /// Channels in progress are never removed. The default lists every channel; a store with
     /// an index on finish times should do better.

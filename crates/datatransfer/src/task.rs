@@ -504,16 +504,8 @@ impl EngineTask {
         // before the node restarted (completed again; refused if cancelled or failed).
         let keep = self.engine.config().remembered_finished_channels;
         if keep > 0 {
-            let mut finished: Vec<ChannelState> = self
-                .store
-                .list(ChannelFilter::All)
-                .await?
-                .into_iter()
-                .filter(|c| c.status.is_terminal())
-                .collect();
-            finished.sort_unstable_by_key(ChannelState::last_updated);
-            let skip = finished.len().saturating_sub(keep);
-            for c in &finished[skip..] {
+            // Oldest first, so that the engine's memory keeps the newest.
+            for c in self.store.recently_finished(keep).await?.iter().rev() {
                 self.engine.load_finished(c);
             }
         }

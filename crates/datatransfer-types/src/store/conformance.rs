@@ -291,6 +291,14 @@ async fn purge_removes_old_and_excess_finished_channels_only<S: ChannelStore>(st
         finished_before: finished_before.map(Timestamp),
         keep_newest,
     };
+    let newest: Vec<u64> = store
+        .recently_finished(3)
+        .await
+        .expect("recently finished")
+        .iter()
+        .map(|s| s.channel_id.id.0)
+        .collect();
+    assert_eq!(newest, [19, 18, 17], "newest first, running ones left out");
     assert_eq!(
         store
             .purge_finished(purge(None, None))
