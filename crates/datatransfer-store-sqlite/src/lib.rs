@@ -121,9 +121,21 @@ impl SqliteChannelStore {
         // The first statements read the file, and fail on anything that is not SQLite or
         // not ours, before anything is written to it.
         let version = schema::check(&conn, &shown)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(open_err)?;
+        // Switching to WAL takes the file for a moment, and SQLite does not wait for that
+        // with the busy timeout: another process opening the same store at the same time
+        // makes it fail at once. So it is tried again, within the busy timeout.
+        let deadline = std::time::Instant::now() + config.busy_timeout;
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r.map_err(open_err)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Open {
                 path: shown,
