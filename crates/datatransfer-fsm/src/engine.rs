@@ -1621,6 +1621,17 @@ impl Engine {
                 self.fire_quiet(id, ChannelEvent::ResponderCompletes, now);
                 return Verdict::Ok;
             }
+            // Departure from Go: go-data-transfer v2 sends the paused Complete (all data
+            // sent, finalize now) and, once finalized, the final one on two streams of their
+            // own, and they can be read in either order. A paused Complete after the final
+            // one is the older of the two; Go goes back to ResponderFinalizing and waits for
+            // a finalization that already came. It is only recorded.
+            if matches!(
+                self.channels.get(&id).map(|c| c.status),
+                Some(Status::ResponderCompleted | Status::Completing)
+            ) {
+                return Verdict::Ok;
+            }
             self.fire_quiet(id, ChannelEvent::ResponderBeginsFinalization, now);
         }
         if resp.paused {
