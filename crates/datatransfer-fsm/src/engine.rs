@@ -563,6 +563,8 @@ impl Engine {
             return Some(q.saturating_add(cfg.queue_timeout));
         }
         let by_status = match w.status {
+            // A reopened request waits for its own answer (below), not the first one's.
+            Status::Requested if w.restart_sent.is_some() => None,
             Status::Requested => Some(w.changed.saturating_add(cfg.accept_timeout)),
             // From the last restart, if later: a restarted responder completes anew.
             Status::TransferFinished
@@ -626,10 +628,12 @@ impl Engine {
                     "the responder answered none of {} restarts in a row, each within {:?}",
                     w.restarts, cfg.accept_timeout
                 )),
-                Status::Requested if w.backoff_until.is_none() && !unanswered => Some(format!(
-                    "data transfer channel was not accepted within {:?}",
-                    cfg.accept_timeout
-                )),
+                Status::Requested if w.backoff_until.is_none() && w.restart_sent.is_none() => {
+                    Some(format!(
+                        "data transfer channel was not accepted within {:?}",
+                        cfg.accept_timeout
+                    ))
+                }
                 Status::TransferFinished
                 | Status::ResponderFinalizingTransferFinished
                 | Status::Finalizing

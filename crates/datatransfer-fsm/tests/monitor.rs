@@ -520,3 +520,88 @@ fn a_pull_paused_again_before_its_reopening_was_accepted_is_reopened_again() {
     let outs = outputs(&mut e);
     assert_eq!((opens(&outs), resumes(&outs)), (0, 1));
 }
+
+#[test]
+fn a_pull_cut_off_before_its_accept_is_reopened_until_the_restart_limit() {
+    // The provider goes away after it accepted, before its accept reached us (the chaos soak
+    // kills it there): the pull is reopened, and its original accept deadline does not fail
+    // the reopened request; each reopening gets its own accept_timeout.
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    outputs(&mut e);
+    e.handle_transport_event(
+        ms(40),
+        TransportEvent::Disconnected {
+            channel: ch,
+            error: "gone".into(),
+        },
+    );
+    assert_eq!(e.poll_timeout(), Some(ms(45)), "restart_backoff");
+    e.handle_timeout(ms(45));
+    let reopened = |outs: &[Output]| {
+        outs.iter()
+            .filter(|o| matches!(o, Output::Transport(TransportCommand::OpenChannel { .. })))
+            .count()
+    };
+    assert_eq!(reopened(&outputs(&mut e)), 1);
+    assert_eq!(
+        e.poll_timeout(),
+        Some(ms(95)),
+        "the reopening's accept_timeout"
+    );
+    e.handle_timeout(ms(50));
+    e.handle_timeout(ms(94));
+    let outs = outputs(&mut e);
+    assert_eq!(
+        failure(&outs),
+        None,
+        "failed on the first request's deadline"
+    );
+    assert_eq!(e.channel(&ch).unwrap().status, Status::Requested);
+    // Unanswered: reopened again, twice more, then failed at the restart limit.
+    e.handle_timeout(ms(95));
+    assert_eq!(reopened(&outputs(&mut e)), 1);
+    e.handle_timeout(ms(145));
+    assert_eq!(reopened(&outputs(&mut e)), 1);
+    e.handle_timeout(ms(195));
+    let outs = outputs(&mut e);
+    assert_eq!(reopened(&outs), 0);
+    assert_eq!(
+        failure(&outs).as_deref(),
+        Some("the responder answered none of 3 restarts in a row, each within 50ms")
+    );
+}
+
+#[test]
+fn a_reopened_pull_accepted_in_time_goes_on() {
+    let mut e = engine();
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    e.handle_transport_event(
+        ms(40),
+        TransportEvent::Disconnected {
+            channel: ch,
+            error: "gone".into(),
+        },
+    );
+    e.handle_timeout(ms(45));
+    e.handle_timeout(ms(60));
+    e.handle_transport_event(
+        ms(70),
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::new_channel(ch.id, true, false, None),
+            data_request: None,
+        },
+    );
+    let outs = outputs(&mut e);
+    assert_eq!(failure(&outs), None);
+    assert_eq!(e.channel(&ch).unwrap().status, Status::Ongoing);
+}
