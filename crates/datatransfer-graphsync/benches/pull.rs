@@ -100,6 +100,7 @@ fn main() {
             .root;
         drop(data);
         let server_peer = *server_swarm.local_peer_id();
+        let mut server_control = server_swarm.behaviour().new_control();
         let _server = GraphSync::start(
             server_peer,
             server_swarm.behaviour().new_control(),
@@ -119,6 +120,53 @@ fn main() {
             b':', b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
         ])
         .expect("selector");
+        // The ceiling libp2p sets: the same bytes through one stream (noise, yamux), no
+        // graphsync.
+        {
+            let (mut client_swarm, _) = swarm().await;
+            let mut control = client_swarm.behaviour().new_control();
+            let protocol = libp2p::StreamProtocol::new("/bench/stream");
+            let mut incoming = server_control.accept(protocol.clone()).expect("accept");
+            let reader = tokio::spawn(async move {
+                use futures::AsyncReadExt;
+                let (_, mut stream) = incoming.next().await.expect("a stream");
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0;
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                total
+            });
+            client_swarm.dial(server_addr.clone()).expect("dial");
+            tokio::spawn(async move {
+                loop {
+                    client_swarm.select_next_some().await;
+                }
+            });
+            let mut stream = loop {
+                match control.open_stream(server_peer, protocol.clone()).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            use futures::AsyncWriteExt;
+            let chunk = vec![7u8; 1 << 20];
+            let start = Instant::now();
+            for _ in 0..(size() >> 20) {
+                stream.write_all(&chunk).await.expect("write");
+            }
+            stream.close().await.expect("close");
+            let total = reader.await.expect("reader");
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(total, size());
+            println!(
+                "one libp2p stream (noise, yamux), no graphsync: {:.0} MB/s",
+                size() as f64 / secs / 1e6
+            );
+        }
         for version in [Version::V2, Version::V1] {
             // A fresh client node (own swarm and peer id) per protocol version.
             let (mut client_swarm, _) = swarm().await;

@@ -1,12 +1,16 @@
-//! Prints the wall time, throughput and peak memory of a pull between two Managers in one
-//! process (TCP on 127.0.0.1), 1 GiB by default (`DT_BENCH_MIB` to change it).
+//! Prints the wall time, throughput, CPU time and peak memory of pulls between two Managers in
+//! one process (TCP on 127.0.0.1, noise, yamux), 1 GiB each by default (`DT_BENCH_MIB` to
+//! change it).
 //!
-//! `cargo bench -p datatransfer`. The provider's file lives in a memory block store; the
-//! client writes into a store that counts blocks but keeps none, so the memory figure shows
-//! what the transfer itself costs above the provider's data, then into a memory block store,
-//! from a provider that trusts its store (the default) and from one that hashes every block
-//! it serves: the client checks every block in all three. Compare the throughput with
-//! `cargo bench -p datatransfer-graphsync` (graphsync alone) on the same machine.
+//! `cargo bench -p datatransfer`. The file is imported twice into the provider's memory block
+//! store, once with 1 MiB raw leaves (our importer's default) and once with 256 KiB leaves (what
+//! Go's importer makes), and each is pulled into a store that counts blocks but keeps none (the
+//! memory figure is what the transfer itself costs), into a memory block store and into the
+//! filesystem block store (a temporary directory, no fsync). One more pull comes from a
+//! provider that hashes every block it serves instead of trusting its store. The client
+//! checks every block in all of them. `DT_BENCH_CASES=1MiB/nothing,256KiB/fs` runs only the
+//! cases named. CPU is the whole process's (both Managers) over the pull, from
+//! `/proc/self/stat`: user and system seconds, and the cores kept busy on average.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +18,7 @@ use std::time::Instant;
 
 use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
 use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
+use datatransfer_ipld::fsstore::FsBlockstore;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
 
 /// Keeps nothing; counts what it is given.
@@ -37,6 +42,24 @@ impl Blockstore for CountingStore {
     }
 }
 
+/// The process's user and system CPU time so far, in seconds.
+fn cpu_seconds() -> (f64, f64) {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 a second on Linux), after the
+    // command name in parentheses (which may hold spaces).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match fields[..] {
+        [user, sys] => (user / 100.0, sys / 100.0),
+        _ => (0.0, 0.0),
+    }
+}
+
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -49,11 +72,40 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The blocks a client stores into.
+#[derive(Clone, Copy, PartialEq)]
+enum Sink {
+    Nothing,
+    Memory,
+    Files,
+}
+
+impl Sink {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Nothing => "nothing",
+            Self::Memory => "memory",
+            Self::Files => "fs",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Nothing => "a store that keeps nothing",
+            Self::Memory => "a memory block store",
+            Self::Files => "the filesystem block store",
+        }
+    }
+}
+
 fn main() {
     let mib: usize = std::env::var("DT_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
+    let only: Option<Vec<String>> = std::env::var("DT_BENCH_CASES")
+        .ok()
+        .map(|v| v.split(',').map(|c| c.trim().to_owned()).collect());
     let size = mib << 20;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,6 +114,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let provider_blocks = Arc::new(MemoryBlockstore::new());
+        let mut roots = Vec::new();
         {
             let mut x = 0x9e37_79b9u64;
             let data: Vec<u8> = (0..size)
@@ -72,101 +125,129 @@ fn main() {
                     x as u8
                 })
                 .collect();
-            let root = import_bytes(&*provider_blocks, &data, &ImportOptions::default())
-                .expect("import")
-                .root;
-            drop(data);
-            // Two providers on the same blocks: one trusts its store (the default: blocks
-            // checked on their way in are served without hashing them again), one hashes
-            // every block it serves; the side-by-side shows what the trust saves.
-            let mut providers = Vec::new();
-            for trust in [true, false] {
-                let mut config = datatransfer::ManagerConfig::default();
-                config.transport.graphsync.trust_local_stores = trust;
-                let provider = Manager::builder()
-                    .blockstore(provider_blocks.clone())
-                    .config(config)
-                    .build()
-                    .await
-                    .expect("provider");
-                provider
-                    .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
-                    .await
-                    .expect("register");
-                provider.start().await.expect("start");
-                providers.push(provider);
-            }
-            // First into a store that keeps nothing (the memory figure is the transfer's
-            // own), then into a memory store like graphsync's benchmark (the throughput to
-            // compare with it), from each provider.
-            for (keep, trusted) in [(false, true), (true, true), (true, false)] {
-                let provider = &providers[usize::from(!trusted)];
-                let sink = Arc::new(CountingStore::default());
-                let kept = Arc::new(MemoryBlockstore::new());
-                let store: Arc<dyn Blockstore> = if keep { kept.clone() } else { sink.clone() };
-                let client = Manager::builder()
-                    .blockstore(store)
-                    .build()
-                    .await
-                    .expect("client");
-                client.start().await.expect("start");
-                let peer = client
-                    .connect(&provider.multiaddr().expect("addr"))
-                    .await
-                    .expect("connect");
-                let baseline = rss_kib("VmRSS:");
-                // Reset the peak (VmHWM) so it covers the pull only.
-                let _ = std::fs::write("/proc/self/clear_refs", "5");
-                let mut events = client.subscribe().await.expect("subscribe");
-                let voucher = TypedNode::new(
-                    "BenchVoucher".into(),
-                    DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
-                );
-                let start = Instant::now();
-                let id = client
-                    .open_pull_channel(peer, voucher, root, all_selector())
-                    .await
-                    .expect("open");
-                let mut status = Status::Requested;
-                while let Some((ev, st)) = events.next().await {
-                    if st.channel_id == id && ev.code == datatransfer::EventCode::Error {
-                        eprintln!("error: {}", ev.message);
-                    }
-                    if st.channel_id == id && st.status.is_terminal() {
-                        status = st.status;
-                        break;
-                    }
-                }
-                let secs = start.elapsed().as_secs_f64();
-                assert_eq!(status, Status::Completed);
-                let peak = rss_kib("VmHWM:");
-                let served = if trusted {
-                    "provider trusts its store"
-                } else {
-                    "provider hashes what it serves"
+            for (leaves, chunk_size) in [("1MiB", 1 << 20), ("256KiB", 256 << 10)] {
+                let options = ImportOptions {
+                    chunk_size,
+                    ..ImportOptions::default()
                 };
-                if keep {
-                    assert!(kept.len() as u64 >= (size as u64) >> 20);
-                    println!(
-                        "Manager pull of {mib} MiB into a memory block store ({served}): {secs:.2} s wall, {:.0} MB/s",
-                        size as f64 / secs / 1e6
-                    );
-                } else {
-                    let got = sink.bytes.load(Ordering::Relaxed);
-                    assert!(got >= size as u64, "received {got} of {size} bytes");
-                    println!(
-                        "Manager pull of {mib} MiB into a store that keeps nothing ({served}): {secs:.2} s wall, {:.0} MB/s; RSS {} MiB before (the provider's file), peak {} MiB during: {} MiB for the transfer",
-                        size as f64 / secs / 1e6,
-                        baseline >> 10,
-                        peak >> 10,
-                        peak.saturating_sub(baseline) >> 10
-                    );
+                let root = import_bytes(&*provider_blocks, &data, &options)
+                    .expect("import")
+                    .root;
+                roots.push((leaves, root));
+            }
+        }
+        // Two providers on the same blocks: one trusts its store (the default: blocks checked
+        // on their way in are served without hashing them again), one hashes every block it
+        // serves; the side-by-side shows what the trust saves.
+        let mut providers = Vec::new();
+        for trust in [true, false] {
+            let mut config = datatransfer::ManagerConfig::default();
+            config.transport.graphsync.trust_local_stores = trust;
+            let provider = Manager::builder()
+                .blockstore(provider_blocks.clone())
+                .config(config)
+                .build()
+                .await
+                .expect("provider");
+            provider
+                .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
+                .await
+                .expect("register");
+            provider.start().await.expect("start");
+            providers.push(provider);
+        }
+        let mut cases = Vec::new();
+        // The pulls that keep nothing first: their memory figure is the transfer's own, not
+        // blocks a previous case stored and the allocator kept.
+        for sink in [Sink::Nothing, Sink::Memory, Sink::Files] {
+            for &(leaves, root) in &roots {
+                cases.push((leaves, root, sink, true));
+            }
+        }
+        cases.push((roots[0].0, roots[0].1, Sink::Memory, false));
+        for (leaves, root, sink, trusted) in cases {
+            let name = format!("{leaves}/{}", sink.name());
+            let wanted = only
+                .as_ref()
+                .is_none_or(|o| o.contains(&name) && trusted);
+            if !wanted {
+                continue;
+            }
+            let provider = &providers[usize::from(!trusted)];
+            let counted = Arc::new(CountingStore::default());
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store: Arc<dyn Blockstore> = match sink {
+                Sink::Nothing => counted.clone(),
+                Sink::Memory => Arc::new(MemoryBlockstore::new()),
+                Sink::Files => Arc::new(FsBlockstore::open(dir.path(), false).expect("fs store")),
+            };
+            let client = Manager::builder()
+                .blockstore(store.clone())
+                .build()
+                .await
+                .expect("client");
+            client.start().await.expect("start");
+            let peer = client
+                .connect(&provider.multiaddr().expect("addr"))
+                .await
+                .expect("connect");
+            let baseline = rss_kib("VmRSS:");
+            // Reset the peak (VmHWM) so it covers the pull only.
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let mut events = client.subscribe().await.expect("subscribe");
+            let voucher = TypedNode::new(
+                "BenchVoucher".into(),
+                DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
+            );
+            // On stderr, for a profiler to attach at the start of a pull.
+            eprintln!("pulling {name}");
+            let (user0, sys0) = cpu_seconds();
+            let start = Instant::now();
+            let id = client
+                .open_pull_channel(peer, voucher, root, all_selector())
+                .await
+                .expect("open");
+            let mut status = Status::Requested;
+            let mut received = 0;
+            while let Some((ev, st)) = events.next().await {
+                if st.channel_id == id && ev.code == datatransfer::EventCode::Error {
+                    eprintln!("error: {}", ev.message);
                 }
-                client.stop().await.expect("stop");
+                if st.channel_id == id && st.status.is_terminal() {
+                    status = st.status;
+                    received = st.received;
+                    break;
+                }
             }
-            for provider in providers {
-                provider.stop().await.expect("stop");
+            let secs = start.elapsed().as_secs_f64();
+            let (user1, sys1) = cpu_seconds();
+            assert_eq!(status, Status::Completed);
+            assert!(received >= size as u64, "received {received} of {size} bytes");
+            if sink == Sink::Nothing {
+                let got = counted.bytes.load(Ordering::Relaxed);
+                assert!(got >= size as u64, "stored {got} of {size} bytes");
+            } else {
+                assert!(store.has(&root).expect("has"), "the root was stored");
             }
+            let peak = rss_kib("VmHWM:");
+            let served = if trusted {
+                "provider trusts its store"
+            } else {
+                "provider hashes what it serves"
+            };
+            let (user, sys) = (user1 - user0, sys1 - sys0);
+            println!(
+                "Manager pull of {mib} MiB, {leaves} leaves, into {} ({served}): {secs:.2} s wall, {:.0} MB/s; CPU {user:.2} s user + {sys:.2} s system ({:.2} cores); RSS peak {} MiB above the {} MiB before",
+                sink.describe(),
+                size as f64 / secs / 1e6,
+                (user + sys) / secs,
+                rss_kib("VmHWM:").max(peak).saturating_sub(baseline) >> 10,
+                baseline >> 10,
+            );
+            client.stop().await.expect("stop");
+        }
+        for provider in providers {
+            provider.stop().await.expect("stop");
         }
     });
 }
