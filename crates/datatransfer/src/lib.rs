@@ -446,12 +446,14 @@ impl<T: Transport> ManagerBuilder<T> {
             self.config.retention,
         );
         let store_queue = task.store_queue.clone();
-        tokio::spawn(task.run(Inputs {
+        let engine_busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let run = task.run(Inputs {
             api: api_rx,
             network: net_rx,
             transport: tr_rx,
             disconnected,
-        }));
+        });
+        tokio::spawn(task::Timed::new(run, engine_busy.clone()));
         Ok(Manager {
             me,
             api: api_tx,
@@ -461,6 +463,7 @@ impl<T: Transport> ManagerBuilder<T> {
             blockstore,
             transport,
             store_queue,
+            engine_busy,
         })
     }
 }
@@ -480,6 +483,8 @@ pub struct Manager<T: Transport = GraphsyncTransport> {
     transport: Arc<T>,
     /// Channel updates waiting for the store writer.
     store_queue: Arc<std::sync::atomic::AtomicUsize>,
+    /// Nanoseconds the engine task has spent working.
+    engine_busy: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How much work waits in a [`Manager`]'s queues at one moment (for metrics).
@@ -502,6 +507,7 @@ impl<T: Transport> Clone for Manager<T> {
             blockstore: self.blockstore.clone(),
             transport: self.transport.clone(),
             store_queue: self.store_queue.clone(),
+            engine_busy: self.engine_busy.clone(),
         }
     }
 }
@@ -762,6 +768,14 @@ impl<T: Transport> Manager<T> {
             api: self.api.max_capacity() - self.api.capacity(),
             store: self.store_queue.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// How long the engine task has spent working since the manager was built (the time
+    /// inside its polls: the state machine, the dispatch of its outputs to the network, the
+    /// transport, the store writer's queue and the subscribers). Against the process's CPU
+    /// time, it is the engine's share (for metrics and benchmarks).
+    pub fn engine_busy(&self) -> Duration {
+        Duration::from_nanos(self.engine_busy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Removes the finished channels `purge` names from the store now; returns how many.

@@ -4,8 +4,11 @@
 //! its own task), the store (one ordered writer that batches) and the subscribers.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use datatransfer_fsm::{
@@ -709,5 +712,34 @@ async fn run_validation(
 impl From<UsageError> for ManagerError {
     fn from(e: UsageError) -> Self {
         Self::Usage(e)
+    }
+}
+
+/// A future that adds the time each of its polls takes to a counter: the time the task it is
+/// spent working (about its CPU time, give or take the operating system's preemption).
+pub(crate) struct Timed<F> {
+    inner: Pin<Box<F>>,
+    busy: Arc<AtomicU64>,
+}
+
+impl<F: Future> Timed<F> {
+    /// Times `inner`, adding to `busy` (nanoseconds).
+    pub(crate) fn new(inner: F, busy: Arc<AtomicU64>) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            busy,
+        }
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = std::time::Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy.fetch_add(spent, Ordering::Relaxed);
+        out
     }
 }

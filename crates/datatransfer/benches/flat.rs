@@ -1,0 +1,241 @@
+//! Memory flat in the payload: pulls of 1, 8 and 32 GiB between two Managers in one process
+//! (TCP on 127.0.0.1, noise, yamux), printing the process's peak RSS above its baseline for
+//! each, with the throughput and CPU time.
+//!
+//! `cargo bench -p datatransfer --bench flat` (`DT_FLAT_GIB=1,8,32` to change the sizes). No
+//! disk holds 32 GiB twice here, so the file is generated on the fly: the provider's store
+//! keeps only the UnixFS interior nodes and a map from each leaf's CID to its number, and
+//! makes a leaf's 1 MiB again when it is asked for it (the leaf's number is in its first
+//! bytes, the rest comes from a generator seeded with it). The client checks every block as
+//! always, and stores into a store that counts blocks and keeps none. So the RSS is what the
+//! transfer itself holds, on both sides, with 32 GiB flowing through.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
+use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError};
+use datatransfer_ipld::unixfs::{ImportOptions, import};
+
+/// Leaf size: 1 MiB raw leaves, our importer's default.
+const LEAF: usize = 1 << 20;
+/// The raw codec: leaves.
+const RAW: u64 = 0x55;
+
+/// Leaf `n`: its number in the first 8 bytes, then a xorshift stream seeded with it.
+fn leaf(n: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LEAF);
+    out.extend_from_slice(&n.to_be_bytes());
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() < LEAF {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(LEAF);
+    out
+}
+
+/// The generated file, leaf after leaf, as a reader for the importer.
+struct Generated {
+    leaves: u64,
+    next: u64,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.current.len() {
+            if self.next == self.leaves {
+                return Ok(0);
+            }
+            self.current = leaf(self.next);
+            self.next += 1;
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The provider's store: interior nodes kept, leaves made again on demand.
+#[derive(Default)]
+struct GeneratedStore {
+    nodes: RwLock<HashMap<Cid, Arc<[u8]>>>,
+    leaves: RwLock<HashMap<Cid, u64>>,
+}
+
+impl Blockstore for GeneratedStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+        if let Some(n) = self.leaves.read().expect("lock").get(cid) {
+            return Ok(Some(Arc::from(leaf(*n))));
+        }
+        Ok(self.nodes.read().expect("lock").get(cid).cloned())
+    }
+
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
+        if cid.codec() == RAW && data.len() == LEAF {
+            let n = u64::from_be_bytes(data[..8].try_into().expect("8 bytes"));
+            self.leaves.write().expect("lock").insert(*cid, n);
+        } else {
+            self.nodes
+                .write()
+                .expect("lock")
+                .insert(*cid, Arc::from(data));
+        }
+        Ok(())
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool, BlockstoreError> {
+        Ok(self.leaves.read().expect("lock").contains_key(cid)
+            || self.nodes.read().expect("lock").contains_key(cid))
+    }
+
+    /// The blocks are the importer's: checked when made.
+    fn trusted(&self) -> bool {
+        true
+    }
+}
+
+/// Keeps nothing; counts what it is given.
+#[derive(Default)]
+struct CountingStore {
+    bytes: AtomicU64,
+}
+
+impl Blockstore for CountingStore {
+    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+        Ok(None)
+    }
+
+    fn put(&self, _: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn has(&self, _: &Cid) -> Result<bool, BlockstoreError> {
+        Ok(false)
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The process's user plus system CPU time so far, in seconds (`/proc/self/stat` fields 14
+/// and 15, in ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum::<f64>()
+        / 100.0
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::var("DT_FLAT_GIB")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Arc::new(GeneratedStore::default());
+        let provider = Manager::builder()
+            .blockstore(store.clone())
+            .build()
+            .await
+            .expect("provider");
+        provider
+            .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
+            .await
+            .expect("register");
+        provider.start().await.expect("start");
+        for gib in sizes {
+            let size = gib << 30;
+            let generated = Generated {
+                leaves: size / LEAF as u64,
+                next: 0,
+                current: Vec::new(),
+                pos: 0,
+            };
+            let root = import(&*store, generated, &ImportOptions::default())
+                .expect("import")
+                .root;
+            let sink = Arc::new(CountingStore::default());
+            let client = Manager::builder()
+                .blockstore(sink.clone())
+                .build()
+                .await
+                .expect("client");
+            client.start().await.expect("start");
+            let peer = client
+                .connect(&provider.multiaddr().expect("addr"))
+                .await
+                .expect("connect");
+            let baseline = status_kib("VmRSS:");
+            // Reset the peak (VmHWM) so it covers this pull only.
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let mut events = client.subscribe().await.expect("subscribe");
+            let voucher = TypedNode::new(
+                "BenchVoucher".into(),
+                DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
+            );
+            let cpu0 = cpu_seconds();
+            let start = Instant::now();
+            let id = client
+                .open_pull_channel(peer, voucher, root, all_selector())
+                .await
+                .expect("open");
+            let mut status = Status::Requested;
+            while let Some((ev, st)) = events.next().await {
+                if st.channel_id == id && ev.code == datatransfer::EventCode::Error {
+                    eprintln!("error: {}", ev.message);
+                }
+                if st.channel_id == id && st.status.is_terminal() {
+                    status = st.status;
+                    break;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu0;
+            assert_eq!(status, Status::Completed);
+            let got = sink.bytes.load(Ordering::Relaxed);
+            assert!(got >= size, "received {got} of {size} bytes");
+            let peak = status_kib("VmHWM:");
+            println!(
+                "pull of {gib} GiB (generated, into a store that keeps nothing): {secs:.1} s, {:.0} MB/s, {:.2} cores; RSS {} MiB before, peak {} MiB: {} MiB above (both Managers)",
+                size as f64 / secs / 1e6,
+                cpu / secs,
+                baseline >> 10,
+                peak >> 10,
+                peak.saturating_sub(baseline) >> 10,
+            );
+            client.stop().await.expect("stop");
+        }
+        provider.stop().await.expect("stop");
+    });
+}
