@@ -1680,6 +1680,9 @@ impl Node {
     }
 }
 
+/// Room to serve one response: a permit of the peer's and one of the node's.
+type Slot = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 struct ServeCtx {
     peer: PeerId,
     store: Arc<dyn Blockstore>,
@@ -1716,19 +1719,10 @@ impl ServeCtx {
 
     async fn serve(self, request: Request, mut ctl: mpsc::Receiver<ResponseCmd>) {
         let id = request.id;
-        // Queue until there is room: per peer, then in total.
-        let (per_peer, all) = (self.per_peer.clone(), self.all.clone());
-        let permits = match (
-            per_peer.clone().try_acquire_owned(),
-            all.clone().try_acquire_owned(),
-        ) {
-            (Ok(p), Ok(a)) => Some((p, a)),
-            _ => None,
-        };
         // Commands that came while the request waited, for `run`.
         let mut early = VecDeque::new();
-        let _permits = match permits {
-            Some(p) => p,
+        let slot = match self.try_slot() {
+            Some(slot) => Some(slot),
             None => {
                 self.hooks.request_queued(self.peer, &request);
                 // The requester learns it waits in our queue (so its wait for an answer can
@@ -1740,56 +1734,78 @@ impl ServeCtx {
                     extensions: Extensions::new(),
                 };
                 self.respond(queued, Vec::new()).await;
-                let acquire = async { (per_peer.acquire_owned().await, all.acquire_owned().await) };
-                tokio::pin!(acquire);
-                let permits = loop {
-                    tokio::select! {
-                        (p, a) = &mut acquire => break p.ok().zip(a.ok()),
-                        cmd = ctl.recv() => match cmd {
-                            // Cancelled while waiting: it never starts.
-                            Some(ResponseCmd::Cancel) => {
-                                let cancelled = Response {
-                                    id,
-                                    status: ResponseStatus::RequestCancelled,
-                                    metadata: Vec::new(),
-                                    extensions: Extensions::new(),
-                                };
-                                self.respond(cancelled, Vec::new()).await;
-                                break None;
-                            }
-                            Some(ResponseCmd::Drop) | None => break None,
-                            Some(other) => early.push_back(other),
-                        },
-                    }
-                };
-                match permits {
-                    Some(permits) => permits,
-                    None => {
-                        let _ = self
-                            .done
-                            .send(Cmd::ResponseDone(self.peer, id, self.token))
-                            .await;
-                        return;
-                    }
-                }
+                self.wait_for_slot(id, &mut ctl, &mut early).await
             }
         };
-        self.set_paused(false);
-        // The writer reports completion once the final response is written.
-        let _ = self.run(request, &mut ctl, early).await;
+        if let Some(slot) = slot {
+            self.set_paused(false);
+            // The writer reports completion once the final response is written.
+            let _ = self.run(request, &mut ctl, early, slot).await;
+        }
         let _ = self
             .done
             .send(Cmd::ResponseDone(self.peer, id, self.token))
             .await;
     }
 
+    /// Room to serve now (per peer, then in total), if there is some.
+    fn try_slot(&self) -> Option<Slot> {
+        match (
+            self.per_peer.clone().try_acquire_owned(),
+            self.all.clone().try_acquire_owned(),
+        ) {
+            (Ok(p), Ok(a)) => Some((p, a)),
+            _ => None,
+        }
+    }
+
+    /// Waits in the queue for room to serve, keeping the commands that come meanwhile in
+    /// `early`; `None` if the request was cancelled (the requester is told) or dropped.
+    async fn wait_for_slot(
+        &self,
+        id: RequestId,
+        ctl: &mut mpsc::Receiver<ResponseCmd>,
+        early: &mut VecDeque<ResponseCmd>,
+    ) -> Option<Slot> {
+        self.state.store(SERVED_QUEUED, Ordering::Relaxed);
+        let (per_peer, all) = (self.per_peer.clone(), self.all.clone());
+        let acquire = async { (per_peer.acquire_owned().await, all.acquire_owned().await) };
+        tokio::pin!(acquire);
+        loop {
+            tokio::select! {
+                (p, a) = &mut acquire => return p.ok().zip(a.ok()),
+                cmd = ctl.recv() => match cmd {
+                    // Cancelled while waiting: it never starts (again).
+                    Some(ResponseCmd::Cancel) => {
+                        let cancelled = Response {
+                            id,
+                            status: ResponseStatus::RequestCancelled,
+                            metadata: Vec::new(),
+                            extensions: Extensions::new(),
+                        };
+                        self.respond(cancelled, Vec::new()).await;
+                        return None;
+                    }
+                    Some(ResponseCmd::Drop) | None => return None,
+                    Some(other) => early.push_back(other),
+                },
+            }
+        }
+    }
+
     /// Serves the request; returns the final status sent, or `None` if cancelled.
+    ///
+    /// A paused response gives its room back (`slot`), as go-graphsync's does (a paused
+    /// response is no task in its queue): requests that wait for a payment or for their
+    /// requester never keep others from being served. Resumed, it waits in the queue again.
     async fn run(
         &self,
         request: Request,
         ctl: &mut mpsc::Receiver<ResponseCmd>,
         mut early: VecDeque<ResponseCmd>,
+        slot: Slot,
     ) -> Option<ResponseStatus> {
+        let mut slot = Some(slot);
         let id = request.id;
         let reply = |status, extensions| Response {
             id,
@@ -1836,6 +1852,7 @@ impl ServeCtx {
         };
         if paused {
             self.set_paused(true);
+            slot = None;
             self.respond(
                 reply(ResponseStatus::RequestPaused, std::mem::take(&mut pending)),
                 Vec::new(),
@@ -1872,6 +1889,7 @@ impl ServeCtx {
                     Some(ResponseCmd::Pause) => {
                         paused = true;
                         self.set_paused(true);
+                        slot = None;
                         self.respond(
                             reply(ResponseStatus::RequestPaused, std::mem::take(&mut pending)),
                             Vec::new(),
@@ -1887,6 +1905,17 @@ impl ServeCtx {
                 }
                 if !paused {
                     break;
+                }
+            }
+            if slot.is_none() {
+                // Resumed: room again, in turn. Commands meanwhile are handled first after.
+                slot = self.wait_for_slot(id, ctl, &mut early).await;
+                if slot.is_none() {
+                    return None;
+                }
+                self.set_paused(false);
+                if !early.is_empty() {
+                    continue;
                 }
             }
             let mut metadata = Vec::new();
@@ -1924,6 +1953,8 @@ impl ServeCtx {
                         merge(&mut pending, ext);
                         if decision == BlockDecision::Pause {
                             paused = true;
+                            self.set_paused(true);
+                            slot = None;
                             status = ResponseStatus::RequestPaused;
                             break;
                         }

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datatransfer_graphsync::node::{
-    AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError, Hooks, RequestEvent,
+    AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError, Hooks, RequestDecision, RequestEvent,
+    RequestHandle,
 };
 use datatransfer_graphsync::requester::VerifyError;
 use datatransfer_graphsync::responder::{BlockDecision, OutgoingBlock};
 use datatransfer_graphsync::v1::V1Ids;
 use datatransfer_graphsync::{
-    Block, Extensions, Message, RawNode, RequestId, Response, ResponseStatus, Version,
+    Block, Extensions, Message, RawNode, Request, RequestId, Response, ResponseStatus, Version,
 };
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_ipld::codec::{self, DAG_CBOR, RAW};
@@ -289,6 +290,103 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
             .unwrap(),
         Err(GraphSyncError::Cancelled)
     );
+}
+
+/// Pauses every request as it arrives (a paid retrieval waiting for its first payment).
+struct PauseAtStart;
+
+#[async_trait]
+impl Hooks for PauseAtStart {
+    async fn incoming_request(&self, _: PeerId, _: &Request) -> RequestDecision {
+        RequestDecision::Pause(Extensions::new())
+    }
+}
+
+/// Waits for `req`'s `RequestPaused`, panicking if it completes first.
+async fn until_paused(req: &mut RequestHandle) {
+    loop {
+        match timeout(Duration::from_secs(10), req.next())
+            .await
+            .expect("paused in time")
+            .expect("an event")
+        {
+            RequestEvent::Response(r) if r.status == ResponseStatus::RequestPaused => return,
+            RequestEvent::Completed(r) => panic!("completed early: {r:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_responses_give_their_room_to_the_requests_after_them() {
+    // Room for one response at a time; every response pauses, at its start or after its third
+    // block. Each request is still reached and paused in turn (a paused response holds no
+    // room, as in go-graphsync), and each completes once resumed.
+    for hooks in [
+        Arc::new(PauseAtThree::default()) as Arc<dyn Hooks>,
+        Arc::new(PauseAtStart),
+    ] {
+        let config = GraphSyncConfig {
+            max_responses_per_peer: 1,
+            max_responses: 1,
+            ..GraphSyncConfig::default()
+        };
+        let server = node(hooks, config).await;
+        let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+        client.connect(&server).await;
+        let mut files = Vec::new();
+        let mut reqs = Vec::new();
+        for s in 0..3 {
+            let data = bytes(1 << 20, 70 + s);
+            let root = import_chunked(&*server.store, &data, 64 << 10);
+            reqs.push(
+                client
+                    .gs
+                    .request(server.peer, root, all(), Extensions::new())
+                    .await
+                    .unwrap(),
+            );
+            files.push((root, data));
+        }
+        for req in &mut reqs {
+            until_paused(req).await;
+        }
+        let stats = server.gs.stats().await;
+        assert_eq!(stats.responses_paused, 3, "{stats:?}");
+        assert_eq!(stats.responses_queued, 0, "{stats:?}");
+        for req in reqs {
+            server
+                .gs
+                .unpause_response(client.peer, req.id, Extensions::new())
+                .await;
+            // PauseAtThree pauses again at the third block of what is left; resume until done.
+            let mut req = req;
+            loop {
+                match timeout(Duration::from_secs(30), req.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                {
+                    RequestEvent::Response(r) if r.status == ResponseStatus::RequestPaused => {
+                        server
+                            .gs
+                            .unpause_response(client.peer, req.id, Extensions::new())
+                            .await;
+                    }
+                    RequestEvent::Completed(r) => {
+                        assert_eq!(r, Ok(ResponseStatus::RequestCompletedFull));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (root, data) in files {
+            let mut back = Vec::new();
+            export(&*client.store, &root, &mut back).unwrap();
+            assert!(back == data);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,8 +763,9 @@ struct Recorder {
     sent_bytes: AtomicU64,
     queued: AtomicU64,
     tagged: AtomicU64,
-    paused_once: std::sync::atomic::AtomicBool,
-    paused_id: std::sync::Mutex<Option<RequestId>>,
+    held_once: std::sync::atomic::AtomicBool,
+    holding: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -695,22 +794,15 @@ impl Hooks for Recorder {
     async fn outgoing_block(
         &self,
         _: PeerId,
-        id: RequestId,
+        _: RequestId,
         _: &OutgoingBlock,
     ) -> (BlockDecision, Extensions) {
-        // The very first block pauses its response, holding the only slot.
-        let first = !self.paused_once.swap(true, Ordering::SeqCst);
-        if first {
-            *self.paused_id.lock().unwrap() = Some(id);
+        // The very first block waits to be released, its response holding the only slot.
+        if !self.held_once.swap(true, Ordering::SeqCst) {
+            self.holding.store(true, Ordering::SeqCst);
+            self.release.notified().await;
         }
-        (
-            if first {
-                BlockDecision::Pause
-            } else {
-                BlockDecision::Continue
-            },
-            Extensions::new(),
-        )
+        (BlockDecision::Continue, Extensions::new())
     }
 
     fn block_sent(&self, _: PeerId, _: RequestId, _: Cid, size: u64) {
@@ -762,24 +854,17 @@ async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
         .into_iter()
         .map(|r| tokio::spawn(async move { timeout(Duration::from_secs(30), r.finish()).await }))
         .collect();
-    // The paused response holds the only slot, so the others wait in the queue.
-    let paused = timeout(Duration::from_secs(10), async {
-        loop {
-            let id = *server_hooks.paused_id.lock().unwrap();
-            if let Some(id) = id
-                && server_hooks.queued.load(Ordering::SeqCst) >= 2
-            {
-                return id;
-            }
+    // The running response holds the only slot, so the others wait in the queue.
+    timeout(Duration::from_secs(10), async {
+        while !server_hooks.holding.load(Ordering::SeqCst)
+            || server_hooks.queued.load(Ordering::SeqCst) < 2
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
     .unwrap();
-    server
-        .gs
-        .unpause_response(client.peer, paused, Extensions::new())
-        .await;
+    server_hooks.release.notify_one();
     for w in waits {
         assert_eq!(
             w.await.unwrap().unwrap(),
