@@ -346,11 +346,11 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
                 blocks: vec![
                     Block {
                         cid: p.root,
-                        data: b"interop".to_vec(),
+                        data: b"interop".to_vec().into(),
                     },
                     Block {
                         cid: leaf,
-                        data: b"interop leaf".to_vec(),
+                        data: b"interop leaf".to_vec().into(),
                     },
                 ],
                 ..Default::default()
@@ -369,7 +369,7 @@ fn our_graphsync_messages_are_byte_identical_to_go_s() {
                 )],
                 blocks: vec![Block {
                     cid: leaf,
-                    data: b"interop leaf".to_vec(),
+                    data: b"interop leaf".to_vec().into(),
                 }],
                 ..Default::default()
             },

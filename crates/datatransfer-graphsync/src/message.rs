@@ -4,6 +4,7 @@
 //! 16-byte id (a UUID in 2.0.0; 1.0.0's 32-bit ids are mapped to these by the 1.0.0 codec).
 //! Extension values and selectors are kept as raw DAG-CBOR, so they pass through unchanged.
 
+use bytes::Bytes;
 use cid::Cid;
 use thiserror::Error;
 
@@ -307,8 +308,9 @@ pub struct Response {
 pub struct Block {
     /// The block's CID (rebuilt on decoding from the prefix and the data's hash).
     pub cid: Cid,
-    /// The block's bytes.
-    pub data: Vec<u8>,
+    /// The block's bytes (shared, not copied, between a received message and its blocks,
+    /// and between a store's block and the message that sends it).
+    pub data: Bytes,
 }
 
 /// One graphsync message.

@@ -274,7 +274,13 @@ enum Cmd {
     UnpauseRequest(RequestId, Extensions),
     Response(PeerId, RequestId, ResponseCmd),
     /// A received message body, holding its share of the inbound byte budget.
-    Inbound(PeerId, Version, Vec<u8>, OwnedSemaphorePermit),
+    Inbound(PeerId, Version, crate::Bytes, OwnedSemaphorePermit),
+    /// A message its stream's reader decoded already (version 2), and its budget.
+    Decoded(
+        PeerId,
+        Result<Message, crate::MessageError>,
+        OwnedSemaphorePermit,
+    ),
     WriteFailed(PeerId, String),
     /// A peer's stream to us ended: what it was sending on it may be lost.
     InboundClosed(PeerId),
@@ -920,7 +926,6 @@ impl Reader {
             tx,
         } = self;
         let mut frames = FrameReader::new(max);
-        let mut buf = vec![0u8; 64 << 10];
         loop {
             loop {
                 match frames.next_frame() {
@@ -930,11 +935,16 @@ impl Reader {
                         let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
                             return;
                         };
-                        if tx
-                            .send(Cmd::Inbound(peer, version, body, permit))
-                            .await
-                            .is_err()
-                        {
+                        // Version 2 needs nothing of the node to decode: it is decoded
+                        // here, so that hashing each block to build its CID runs beside
+                        // the node's task, not on it.
+                        let cmd = match version {
+                            Version::V2 => {
+                                Cmd::Decoded(peer, crate::v2::decode_shared(&body, 256), permit)
+                            }
+                            Version::V1 => Cmd::Inbound(peer, version, body, permit),
+                        };
+                        if tx.send(cmd).await.is_err() {
                             return;
                         }
                     }
@@ -948,13 +958,14 @@ impl Reader {
                     }
                 }
             }
-            match stream.read(&mut buf).await {
+            // Read straight into the frame: a large body lands where it is handed out from.
+            match stream.read(frames.read_buf()).await {
                 Ok(0) | Err(_) => {
                     let _ = tx.send(Cmd::InboundClosed(peer)).await;
                     return;
                 }
                 Ok(n) => {
-                    frames.push(&buf[..n]);
+                    frames.advance(n);
                     if let Some(rate) = &rate {
                         rate.take(n).await;
                     }
@@ -1367,6 +1378,10 @@ impl Node {
                         Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
                     }
                 }
+                Cmd::Decoded(peer, decoded, _permit) => match decoded {
+                    Ok(msg) => self.on_message(peer, msg).await,
+                    Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
+                },
             }
         }
     }
@@ -1513,7 +1528,7 @@ impl Node {
                 RequestType::Update => self.hooks.request_updated(peer, &req),
             }
         }
-        let mut blocks: HashMap<Cid, Vec<u8>> =
+        let mut blocks: HashMap<Cid, crate::Bytes> =
             msg.blocks.into_iter().map(|b| (b.cid, b.data)).collect();
         for resp in msg.responses {
             let mine: Vec<Block> = resp
@@ -1909,10 +1924,7 @@ impl ServeCtx {
             }
             if slot.is_none() {
                 // Resumed: room again, in turn. Commands meanwhile are handled first after.
-                slot = self.wait_for_slot(id, ctl, &mut early).await;
-                if slot.is_none() {
-                    return None;
-                }
+                slot = Some(self.wait_for_slot(id, ctl, &mut early).await?);
                 self.set_paused(false);
                 if !early.is_empty() {
                     continue;

@@ -71,7 +71,7 @@ pub enum Progress {
 pub struct Verifier {
     traversal: Traversal,
     metadata: VecDeque<(Cid, LinkAction)>,
-    received: HashMap<Cid, Vec<u8>>,
+    received: HashMap<Cid, bytes::Bytes>,
     max_buffered: usize,
     done: bool,
     /// Metadata entries still to drop: a restarted responder reports the links it skipped.
@@ -88,6 +88,10 @@ struct Collect<'a, 'b> {
 impl Visitor for Collect<'_, '_> {
     fn block(&mut self, visit: &BlockVisit) {
         (self.on_block)(visit, self.data);
+    }
+
+    fn wants_nodes(&self) -> bool {
+        false
     }
 }
 

@@ -260,9 +260,10 @@ impl Responder {
                     LinkAction::Missing
                 };
                 let block = if send {
+                    // The store's own buffer goes out, not a copy of it.
                     data.map(|d| Block {
                         cid,
-                        data: d.to_vec(),
+                        data: bytes::Bytes::from_owner(d),
                     })
                 } else {
                     None

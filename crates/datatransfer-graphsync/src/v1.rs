@@ -87,8 +87,8 @@ pub struct PbBlock {
     #[prost(bytes = "vec", tag = "1")]
     pub prefix: Vec<u8>,
     /// `data = 2`.
-    #[prost(bytes = "vec", tag = "2")]
-    pub data: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: bytes::Bytes,
 }
 
 /// Maps 1.0.0's `int32` request ids to [`RequestId`]s for one peer, both ways.
@@ -220,6 +220,13 @@ fn ext_from_v1(
 
 /// Encodes a message body (no length prefix); `ids` maps request ids for this peer.
 pub fn encode(msg: &Message, ids: &mut V1Ids) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, msg, ids);
+    out
+}
+
+/// Appends a message body (no length prefix) to `out`; `ids` maps request ids for this peer.
+pub fn encode_into(out: &mut Vec<u8>, msg: &Message, ids: &mut V1Ids) {
     let pb = PbMessage {
         complete_request_list: false,
         requests: msg
@@ -261,7 +268,8 @@ pub fn encode(msg: &Message, ids: &mut V1Ids) -> Vec<u8> {
             })
             .collect(),
     };
-    pb.encode_to_vec()
+    // A Vec grows as needed: this cannot fail.
+    let _ = pb.encode(out);
 }
 
 /// Decodes a message body (no length prefix). Request ids in requests map through

@@ -2,6 +2,7 @@
 //! v0.13.1 writes them (`message/ipldbind/schema.ipldsch` through go-ipld-prime's dag-cbor
 //! encoder: keys in canonical order, absent optional fields omitted).
 
+use bytes::Bytes;
 use cid::Cid;
 use datatransfer_ipld::cbor::{
     self, CborError, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_UINT, Reader,
@@ -100,37 +101,39 @@ fn write_response(out: &mut Vec<u8>, r: &Response) {
 
 /// Encodes a message body (no length prefix).
 pub fn encode(msg: &Message) -> Vec<u8> {
-    let data: usize = msg.blocks.iter().map(|b| b.data.len() + 16).sum();
-    let mut out = Vec::with_capacity(64 + data);
-    cbor::write_header(&mut out, MAJOR_MAP, 1);
-    key(&mut out, "gs2");
+    let mut out = Vec::with_capacity(msg.approx_size() + 256);
+    encode_into(&mut out, msg);
+    out
+}
+
+/// Appends a message body (no length prefix) to `out`.
+pub fn encode_into(out: &mut Vec<u8>, msg: &Message) {
+    cbor::write_header(out, MAJOR_MAP, 1);
+    key(out, "gs2");
     let n = usize::from(!msg.blocks.is_empty())
         + usize::from(!msg.requests.is_empty())
         + usize::from(!msg.responses.is_empty());
-    cbor::write_header(&mut out, MAJOR_MAP, n as u64);
+    cbor::write_header(out, MAJOR_MAP, n as u64);
     // Canonical key order: blk, req, rsp.
     if !msg.blocks.is_empty() {
-        key(&mut out, "blk");
-        cbor::write_header(&mut out, MAJOR_ARRAY, msg.blocks.len() as u64);
+        key(out, "blk");
+        cbor::write_header(out, MAJOR_ARRAY, msg.blocks.len() as u64);
         for b in &msg.blocks {
-            cbor::write_header(&mut out, MAJOR_ARRAY, 2);
-            bytes(&mut out, &cid_prefix(&b.cid));
-            bytes(&mut out, &b.data);
+            cbor::write_header(out, MAJOR_ARRAY, 2);
+            bytes(out, &cid_prefix(&b.cid));
+            bytes(out, &b.data);
         }
     }
     if !msg.requests.is_empty() {
-        key(&mut out, "req");
-        cbor::write_header(&mut out, MAJOR_ARRAY, msg.requests.len() as u64);
-        msg.requests.iter().for_each(|r| write_request(&mut out, r));
+        key(out, "req");
+        cbor::write_header(out, MAJOR_ARRAY, msg.requests.len() as u64);
+        msg.requests.iter().for_each(|r| write_request(out, r));
     }
     if !msg.responses.is_empty() {
-        key(&mut out, "rsp");
-        cbor::write_header(&mut out, MAJOR_ARRAY, msg.responses.len() as u64);
-        msg.responses
-            .iter()
-            .for_each(|r| write_response(&mut out, r));
+        key(out, "rsp");
+        cbor::write_header(out, MAJOR_ARRAY, msg.responses.len() as u64);
+        msg.responses.iter().for_each(|r| write_response(out, r));
     }
-    out
 }
 
 fn invalid(what: impl Into<String>) -> MessageError {
@@ -302,6 +305,20 @@ fn read_response(r: &mut Reader<'_>) -> Result<Response, MessageError> {
 /// Decodes a message body (no length prefix). Blocks' CIDs are rebuilt from their prefixes
 /// and the hash of their data.
 pub fn decode(buf: &[u8], max_depth: usize) -> Result<Message, MessageError> {
+    decode_with(buf, max_depth, Bytes::copy_from_slice)
+}
+
+/// Decodes a message body (no length prefix) whose blocks' bytes are handed out as parts of
+/// `buf`, not copied.
+pub fn decode_shared(buf: &Bytes, max_depth: usize) -> Result<Message, MessageError> {
+    decode_with(buf, max_depth, |data| buf.slice_ref(data))
+}
+
+fn decode_with(
+    buf: &[u8],
+    max_depth: usize,
+    block_bytes: impl Fn(&[u8]) -> Bytes,
+) -> Result<Message, MessageError> {
     let mut r = Reader::with_max_depth(buf, max_depth);
     let mut msg = Message::default();
     let mut found = false;
@@ -321,7 +338,7 @@ pub fn decode(buf: &[u8], max_depth: usize) -> Result<Message, MessageError> {
                         let data = read_bytes(r)?;
                         msg.blocks.push(Block {
                             cid: cid_from_prefix(prefix, data)?,
-                            data: data.to_vec(),
+                            data: block_bytes(data),
                         });
                     }
                 }

@@ -272,7 +272,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
     let other = b"some other block".to_vec();
     blocks[2] = datatransfer_graphsync::Block {
         cid: codec::cid_of(RAW, &other),
-        data: other,
+        data: other.into(),
     };
     let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
     assert!(matches!(
@@ -283,7 +283,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
     // A block under the CID the walk awaits but with other bytes (blocks not from our
     // decoders, which build every CID from its bytes): the verifier hashes it and refuses it.
     let mut blocks = part.blocks.clone();
-    blocks[2].data = b"not the block its CID names".to_vec();
+    blocks[2].data = b"not the block its CID names".to_vec().into();
     let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
     let res = v.on_response(&part.response, blocks, &client, &mut ignore);
     assert!(
@@ -308,7 +308,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
     let extra = b"unasked".to_vec();
     blocks.push(datatransfer_graphsync::Block {
         cid: codec::cid_of(RAW, &extra),
-        data: extra,
+        data: extra.into(),
     });
     let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
     assert_eq!(
@@ -318,7 +318,9 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
 
     // A block whose bytes do not match the CID it is filed under.
     let mut blocks = part.blocks.clone();
-    blocks[1].data[0] ^= 1;
+    let mut damaged = blocks[1].data.to_vec();
+    damaged[0] ^= 1;
+    blocks[1].data = damaged.into();
     let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
     assert!(matches!(
         v.on_response(&part.response, blocks, &client, &mut ignore),
@@ -331,7 +333,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
             let d = i.to_be_bytes().to_vec();
             datatransfer_graphsync::Block {
                 cid: codec::cid_of(RAW, &d),
-                data: d,
+                data: d.into(),
             }
         })
         .collect();

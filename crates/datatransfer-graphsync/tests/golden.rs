@@ -77,7 +77,7 @@ fn expected(name: &str, v1: bool) -> Message {
             for d in [&b"hello"[..], b"world"] {
                 msg.blocks.push(Block {
                     cid: raw_cid(d),
-                    data: d.to_vec(),
+                    data: d.to_vec().into(),
                 });
             }
             let empty_pb = Cid::new_v0(
@@ -86,7 +86,7 @@ fn expected(name: &str, v1: bool) -> Message {
             .unwrap();
             msg.blocks.push(Block {
                 cid: empty_pb,
-                data: vec![],
+                data: Vec::new().into(),
             });
         }
         "everything" => {
@@ -99,7 +99,7 @@ fn expected(name: &str, v1: bool) -> Message {
             });
             msg.blocks.push(Block {
                 cid: raw_cid(b"hello"),
-                data: b"hello".to_vec(),
+                data: b"hello".to_vec().into(),
             });
         }
         other => panic!("no expectation for {other}"),

@@ -465,7 +465,7 @@ async fn a_wrong_block_from_a_bogus_responder_fails_the_request() {
                     }],
                     blocks: vec![Block {
                         cid: wrong_cid,
-                        data: wrong,
+                        data: wrong.into(),
                     }],
                     ..Message::default()
                 };

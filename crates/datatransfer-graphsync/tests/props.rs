@@ -97,7 +97,7 @@ fn message(v1_safe: bool) -> impl Strategy<Value = Message> {
         });
     let block = prop::collection::vec(any::<u8>(), 0..64).prop_map(|d| Block {
         cid: raw_cid(&d),
-        data: d,
+        data: d.into(),
     });
     (
         prop::collection::vec(request, 0..3),
@@ -144,7 +144,7 @@ proptest! {
     #[test]
     fn frames_split_anywhere_reassemble(msgs in prop::collection::vec(message(false), 1..4), cut in any::<prop::sample::Index>()) {
         let mut ids = V1Ids::default();
-        let stream: Vec<u8> = msgs.iter().flat_map(|m| encode_frame(m, Version::V2, &mut ids)).collect();
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| encode_frame(m, Version::V2, &mut ids).to_vec()).collect();
         let at = cut.index(stream.len() + 1);
         let mut fr = FrameReader::new(datatransfer_graphsync::DEFAULT_MAX_MESSAGE_SIZE);
         let mut got = Vec::new();
@@ -153,6 +153,37 @@ proptest! {
             while let Some(body) = fr.next_frame()? {
                 got.push(decode_body(&body, Version::V2, &ids)?);
             }
+        }
+        prop_assert_eq!(got, msgs);
+        prop_assert_eq!(fr.buffered(), 0);
+    }
+
+    #[test]
+    fn frames_read_in_place_in_any_chunks_reassemble(
+        msgs in prop::collection::vec(message(false), 1..4),
+        reads in prop::collection::vec(1usize..3000, 1..40),
+    ) {
+        // As the stream reader does: read into the room the reader offers, as much as the
+        // stream happens to give each time.
+        let mut ids = V1Ids::default();
+        let stream: Vec<u8> = msgs.iter().flat_map(|m| encode_frame(m, Version::V2, &mut ids).to_vec()).collect();
+        let mut fr = FrameReader::new(datatransfer_graphsync::DEFAULT_MAX_MESSAGE_SIZE);
+        let mut got = Vec::new();
+        let mut at = 0;
+        let mut i = 0;
+        loop {
+            while let Some(body) = fr.next_frame()? {
+                got.push(decode_body(&body, Version::V2, &ids)?);
+            }
+            if at == stream.len() {
+                break;
+            }
+            let room = fr.read_buf();
+            let n = room.len().min(reads[i % reads.len()]).min(stream.len() - at);
+            room[..n].copy_from_slice(&stream[at..at + n]);
+            fr.advance(n);
+            at += n;
+            i += 1;
         }
         prop_assert_eq!(got, msgs);
         prop_assert_eq!(fr.buffered(), 0);
@@ -202,7 +233,7 @@ fn oversized_frames_and_bad_fields_are_typed_errors() {
     let mut blk = v2::encode(&Message {
         blocks: vec![Block {
             cid: raw_cid(b"x"),
-            data: b"x".to_vec(),
+            data: b"x".to_vec().into(),
         }],
         ..Message::default()
     });
@@ -230,7 +261,7 @@ fn merging_keeps_one_response_per_request_and_each_block_once() {
         }],
         blocks: vec![Block {
             cid: raw_cid(data),
-            data: data.to_vec(),
+            data: data.to_vec().into(),
         }],
         ..Message::default()
     };

@@ -113,13 +113,24 @@ pub trait Visitor {
     /// A node was reached; `matched` says whether the selector matched it. For a subset
     /// matcher, `node` is the matched slice.
     fn node(&mut self, _path: &Path, _node: &Node, _matched: bool) {}
+
+    /// Whether [`Visitor::node`] is wanted at all. A visitor of blocks only says no, and
+    /// spares the walk a copy of every raw block's bytes: a raw block has no links, so its
+    /// node matters to nothing but `node` (its bytes are still checked against its CID).
+    fn wants_nodes(&self) -> bool {
+        true
+    }
 }
 
 /// A visitor that ignores everything.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoVisitor;
 
-impl Visitor for NoVisitor {}
+impl Visitor for NoVisitor {
+    fn wants_nodes(&self) -> bool {
+        false
+    }
+}
 
 /// Where a walk stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +373,15 @@ impl Traversal {
         if verify {
             codec::verify(&a.cid, data).map_err(block_err)?;
         }
+        if a.cid.codec() == codec::RAW && !visitor.wants_nodes() {
+            // Raw bytes: no links to follow, and no one to show the node to.
+            visitor.block(&BlockVisit {
+                cid: a.cid,
+                size: data.len(),
+                present: true,
+            });
+            return Ok(());
+        }
         let node =
             codec::decode(&a.cid, data, self.config.max_depth.min(1024)).map_err(block_err)?;
         visitor.block(&BlockVisit {
@@ -396,5 +416,9 @@ pub struct BlockLog(pub Vec<BlockVisit>);
 impl Visitor for BlockLog {
     fn block(&mut self, visit: &BlockVisit) {
         self.0.push(visit.clone());
+    }
+
+    fn wants_nodes(&self) -> bool {
+        false
     }
 }

@@ -151,6 +151,76 @@ fn missing_blocks_fail_or_are_skipped_and_reported() {
     );
 }
 
+/// Records blocks and nodes (so the walk decodes every block, raw ones too).
+#[derive(Default)]
+struct BlocksAndNodes {
+    blocks: Vec<BlockVisit>,
+    raw_nodes: Vec<usize>,
+}
+
+impl datatransfer_ipld::traversal::Visitor for BlocksAndNodes {
+    fn block(&mut self, visit: &BlockVisit) {
+        self.blocks.push(visit.clone());
+    }
+
+    fn node(&mut self, _: &datatransfer_ipld::Path, node: &Node, _: bool) {
+        // The leaves' bytes (the DAG-PB nodes' 2-byte Data fields are bytes too).
+        if let Node::Bytes(b) = node
+            && b.len() >= 100
+        {
+            self.raw_nodes.push(b.len());
+        }
+    }
+}
+
+#[test]
+fn a_visitor_of_blocks_only_reaches_the_same_blocks_and_raw_blocks_are_still_checked() {
+    let store = MemoryBlockstore::new();
+    let (root, want) = three_levels(&store);
+    let all = Selector::explore_all_recursively;
+    let mut blocks_only = BlockLog::default();
+    walk(
+        &store,
+        root,
+        all(),
+        TraversalConfig::default(),
+        &mut blocks_only,
+    )
+    .unwrap();
+    let mut with_nodes = BlocksAndNodes::default();
+    walk(
+        &store,
+        root,
+        all(),
+        TraversalConfig::default(),
+        &mut with_nodes,
+    )
+    .unwrap();
+    assert_eq!(blocks_only.0, with_nodes.blocks);
+    assert_eq!(cids(&blocks_only), want);
+    // The visitor that asks for nodes sees the leaves as bytes.
+    assert_eq!(with_nodes.raw_nodes.len(), 12);
+    assert_eq!(with_nodes.raw_nodes[..4], [100, 101, 102, 103]);
+
+    // A raw leaf that is not the block its CID names is refused either way.
+    let mut t = Traversal::new(root, all(), TraversalConfig::default());
+    let mut log = BlockLog::default();
+    for cid in &want[..2] {
+        assert_eq!(t.advance(&mut log).unwrap(), Step::NeedBlock(*cid));
+        t.provide(Some(&store.get(cid).unwrap().unwrap()), &mut log)
+            .unwrap();
+    }
+    assert_eq!(t.advance(&mut log).unwrap(), Step::NeedBlock(want[2]));
+    let other_leaf = store.get(&want[3]).unwrap().unwrap();
+    assert!(matches!(
+        t.provide(Some(&other_leaf), &mut log),
+        Err(TraversalError::Block {
+            source: BlockError::HashMismatch(_),
+            ..
+        })
+    ));
+}
+
 #[test]
 fn a_requester_detects_a_wrong_or_corrupt_block() {
     let store = MemoryBlockstore::new();
