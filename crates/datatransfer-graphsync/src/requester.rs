@@ -150,6 +150,7 @@ impl Verifier {
         if response.status.is_error() {
             return Err(VerifyError::Failed(response.status));
         }
+        let arrived: Vec<Cid> = blocks.iter().map(|b| b.cid).collect();
         for b in blocks {
             self.received.insert(b.cid, b.data);
         }
@@ -223,6 +224,13 @@ impl Verifier {
         // blocks sent ahead of their turn, and they are bounded.
         if self.received.len() > self.max_buffered {
             return Err(VerifyError::TooManyBuffered(self.max_buffered));
+        }
+        // A received block is a slice of its whole message: one that waits keeps only its own
+        // bytes, not a message of up to the size cap around a small block.
+        for cid in &arrived {
+            if let Some(data) = self.received.get_mut(cid) {
+                *data = bytes::Bytes::copy_from_slice(data);
+            }
         }
         if response.status.is_terminal() {
             if !self.done {
