@@ -403,3 +403,64 @@ async fn protected_peers_stay_connected_past_the_idle_timeout() {
         .expect("closed in time");
     assert_eq!(peer, Some(b.peer));
 }
+
+#[tokio::test]
+async fn a_peers_messages_are_handed_out_in_the_order_of_its_streams() {
+    // go-data-transfer sends each message on a stream of its own: a message on a newer stream
+    // waits for the older stream's, even when it is read first; a stream that never ends
+    // holds the newer ones back only for `inbound_order_wait`.
+    let config = NetworkConfig {
+        inbound_order_wait: Duration::from_millis(500),
+        ..NetworkConfig::default()
+    };
+    let mut b = node(config, Duration::from_secs(30)).await;
+    let x = node(NetworkConfig::default(), Duration::from_secs(30)).await;
+    x.knows(&b).await;
+    let proto = StreamProtocol::new(WireVersion::V1_2.protocol());
+    let first: Message = TransferRequest::update(TransferId(1), true).into();
+    let second: Message = TransferRequest::update(TransferId(2), false).into();
+    let (first_bytes, second_bytes) = (
+        first.to_cbor(WireVersion::V1_2),
+        second.to_cbor(WireVersion::V1_2),
+    );
+    let mut control = x.control.clone();
+    let mut older = control.open_stream(b.peer, proto.clone()).await.unwrap();
+    older
+        .write_all(&first_bytes[..first_bytes.len() / 2])
+        .await
+        .unwrap();
+    older.flush().await.unwrap();
+    let mut newer = control.open_stream(b.peer, proto.clone()).await.unwrap();
+    newer.write_all(&second_bytes).await.unwrap();
+    newer.close().await.unwrap();
+    assert!(
+        timeout(Duration::from_millis(200), b.events.recv())
+            .await
+            .is_err(),
+        "the newer stream's message went first"
+    );
+    older
+        .write_all(&first_bytes[first_bytes.len() / 2..])
+        .await
+        .unwrap();
+    older.close().await.unwrap();
+    expect_messages(
+        &mut b,
+        x.peer,
+        &[first.clone(), second.clone()],
+        WireVersion::V1_2,
+    )
+    .await;
+
+    // An older stream that stays silent: the newer message goes after the wait.
+    let mut silent = control.open_stream(b.peer, proto.clone()).await.unwrap();
+    silent.write_all(&first_bytes[..3]).await.unwrap();
+    silent.flush().await.unwrap();
+    let mut newer = control.open_stream(b.peer, proto).await.unwrap();
+    newer.write_all(&second_bytes).await.unwrap();
+    newer.close().await.unwrap();
+    let started = std::time::Instant::now();
+    expect_messages(&mut b, x.peer, &[second], WireVersion::V1_2).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    drop(silent);
+}
