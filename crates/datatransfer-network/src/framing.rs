@@ -18,35 +18,12 @@ use crate::{InboundError, NetworkEvent};
 /// the caller then drops (resets) the stream. Returns `Ok` at a clean end of stream, or when
 /// `events` is closed.
 pub async fn read_messages<S: AsyncRead + Unpin>(
-    stream: S,
-    from: PeerId,
-    version: WireVersion,
-    limits: &DecodeLimits,
-    events: &mpsc::Sender<NetworkEvent>,
-) -> Result<(), InboundError> {
-    read_messages_after(
-        stream,
-        from,
-        version,
-        limits,
-        events,
-        std::future::ready(()),
-    )
-    .await
-}
-
-/// As [`read_messages`], but the first message is handed out only once `turn` is over (the
-/// peer's older streams were read): the stream is read meanwhile.
-pub(crate) async fn read_messages_after<S: AsyncRead + Unpin>(
     mut stream: S,
     from: PeerId,
     version: WireVersion,
     limits: &DecodeLimits,
     events: &mpsc::Sender<NetworkEvent>,
-    turn: impl std::future::Future<Output = ()>,
 ) -> Result<(), InboundError> {
-    let mut turn = std::pin::pin!(turn);
-    let mut turn_over = false;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     loop {
@@ -61,10 +38,6 @@ pub(crate) async fn read_messages_after<S: AsyncRead + Unpin>(
             }
             let message = Message::from_cbor_with_limits(version, &buf[..n], limits)?;
             buf.drain(..n);
-            if !turn_over {
-                turn.as_mut().await;
-                turn_over = true;
-            }
             let event = NetworkEvent::Message {
                 from,
                 message,

@@ -153,12 +153,6 @@ pub struct NetworkConfig {
     pub max_inbound_streams: usize,
     /// Capacity of the event queue; a full queue slows the readers down.
     pub event_buffer: usize,
-    /// How long the messages of a peer's stream wait for the peer's older streams to be
-    /// handed out first. go-data-transfer sends each message on a stream of its own, one after
-    /// the other; read in the order they were opened, a message never overtakes the one sent
-    /// before it (a final Complete its paused Complete, say). Past this wait an older stream
-    /// that is still not read no longer holds the newer ones back.
-    pub inbound_order_wait: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -170,7 +164,6 @@ impl Default for NetworkConfig {
             limits: DecodeLimits::default(),
             max_inbound_streams: 256,
             event_buffer: 1024,
-            inbound_order_wait: Duration::from_secs(2),
         }
     }
 }

@@ -9,15 +9,11 @@ use datatransfer_types::PeerId;
 use datatransfer_types::message::{Message, WireVersion};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::StreamProtocol;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::framing::read_messages_after;
+use crate::framing::read_messages;
 use crate::protect::ProtectHandle;
 use crate::{DataTransferNetwork, NetworkConfig, NetworkError, NetworkEvent};
-
-/// Peers whose stream order is tracked before those whose streams were all read are
-/// forgotten.
-const MAX_TRACKED_TURNS: usize = 1024;
 
 fn protocol(v: WireVersion) -> StreamProtocol {
     StreamProtocol::new(v.protocol())
@@ -65,41 +61,15 @@ impl Libp2pNetwork {
             let config = config.clone();
             let permits = permits.clone();
             tokio::spawn(async move {
-                // Per peer, the end of its latest stream's turn: each stream's messages are
-                // handed out after those of the peer's stream before it.
-                let mut turns: HashMap<PeerId, oneshot::Receiver<()>> = HashMap::new();
                 while let Some((from, mut stream)) = incoming.next().await {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
                     let tx = tx.clone();
                     let config = config.clone();
-                    if turns.len() >= MAX_TRACKED_TURNS {
-                        // Forget the peers whose streams were all read.
-                        turns.retain(|_, rx| {
-                            matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-                        });
-                    }
-                    let (done, next) = oneshot::channel::<()>();
-                    let before = turns.insert(from, next);
-                    let wait = config.inbound_order_wait;
-                    let turn = async move {
-                        if let Some(before) = before {
-                            let _ = tokio::time::timeout(wait, before).await;
-                        }
-                    };
                     tokio::spawn(async move {
-                        let res = read_messages_after(
-                            &mut stream,
-                            from,
-                            version,
-                            &config.limits,
-                            &tx,
-                            turn,
-                        )
-                        .await;
-                        // The next stream of this peer may hand its messages out.
-                        drop(done);
+                        let res =
+                            read_messages(&mut stream, from, version, &config.limits, &tx).await;
                         match res {
                             // Read to the end: close our side, which tells the sender its
                             // messages were taken.
