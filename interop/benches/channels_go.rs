@@ -12,36 +12,18 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use datatransfer::{Cid, ManagerConfig, PeerId, Status};
+
 use datatransfer_interop::go::{GoPeer, GoPeerOptions};
 use datatransfer_interop::rust::{RustNode, RustNodeOptions, node};
-use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
 use serde_json::json;
 
-/// Keeps nothing; counts what it is given.
-#[derive(Default)]
-struct CountingStore {
-    bytes: AtomicU64,
-}
-
-impl Blockstore for CountingStore {
-    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
-        Ok(None)
-    }
-
-    fn put(&self, _: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn has(&self, _: &Cid) -> Result<bool, BlockstoreError> {
-        Ok(false)
-    }
-}
+#[path = "../../crates/datatransfer/benches/support/mod.rs"]
+mod support;
 
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -50,47 +32,15 @@ fn count(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// User plus system CPU seconds of process `pid` (`/proc/PID/stat`, ticks of 1/100 s).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum::<f64>()
-        / 100.0
-}
-
-fn peak_rss_mib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        >> 10
+/// User plus system CPU seconds of process `pid`.
+fn cpu(pid: &str) -> f64 {
+    let (user, sys) = support::process_cpu(pid);
+    user + sys
 }
 
 /// The client: checks every block, keeps none, channels in SQLite.
-async fn client(dir: &Path) -> (RustNode, Arc<CountingStore>) {
-    let counted = Arc::new(CountingStore::default());
+async fn client(dir: &Path) -> (RustNode, Arc<support::CountingStore>) {
+    let counted = Arc::new(support::CountingStore::default());
     let node = node(RustNodeOptions {
         sqlite: Some(&dir.join("client.db")),
         store: Some(counted.clone()),
@@ -132,8 +82,8 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let files: Vec<(Vec<u8>, usize)> = (0..small)
-            .map(|i| (random_bytes(i as u64, 64 << 10), 32 << 10))
-            .chain((0..big).map(|i| (random_bytes(1_000_000 + i as u64, 20 << 20), 1 << 20)))
+            .map(|i| (support::random_bytes(i as u64, 64 << 10), 32 << 10))
+            .chain((0..big).map(|i| (support::random_bytes(1_000_000 + i as u64, 20 << 20), 1 << 20)))
             .collect();
         let me = std::process::id().to_string();
 
@@ -153,18 +103,18 @@ fn main() {
             go_roots.push(r["root"].as_str().expect("root").parse::<Cid>().expect("cid"));
             let _ = std::fs::remove_file(&path);
         }
-        let go_rss_before = peak_rss_mib(&go_pid);
+        let go_rss_before = support::status_kib(&go_pid, "VmHWM:") >> 10;
         std::fs::create_dir_all(dir.path().join("a")).expect("client dir");
         let (c, counted) = client(&dir.path().join("a")).await;
         c.manager.connect(&go.multiaddr()).await.expect("connect");
-        let (cpu0, go_cpu0) = (cpu_seconds(&me), cpu_seconds(&go_pid));
+        let (cpu0, go_cpu0) = (cpu(&me), cpu(&go_pid));
         let secs = pull_all(&c, go.peer_id, &go_roots).await;
-        let (cpu, go_cpu) = (cpu_seconds(&me) - cpu0, cpu_seconds(&go_pid) - go_cpu0);
-        assert!(counted.bytes.load(Ordering::Relaxed) >= moved);
+        let (client_cpu, go_cpu) = (cpu(&me) - cpu0, cpu(&go_pid) - go_cpu0);
+        assert!(counted.bytes() >= moved);
         println!(
-            "Go provider: {small} pulls of 64 KiB and {big} of 20 MiB at once, all completed in {secs:.2} s ({:.0} MB/s); CPU: client {cpu:.2} s, Go provider {go_cpu:.2} s; Go provider peak RSS {} MiB ({go_rss_before} MiB after the imports)",
+            "Go provider: {small} pulls of 64 KiB and {big} of 20 MiB at once, all completed in {secs:.2} s ({:.0} MB/s); CPU: client {client_cpu:.2} s, Go provider {go_cpu:.2} s; Go provider peak RSS {} MiB ({go_rss_before} MiB after the imports)",
             moved as f64 / secs / 1e6,
-            peak_rss_mib(&go_pid),
+            (support::status_kib(&go_pid, "VmHWM:") >> 10),
         );
         c.manager.stop().await.expect("stop");
         go.shutdown().await;
@@ -197,12 +147,12 @@ fn main() {
             .connect(&provider.manager.multiaddr().expect("addr"))
             .await
             .expect("connect");
-        let cpu0 = cpu_seconds(&me);
+        let cpu0 = cpu(&me);
         let secs = pull_all(&c, provider.manager.peer_id(), &roots).await;
-        let cpu = cpu_seconds(&me) - cpu0;
-        assert!(counted.bytes.load(Ordering::Relaxed) >= moved);
+        let spent = cpu(&me) - cpu0;
+        assert!(counted.bytes() >= moved);
         println!(
-            "our provider: {small} pulls of 64 KiB and {big} of 20 MiB at once, all completed in {secs:.2} s ({:.0} MB/s); CPU: client and provider together {cpu:.2} s",
+            "our provider: {small} pulls of 64 KiB and {big} of 20 MiB at once, all completed in {secs:.2} s ({:.0} MB/s); CPU: client and provider together {spent:.2} s",
             moved as f64 / secs / 1e6,
         );
         c.manager.stop().await.expect("stop");

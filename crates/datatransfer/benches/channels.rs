@@ -15,8 +15,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod support;
 
 use async_trait::async_trait;
 use datatransfer::{
@@ -24,29 +25,8 @@ use datatransfer::{
     RequestValidator, Status, TypedNode, Validation, ValidationError, ValidationOutcome, Voucher,
     all_selector,
 };
-use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
-
-/// Keeps nothing; counts what it is given.
-#[derive(Default)]
-struct CountingStore {
-    bytes: AtomicU64,
-}
-
-impl Blockstore for CountingStore {
-    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
-        Ok(None)
-    }
-
-    fn put(&self, _: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn has(&self, _: &Cid) -> Result<bool, BlockstoreError> {
-        Ok(false)
-    }
-}
 
 /// Accepts every pull paused.
 struct AcceptPaused;
@@ -85,56 +65,6 @@ fn count(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User plus system CPU seconds of the threads whose name starts with `prefix` (all of the
-/// process's with ""), from `/proc/self/task/*/stat` (ticks of 1/100 s).
-fn cpu_seconds(prefix: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let mut total = 0.0;
-    for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("");
-        if !name.starts_with(prefix) {
-            continue;
-        }
-        total += rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|v| v.parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    total / 100.0
-}
-
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn voucher(kind: &str) -> Voucher {
     TypedNode::new(
         kind.into(),
@@ -166,14 +96,14 @@ fn main() {
         };
         let small_roots: Vec<Cid> = (0..small)
             .map(|i| {
-                import_bytes(&*blocks, &random_bytes(i as u64, 64 << 10), &small_opts)
+                import_bytes(&*blocks, &support::random_bytes(i as u64, 64 << 10), &small_opts)
                     .expect("import")
                     .root
             })
             .collect();
         let big_roots: Vec<Cid> = (0..big)
             .map(|i| {
-                let data = random_bytes(1_000_000 + i as u64, 20 << 20);
+                let data = support::random_bytes(1_000_000 + i as u64, 20 << 20);
                 import_bytes(&*blocks, &data, &ImportOptions::default())
                     .expect("import")
                     .root
@@ -197,7 +127,7 @@ fn main() {
         provider.start().await.expect("start");
         // The client keeps no blocks (it checks each, and counts them): the RSS is the
         // channels' own, not the 1 GiB they move.
-        let received = Arc::new(CountingStore::default());
+        let received = Arc::new(support::CountingStore::default());
         let client = Manager::builder()
             .blockstore(received.clone())
             .sqlite_store(dir.path().join("client.db"))
@@ -214,7 +144,7 @@ fn main() {
 
         // 1. Open and idle.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let baseline = status_kib("VmRSS:");
+        let baseline = support::status_kib("self", "VmRSS:");
         let mut idle = HashSet::new();
         for root in small_roots.iter() {
             let id = client
@@ -240,7 +170,7 @@ fn main() {
             assert!(!st.status.is_terminal(), "{:?}: {}", st.status, ev.message);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let open = status_kib("VmRSS:");
+        let open = support::status_kib("self", "VmRSS:");
         let states = client
             .channels(datatransfer::ChannelFilter::InProgress)
             .await
@@ -272,9 +202,9 @@ fn main() {
 
         // 2. Everything at once.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let baseline = status_kib("VmRSS:");
+        let baseline = support::status_kib("self", "VmRSS:");
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let (cpu0, store0) = (cpu_seconds(""), cpu_seconds("dt-sqlite-store"));
+        let (cpu0, store0) = (support::threads_cpu(""), support::threads_cpu("dt-sqlite-store"));
         let engine0 = client.engine_busy() + provider.engine_busy();
         let start = Instant::now();
         let mut running = HashSet::new();
@@ -300,13 +230,13 @@ fn main() {
             }
         }
         let secs = start.elapsed().as_secs_f64();
-        let cpu = cpu_seconds("") - cpu0;
-        let store = cpu_seconds("dt-sqlite-store") - store0;
+        let cpu = support::threads_cpu("") - cpu0;
+        let store = support::threads_cpu("dt-sqlite-store") - store0;
         let engine = (client.engine_busy() + provider.engine_busy() - engine0).as_secs_f64();
-        let peak = status_kib("VmHWM:");
+        let peak = support::status_kib("self", "VmHWM:");
         assert_eq!(failed, 0, "channels that did not complete");
         let moved = ((small << 16) + (big << 20) * 20) as u64;
-        let got = received.bytes.load(Ordering::Relaxed);
+        let got = received.bytes();
         assert!(got >= moved, "received {got} of {moved} bytes");
         println!(
             "{small} pulls of 64 KiB and {big} of 20 MiB at once: all {total} completed in {secs:.2} s ({:.0} MB/s); CPU {cpu:.2} s ({:.2} cores), of it the engines {:.0} % and the SQLite stores {:.0} %; RSS peak {} MiB above the {} MiB before",

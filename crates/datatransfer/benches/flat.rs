@@ -12,9 +12,10 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
+
+mod support;
 
 use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
 use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError};
@@ -104,53 +105,6 @@ impl Blockstore for GeneratedStore {
     }
 }
 
-/// Keeps nothing; counts what it is given.
-#[derive(Default)]
-struct CountingStore {
-    bytes: AtomicU64,
-}
-
-impl Blockstore for CountingStore {
-    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
-        Ok(None)
-    }
-
-    fn put(&self, _: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn has(&self, _: &Cid) -> Result<bool, BlockstoreError> {
-        Ok(false)
-    }
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The process's user plus system CPU time so far, in seconds (`/proc/self/stat` fields 14
-/// and 15, in ticks of 1/100 s).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum::<f64>()
-        / 100.0
-}
-
 fn main() {
     let sizes: Vec<u64> = std::env::var("DT_FLAT_GIB")
         .unwrap_or_else(|_| "1,8,32".into())
@@ -185,7 +139,7 @@ fn main() {
             let root = import(&*store, generated, &ImportOptions::default())
                 .expect("import")
                 .root;
-            let sink = Arc::new(CountingStore::default());
+            let sink = Arc::new(support::CountingStore::default());
             let client = Manager::builder()
                 .blockstore(sink.clone())
                 .build()
@@ -196,7 +150,7 @@ fn main() {
                 .connect(&provider.multiaddr().expect("addr"))
                 .await
                 .expect("connect");
-            let baseline = status_kib("VmRSS:");
+            let baseline = support::status_kib("self", "VmRSS:");
             // Reset the peak (VmHWM) so it covers this pull only.
             let _ = std::fs::write("/proc/self/clear_refs", "5");
             let mut events = client.subscribe().await.expect("subscribe");
@@ -204,7 +158,7 @@ fn main() {
                 "BenchVoucher".into(),
                 DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
             );
-            let cpu0 = cpu_seconds();
+            let (user0, sys0) = support::process_cpu("self");
             let start = Instant::now();
             let id = client
                 .open_pull_channel(peer, voucher, root, all_selector())
@@ -221,11 +175,12 @@ fn main() {
                 }
             }
             let secs = start.elapsed().as_secs_f64();
-            let cpu = cpu_seconds() - cpu0;
+            let (user1, sys1) = support::process_cpu("self");
+            let cpu = user1 + sys1 - user0 - sys0;
             assert_eq!(status, Status::Completed);
-            let got = sink.bytes.load(Ordering::Relaxed);
+            let got = sink.bytes();
             assert!(got >= size, "received {got} of {size} bytes");
-            let peak = status_kib("VmHWM:");
+            let peak = support::status_kib("self", "VmHWM:");
             println!(
                 "pull of {gib} GiB (generated, into a store that keeps nothing): {secs:.1} s, {:.0} MB/s, {:.2} cores; RSS {} MiB before, peak {} MiB: {} MiB above (both Managers)",
                 size as f64 / secs / 1e6,

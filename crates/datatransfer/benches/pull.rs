@@ -13,64 +13,14 @@
 //! `/proc/self/stat`: user and system seconds, and the cores kept busy on average.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
-use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, MemoryBlockstore};
+mod support;
+
+use datatransfer::{AcceptAll, DagCbor, Manager, Status, TypedNode, all_selector};
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_ipld::fsstore::FsBlockstore;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
-
-/// Keeps nothing; counts what it is given.
-#[derive(Default)]
-struct CountingStore {
-    bytes: AtomicU64,
-}
-
-impl Blockstore for CountingStore {
-    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
-        Ok(None)
-    }
-
-    fn put(&self, _: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn has(&self, _: &Cid) -> Result<bool, BlockstoreError> {
-        Ok(false)
-    }
-}
-
-/// The process's user and system CPU time so far, in seconds.
-fn cpu_seconds() -> (f64, f64) {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 a second on Linux), after the
-    // command name in parentheses (which may hold spaces).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    match fields[..] {
-        [user, sys] => (user / 100.0, sys / 100.0),
-        _ => (0.0, 0.0),
-    }
-}
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// The blocks a client stores into.
 #[derive(Clone, Copy, PartialEq)]
@@ -174,7 +124,7 @@ fn main() {
                 continue;
             }
             let provider = &providers[usize::from(!trusted)];
-            let counted = Arc::new(CountingStore::default());
+            let counted = Arc::new(support::CountingStore::default());
             let dir = tempfile::tempdir().expect("temp dir");
             let store: Arc<dyn Blockstore> = match sink {
                 Sink::Nothing => counted.clone(),
@@ -191,7 +141,7 @@ fn main() {
                 .connect(&provider.multiaddr().expect("addr"))
                 .await
                 .expect("connect");
-            let baseline = rss_kib("VmRSS:");
+            let baseline = support::status_kib("self", "VmRSS:");
             // Reset the peak (VmHWM) so it covers the pull only.
             let _ = std::fs::write("/proc/self/clear_refs", "5");
             let mut events = client.subscribe().await.expect("subscribe");
@@ -201,7 +151,7 @@ fn main() {
             );
             // On stderr, for a profiler to attach at the start of a pull.
             eprintln!("pulling {name}");
-            let (user0, sys0) = cpu_seconds();
+            let (user0, sys0) = support::process_cpu("self");
             let start = Instant::now();
             let id = client
                 .open_pull_channel(peer, voucher, root, all_selector())
@@ -220,16 +170,16 @@ fn main() {
                 }
             }
             let secs = start.elapsed().as_secs_f64();
-            let (user1, sys1) = cpu_seconds();
+            let (user1, sys1) = support::process_cpu("self");
             assert_eq!(status, Status::Completed);
             assert!(received >= size as u64, "received {received} of {size} bytes");
             if sink == Sink::Nothing {
-                let got = counted.bytes.load(Ordering::Relaxed);
+                let got = counted.bytes();
                 assert!(got >= size as u64, "stored {got} of {size} bytes");
             } else {
                 assert!(store.has(&root).expect("has"), "the root was stored");
             }
-            let peak = rss_kib("VmHWM:");
+            let peak = support::status_kib("self", "VmHWM:");
             let served = if trusted {
                 "provider trusts its store"
             } else {
@@ -241,7 +191,7 @@ fn main() {
                 sink.describe(),
                 size as f64 / secs / 1e6,
                 (user + sys) / secs,
-                rss_kib("VmHWM:").max(peak).saturating_sub(baseline) >> 10,
+                support::status_kib("self", "VmHWM:").max(peak).saturating_sub(baseline) >> 10,
                 baseline >> 10,
             );
             client.stop().await.expect("stop");

@@ -1,0 +1,110 @@
+//! What the benches share: a block store that keeps nothing, seeded bytes, and the process's
+//! memory and CPU figures from `/proc`. Included by the benches of this crate (`mod support;`)
+//! and by the interop crate's `channels_go` bench (`#[path]`).
+
+#![allow(dead_code)] // Each bench uses part of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datatransfer::Cid;
+use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError};
+
+/// Keeps nothing; counts what it is given (the client still checks every block).
+#[derive(Default)]
+pub(crate) struct CountingStore {
+    bytes: AtomicU64,
+}
+
+impl CountingStore {
+    /// Bytes put so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Blockstore for CountingStore {
+    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+        Ok(None)
+    }
+
+    fn put(&self, _: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn has(&self, _: &Cid) -> Result<bool, BlockstoreError> {
+        Ok(false)
+    }
+}
+
+/// `len` bytes of a xorshift stream seeded with `seed`.
+pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`) of process `pid` ("self" for this
+/// one), in KiB.
+pub(crate) fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The user and system CPU seconds of a process or thread from its `stat` file (fields 14
+/// and 15, after the name in parentheses, which may hold spaces; ticks of 1/100 s), and its
+/// name.
+pub(crate) fn stat_cpu(path: &str) -> (String, f64, f64) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let Some((head, rest)) = stat.rsplit_once(')') else {
+        return (String::new(), 0.0, 0.0);
+    };
+    let name = head
+        .split_once('(')
+        .map(|(_, n)| n)
+        .unwrap_or("")
+        .to_owned();
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match fields[..] {
+        [user, sys] => (name, user / 100.0, sys / 100.0),
+        _ => (name, 0.0, 0.0),
+    }
+}
+
+/// User and system CPU seconds of process `pid` ("self" for this one).
+pub(crate) fn process_cpu(pid: &str) -> (f64, f64) {
+    let (_, user, sys) = stat_cpu(&format!("/proc/{pid}/stat"));
+    (user, sys)
+}
+
+/// User plus system CPU seconds of this process's threads whose name starts with `prefix`.
+pub(crate) fn threads_cpu(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .map(|t| stat_cpu(&t.path().join("stat").to_string_lossy()))
+        .filter(|(name, _, _)| name.starts_with(prefix))
+        .map(|(_, user, sys)| user + sys)
+        .sum()
+}
