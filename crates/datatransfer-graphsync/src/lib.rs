@@ -112,6 +112,9 @@ pub struct FrameReader {
 /// (data-transfer messages, updates) arrive whole in it, a large one's prefix and start.
 const HEAD_READ: usize = 8 << 10;
 
+/// Room made ready ahead of what arrived of a frame whose length is known.
+const READ_STEP: usize = 256 << 10;
+
 impl FrameReader {
     /// A reader refusing frames over `max` bytes.
     pub fn new(max: usize) -> Self {
@@ -131,9 +134,17 @@ impl FrameReader {
 
     /// Room to read the stream's next bytes into; tell [`FrameReader::advance`] how many the
     /// read gave. Call [`FrameReader::next_frame`] until it has nothing before asking again.
+    ///
+    /// The frame's whole size is reserved once (address space, so the body never moves), but
+    /// room is made ready only 256 KiB ahead of what arrived: a peer that announces a
+    /// large frame and sends nothing costs no memory.
     pub fn read_buf(&mut self) -> &mut [u8] {
         let want = match self.head() {
-            Some((pos, len)) if len <= self.max => pos.saturating_add(len),
+            Some((pos, len)) if len <= self.max => {
+                let end = pos.saturating_add(len);
+                self.buf.reserve_exact(end.saturating_sub(self.buf.len()));
+                end.min(self.filled + READ_STEP)
+            }
             _ => self.filled + HEAD_READ,
         };
         let want = want.max(self.filled + 1);

@@ -279,3 +279,26 @@ fn merging_keeps_one_response_per_request_and_each_block_once() {
     // Still a valid message both ways.
     assert_eq!(v2::decode(&v2::encode(&m), 64).unwrap(), m);
 }
+
+#[test]
+fn a_large_frame_is_made_room_for_as_it_arrives_not_when_announced() {
+    let mut fr = FrameReader::new(4 << 20);
+    fr.push(&[0x80, 0x80, 0x80, 0x02]); // a 4 MiB body announced, nothing of it sent
+    assert!(
+        fr.read_buf().len() <= 256 << 10,
+        "room before the bytes came"
+    );
+    let body: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut at = 0;
+    while at < body.len() {
+        assert!(fr.next_frame().unwrap().is_none());
+        let room = fr.read_buf();
+        assert!(room.len() <= 256 << 10);
+        let n = room.len().min(body.len() - at);
+        room[..n].copy_from_slice(&body[at..at + n]);
+        fr.advance(n);
+        at += n;
+    }
+    assert!(fr.next_frame().unwrap().unwrap() == body[..]);
+    assert_eq!(fr.buffered(), 0);
+}
