@@ -17,7 +17,7 @@ use std::time::Instant;
 
 mod support;
 
-use datatransfer::{AcceptAll, Cid, DagCbor, Manager, Status, TypedNode, all_selector};
+use datatransfer::{Cid, Status};
 use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError};
 use datatransfer_ipld::unixfs::{ImportOptions, import};
 
@@ -118,16 +118,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let store = Arc::new(GeneratedStore::default());
-        let provider = Manager::builder()
-            .blockstore(store.clone())
-            .build()
-            .await
-            .expect("provider");
-        provider
-            .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
-            .await
-            .expect("register");
-        provider.start().await.expect("start");
+        let provider = support::provider(store.clone(), datatransfer::ManagerConfig::default()).await;
         for gib in sizes {
             let size = gib << 30;
             let generated = Generated {
@@ -140,40 +131,13 @@ fn main() {
                 .expect("import")
                 .root;
             let sink = Arc::new(support::CountingStore::default());
-            let client = Manager::builder()
-                .blockstore(sink.clone())
-                .build()
-                .await
-                .expect("client");
-            client.start().await.expect("start");
-            let peer = client
-                .connect(&provider.multiaddr().expect("addr"))
-                .await
-                .expect("connect");
+            let (client, peer) = support::client_of(sink.clone(), &provider).await;
             let baseline = support::status_kib("self", "VmRSS:");
             // Reset the peak (VmHWM) so it covers this pull only.
             let _ = std::fs::write("/proc/self/clear_refs", "5");
-            let mut events = client.subscribe().await.expect("subscribe");
-            let voucher = TypedNode::new(
-                "BenchVoucher".into(),
-                DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
-            );
             let (user0, sys0) = support::process_cpu("self");
             let start = Instant::now();
-            let id = client
-                .open_pull_channel(peer, voucher, root, all_selector())
-                .await
-                .expect("open");
-            let mut status = Status::Requested;
-            while let Some((ev, st)) = events.next().await {
-                if st.channel_id == id && ev.code == datatransfer::EventCode::Error {
-                    eprintln!("error: {}", ev.message);
-                }
-                if st.channel_id == id && st.status.is_terminal() {
-                    status = st.status;
-                    break;
-                }
-            }
+            let (status, _) = support::pull_to_end(&client, peer, root).await;
             let secs = start.elapsed().as_secs_f64();
             let (user1, sys1) = support::process_cpu("self");
             let cpu = user1 + sys1 - user0 - sys0;

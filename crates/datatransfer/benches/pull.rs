@@ -17,7 +17,7 @@ use std::time::Instant;
 
 mod support;
 
-use datatransfer::{AcceptAll, DagCbor, Manager, Status, TypedNode, all_selector};
+use datatransfer::Status;
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_ipld::fsstore::FsBlockstore;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
@@ -93,17 +93,7 @@ fn main() {
         for trust in [true, false] {
             let mut config = datatransfer::ManagerConfig::default();
             config.transport.graphsync.trust_local_stores = trust;
-            let provider = Manager::builder()
-                .blockstore(provider_blocks.clone())
-                .config(config)
-                .build()
-                .await
-                .expect("provider");
-            provider
-                .register_voucher_type("BenchVoucher", Arc::new(AcceptAll))
-                .await
-                .expect("register");
-            provider.start().await.expect("start");
+            let provider = support::provider(provider_blocks.clone(), config).await;
             providers.push(provider);
         }
         let mut cases = Vec::new();
@@ -131,44 +121,15 @@ fn main() {
                 Sink::Memory => Arc::new(MemoryBlockstore::new()),
                 Sink::Files => Arc::new(FsBlockstore::open(dir.path(), false).expect("fs store")),
             };
-            let client = Manager::builder()
-                .blockstore(store.clone())
-                .build()
-                .await
-                .expect("client");
-            client.start().await.expect("start");
-            let peer = client
-                .connect(&provider.multiaddr().expect("addr"))
-                .await
-                .expect("connect");
+            let (client, peer) = support::client_of(store.clone(), provider).await;
             let baseline = support::status_kib("self", "VmRSS:");
             // Reset the peak (VmHWM) so it covers the pull only.
             let _ = std::fs::write("/proc/self/clear_refs", "5");
-            let mut events = client.subscribe().await.expect("subscribe");
-            let voucher = TypedNode::new(
-                "BenchVoucher".into(),
-                DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
-            );
             // On stderr, for a profiler to attach at the start of a pull.
             eprintln!("pulling {name}");
             let (user0, sys0) = support::process_cpu("self");
             let start = Instant::now();
-            let id = client
-                .open_pull_channel(peer, voucher, root, all_selector())
-                .await
-                .expect("open");
-            let mut status = Status::Requested;
-            let mut received = 0;
-            while let Some((ev, st)) = events.next().await {
-                if st.channel_id == id && ev.code == datatransfer::EventCode::Error {
-                    eprintln!("error: {}", ev.message);
-                }
-                if st.channel_id == id && st.status.is_terminal() {
-                    status = st.status;
-                    received = st.received;
-                    break;
-                }
-            }
+            let (status, received) = support::pull_to_end(&client, peer, root).await;
             let secs = start.elapsed().as_secs_f64();
             let (user1, sys1) = support::process_cpu("self");
             assert_eq!(status, Status::Completed);

@@ -108,3 +108,67 @@ pub(crate) fn threads_cpu(prefix: &str) -> f64 {
         .map(|(_, user, sys)| user + sys)
         .sum()
 }
+
+/// A started provider on `blocks` that accepts every `BenchVoucher`.
+pub(crate) async fn provider(
+    blocks: Arc<dyn Blockstore>,
+    config: datatransfer::ManagerConfig,
+) -> datatransfer::Manager {
+    let provider = datatransfer::Manager::builder()
+        .blockstore(blocks)
+        .config(config)
+        .build()
+        .await
+        .expect("provider");
+    provider
+        .register_voucher_type("BenchVoucher", Arc::new(datatransfer::AcceptAll))
+        .await
+        .expect("register");
+    provider.start().await.expect("start");
+    provider
+}
+
+/// A started client storing into `blocks`, connected to `provider`; and the provider's id.
+pub(crate) async fn client_of(
+    blocks: Arc<dyn Blockstore>,
+    provider: &datatransfer::Manager,
+) -> (datatransfer::Manager, datatransfer::PeerId) {
+    let client = datatransfer::Manager::builder()
+        .blockstore(blocks)
+        .build()
+        .await
+        .expect("client");
+    client.start().await.expect("start");
+    let peer = client
+        .connect(&provider.multiaddr().expect("addr"))
+        .await
+        .expect("connect");
+    (client, peer)
+}
+
+/// Pulls the whole DAG under `root` from `peer` with a `BenchVoucher` and waits for the
+/// channel to end; its final status and the bytes it received.
+pub(crate) async fn pull_to_end(
+    client: &datatransfer::Manager,
+    peer: datatransfer::PeerId,
+    root: Cid,
+) -> (datatransfer::Status, u64) {
+    let mut events = client.subscribe().await.expect("subscribe");
+    let voucher = datatransfer::TypedNode::new(
+        "BenchVoucher".into(),
+        datatransfer::DagCbor::from_bytes(vec![0x00]).expect("the integer 0"),
+    );
+    let id = client
+        .open_pull_channel(peer, voucher, root, datatransfer::all_selector())
+        .await
+        .expect("open");
+    while let Some((ev, st)) = events.next().await {
+        if st.channel_id == id && ev.code == datatransfer::EventCode::Error {
+            eprintln!("error: {}", ev.message);
+        }
+        if st.channel_id == id && st.status.is_terminal() {
+            return (st.status, st.received);
+        }
+    }
+    panic!("the client stopped before the channel ended");
+}
