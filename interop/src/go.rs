@@ -347,6 +347,23 @@ impl GoPeer {
         self.log.lines.lock().unwrap().clone()
     }
 
+    /// The payments the Go responder took (its `payment` lines). A final payment our client
+    /// sent again, because go-data-transfer answered it before it recorded that it was
+    /// finalizing (see `MonitorConfig::final_voucher_resend`), is one payment: a line that
+    /// repeats the cumulative amount of the final one before it is left out.
+    pub fn payments_taken(&self) -> Vec<Value> {
+        let mut taken: Vec<Value> = Vec::new();
+        for line in self.lines().into_iter().filter(|l| l["type"] == "payment") {
+            let repeat = taken.last().is_some_and(|prev| {
+                prev["final"] == true && line["final"] == true && prev["paid"] == line["paid"]
+            });
+            if !repeat {
+                taken.push(line);
+            }
+        }
+        taken
+    }
+
     /// The number of lines printed so far: a mark for [`GoPeer::wait_from`].
     pub fn mark(&self) -> usize {
         self.log.lines.lock().unwrap().len()

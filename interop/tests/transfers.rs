@@ -258,11 +258,7 @@ async fn rust_pays_a_go_provider_per_mib_with_finalization() {
         .into_iter()
         .filter(|l| l["type"] == "payment_request")
         .collect();
-    let taken: Vec<Value> = go
-        .lines()
-        .into_iter()
-        .filter(|l| l["type"] == "payment")
-        .collect();
+    let taken = go.payments_taken();
     assert!(
         asked.len() >= SIZE / MIB,
         "{} payment requests",

@@ -74,6 +74,19 @@ pub struct MonitorConfig {
     /// legitimately stay silent: a pause of its own, the time it takes to pay when we ask
     /// for a voucher, a wait in our graphsync queue.
     pub responder_idle_timeout: Duration,
+    /// How long, after we sent a voucher to a responder that is finalizing (it paused its
+    /// Complete to be settled), to wait for its Complete before sending that voucher again
+    /// (at most [`MonitorConfig::FINAL_VOUCHER_RESENDS`] times; `complete_timeout` still
+    /// ends the wait). go-data-transfer's responder sends its paused Complete before it
+    /// records that it is finalizing; a voucher read in between is taken as an ordinary
+    /// payment, and the responder then waits for ever for one more. Payment vouchers are
+    /// cumulative, so the copy settles what the first one paid.
+    pub final_voucher_resend: Duration,
+}
+
+impl MonitorConfig {
+    /// How many times a voucher sent to a finalizing responder is sent again.
+    pub const FINAL_VOUCHER_RESENDS: u32 = 3;
 }
 
 impl Default for MonitorConfig {
@@ -87,6 +100,7 @@ impl Default for MonitorConfig {
             max_consecutive_restarts: 15,
             complete_timeout: Duration::from_secs(300),
             responder_idle_timeout: Duration::from_secs(30 * 60),
+            final_voucher_resend: Duration::from_secs(5),
         }
     }
 }
@@ -109,6 +123,9 @@ struct Watch {
     restart_sent: Option<Timestamp>,
     /// We respond to the channel: only its idle deadline runs, from `progressed`.
     responder: bool,
+    /// When we last sent a voucher to the finalizing responder, and how often we sent it
+    /// again since.
+    final_voucher: Option<(Timestamp, u32)>,
 }
 
 impl Watch {
@@ -122,6 +139,7 @@ impl Watch {
             queued_since: None,
             restart_sent: None,
             responder: false,
+            final_voucher: None,
         }
     }
 
@@ -523,6 +541,9 @@ impl Engine {
         if w.status != status {
             w.status = status;
             w.changed = now;
+            if !awaits_settlement(status) {
+                w.final_voucher = None;
+            }
         }
         match event {
             ChannelEvent::DataReceivedProgress { .. }
@@ -586,10 +607,11 @@ impl Engine {
             .restart_sent
             .filter(|_| !w.status.is_cleaning_up())
             .map(|t| t.saturating_add(cfg.accept_timeout));
-        match (by_status, answer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let resend = w
+            .final_voucher
+            .filter(|(_, n)| *n < MonitorConfig::FINAL_VOUCHER_RESENDS)
+            .map(|(t, _)| t.saturating_add(cfg.final_voucher_resend));
+        [by_status, answer, resend].into_iter().flatten().min()
     }
 
     /// Acts on every monitor deadline that has passed: restarts stalled channels, and fails
@@ -616,6 +638,25 @@ impl Engine {
                 self.fail(now, id, message);
                 continue;
             }
+            if let Some((sent, n)) = w.final_voucher
+                && n < MonitorConfig::FINAL_VOUCHER_RESENDS
+                && w.backoff_until.is_none()
+                && sent.saturating_add(cfg.final_voucher_resend) <= now
+            {
+                w.final_voucher = Some((now, n + 1));
+                self.resend_last_voucher(id);
+                if self
+                    .watches
+                    .get(&id)
+                    .and_then(|w| self.deadline(w))
+                    .is_none_or(|d| d > now)
+                {
+                    continue;
+                }
+            }
+            let Some(w) = self.watches.get_mut(&id) else {
+                continue;
+            };
             let unanswered = w
                 .restart_sent
                 .is_some_and(|t| t.saturating_add(cfg.accept_timeout) <= now);
@@ -660,6 +701,25 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Sends the channel's last voucher to its responder again (see
+    /// [`MonitorConfig::final_voucher_resend`]). The voucher is already in the channel's
+    /// state; no event fires.
+    fn resend_last_voucher(&mut self, id: ChannelId) {
+        let Some(ch) = self.channels.get(&id) else {
+            return;
+        };
+        let Some(voucher) = ch.last_voucher().cloned() else {
+            return;
+        };
+        let other = ch.other_peer();
+        self.send(
+            other,
+            id,
+            TransferRequest::voucher(id.id, voucher),
+            OnSendFailure::Disconnect,
+        );
     }
 
     /// Closes a channel with an error: stops the transport, tells the peer, fails it.
@@ -888,7 +948,14 @@ impl Engine {
             TransferRequest::voucher(id.id, voucher.clone()),
             OnSendFailure::Disconnect,
         );
-        Ok(self.fire(id, ChannelEvent::NewVoucher(voucher), now)?)
+        self.fire(id, ChannelEvent::NewVoucher(voucher), now)?;
+        // A voucher for a finalizing responder is sent again if its Complete does not come.
+        if let Some(w) = self.watches.get_mut(&id)
+            && awaits_settlement(w.status)
+        {
+            w.final_voucher = Some((now, 0));
+        }
+        Ok(())
     }
 
     /// Closes (cancels) a channel: stops the transport, tells the other side, and cancels.
@@ -1992,4 +2059,12 @@ fn validate_call(is_restart: bool, ch: &ChannelState, initiator: PeerId) -> Vali
 /// Convenience for shells: a validation that simply accepts.
 pub fn accept() -> ValidationAnswer {
     Ok(Some(Validation::accept()))
+}
+
+/// The responder paused its Complete to be settled, and waits for a voucher.
+fn awaits_settlement(status: Status) -> bool {
+    matches!(
+        status,
+        Status::ResponderFinalizing | Status::ResponderFinalizingTransferFinished
+    )
 }

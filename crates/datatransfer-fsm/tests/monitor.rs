@@ -9,7 +9,7 @@ use datatransfer_fsm::sim::{Sim, SimConfig, all_selector, dag_cid, peer_id, vouc
 use datatransfer_fsm::{
     Engine, EngineConfig, MonitorConfig, Output, TransportCommand, TransportEvent,
 };
-use datatransfer_types::message::TransferResponse;
+use datatransfer_types::message::{Message, MessageType, TransferResponse};
 use datatransfer_types::{EventCode, Status, Timestamp};
 
 fn monitor() -> MonitorConfig {
@@ -21,6 +21,7 @@ fn monitor() -> MonitorConfig {
         max_consecutive_restarts: 3,
         complete_timeout: Duration::from_millis(200),
         responder_idle_timeout: Duration::from_secs(5),
+        final_voucher_resend: Duration::from_millis(30),
     }
 }
 
@@ -604,4 +605,152 @@ fn a_reopened_pull_accepted_in_time_goes_on() {
     let outs = outputs(&mut e);
     assert_eq!(failure(&outs), None);
     assert_eq!(e.channel(&ch).unwrap().status, Status::Ongoing);
+}
+
+/// A pull whose data all arrived and whose responder then paused its Complete to be paid;
+/// the client pays at `ms(20)` with `voucher(7)`.
+fn paying_the_finalizing_responder(t0: Timestamp) -> (Engine, datatransfer_types::ChannelId) {
+    let mut e = engine();
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let ch = e
+        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
+        .unwrap();
+    e.handle_transport_event(
+        t0,
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::new_channel(ch.id, true, false, None),
+            data_request: None,
+        },
+    );
+    e.handle_transport_event(
+        ms(10),
+        TransportEvent::ChannelCompleted {
+            channel: ch,
+            result: Ok(()),
+        },
+    );
+    e.handle_message(
+        ms(15),
+        peer_id(1),
+        Message::Response(TransferResponse::complete(ch.id, true, true, None)),
+    );
+    assert_eq!(
+        e.channel(&ch).unwrap().status,
+        Status::ResponderFinalizingTransferFinished
+    );
+    e.send_voucher(ms(20), ch, voucher(7)).unwrap();
+    assert_eq!(vouchers_sent(&outputs(&mut e)), vec![voucher(7)]);
+    (e, ch)
+}
+
+/// The vouchers among `outputs`' messages.
+fn vouchers_sent(outputs: &[Output]) -> Vec<datatransfer_types::Voucher> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::SendMessage {
+                message: Message::Request(r),
+                ..
+            } => r
+                .typed_voucher()
+                .filter(|_| r.message_type == MessageType::Voucher),
+            _ => None,
+        })
+        .collect()
+}
+
+/// go-data-transfer's responder sends its paused Complete before it records that it is
+/// finalizing. A payment read in between is answered as an ordinary one (a voucher result,
+/// not the final Complete) and the responder then waits for a payment that already came:
+/// the flake of interop `we_pay_a_v1_provider_per_mib_with_finalization` (our client timed
+/// out waiting for the Complete). The client sends its last voucher again until it comes.
+#[test]
+fn a_voucher_the_finalizing_responder_took_too_early_is_sent_again() {
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let (mut e, ch) = paying_the_finalizing_responder(t0);
+    // Go's race: the payment answered as an ordinary one.
+    e.handle_message(
+        ms(22),
+        peer_id(1),
+        Message::Response(TransferResponse::voucher_result(ch.id, true, false, None)),
+    );
+    outputs(&mut e);
+    assert_eq!(e.poll_timeout(), Some(ms(50)), "final_voucher_resend");
+    e.handle_timeout(ms(49));
+    assert!(vouchers_sent(&outputs(&mut e)).is_empty());
+    e.handle_timeout(ms(50));
+    assert_eq!(
+        vouchers_sent(&outputs(&mut e)),
+        vec![voucher(7)],
+        "the same voucher again"
+    );
+    assert_eq!(
+        e.channel(&ch).unwrap().vouchers.len(),
+        2,
+        "not recorded twice"
+    );
+    // Now finalizing, the responder answers with its Complete.
+    e.handle_message(
+        ms(55),
+        peer_id(1),
+        Message::Response(TransferResponse::complete(ch.id, true, false, None)),
+    );
+    assert_eq!(last_status(&outputs(&mut e)), Some(Status::Completed));
+    assert_eq!(e.poll_timeout(), None, "nothing left to watch");
+}
+
+/// A responder that never completes gets the voucher three more times, then the channel
+/// fails at its complete_timeout as before.
+#[test]
+fn a_finalizing_responder_that_never_completes_gets_three_copies_then_the_channel_fails() {
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let (mut e, ch) = paying_the_finalizing_responder(t0);
+    let mut copies = Vec::new();
+    while let Some(at) = e.poll_timeout() {
+        e.handle_timeout(at);
+        let outs = outputs(&mut e);
+        if !vouchers_sent(&outs).is_empty() {
+            copies.push(at);
+        }
+        if let Some(message) = failure(&outs) {
+            assert_eq!(
+                message,
+                "timed out after 200ms waiting for the responder to complete"
+            );
+            // From the Complete that asked for payment (ms(15)), not from the voucher.
+            assert_eq!(at, ms(215));
+            break;
+        }
+    }
+    assert_eq!(copies, vec![ms(50), ms(80), ms(110)]);
+    assert!(e.channel(&ch).is_none(), "failed and forgotten");
+}
+
+/// A responder that completes in time gets no copy.
+#[test]
+fn a_finalizing_responder_that_completes_in_time_gets_no_copy() {
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let (mut e, ch) = paying_the_finalizing_responder(t0);
+    e.handle_message(
+        ms(25),
+        peer_id(1),
+        Message::Response(TransferResponse::complete(ch.id, true, false, None)),
+    );
+    let outs = outputs(&mut e);
+    assert!(vouchers_sent(&outs).is_empty());
+    assert_eq!(last_status(&outs), Some(Status::Completed));
+    assert!(e.channel(&ch).is_none());
+    assert_eq!(e.poll_timeout(), None);
+}
+
+/// The status of the last event among `outputs`.
+fn last_status(outputs: &[Output]) -> Option<Status> {
+    outputs.iter().rev().find_map(|o| match o {
+        Output::Event { state, .. } => Some(state.status),
+        _ => None,
+    })
 }
