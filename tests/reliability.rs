@@ -738,3 +738,93 @@ async fn an_opened_channel_is_stored_when_the_call_returns() {
         );
     }
 }
+
+/// A block store that takes `ok` blocks and then fails every write, as a full disk does.
+struct FullDisk {
+    inner: datatransfer_ipld::blockstore::MemoryBlockstore,
+    ok: usize,
+    puts: std::sync::atomic::AtomicUsize,
+}
+
+impl FullDisk {
+    fn refused(&self) -> usize {
+        self.puts
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .saturating_sub(self.ok)
+    }
+}
+
+impl datatransfer_ipld::blockstore::Blockstore for FullDisk {
+    fn get(
+        &self,
+        cid: &Cid,
+    ) -> Result<Option<std::sync::Arc<[u8]>>, datatransfer_ipld::blockstore::BlockstoreError> {
+        self.inner.get(cid)
+    }
+
+    fn put(
+        &self,
+        cid: &Cid,
+        data: &[u8],
+    ) -> Result<(), datatransfer_ipld::blockstore::BlockstoreError> {
+        let n = self.puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= self.ok {
+            return Err(datatransfer_ipld::blockstore::BlockstoreError::Backend(
+                "no space left on device".into(),
+            ));
+        }
+        self.inner.put(cid, data)
+    }
+}
+
+/// A local store failure is ours, not the network's: the pull fails once with a reason that
+/// says so, the provider is told, and no restart follows (it used to be reported as a network
+/// error, so the monitor restarted the channel against the same full disk until its limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_store_that_fails_ends_the_pull_once_with_a_local_failure() {
+    let provider = default_node().await;
+    let data = random_bytes(4 << 20, 41);
+    let file = import(&*provider.store, &data, 256 << 10);
+    let disk = std::sync::Arc::new(FullDisk {
+        inner: datatransfer_ipld::blockstore::MemoryBlockstore::new(),
+        ok: 3,
+        puts: Default::default(),
+    });
+    let client = node(NodeOptions {
+        store: Some(disk.clone()),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let mut theirs = provider.manager.subscribe().await.unwrap();
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), file.root).await;
+
+    let events = wait_finished(&mut sub, ch, 20).await;
+    assert_eq!(last_status(&events), Status::Failed);
+    let message = &events.last().unwrap().1.message;
+    assert!(
+        message.contains("local store failed: block store failed: no space left on device"),
+        "{message}"
+    );
+    assert!(
+        !codes(&events).contains(&EventCode::Restart),
+        "restarted against a full disk: {:?}",
+        codes(&events)
+    );
+    // The provider hears of it and ends its side; it never sees a restart.
+    let provider_events = wait_finished(&mut theirs, ch, 10).await;
+    assert!(
+        !codes(&provider_events).contains(&EventCode::Restart),
+        "{:?}",
+        codes(&provider_events)
+    );
+    // No attempt after the first: well past the monitor's restart backoff (200 ms), the
+    // store sees no more writes.
+    let refused = disk.refused();
+    assert!(refused >= 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(disk.refused(), refused, "the store was written to again");
+    let st = client.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(st.status, Status::Failed);
+}

@@ -156,6 +156,7 @@ impl ChannelEvent {
 
 /// Why an event was refused. The state is unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FsmError {
     /// The channel is Completed, Failed or Cancelled and takes no more events.
     #[error("channel is terminated ({status}); event {event} ignored")]

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use datatransfer_types::message::{Message, MessageType, TransferRequest, TransferResponse};
 use datatransfer_types::{
-    ChannelId, ChannelState, Cid, DagCbor, PeerId, Registry, RegistryError, Status, Timestamp,
-    TransferId, TypeIdentifier, TypedNode, Validation, ValidationOutcome, Voucher, VoucherResult,
+    ChannelId, ChannelState, Cid, DagCbor, Fault, PeerId, Registry, RegistryError, Status,
+    Timestamp, TransferId, TypeIdentifier, TypedNode, Validation, ValidationOutcome, Voucher,
+    VoucherResult,
 };
 
 use crate::channel_fsm::{ChannelEvent, FsmError, transition};
@@ -165,6 +166,7 @@ impl Default for EngineConfig {
 
 /// Misuse of the API by the local caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsageError {
     /// No channel with this id is open here.
     #[error("channel not found: {0}")]
@@ -215,7 +217,7 @@ enum Verdict {
     Ok,
     Pause,
     Resume,
-    Err(String),
+    Err(Fault),
 }
 
 impl Verdict {
@@ -230,9 +232,7 @@ impl Verdict {
             // channel stays open and paused until a voucher arrives.
             ValidationOutcome::Pause | ValidationOutcome::RetryValidation => Self::Pause,
             ValidationOutcome::Resume => Self::Resume,
-            ValidationOutcome::Rejected { reason } => {
-                Self::Err(format!("response rejected: {reason}"))
-            }
+            ValidationOutcome::Rejected { reason } => Self::Err(Fault::rejected(reason.clone())),
         }
     }
 
@@ -240,7 +240,8 @@ impl Verdict {
         match answer {
             Ok(Some(v)) => (Self::from_outcome(&v.outcome), v.voucher_result.clone()),
             Ok(None) => (Self::Ok, None),
-            Err(e) => (Self::Err(e.to_string()), None),
+            // The validator itself failed (it could not look the deal up, ...): ours.
+            Err(e) => (Self::Err(Fault::local(e.to_string())), None),
         }
     }
 
@@ -792,15 +793,16 @@ impl Engine {
         id: ChannelId,
         voucher: Voucher,
         now: Timestamp,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fault> {
         if self.voucher_count(&id) >= self.config.max_vouchers_per_channel {
-            return Err(format!(
+            return Err(Fault::limit(format!(
                 "too many vouchers on channel (limit {})",
                 self.config.max_vouchers_per_channel
-            ));
+            )));
         }
+        // A voucher the channel's state cannot take (it ended, ...): the peer sent it.
         self.fire(id, ChannelEvent::NewVoucher(voucher), now)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Fault::peer(e.to_string()))
     }
 
     fn record_result(&mut self, id: ChannelId, result: VoucherResult, now: Timestamp) {
@@ -1165,7 +1167,7 @@ impl Engine {
             _ => {
                 // Everything else is an update: the initiator paused or resumed.
                 if !self.channels.contains_key(&id) {
-                    let err = Verdict::Err(format!("channel not found: {id}"));
+                    let err = Verdict::Err(Fault::peer(format!("channel not found: {id}")));
                     return self.finish_request(now, id, &req, via, None, err);
                 }
                 let verdict = if req.pause {
@@ -1191,7 +1193,7 @@ impl Engine {
         id: ChannelId,
         req: &TransferRequest,
         via: Via,
-        why: String,
+        why: Fault,
     ) {
         let response = match req.message_type {
             MessageType::Restart => TransferResponse::restart(id.id, false, false, None),
@@ -1204,21 +1206,30 @@ impl Engine {
     fn on_new_request(&mut self, now: Timestamp, id: ChannelId, req: TransferRequest, via: Via) {
         let checked = (|| {
             if self.channels.contains_key(&id) {
-                return Err(format!("channel {id} already exists"));
+                return Err(Fault::peer(format!("channel {id} already exists")));
             }
             if self.channels.len() >= self.config.max_channels {
-                return Err(format!(
+                return Err(Fault::limit(format!(
                     "too many open channels (limit {})",
                     self.config.max_channels
-                ));
+                )));
             }
             if self.validations_full() {
-                return Err("too many requests awaiting validation".to_owned());
+                return Err(Fault::limit("too many requests awaiting validation"));
             }
-            let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
-            self.validated.lookup(&voucher).map_err(|e| e.to_string())?;
-            let base_cid = req.base_cid.ok_or("request carries no base CID")?;
-            let selector = req.selector.clone().ok_or("request carries no selector")?;
+            let voucher = req
+                .typed_voucher()
+                .ok_or(Fault::peer("request carries no voucher"))?;
+            self.validated
+                .lookup(&voucher)
+                .map_err(|e| Fault::peer(e.to_string()))?;
+            let base_cid = req
+                .base_cid
+                .ok_or(Fault::peer("request carries no base CID"))?;
+            let selector = req
+                .selector
+                .clone()
+                .ok_or(Fault::peer("request carries no selector"))?;
             Ok((voucher, base_cid, selector))
         })();
         let (voucher, base_cid, selector) = match checked {
@@ -1290,7 +1301,7 @@ impl Engine {
             return self.finish_request(now, id, &req, via, Some(response(false, false)), verdict);
         }
         if self.channels.contains_key(&id) || limit_hit {
-            let why = Verdict::Err(format!("channel {id} cannot be created"));
+            let why = Verdict::Err(Fault::limit(format!("channel {id} cannot be created")));
             return self.finish_request(now, id, &req, via, Some(response(false, false)), why);
         }
         let (Some(base_cid), Some(selector)) = (req.base_cid, req.selector.clone()) else {
@@ -1343,10 +1354,10 @@ impl Engine {
                 && req.selector.as_ref().map(DagCbor::cid) == Some(f.selector)
                 && req.typed_voucher().as_ref().map(voucher_print) == f.voucher;
             if !same {
-                let why = format!(
+                let why = Fault::peer(format!(
                     "restart request for channel {id} failed validation: it does not match \
                      the channel's root, selector and voucher"
-                );
+                ));
                 return self.reject(now, id, &req, via, why);
             }
             let done = TransferResponse::complete(id.id, true, false, None);
@@ -1361,7 +1372,9 @@ impl Engine {
         {
             // It ended here, cancelled (by our operator, say, while the initiator was out of
             // reach) or failed: it does not come back as a new channel.
-            let why = format!("channel {id} has ended ({ended:?}) and cannot be restarted");
+            let why = Fault::peer(format!(
+                "channel {id} has ended ({ended:?}) and cannot be restarted"
+            ));
             return self.reject(now, id, &req, via, why);
         }
         if !self.channels.contains_key(&id) && self.me != id.initiator {
@@ -1374,14 +1387,16 @@ impl Engine {
         }
         let checked = (|| {
             if self.me == id.initiator {
-                return Err("initiator cannot be manager peer for a restart request".to_owned());
+                return Err(Fault::peer(
+                    "initiator cannot be manager peer for a restart request",
+                ));
             }
             let ch = self
                 .channels
                 .get(&id)
-                .ok_or_else(|| format!("channel not found: {id}"))?;
+                .ok_or_else(|| Fault::peer(format!("channel not found: {id}")))?;
             if req.base_cid != Some(ch.base_cid) {
-                return Err("base cid does not match".to_owned());
+                return Err(Fault::peer("base cid does not match"));
             }
             // Go does not compare selectors; a restart could then ask for more than the
             // channel was validated for.
@@ -1390,15 +1405,19 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|s| s.same_node(&ch.selector))
             {
-                return Err("selector does not match".to_owned());
+                return Err(Fault::peer("selector does not match"));
             }
-            let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
-            self.validated.lookup(&voucher).map_err(|e| e.to_string())?;
+            let voucher = req
+                .typed_voucher()
+                .ok_or(Fault::peer("request carries no voucher"))?;
+            self.validated
+                .lookup(&voucher)
+                .map_err(|e| Fault::peer(e.to_string()))?;
             if ch.voucher() != Some(&voucher) {
-                return Err("channel and request vouchers do not match".to_owned());
+                return Err(Fault::peer("channel and request vouchers do not match"));
             }
             if self.validations_full() {
-                return Err("too many requests awaiting validation".to_owned());
+                return Err(Fault::limit("too many requests awaiting validation"));
             }
             Ok(validate_call(true, ch, id.initiator))
         })();
@@ -1418,7 +1437,9 @@ impl Engine {
                 id,
                 &req,
                 via,
-                format!("restart request for channel {id} failed validation: {why}"),
+                why.map_message(|m| {
+                    format!("restart request for channel {id} failed validation: {m}")
+                }),
             ),
         }
     }
@@ -1459,14 +1480,16 @@ impl Engine {
     fn on_voucher_update(&mut self, now: Timestamp, id: ChannelId, req: TransferRequest, via: Via) {
         let checked = (|| {
             if !self.channels.contains_key(&id) {
-                return Err(format!("channel not found: {id}"));
+                return Err(Fault::peer(format!("channel not found: {id}")));
             }
-            let voucher = req.typed_voucher().ok_or("request carries no voucher")?;
+            let voucher = req
+                .typed_voucher()
+                .ok_or(Fault::peer("request carries no voucher"))?;
             self.revalidators
                 .lookup(&voucher)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Fault::peer(e.to_string()))?;
             if self.validations_full() {
-                return Err("too many requests awaiting validation".to_owned());
+                return Err(Fault::limit("too many requests awaiting validation"));
             }
             Ok(voucher)
         })();
@@ -1606,7 +1629,7 @@ impl Engine {
         };
         if let Some(why) = refusal {
             if let Some(r) = data_request {
-                self.hook(r.token, id, None, HookResult::Fail(why.to_owned()));
+                self.hook(r.token, id, None, HookResult::Fail(Fault::peer(why)));
             }
             return;
         }
@@ -1658,13 +1681,13 @@ impl Engine {
                 .filter(|r| !r.type_id.is_empty())
             {
                 if let Err(e) = self.results.lookup(&result) {
-                    return Verdict::Err(e.to_string());
+                    return Verdict::Err(Fault::peer(e.to_string()));
                 }
                 self.record_result(id, result, now);
             }
             if !resp.accepted {
                 self.fire_quiet(id, ChannelEvent::error("response rejected"), now);
-                return Verdict::Err("response rejected".to_owned());
+                return Verdict::Err(Fault::rejected(""));
             }
             if matches!(resp.message_type, T::New | T::Restart) {
                 self.paused_unaccepted.remove(&id);
@@ -1843,7 +1866,7 @@ impl Engine {
         if self.channels.contains_key(id) || self.completed_earlier(id).is_some() {
             HookResult::Continue
         } else {
-            HookResult::Fail(format!("channel not found: {id}"))
+            HookResult::Fail(Fault::peer(format!("channel not found: {id}")))
         }
     }
 
@@ -1885,7 +1908,7 @@ impl Engine {
         is_new
     }
 
-    fn on_completed(&mut self, now: Timestamp, id: ChannelId, result: Result<(), String>) {
+    fn on_completed(&mut self, now: Timestamp, id: ChannelId, result: Result<(), Fault>) {
         let Some(ch) = self.channels.get(&id) else {
             return;
         };
@@ -1901,11 +1924,16 @@ impl Engine {
                 }
             }
             Ok(()) => self.fire_quiet(id, ChannelEvent::FinishTransfer, now),
+            Err(_) if matches!(ch.status, Status::Failing | Status::Failed) => {}
+            // Our own store or disk failed: asking the peer again would not help. The channel
+            // fails once, the transport stops and the peer is told (no restart follows).
+            Err(e @ Fault::LocalFailure(_)) if !ch.status.is_cleaning_up() => {
+                let msg = format!("data transfer channel {id} failed to transfer data: {e}");
+                self.fail(now, id, msg);
+            }
             Err(e) => {
-                if !matches!(ch.status, Status::Failing | Status::Failed) {
-                    let msg = format!("data transfer channel {id} failed to transfer data: {e}");
-                    self.fire_quiet(id, ChannelEvent::error(msg), now);
-                }
+                let msg = format!("data transfer channel {id} failed to transfer data: {e}");
+                self.fire_quiet(id, ChannelEvent::error(msg), now);
             }
         }
     }
@@ -1920,7 +1948,7 @@ impl Engine {
         let msg = TransferResponse::complete(id.id, accepted, paused, result);
         self.send(id.initiator, id, msg, OnSendFailure::Disconnect);
         let ev = match (&verdict, paused) {
-            (Verdict::Err(e), _) => ChannelEvent::error(e.clone()),
+            (Verdict::Err(e), _) => ChannelEvent::error(e.to_string()),
             (_, true) => ChannelEvent::BeginFinalizing,
             (_, false) => ChannelEvent::Complete,
         };
@@ -1965,7 +1993,7 @@ impl Engine {
                         &req,
                         via,
                         None,
-                        Verdict::Err("channel not found".into()),
+                        Verdict::Err(Fault::peer("channel not found")),
                     );
                 }
                 let verdict = match self.record_voucher(channel, voucher, now) {
@@ -1986,7 +2014,7 @@ impl Engine {
                         hook,
                         channel,
                         None,
-                        HookResult::Fail("channel not found".into()),
+                        HookResult::Fail(Fault::peer("channel not found")),
                     );
                 }
                 if verdict == Verdict::Ok && result.is_none() {

@@ -6,7 +6,8 @@
 
 use datatransfer_types::message::{Message, TransferRequest, TransferResponse};
 use datatransfer_types::{
-    ChannelId, ChannelState, Cid, DagCbor, Event, PeerId, Validation, ValidationError, Voucher,
+    ChannelId, ChannelState, Cid, DagCbor, Event, Fault, PeerId, Validation, ValidationError,
+    Voucher,
 };
 
 /// Identifies a transport hook that waits for the engine's answer
@@ -112,8 +113,10 @@ pub enum TransportEvent {
     ChannelCompleted {
         /// The channel.
         channel: ChannelId,
-        /// `Err` with the transport's reason if it failed.
-        result: Result<(), String>,
+        /// `Err` with the reason if it failed, by whose fault: a
+        /// [`Fault::LocalFailure`] (our store, our disk) fails the channel at once and tells
+        /// the peer; it is never taken for a lost connection to restart from.
+        result: Result<(), Fault>,
     },
     /// The transport cancelled the request.
     RequestCancelled {
@@ -162,7 +165,7 @@ pub enum HookResult {
     /// Resume a paused transfer.
     Resume,
     /// Refuse or cancel, with the reason.
-    Fail(String),
+    Fail(Fault),
 }
 
 /// What the engine asks of the transport (go-data-transfer's `Transport` and

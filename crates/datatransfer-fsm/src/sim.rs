@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 
 use datatransfer_types::message::Message;
 use datatransfer_types::{
-    ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, PeerId, Status, Timestamp, Validation,
-    ValidationOutcome, Voucher,
+    ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, Fault, PeerId, Status, Timestamp,
+    Validation, ValidationOutcome, Voucher,
 };
 use serde_like::PaymentNode;
 
@@ -161,7 +161,7 @@ enum Wire {
     Reply {
         channel: ChannelId,
         message: Option<Message>,
-        rejected: Option<String>,
+        rejected: Option<Fault>,
     },
     Block {
         channel: ChannelId,
@@ -1255,7 +1255,8 @@ impl Sim {
                         to,
                         TransportEvent::ChannelCompleted {
                             channel,
-                            result: Err(e),
+                            // The request was refused over there: the peer's doing.
+                            result: Err(Fault::PeerFailed(e.to_string())),
                         },
                     );
                 }

@@ -381,6 +381,7 @@ fn ext_size(e: &Extensions) -> usize {
 
 /// Why bytes are not a graphsync message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum MessageError {
     /// Malformed CBOR.
     #[error("malformed graphsync message: {0}")]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use cid::Cid;
 use datatransfer_ipld::blockstore::Blockstore;
 use datatransfer_ipld::selector::Selector;
-use datatransfer_ipld::traversal::TraversalConfig;
+use datatransfer_ipld::traversal::{TraversalConfig, TraversalError};
 use datatransfer_streams::{Control, OpenStreamError};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
@@ -227,6 +227,7 @@ impl Hooks for AcceptAll {}
 
 /// A request of ours failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum GraphSyncError {
     /// The responder's data failed verification.
     #[error(transparent)]
@@ -234,6 +235,10 @@ pub enum GraphSyncError {
     /// The network to the peer failed.
     #[error("network error: {0}")]
     Network(String),
+    /// Our own block store failed to store a received block or to read one (a full disk, a
+    /// broken file): the request is cancelled; asking again would fail the same way.
+    #[error("local store failed: {0}")]
+    LocalStore(String),
     /// The request was cancelled locally.
     #[error("request cancelled")]
     Cancelled,
@@ -1614,11 +1619,12 @@ impl Node {
             let _ = o.events.send(RequestEvent::Block { cid, size }).await;
         }
         let done = match (result, store_err) {
-            (_, Some(e)) => Some(Err(GraphSyncError::Network(format!(
-                "local store failed: {e}"
-            )))),
+            (_, Some(e)) => Some(Err(GraphSyncError::LocalStore(e))),
             (Ok(Progress::Complete), None) => Some(Ok(resp.status)),
             (Ok(Progress::InProgress), None) => None,
+            (Err(VerifyError::Traversal(t)), None) if matches!(*t, TraversalError::Store(_)) => {
+                Some(Err(GraphSyncError::LocalStore(t.to_string())))
+            }
             (Err(e), None) => Some(Err(e.into())),
         };
         if let Some(r) = done {

@@ -22,6 +22,7 @@ use crate::message::{Block, LinkAction, Response, ResponseStatus};
 
 /// Why a response cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The responder's metadata names a different link than the walk reached.
     #[error("responder sent link {got} where the walk expected {expected}")]

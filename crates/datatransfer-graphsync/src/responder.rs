@@ -38,6 +38,7 @@ pub const DEFAULT_MESSAGE_TARGET: usize = 512 << 10;
 
 /// A request the responder cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ResponderError {
     /// The request has no root or selector, or its selector does not parse.
     #[error("bad request: {0}")]

@@ -15,6 +15,7 @@ use crate::codec::{self, BlockError};
 
 /// A block store failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BlockstoreError {
     /// The block does not match its CID.
     #[error(transparent)]

@@ -32,6 +32,7 @@ pub const MAX_SECTION_SIZE: u64 = 8 << 20;
 
 /// A CAR file is malformed or unreadable.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CarError {
     /// Reading or writing failed.
     #[error("I/O error: {0}")]

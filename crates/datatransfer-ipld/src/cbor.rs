@@ -44,6 +44,7 @@ pub const DEFAULT_MAX_DEPTH: usize = 128;
 
 /// A malformed or unacceptable CBOR item.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CborError {
     /// The input ended inside an item.
     #[error("CBOR input ends early at byte {offset}")]

@@ -20,6 +20,7 @@ pub const IDENTITY: u64 = 0x00;
 
 /// A block that cannot be decoded or does not match its CID.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BlockError {
     /// Malformed DAG-CBOR.
     #[error("malformed DAG-CBOR: {0}")]

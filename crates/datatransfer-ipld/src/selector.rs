@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_EXPLORE_STEPS: usize = 16_384;
 
 /// Why a node is not a valid selector.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SelectorError {
     /// The node has the wrong shape at `at`.
     #[error("invalid selector at {at}: {reason}")]

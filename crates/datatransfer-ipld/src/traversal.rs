@@ -64,6 +64,7 @@ impl Default for TraversalConfig {
 
 /// A walk failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TraversalError {
     /// A block did not decode or did not match its CID.
     #[error("block {cid}: {source}")]

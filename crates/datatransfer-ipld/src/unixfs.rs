@@ -58,6 +58,7 @@ impl Default for ImportOptions {
 
 /// An import or export failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum UnixfsError {
     /// Reading the input or writing the output failed.
     #[error("I/O error: {0}")]

@@ -58,6 +58,7 @@ pub enum NetworkEvent {
 
 /// What was wrong with an inbound stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InboundError {
     /// The bytes are not a valid message.
     #[error("invalid message: {0}")]
@@ -81,6 +82,7 @@ pub enum InboundError {
 
 /// Sending a message failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetworkError {
     /// Every attempt to reach the peer failed.
     #[error("could not send to {peer} after {attempts} attempts: {last}")]

@@ -60,6 +60,7 @@ type DialReply = oneshot::Sender<Result<(), DialError>>;
 
 /// Dialing a peer through a [`ProtectHandle`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
     /// The address does not name the peer (`.../p2p/<peer id>`).
     #[error("{0} does not end in /p2p/<peer id>")]

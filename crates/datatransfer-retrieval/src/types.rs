@@ -98,6 +98,7 @@ impl fmt::Display for TokenAmount {
 
 /// Bytes that are not a Filecoin big integer we can hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenAmountError {
     /// The first byte is neither 0 (positive) nor 1 (negative).
     #[error("token amount has sign byte {0:#04x} (0 or 1 expected)")]
@@ -454,6 +455,7 @@ pub fn response_of(
 
 /// A voucher or voucher result that is not the retrieval type asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VoucherError {
     /// Its type is not a retrieval type.
     #[error("{0:?} is not a retrieval voucher type")]

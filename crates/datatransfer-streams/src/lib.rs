@@ -51,6 +51,7 @@ type RawStream = libp2p::Stream;
 
 /// Opening a stream failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OpenStreamError {
     /// The peer does not speak the protocol.
     UnsupportedProtocol(StreamProtocol),

@@ -46,7 +46,7 @@ use datatransfer_ipld::blockstore::Blockstore;
 use datatransfer_ipld::selector::Selector;
 use datatransfer_ipld::traversal::{NoVisitor, Step, Traversal, TraversalConfig};
 use datatransfer_types::message::{DecodeLimits, Message, MessageType, WireVersion};
-use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, PeerId};
+use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, Fault, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 /// The extension every data-transfer message travels in.
@@ -92,6 +92,7 @@ impl Default for GraphsyncTransportConfig {
 
 /// Starting the transport failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// Another behaviour already serves the graphsync protocols on this swarm.
     #[error("the graphsync protocols are already registered on this swarm")]
@@ -304,13 +305,13 @@ impl Shared {
         {
             let mut st = self.lock();
             if st.shut_down {
-                return (None, HookResult::Fail("transport shut down".into()));
+                return (None, HookResult::Fail(Fault::local("transport shut down")));
             }
             st.pending.insert(token, Pending::Answer(tx));
         }
         self.deliver(event(token));
         rx.await
-            .unwrap_or((None, HookResult::Fail("transport shut down".into())))
+            .unwrap_or((None, HookResult::Fail(Fault::local("transport shut down"))))
     }
 }
 
@@ -741,12 +742,14 @@ impl Hooks for DtHooks {
             st.serving_channels.remove(&channel);
             channel
         };
+        // Our walk of our own DAG stopped short (blocks we lack, a store that failed, a
+        // limit): the fault is ours, not the requester's.
         let result = if status == ResponseStatus::RequestCompletedFull {
             Ok(())
         } else {
-            Err(format!(
+            Err(Fault::local(format!(
                 "graphsync response to peer {peer} did not complete: response status code {status:?}"
-            ))
+            )))
         };
         s.deliver(TransportEvent::ChannelCompleted { channel, result });
     }
@@ -1155,8 +1158,12 @@ async fn watch_request(
             channel,
             result: match tokio::task::spawn_blocking(move || store.flush()).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("the received blocks could not be stored: {e}")),
-                Err(e) => Err(format!("the received blocks could not be stored: {e}")),
+                Ok(Err(e)) => Err(Fault::local(format!(
+                    "the received blocks could not be stored: {e}"
+                ))),
+                Err(e) => Err(Fault::local(format!(
+                    "the received blocks could not be stored: {e}"
+                ))),
             },
         },
         // Go leaves a responder's cancel to the data-transfer message that comes with it.
@@ -1165,9 +1172,9 @@ async fn watch_request(
         ))) => return,
         Ok(status) => TransportEvent::ChannelCompleted {
             channel,
-            result: Err(format!(
+            result: Err(Fault::PeerFailed(format!(
                 "graphsync request failed to complete: the responder lacked blocks ({status:?})"
-            )),
+            ))),
         },
         Err(GraphSyncError::Network(e)) => TransportEvent::Disconnected {
             channel,
@@ -1189,8 +1196,32 @@ async fn watch_request(
         },
         Err(e) => TransportEvent::ChannelCompleted {
             channel,
-            result: Err(format!("graphsync request failed to complete: {e}")),
+            result: Err(
+                fault_of(&e).map_message(|m| format!("graphsync request failed to complete: {m}"))
+            ),
         },
     };
     shared.deliver(event);
+}
+
+/// Whose fault a failed request of ours is: our store's, one of our limits', or the
+/// responder's (its data failed verification, or it failed the request).
+fn fault_of(e: &GraphSyncError) -> Fault {
+    use datatransfer_graphsync::requester::VerifyError as V;
+    use datatransfer_ipld::traversal::TraversalError as T;
+    let m = e.to_string();
+    match e {
+        GraphSyncError::LocalStore(_) | GraphSyncError::Closed | GraphSyncError::Cancelled => {
+            Fault::LocalFailure(m)
+        }
+        GraphSyncError::Selector(_) => Fault::LocalLimit(m),
+        GraphSyncError::Verify(V::Failed(_)) => Fault::PeerFailed(m),
+        GraphSyncError::Verify(V::Traversal(t)) => match **t {
+            T::TooDeep(_) | T::TooManyLinks(_) | T::Selector(_) => Fault::LocalLimit(m),
+            T::Store(_) => Fault::LocalFailure(m),
+            _ => Fault::PeerMisbehaved(m),
+        },
+        GraphSyncError::Verify(V::TooManyBuffered(_)) => Fault::PeerMisbehaved(m),
+        _ => Fault::PeerMisbehaved(m),
+    }
 }

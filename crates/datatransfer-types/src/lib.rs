@@ -9,6 +9,7 @@
 //! - [`Event`] / [`EventCode`]: what subscribers are told.
 //! - [`Voucher`], [`VoucherResult`], [`Registerable`] and the [`Registry`] of accepted types;
 //!   [`ValidationOutcome`]: what a validator decides.
+//! - [`Fault`]: why something was refused or failed, by whose fault.
 //! - [`message`]: the wire messages, byte-identical to go-data-transfer's on
 //!   `/fil/datatransfer/1.1.0` and `/fil/datatransfer/1.2.0`.
 //!
@@ -21,6 +22,7 @@
 
 mod channel;
 mod event;
+mod fault;
 mod ids;
 pub mod message;
 mod node;
@@ -33,6 +35,7 @@ pub use channel::{
     ChannelStage, ChannelStages, ChannelState, DEFAULT_MAX_LOGS_PER_STAGE, StageLog,
 };
 pub use event::{Event, EventCode, Timestamp, UnknownEventCode};
+pub use fault::Fault;
 pub use ids::{BadChannelId, ChannelId, TransferId};
 pub use node::{DagCbor, NodeError};
 pub use status::{Status, UnknownStatus};

@@ -14,6 +14,7 @@ use crate::cbor::{self, CborError, Reader};
 
 /// Failure to turn a value into DAG-CBOR or back.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The bytes are not one well-formed CBOR item.
     #[error("malformed CBOR node: {0}")]

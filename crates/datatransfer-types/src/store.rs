@@ -110,6 +110,7 @@ impl PurgeFinished {
 
 /// A store failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The store file could not be opened or is not a database.
     #[error("cannot open channel store {path}: {reason}")]

@@ -73,6 +73,7 @@ impl Validation {
 
 /// A validator failed (as opposed to deciding): the request fails with this message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ValidationError {
     /// The validator could not decide (a database was down, say).
     #[error("validation failed: {0}")]

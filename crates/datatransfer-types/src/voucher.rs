@@ -119,6 +119,7 @@ pub type VoucherResult = TypedNode;
 
 /// Something wrong with a voucher's type or contents.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// No type with this identifier was registered.
     #[error("unknown voucher type {0:?}")]

@@ -71,6 +71,7 @@ use crate::task::{Api, EngineTask, Inputs, Sink};
 
 /// What can go wrong using a [`Manager`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManagerError {
     /// The call does not fit the channel's state (unknown channel, not the initiator, limits).
     #[error(transparent)]

@@ -189,6 +189,7 @@ impl Default for DecodeLimits {
 
 /// Why bytes from a peer are not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The input is larger than [`DecodeLimits::max_message_size`].
     #[error("message of {size} bytes exceeds the limit of {max} bytes")]
