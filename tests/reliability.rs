@@ -20,6 +20,8 @@ async fn pull_all(
     roots: &[Cid],
     secs: u64,
 ) -> (HashMap<ChannelId, Status>, HashSet<ChannelId>) {
+    // The events are read once every pull is open: the client's subscriber queue must hold
+    // them all (see `reading_late`).
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut open = HashSet::new();
     for root in roots {
@@ -48,13 +50,25 @@ async fn pull_all(
         ended.len(),
         open.len()
     );
+    assert_eq!(sub.missed(), 0, "the subscriber queue was too small");
     (ended, queued)
+}
+
+/// A client that reads its events only after opening many pulls: a subscriber queue that
+/// holds every event of this test.
+fn reading_late() -> NodeOptions<'static> {
+    let mut config = fast_config();
+    config.subscriber_queue = 1 << 20;
+    NodeOptions {
+        config,
+        ..NodeOptions::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_pulls_opened_at_once_to_one_peer_all_complete() {
     let provider = default_node().await;
-    let client = default_node().await;
+    let client = node(reading_late()).await;
     introduce(&client, &provider).await;
     let files = small_files(&*provider.store, 1_000);
     let roots: Vec<Cid> = files.iter().map(|(r, _)| *r).collect();
@@ -90,13 +104,9 @@ async fn requests_past_the_responders_queue_are_refused_as_busy_and_asked_again(
         ..NodeOptions::default()
     })
     .await;
-    let mut config = fast_config();
-    config.transport.busy_retry_backoff = Duration::from_millis(50);
-    let client = node(NodeOptions {
-        config,
-        ..NodeOptions::default()
-    })
-    .await;
+    let mut client = reading_late();
+    client.config.transport.busy_retry_backoff = Duration::from_millis(50);
+    let client = node(client).await;
     introduce(&client, &provider).await;
     let files = small_files(&*provider.store, 40);
     let roots: Vec<Cid> = files.iter().map(|(r, _)| *r).collect();
@@ -827,4 +837,58 @@ async fn a_block_store_that_fails_ends_the_pull_once_with_a_local_failure() {
     assert_eq!(disk.refused(), refused, "the store was written to again");
     let st = client.manager.channel_state(ch).await.unwrap().unwrap();
     assert_eq!(st.status, Status::Failed);
+}
+
+/// A subscriber that never reads costs a bounded queue, not memory that grows with the
+/// events, and does not hold anything up: a pull of over 10,000 blocks (one progress event
+/// each) and 300 small pulls beside it all complete. Its unread progress events merge; past
+/// its bound the oldest events go, and it is told how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_stays_bounded_and_holds_nothing_up() {
+    let mut config = fast_config();
+    config.subscriber_queue = 256;
+    let provider = default_node().await;
+    let client = node(NodeOptions {
+        config,
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let big = import(&*provider.store, &random_bytes(10_500 << 10, 43), 1 << 10);
+    assert!(big.blocks > 10_000, "{} blocks", big.blocks);
+    let small: Vec<Cid> = (0..300)
+        .map(|i| import(&*provider.store, &random_bytes(2 << 10, 500 + i), 1 << 10).root)
+        .collect();
+
+    let mut idle = client.manager.subscribe().await.unwrap();
+    let big_ch = pull(&client, &provider, voucher(1), big.root).await;
+    let mut channels = vec![big_ch];
+    for root in &small {
+        channels.push(pull(&client, &provider, voucher(1), *root).await);
+    }
+    // Every channel completes, as the store records it (nobody reads a subscription here).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for ch in &channels {
+        loop {
+            let st = client.manager.channel_state(*ch).await.unwrap();
+            if st.as_ref().is_some_and(|s| s.status.is_terminal()) {
+                assert_eq!(st.unwrap().status, Status::Completed);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{ch} did not finish");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let held = idle.len();
+    let missed = idle.missed();
+    assert!(held <= 256, "{held} events held");
+    assert!(missed > 0, "300 channels' events fit in 256?");
+    // Reading now: first the notice of what was dropped, then what the queue holds.
+    let first = idle.next_item().await.unwrap();
+    assert_eq!(first, datatransfer::SubscriptionItem::Lagged(missed));
+    let mut rest = Vec::new();
+    while let Ok(Some(item)) = timeout(Duration::from_millis(200), idle.next_item()).await {
+        rest.push(item);
+    }
+    assert_eq!(rest.len(), held);
 }

@@ -35,13 +35,13 @@
 
 #![deny(missing_docs)]
 
+mod store_queue;
+mod subscription;
 mod swarm;
 mod task;
 pub mod validation;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use datatransfer_fsm::{Engine, EngineConfig, MonitorConfig, UsageError};
@@ -64,6 +64,7 @@ pub use datatransfer_types::{
     VoucherResult,
 };
 pub use libp2p::{Multiaddr, identity};
+pub use subscription::{Subscription, SubscriptionItem};
 pub use swarm::DataTransferBehaviour;
 pub use validation::{AcceptAll, RequestValidator, Revalidator, TransportConfigurer};
 
@@ -125,6 +126,10 @@ pub struct ManagerConfig {
     /// of recently finished channels that answers a late restart is loaded from the store at
     /// start and is not affected.
     pub retention: Option<Retention>,
+    /// How many events each [`Subscription`] holds unread (4,096 by default). Progress events
+    /// of a channel merge while unread; past the bound the oldest are dropped and the
+    /// subscriber is told ([`SubscriptionItem::Lagged`]).
+    pub subscriber_queue: usize,
 }
 
 /// How long finished channels (Completed, Failed, Cancelled) stay in the channel store: a
@@ -202,6 +207,7 @@ impl Default for ManagerConfig {
             restart_on_start: true,
             idle_connection_timeout: Duration::from_secs(60),
             retention: None,
+            subscriber_queue: 4096,
         }
     }
 }
@@ -445,6 +451,7 @@ impl<T: Transport> ManagerBuilder<T> {
             store.clone(),
             self.config.restart_on_start,
             self.config.retention,
+            self.config.subscriber_queue,
         );
         let store_queue = task.store_queue.clone();
         let engine_busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -816,7 +823,10 @@ impl<T: Transport> Manager<T> {
     }
 
     /// A stream of every event on every channel, with the channel's state after it. Dropping
-    /// the subscription unsubscribes. Events queue without bound: keep reading.
+    /// the subscription unsubscribes. Its queue holds up to
+    /// [`ManagerConfig::subscriber_queue`] events: a subscriber that falls behind reads merged
+    /// progress events and, past that, is told how many events it missed
+    /// ([`SubscriptionItem::Lagged`]); it never slows the Manager down.
     pub async fn subscribe(&self) -> Result<Subscription, ManagerError> {
         let (tx, rx) = oneshot::channel();
         self.api
@@ -824,27 +834,6 @@ impl<T: Transport> Manager<T> {
             .await
             .map_err(|_| ManagerError::Stopped)?;
         rx.await.map_err(|_| ManagerError::Stopped)
-    }
-}
-
-/// Events of a [`Manager`], in the order they happened (a [`futures::Stream`]).
-#[derive(Debug)]
-pub struct Subscription {
-    rx: mpsc::UnboundedReceiver<(Event, ChannelState)>,
-}
-
-impl Subscription {
-    /// The next event; `None` once the manager stopped.
-    pub async fn next(&mut self) -> Option<(Event, ChannelState)> {
-        self.rx.recv().await
-    }
-}
-
-impl futures::Stream for Subscription {
-    type Item = (Event, ChannelState);
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
     }
 }
 

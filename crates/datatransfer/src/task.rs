@@ -24,6 +24,8 @@ use datatransfer_types::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store_queue::{StoreQueue, StoreWork};
+use crate::subscription::Subscriber;
 use crate::validation::{RequestValidator, Revalidator};
 use crate::{ManagerError, Retention, Subscription};
 
@@ -78,44 +80,36 @@ fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
-/// Writes channel updates in order, in batches.
-// Updates are moved once into the queue; boxing each would add an allocation per event.
-#[allow(clippy::large_enum_variant)]
-enum StoreWork {
-    Update(ChannelUpdate),
-    Flush(oneshot::Sender<()>),
-}
-
-async fn store_writer(
-    store: Arc<dyn ChannelStore>,
-    mut rx: mpsc::UnboundedReceiver<StoreWork>,
-    queued: Arc<AtomicUsize>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = Vec::new();
+/// Writes channel updates in order, in batches of up to 512.
+async fn store_writer(store: Arc<dyn ChannelStore>, queue: Arc<StoreQueue>) {
+    while let Some(work) = queue.take(512).await {
+        let n = work.len();
+        let mut batch = Vec::with_capacity(n);
         let mut flushes = Vec::new();
-        let mut next = Some(first);
-        while let Some(w) = next {
+        for w in work {
             match w {
                 StoreWork::Update(u) => batch.push(u),
                 StoreWork::Flush(tx) => flushes.push(tx),
             }
-            next = if batch.len() < 512 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
         }
-        let n = batch.len();
         if !batch.is_empty()
             && let Err(e) = store.apply_batch(batch).await
         {
             tracing::error!(error = %e, "persisting channel state failed");
         }
-        queued.fetch_sub(n, Ordering::Relaxed);
+        queue.done(n);
         for f in flushes {
             let _ = f.send(());
         }
+    }
+}
+
+/// The engine task's end of the store queue: dropped, it lets the writer finish and end.
+struct StoreSender(Arc<StoreQueue>);
+
+impl Drop for StoreSender {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -159,9 +153,11 @@ pub(crate) struct EngineTask {
     validators: HashMap<TypeIdentifier, Arc<dyn RequestValidator>>,
     revalidators: HashMap<TypeIdentifier, Arc<dyn Revalidator>>,
     configurers: HashMap<TypeIdentifier, Configure>,
-    subscribers: Vec<mpsc::UnboundedSender<(Event, ChannelState)>>,
+    subscribers: Vec<Subscriber>,
+    /// How many events each subscriber's queue holds.
+    subscriber_queue: usize,
     senders: HashMap<PeerId, mpsc::UnboundedSender<Outgoing>>,
-    store_tx: mpsc::UnboundedSender<StoreWork>,
+    store_tx: StoreSender,
     validations_tx: mpsc::UnboundedSender<(ValidationToken, ValidationAnswer)>,
     validations_rx: mpsc::UnboundedReceiver<(ValidationToken, ValidationAnswer)>,
     failures_tx: mpsc::UnboundedSender<(ChannelId, OnSendFailure, String)>,
@@ -204,10 +200,12 @@ impl EngineTask {
         store: Arc<dyn ChannelStore>,
         restart_on_start: bool,
         retention: Option<Retention>,
+        subscriber_queue: usize,
     ) -> Self {
-        let (store_tx, store_rx) = mpsc::unbounded_channel();
         let store_queue = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(store_writer(store.clone(), store_rx, store_queue.clone()));
+        let queue = StoreQueue::new(store_queue.clone());
+        tokio::spawn(store_writer(store.clone(), queue.clone()));
+        let store_tx = StoreSender(queue);
         let (validations_tx, validations_rx) = mpsc::unbounded_channel();
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
         Self {
@@ -220,6 +218,7 @@ impl EngineTask {
             revalidators: HashMap::new(),
             configurers: HashMap::new(),
             subscribers: Vec::new(),
+            subscriber_queue,
             senders: HashMap::new(),
             store_tx,
             validations_tx,
@@ -344,7 +343,7 @@ impl EngineTask {
         self.drain();
         self.transport.shutdown();
         let (tx, rx) = oneshot::channel();
-        let _ = self.store_tx.send(StoreWork::Flush(tx));
+        self.store_tx.0.flush(tx);
         let _ = rx.await;
     }
 
@@ -390,7 +389,7 @@ impl EngineTask {
                 // after the call returns cannot lose it. The engine goes on meanwhile.
                 self.drain();
                 let (stored, flushed) = oneshot::channel();
-                let _ = self.store_tx.send(StoreWork::Flush(stored));
+                self.store_tx.0.flush(stored);
                 tokio::spawn(async move {
                     let _ = flushed.await;
                     let _ = reply.send(r.map_err(ManagerError::from));
@@ -419,7 +418,7 @@ impl EngineTask {
                 // The caller hears of it once the cancel is stored: a crash after the call
                 // returns does not bring the channel back.
                 let (flushed_tx, flushed) = oneshot::channel();
-                let _ = self.store_tx.send(StoreWork::Flush(flushed_tx));
+                self.store_tx.0.flush(flushed_tx);
                 tokio::spawn(async move {
                     let _ = flushed.await;
                     let _ = reply.send(r.map(|()| (status, told)).map_err(ManagerError::from));
@@ -429,7 +428,7 @@ impl EngineTask {
                 // Earlier writes land first, so a channel finished just now is seen finished;
                 // the purge runs off this task.
                 let (flushed_tx, flushed) = oneshot::channel();
-                let _ = self.store_tx.send(StoreWork::Flush(flushed_tx));
+                self.store_tx.0.flush(flushed_tx);
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     let _ = flushed.await;
@@ -466,7 +465,7 @@ impl EngineTask {
                     .collect();
                 // The store is read once the writes queued so far have landed, off this task.
                 let (flushed_tx, flushed) = oneshot::channel();
-                let _ = self.store_tx.send(StoreWork::Flush(flushed_tx));
+                self.store_tx.0.flush(flushed_tx);
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     let _ = flushed.await;
@@ -484,9 +483,9 @@ impl EngineTask {
                 let _ = reply.send(Ok(list));
             }
             Api::Subscribe(reply) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                self.subscribers.push(tx);
-                let _ = reply.send(Subscription { rx });
+                let (subscriber, subscription) = Subscriber::new(self.subscriber_queue);
+                self.subscribers.push(subscriber);
+                let _ = reply.send(subscription);
             }
             Api::Start(reply) => {
                 let _ = reply.send(self.start().await);
@@ -497,7 +496,7 @@ impl EngineTask {
 
     async fn flush(&mut self) {
         let (tx, rx) = oneshot::channel();
-        let _ = self.store_tx.send(StoreWork::Flush(tx));
+        self.store_tx.0.flush(tx);
         let _ = rx.await;
     }
 
@@ -564,13 +563,10 @@ impl EngineTask {
             Output::Validate { token, call } => self.validate(token, call),
             Output::Event { event, state } => {
                 self.trace(&event, &state);
-                self.store_queue.fetch_add(1, Ordering::Relaxed);
-                let _ = self.store_tx.send(StoreWork::Update(ChannelUpdate::new(
-                    (*state).clone(),
-                    vec![event.clone()],
-                )));
-                self.subscribers
-                    .retain(|s| s.send((event.clone(), (*state).clone())).is_ok());
+                self.store_tx
+                    .0
+                    .update(ChannelUpdate::new((*state).clone(), vec![event.clone()]));
+                self.subscribers.retain(|s| s.push(&event, &state));
             }
             Output::Protect { peer, channel } => self.net.protect(peer, &channel.to_string()),
             Output::Unprotect { peer, channel } => {
