@@ -1,0 +1,548 @@
+//! Requests from the network or inside the transport: new channels, restarts, vouchers,
+//! pauses, resumes and cancels, validated and answered.
+
+use super::*;
+
+impl Engine {
+    // ----- network input -------------------------------------------------------------------
+
+    /// A message arrived from `from` over the data-transfer network.
+    pub fn handle_message(&mut self, now: Timestamp, from: PeerId, message: Message) {
+        match message {
+            Message::Request(r) if r.message_type == MessageType::RestartExistingChannelRequest => {
+                self.on_restart_existing(from, &r)
+            }
+            Message::Request(r) => self.on_request(now, from, r, Via::Network),
+            Message::Response(r) => self.on_response(now, from, r, None),
+        }
+    }
+
+    /// A message the shell could not deliver.
+    pub fn handle_send_failure(
+        &mut self,
+        now: Timestamp,
+        channel: ChannelId,
+        on_failure: OnSendFailure,
+        error: &str,
+    ) {
+        match on_failure {
+            OnSendFailure::Fail => self.fire_quiet(
+                channel,
+                ChannelEvent::error(format!("Unable to send request: {error}")),
+                now,
+            ),
+            OnSendFailure::Disconnect => self.fire_quiet(
+                channel,
+                ChannelEvent::Disconnected {
+                    message: format!("Unable to send message: {error}"),
+                },
+                now,
+            ),
+            OnSendFailure::Ignore => {}
+        }
+    }
+
+    /// Go's `ReceiveRestartExistingChannelRequest`: the responder asks us, the initiator, to
+    /// re-open a channel.
+    ///
+    /// Go ignores the request for a channel it no longer has. We answer with a cancel instead,
+    /// so a responder that missed the end of the channel (a cancel lost in a disconnect) does
+    /// not keep it open forever; a Go responder cancels on it as well.
+    pub(super) fn on_restart_existing(&mut self, from: PeerId, r: &TransferRequest) {
+        let Some(id) = r.restart_channel else { return };
+        let Some(ch) = self.channels.get(&id) else {
+            let completed = self.completed_earlier(&id).is_some();
+            if id.initiator == self.me && id.responder == from && !completed {
+                self.send(
+                    from,
+                    id,
+                    TransferRequest::cancel(id.id),
+                    OnSendFailure::Ignore,
+                );
+            }
+            return;
+        };
+        if id.initiator != self.me || ch.other_peer() != from {
+            return;
+        }
+        match self.role(ch) {
+            Role::CreatePull | Role::CreatePush => {
+                let ch = ch.clone();
+                self.reopen_as_initiator(ch);
+            }
+            Role::ReceivePull | Role::ReceivePush => {}
+        }
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        now: Timestamp,
+        from: PeerId,
+        req: TransferRequest,
+        via: Via,
+    ) {
+        let id = ChannelId::new(from, self.me, req.transfer_id);
+        match req.message_type {
+            MessageType::Restart => self.on_restart_request(now, id, req, via),
+            MessageType::New => self.on_new_request(now, id, req, via),
+            MessageType::Cancel => {
+                self.transport(TransportCommand::CleanupChannel { channel: id });
+                self.fire_quiet(id, ChannelEvent::Cancel, now);
+                self.finish_request(now, id, &req, via, None, Verdict::Ok);
+            }
+            MessageType::Voucher => self.on_voucher_update(now, id, req, via),
+            _ => {
+                // Everything else is an update: the initiator paused or resumed.
+                if !self.channels.contains_key(&id) {
+                    let err = Verdict::Err(Fault::peer(format!("channel not found: {id}")));
+                    return self.finish_request(now, id, &req, via, None, err);
+                }
+                let verdict = if req.pause {
+                    self.set_paused(id, false, true, now);
+                    Verdict::Ok
+                } else {
+                    self.set_paused(id, false, false, now);
+                    match self.channels.get(&id).map(|c| c.status) {
+                        Some(Status::ResponderPaused | Status::ResponderFinalizing) => {
+                            Verdict::Pause
+                        }
+                        _ => Verdict::Ok,
+                    }
+                };
+                self.finish_request(now, id, &req, via, None, verdict);
+            }
+        }
+    }
+
+    pub(super) fn reject(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        req: &TransferRequest,
+        via: Via,
+        why: Fault,
+    ) {
+        let response = match req.message_type {
+            MessageType::Restart => TransferResponse::restart(id.id, false, false, None),
+            MessageType::New => TransferResponse::new_channel(id.id, false, false, None),
+            _ => TransferResponse::voucher_result(id.id, false, false, None),
+        };
+        self.finish_request(now, id, req, via, Some(response), Verdict::Err(why));
+    }
+
+    pub(super) fn on_new_request(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        req: TransferRequest,
+        via: Via,
+    ) {
+        let checked = (|| {
+            if self.channels.contains_key(&id) {
+                return Err(Fault::peer(format!("channel {id} already exists")));
+            }
+            if self.channels.len() >= self.config.max_channels {
+                return Err(Fault::limit(format!(
+                    "too many open channels (limit {})",
+                    self.config.max_channels
+                )));
+            }
+            if self.validations_full() {
+                return Err(Fault::limit("too many requests awaiting validation"));
+            }
+            let voucher = req
+                .typed_voucher()
+                .ok_or(Fault::peer("request carries no voucher"))?;
+            self.validated
+                .lookup(&voucher)
+                .map_err(|e| Fault::peer(e.to_string()))?;
+            let base_cid = req
+                .base_cid
+                .ok_or(Fault::peer("request carries no base CID"))?;
+            let selector = req
+                .selector
+                .clone()
+                .ok_or(Fault::peer("request carries no selector"))?;
+            Ok((voucher, base_cid, selector))
+        })();
+        let (voucher, base_cid, selector) = match checked {
+            Ok(v) => v,
+            Err(why) => {
+                // An existing channel is left alone (Go would close its transport).
+                return self.reject(now, id, &req, via, why);
+            }
+        };
+        let is_restart = req.message_type == MessageType::Restart;
+        let call = if req.pull {
+            ValidationCall::ValidatePull {
+                is_restart,
+                channel: id,
+                receiver: id.initiator,
+                voucher: voucher.clone(),
+                base_cid,
+                selector,
+            }
+        } else {
+            ValidationCall::ValidatePush {
+                is_restart,
+                channel: id,
+                sender: id.initiator,
+                voucher: voucher.clone(),
+                base_cid,
+                selector,
+            }
+        };
+        self.ask(
+            call,
+            Pending::NewRequest {
+                via,
+                channel: id,
+                request: Box::new(req),
+                voucher,
+            },
+        );
+    }
+
+    pub(super) fn accept_new(
+        &mut self,
+        now: Timestamp,
+        via: Via,
+        id: ChannelId,
+        req: TransferRequest,
+        voucher: Voucher,
+        answer: ValidationAnswer,
+    ) {
+        let (verdict, result) = Verdict::from_answer(&answer);
+        // A restart of a channel we did not know is answered as a restart.
+        let restart = req.message_type == MessageType::Restart;
+        let response = |accepted: bool, paused: bool| {
+            if restart {
+                TransferResponse::restart(id.id, accepted, paused, result.clone())
+            } else {
+                TransferResponse::new_channel(id.id, accepted, paused, result.clone())
+            }
+        };
+        // A restart of a channel we did not know, sent again while we validated it (a
+        // monitor's restart after a transport's): the first copy made the channel, and
+        // this one restarts it.
+        if restart && self.channels.contains_key(&id) {
+            return self.accept_restart(now, via, id, req, answer);
+        }
+        // Re-check: another request for the same id may have been accepted meanwhile.
+        let limit_hit = self.channels.len() >= self.config.max_channels;
+        if let Verdict::Err(_) = verdict {
+            return self.finish_request(now, id, &req, via, Some(response(false, false)), verdict);
+        }
+        if self.channels.contains_key(&id) || limit_hit {
+            let why = Verdict::Err(Fault::limit(format!("channel {id} cannot be created")));
+            return self.finish_request(now, id, &req, via, Some(response(false, false)), why);
+        }
+        let (Some(base_cid), Some(selector)) = (req.base_cid, req.selector.clone()) else {
+            return;
+        };
+        let state = ChannelState::new(
+            id,
+            self.me,
+            base_cid,
+            selector,
+            voucher.clone(),
+            req.pull,
+            0,
+        );
+        self.channels.insert(id, state);
+        self.fire_quiet(id, ChannelEvent::Open, now);
+        if let Some(r) = result.clone() {
+            self.record_result(id, r, now);
+        }
+        self.fire_quiet(id, ChannelEvent::Accept, now);
+        self.emit(Output::ConfigureTransport {
+            channel: id,
+            voucher,
+        });
+        self.emit(Output::Protect {
+            peer: id.initiator,
+            channel: id,
+        });
+        let paused = verdict == Verdict::Pause;
+        if paused {
+            self.fire_quiet(id, ChannelEvent::PauseResponder, now);
+        }
+        self.finish_request(now, id, &req, via, Some(response(true, paused)), verdict);
+    }
+
+    pub(super) fn on_restart_request(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        req: TransferRequest,
+        via: Via,
+    ) {
+        if !self.channels.contains_key(&id)
+            && let Some(f) = self.completed_earlier(&id)
+        {
+            // We completed but the initiator did not hear it (the message was lost): tell it
+            // again, and let the transport re-send whatever it is still missing; only what
+            // the channel was for.
+            let same = req.base_cid == Some(f.base_cid)
+                && req.selector.as_ref().map(DagCbor::cid) == Some(f.selector)
+                && req.typed_voucher().as_ref().map(voucher_print) == f.voucher;
+            if !same {
+                let why = Fault::peer(format!(
+                    "restart request for channel {id} failed validation: it does not match \
+                     the channel's root, selector and voucher"
+                ));
+                return self.reject(now, id, &req, via, why);
+            }
+            let done = TransferResponse::complete(id.id, true, false, None);
+            return self.finish_request(now, id, &req, via, Some(done), Verdict::Ok);
+        }
+        if !self.channels.contains_key(&id)
+            && let Some(ended) = self
+                .finished
+                .get(&id)
+                .map(|f| f.status)
+                .filter(|s| matches!(s, Status::Cancelled | Status::Failed))
+        {
+            // It ended here, cancelled (by our operator, say, while the initiator was out of
+            // reach) or failed: it does not come back as a new channel.
+            let why = Fault::peer(format!(
+                "channel {id} has ended ({ended:?}) and cannot be restarted"
+            ));
+            return self.reject(now, id, &req, via, why);
+        }
+        if !self.channels.contains_key(&id) && self.me != id.initiator {
+            // We do not know the channel: we crashed before it was stored (or lost our
+            // store). The request carries all a new one does (root, selector, voucher), so
+            // it is validated as one, told it is a restart, rather than leave the
+            // initiator's transfer stranded; go-data-transfer refuses it ("channel not
+            // found"), and its initiator retries until it gives up.
+            return self.on_new_request(now, id, req, via);
+        }
+        let checked = (|| {
+            if self.me == id.initiator {
+                return Err(Fault::peer(
+                    "initiator cannot be manager peer for a restart request",
+                ));
+            }
+            let ch = self
+                .channels
+                .get(&id)
+                .ok_or_else(|| Fault::peer(format!("channel not found: {id}")))?;
+            if req.base_cid != Some(ch.base_cid) {
+                return Err(Fault::peer("base cid does not match"));
+            }
+            // Go does not compare selectors; a restart could then ask for more than the
+            // channel was validated for.
+            if !req
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.same_node(&ch.selector))
+            {
+                return Err(Fault::peer("selector does not match"));
+            }
+            let voucher = req
+                .typed_voucher()
+                .ok_or(Fault::peer("request carries no voucher"))?;
+            self.validated
+                .lookup(&voucher)
+                .map_err(|e| Fault::peer(e.to_string()))?;
+            if ch.voucher() != Some(&voucher) {
+                return Err(Fault::peer("channel and request vouchers do not match"));
+            }
+            if self.validations_full() {
+                return Err(Fault::limit("too many requests awaiting validation"));
+            }
+            Ok(validate_call(true, ch, id.initiator))
+        })();
+        match checked {
+            Ok(call) => {
+                self.ask(
+                    call,
+                    Pending::RestartRequest {
+                        via,
+                        channel: id,
+                        request: Box::new(req),
+                    },
+                );
+            }
+            Err(why) => self.reject(
+                now,
+                id,
+                &req,
+                via,
+                why.map_message(|m| {
+                    format!("restart request for channel {id} failed validation: {m}")
+                }),
+            ),
+        }
+    }
+
+    pub(super) fn accept_restart(
+        &mut self,
+        now: Timestamp,
+        via: Via,
+        id: ChannelId,
+        req: TransferRequest,
+        answer: ValidationAnswer,
+    ) {
+        let (verdict, result) = Verdict::from_answer(&answer);
+        let paused = verdict == Verdict::Pause;
+        let response = TransferResponse::restart(id.id, verdict.accepted(), paused, result.clone());
+        if verdict.accepted() && self.channels.contains_key(&id) {
+            if let Some(r) = result {
+                self.record_result(id, r, now);
+            }
+            self.fire_quiet(id, ChannelEvent::Restart, now);
+            if let Some(v) = self.channels.get(&id).and_then(|c| c.voucher().cloned()) {
+                self.emit(Output::ConfigureTransport {
+                    channel: id,
+                    voucher: v,
+                });
+            }
+            self.emit(Output::Protect {
+                peer: id.initiator,
+                channel: id,
+            });
+            if paused {
+                self.fire_quiet(id, ChannelEvent::PauseResponder, now);
+            }
+        }
+        self.finish_request(now, id, &req, via, Some(response), verdict);
+    }
+
+    pub(super) fn on_voucher_update(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        req: TransferRequest,
+        via: Via,
+    ) {
+        let checked = (|| {
+            if !self.channels.contains_key(&id) {
+                return Err(Fault::peer(format!("channel not found: {id}")));
+            }
+            let voucher = req
+                .typed_voucher()
+                .ok_or(Fault::peer("request carries no voucher"))?;
+            self.revalidators
+                .lookup(&voucher)
+                .map_err(|e| Fault::peer(e.to_string()))?;
+            if self.validations_full() {
+                return Err(Fault::limit("too many requests awaiting validation"));
+            }
+            Ok(voucher)
+        })();
+        match checked {
+            Ok(voucher) => {
+                self.ask(
+                    ValidationCall::Revalidate {
+                        channel: id,
+                        voucher: voucher.clone(),
+                    },
+                    Pending::VoucherUpdate {
+                        via,
+                        channel: id,
+                        voucher,
+                    },
+                );
+            }
+            Err(why) => {
+                if self.channels.contains_key(&id) {
+                    let (resp, verdict) =
+                        self.revalidation_result(now, id, None, Verdict::Err(why));
+                    self.finish_request(now, id, &req, via, Some(resp), verdict);
+                } else {
+                    self.finish_request(now, id, &req, via, None, Verdict::Err(why));
+                }
+            }
+        }
+    }
+
+    /// Go's `processRevalidationResult`: the response to send, after recording the result and
+    /// pausing or resuming as the verdict says.
+    pub(super) fn revalidation_result(
+        &mut self,
+        now: Timestamp,
+        id: ChannelId,
+        result: Option<VoucherResult>,
+        verdict: Verdict,
+    ) -> (TransferResponse, Verdict) {
+        let finalizing = self
+            .channels
+            .get(&id)
+            .is_some_and(|c| c.status == Status::Finalizing);
+        let accepted = verdict.accepted();
+        let paused = verdict == Verdict::Pause;
+        let response = if finalizing {
+            TransferResponse::complete(id.id, accepted, paused, result.clone())
+        } else {
+            TransferResponse::voucher_result(id.id, accepted, paused, result.clone())
+        };
+        if let Some(r) = result {
+            self.record_result(id, r, now);
+        }
+        match verdict {
+            Verdict::Pause => self.set_paused(id, true, true, now),
+            Verdict::Resume => self.set_paused(id, true, false, now),
+            _ => {}
+        }
+        (response, verdict)
+    }
+
+    /// Go's `receiver.receiveRequest` (network) or the transport hook's reply.
+    pub(super) fn finish_request(
+        &mut self,
+        _now: Timestamp,
+        id: ChannelId,
+        req: &TransferRequest,
+        via: Via,
+        response: Option<TransferResponse>,
+        mut verdict: Verdict,
+    ) {
+        if let Via::Transport(token) = via {
+            let message = response.map(Message::Response);
+            return self.hook(token, id, message, verdict.hook_result());
+        }
+        if verdict == Verdict::Resume {
+            let status = self.channels.get(&id).map(|c| c.status);
+            if matches!(
+                status,
+                Some(Status::Requested | Status::Ongoing | Status::InitiatorPaused)
+            ) {
+                return self.transport(TransportCommand::ResumeChannel {
+                    channel: id,
+                    message: response.map(Message::Response),
+                });
+            }
+            verdict = Verdict::Ok;
+        }
+        if let Some(response) = response {
+            let opens = matches!(
+                response.message_type,
+                MessageType::New | MessageType::Restart
+            ) && response.accepted
+                && !req.pull;
+            match (opens, req.base_cid, req.selector.clone()) {
+                (true, Some(root), Some(selector)) => {
+                    let restart = (response.message_type == MessageType::Restart)
+                        .then(|| self.channels.get(&id).cloned().map(Box::new))
+                        .flatten();
+                    self.transport(TransportCommand::OpenChannel {
+                        data_sender: id.initiator,
+                        channel: id,
+                        root,
+                        selector,
+                        message: response.into(),
+                        restart,
+                    });
+                }
+                _ => self.send(id.initiator, id, response, OnSendFailure::Ignore),
+            }
+        }
+        match verdict {
+            Verdict::Pause => self.transport(TransportCommand::PauseChannel { channel: id }),
+            Verdict::Err(_) => self.transport(TransportCommand::CloseChannel { channel: id }),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Streams: one writer task per peer (its outbound stream, the tokens of responses whose
+//! messages it drops) and one reader task per inbound stream.
+
+use super::*;
+
+/// The way to a peer's writer task. Each response being served tags its messages with a
+/// token of its own (0 for the node's own messages): when a stream breaks, the responses that
+/// had written on it lost messages, so the writer drops their later messages instead of
+/// sending them with a gap before them on the next stream (and the node cancels them).
+#[derive(Clone)]
+pub(super) struct PeerWriter {
+    pub(super) tx: mpsc::Sender<(u64, Message)>,
+}
+
+/// Serve tokens whose messages the writer drops: responses that broke with a stream, or
+/// that the requester cancelled while their messages still waited for the writer (a
+/// go-graphsync requester that pauses, then resumes under the same id, must not get blocks of
+/// the cancelled response after the new one starts). Bounded: a cancelled response stops
+/// queuing soon after.
+#[derive(Default)]
+pub(super) struct DeadTokens {
+    pub(super) set: HashSet<u64>,
+    pub(super) order: std::collections::VecDeque<u64>,
+}
+
+impl DeadTokens {
+    pub(super) fn insert(&mut self, token: u64) {
+        if self.set.insert(token) {
+            self.order.push_back(token);
+        }
+        while self.order.len() > 4096 {
+            if let Some(t) = self.order.pop_front() {
+                self.set.remove(&t);
+            }
+        }
+    }
+
+    pub(super) fn contains(&self, token: u64) -> bool {
+        self.set.contains(&token)
+    }
+}
+
+pub(super) type SharedDead = Arc<std::sync::Mutex<DeadTokens>>;
+
+/// Whether `token`'s messages are to be dropped.
+pub(super) fn is_dead(dead: &SharedDead, token: u64) -> bool {
+    dead.lock().map(|d| d.contains(token)).unwrap_or(false)
+}
+
+/// Busy refusals waiting to be sent to one peer.
+#[derive(Default)]
+pub(super) struct BusyAnswers {
+    pub(super) ids: Vec<RequestId>,
+    /// A task is sending them.
+    pub(super) flushing: bool,
+}
+
+/// Refusals held for one peer at most; a peer that keeps sending requests past its queue
+/// faster than it reads our answers loses the answers past this many.
+pub(super) const MAX_BUSY_ANSWERS: usize = 65_536;
+
+/// Refusals per message.
+pub(super) const BUSY_PER_MESSAGE: usize = 1_024;
+
+impl BusyAnswers {
+    /// Adds a refusal; whether a task must be started to send it.
+    pub(super) fn push(&mut self, id: RequestId) -> bool {
+        if self.ids.len() < MAX_BUSY_ANSWERS {
+            self.ids.push(id);
+        }
+        !std::mem::replace(&mut self.flushing, true)
+    }
+}
+
+/// Sends the peer's pending busy refusals, in batches, until none is left.
+pub(super) async fn answer_busy(writer: PeerWriter, busy: Arc<std::sync::Mutex<BusyAnswers>>) {
+    loop {
+        let batch: Vec<RequestId> = match busy.lock() {
+            Ok(mut b) if b.ids.is_empty() => {
+                b.flushing = false;
+                return;
+            }
+            Ok(mut b) => {
+                let n = b.ids.len().min(BUSY_PER_MESSAGE);
+                b.ids.drain(..n).collect()
+            }
+            Err(_) => return,
+        };
+        let responses = batch
+            .into_iter()
+            .map(|id| Response {
+                id,
+                status: ResponseStatus::RequestFailedBusy,
+                metadata: Vec::new(),
+                extensions: Extensions::new(),
+            })
+            .collect();
+        if !writer
+            .send(Message {
+                responses,
+                ..Message::default()
+            })
+            .await
+        {
+            return;
+        }
+    }
+}
+
+/// Tokens of responses being served; 0 is the node's own messages.
+pub(super) static SERVE_TOKENS: AtomicU64 = AtomicU64::new(1);
+
+impl PeerWriter {
+    pub(super) async fn send(&self, msg: Message) -> bool {
+        self.send_as(0, msg).await
+    }
+
+    pub(super) async fn send_as(&self, token: u64, msg: Message) -> bool {
+        self.tx.send((token, msg)).await.is_ok()
+    }
+}
+
+/// Reads one inbound stream's messages and hands them to the node.
+pub(super) struct Reader {
+    pub(super) peer: PeerId,
+    pub(super) version: Version,
+    /// Largest message accepted.
+    pub(super) max: usize,
+    /// The inbound byte budget shared by all readers, and its size.
+    pub(super) budget: Arc<Semaphore>,
+    pub(super) budget_total: usize,
+    /// The inbound rate limit shared by all readers, if any.
+    pub(super) rate: Option<Arc<RateLimit>>,
+    pub(super) tx: mpsc::Sender<Cmd>,
+}
+
+impl Reader {
+    pub(super) async fn run(self, mut stream: datatransfer_streams::Stream) {
+        let Self {
+            peer,
+            version,
+            max,
+            budget,
+            budget_total,
+            rate,
+            tx,
+        } = self;
+        let mut frames = FrameReader::new(max);
+        loop {
+            loop {
+                match frames.next_frame() {
+                    Ok(Some(body)) => {
+                        // Wait for room in the budget (a body larger than it takes all of it).
+                        let want = body.len().clamp(1, budget_total) as u32;
+                        let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
+                            return;
+                        };
+                        // Version 2 needs nothing of the node to decode: it is decoded
+                        // here, so that hashing each block to build its CID runs beside
+                        // the node's task, not on it.
+                        let cmd = match version {
+                            Version::V2 => {
+                                Cmd::Decoded(peer, crate::v2::decode_shared(&body, 256), permit)
+                            }
+                            Version::V1 => Cmd::Inbound(peer, version, body, permit),
+                        };
+                        if tx.send(cmd).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Dropping the stream resets it; the peer's other streams go on.
+                        let _ = tx
+                            .send(Cmd::WriteFailed(peer, format!("bad inbound frame: {e}")))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            // Read straight into the frame: a large body lands where it is handed out from.
+            match stream.read(frames.read_buf()).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Cmd::InboundClosed(peer)).await;
+                    return;
+                }
+                Ok(n) => {
+                    frames.advance(n);
+                    if let Some(rate) = &rate {
+                        rate.take(n).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends a peer's messages on one stream, coalescing what is queued into messages up to the
+/// size target (go-graphsync's message queue), and reports each block sent.
+#[allow(clippy::too_many_arguments)] // The writer task's whole context, passed once at spawn.
+pub(super) async fn write_stream(
+    peer: PeerId,
+    mut control: Control,
+    config: Arc<GraphSyncConfig>,
+    ids: Arc<Mutex<V1Ids>>,
+    hooks: Arc<dyn Hooks>,
+    mut rx: mpsc::Receiver<(u64, Message)>,
+    tx: NodeRef,
+    rate: Option<Arc<RateLimit>>,
+    dead: SharedDead,
+) {
+    let versions = config.versions.clone();
+    let mut open: Option<(datatransfer_streams::Stream, Version)> = None;
+    let mut carry: Option<(u64, Message)> = None;
+    // Serve tokens with messages on the current stream.
+    let mut written: HashMap<u64, RequestId> = HashMap::new();
+    loop {
+        let (first_token, first) = match carry.take() {
+            Some(m) => m,
+            None => match tokio::time::timeout(config.peer_idle_timeout, rx.recv()).await {
+                Err(_) => {
+                    // Idle: close the stream, and let the node forget us if it can (it
+                    // drops our queue's sender, which ends this task). Never waits on the
+                    // node, which may be waiting on our queue.
+                    open = None;
+                    written.clear();
+                    tx.try_send(Cmd::PeerIdle(peer));
+                    continue;
+                }
+                Ok(Some((t, _))) if is_dead(&dead, t) => continue,
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+            },
+        };
+        let mut msg = first;
+        // Which token each response in the merged message came with.
+        let mut tokens: HashMap<RequestId, u64> =
+            msg.responses.iter().map(|r| (r.id, first_token)).collect();
+        let mut size = msg.approx_size();
+        while size < config.message_target {
+            let Ok((t, next)) = rx.try_recv() else { break };
+            if is_dead(&dead, t) {
+                continue;
+            }
+            let more = next.approx_size();
+            if size + more > config.max_message_size / 2 {
+                carry = Some((t, next));
+                break;
+            }
+            size += more;
+            for r in &next.responses {
+                tokens.insert(r.id, t);
+            }
+            msg.merge(next);
+        }
+        // Responses cancelled while this message was being put together are left out.
+        if msg
+            .responses
+            .iter()
+            .any(|r| tokens.get(&r.id).is_some_and(|t| is_dead(&dead, *t)))
+        {
+            msg.responses
+                .retain(|r| !tokens.get(&r.id).is_some_and(|t| is_dead(&dead, *t)));
+            let wanted: HashSet<Cid> = msg
+                .responses
+                .iter()
+                .flat_map(|r| r.metadata.iter().map(|(c, _)| *c))
+                .collect();
+            msg.blocks.retain(|b| wanted.contains(&b.cid));
+            if msg.responses.is_empty() && msg.requests.is_empty() {
+                continue;
+            }
+        }
+        // At most two attempts: a stream found broken on write (the connection behind it
+        // closed) is replaced once. Responses that already wrote on the broken stream lost
+        // messages and are cancelled; the rest of this message goes out on the new stream.
+        let mut sent = false;
+        for attempt in 0..2 {
+            let mut why = String::from("the peer speaks no graphsync version of ours");
+            if open.is_none() {
+                written.clear();
+                for &v in &versions {
+                    match control
+                        .open_stream(peer, StreamProtocol::new(v.protocol()))
+                        .await
+                    {
+                        Ok(s) => {
+                            open = Some((s, v));
+                            break;
+                        }
+                        Err(OpenStreamError::UnsupportedProtocol(_)) => continue,
+                        Err(e) => {
+                            why = e.to_string();
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some((stream, version)) = open.as_mut() else {
+                let _ = tx
+                    .send(Cmd::WriteFailed(
+                        peer,
+                        format!("cannot open a graphsync stream to the peer: {why}"),
+                    ))
+                    .await;
+                break;
+            };
+            let frame = match ids.lock() {
+                Ok(mut ids) => encode_frame(&msg, *version, &mut ids),
+                Err(_) => return,
+            };
+            match stream.write_all(&frame).await {
+                Ok(()) => {
+                    if let Some(rate) = &rate {
+                        rate.take(frame.len()).await;
+                    }
+                    sent = true;
+                    break;
+                }
+                Err(e) => {
+                    open = None;
+                    if attempt == 1 {
+                        let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
+                        break;
+                    }
+                    written.remove(&0);
+                    let mut broken = Vec::new();
+                    if let Ok(mut d) = dead.lock() {
+                        for (t, id) in written.drain() {
+                            broken.push((id, t));
+                            d.insert(t);
+                        }
+                    }
+                    msg.responses
+                        .retain(|r| !tokens.get(&r.id).is_some_and(|t| is_dead(&dead, *t)));
+                    let wanted: std::collections::HashSet<Cid> = msg
+                        .responses
+                        .iter()
+                        .flat_map(|r| r.metadata.iter().map(|(c, _)| *c))
+                        .collect();
+                    msg.blocks.retain(|b| wanted.contains(&b.cid));
+                    let _ = tx
+                        .send(Cmd::StreamBroken(peer, e.to_string(), broken))
+                        .await;
+                    if msg.responses.is_empty() && msg.requests.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        if !sent {
+            continue;
+        }
+        for r in &msg.responses {
+            if let Some(t) = tokens.get(&r.id) {
+                written.insert(*t, r.id);
+            }
+        }
+        if !msg.blocks.is_empty() {
+            let sizes: HashMap<Cid, u64> = msg
+                .blocks
+                .iter()
+                .map(|b| (b.cid, b.data.len() as u64))
+                .collect();
+            for r in &msg.responses {
+                for (cid, _) in &r.metadata {
+                    if let Some(size) = sizes.get(cid) {
+                        hooks.block_sent(peer, r.id, *cid, *size);
+                    }
+                }
+            }
+        }
+        // A response is complete once its last message is on the wire (go-graphsync's
+        // completed-response listeners fire after the send, too).
+        for r in &msg.responses {
+            if r.status.is_terminal() {
+                hooks.completed_response(peer, r.id, r.status);
+            }
+        }
+    }
+    if let Some((mut s, _)) = open {
+        let _ = s.close().await;
+    }
+}
