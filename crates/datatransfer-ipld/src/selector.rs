@@ -334,6 +334,95 @@ impl Selector {
         Self::parse(&node)
     }
 
+    /// The selector as an IPLD node, in the short-key form selectors travel in (what
+    /// [`Selector::parse`] reads). A recursion is written from its sequence: where a walk
+    /// has got to is not part of it.
+    pub fn to_node(&self) -> Node {
+        fn clause(key: &str, body: Node) -> Node {
+            Node::Map(vec![(key.to_owned(), body)])
+        }
+        fn next(s: &Selector) -> (String, Node) {
+            (">".to_owned(), s.to_node())
+        }
+        match self {
+            Self::Matcher { subset: None } => clause(".", Node::Map(Vec::new())),
+            Self::Matcher {
+                subset: Some((from, to)),
+            } => clause(
+                ".",
+                Node::Map(vec![(
+                    "subset".to_owned(),
+                    Node::Map(vec![
+                        ("[".to_owned(), Node::Integer(i128::from(*from))),
+                        ("]".to_owned(), Node::Integer(i128::from(*to))),
+                    ]),
+                )]),
+            ),
+            Self::ExploreAll { next: n } => clause("a", Node::Map(vec![next(n)])),
+            Self::ExploreFields { fields } => clause(
+                "f",
+                Node::Map(vec![(
+                    "f>".to_owned(),
+                    Node::Map(
+                        fields
+                            .iter()
+                            .map(|(name, s)| (name.clone(), s.to_node()))
+                            .collect(),
+                    ),
+                )]),
+            ),
+            Self::ExploreIndex { index, next: n } => clause(
+                "i",
+                Node::Map(vec![
+                    ("i".to_owned(), Node::Integer(i128::from(*index))),
+                    next(n),
+                ]),
+            ),
+            Self::ExploreRange {
+                start,
+                end,
+                next: n,
+            } => clause(
+                "r",
+                Node::Map(vec![
+                    ("^".to_owned(), Node::Integer(i128::from(*start))),
+                    ("$".to_owned(), Node::Integer(i128::from(*end))),
+                    next(n),
+                ]),
+            ),
+            Self::ExploreUnion(members) => {
+                clause("|", Node::List(members.iter().map(Self::to_node).collect()))
+            }
+            Self::ExploreRecursive {
+                sequence, limit, ..
+            } => {
+                let limit = match limit {
+                    RecursionLimit::None => Node::Map(vec![("none".to_owned(), Node::Map(vec![]))]),
+                    RecursionLimit::Depth(d) => {
+                        Node::Map(vec![("depth".to_owned(), Node::Integer(i128::from(*d)))])
+                    }
+                };
+                clause(
+                    "R",
+                    Node::Map(vec![
+                        ("l".to_owned(), limit),
+                        (":>".to_owned(), sequence.to_node()),
+                    ]),
+                )
+            }
+            Self::ExploreRecursiveEdge => clause("@", Node::Map(Vec::new())),
+            Self::ExploreInterpretAs { adl, next: n } => clause(
+                "~",
+                Node::Map(vec![("as".to_owned(), Node::String(adl.clone())), next(n)]),
+            ),
+        }
+    }
+
+    /// The selector as canonical DAG-CBOR bytes, as go-ipld-prime encodes it.
+    pub fn to_dag_cbor(&self) -> Vec<u8> {
+        crate::codec::encode_dag_cbor(&self.to_node())
+    }
+
     /// The "all" selector everyone uses: recursively explore everything, no limit.
     pub fn explore_all_recursively() -> Self {
         let sequence = Arc::new(Self::ExploreAll {
@@ -575,6 +664,75 @@ mod tests {
             Selector::parse(&all),
             Ok(Selector::explore_all_recursively())
         );
+    }
+
+    #[test]
+    fn selectors_encode_to_what_they_parse_from() {
+        // The whole DAG, byte for byte as go-ipld-prime writes it.
+        let all = Selector::explore_all_recursively().to_dag_cbor();
+        assert_eq!(
+            all,
+            [
+                0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62,
+                b':', b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0
+            ]
+        );
+        let leaf = Arc::new(Selector::Matcher { subset: None });
+        let samples = [
+            Selector::explore_all_recursively(),
+            Selector::Matcher {
+                subset: Some((2, -1)),
+            },
+            Selector::ExploreFields {
+                fields: Arc::new(vec![
+                    (
+                        "Links".into(),
+                        Selector::ExploreIndex {
+                            index: 3,
+                            next: leaf.clone(),
+                        },
+                    ),
+                    ("Data".into(), Selector::Matcher { subset: None }),
+                ]),
+            },
+            Selector::ExploreRange {
+                start: 1,
+                end: 4,
+                next: leaf.clone(),
+            },
+            Selector::ExploreUnion(Arc::new(vec![
+                Selector::Matcher { subset: None },
+                Selector::ExploreAll { next: leaf.clone() },
+            ])),
+            Selector::ExploreInterpretAs {
+                adl: "unixfs".into(),
+                next: leaf,
+            },
+        ];
+        for s in samples {
+            let bytes = s.to_dag_cbor();
+            let back = Selector::from_dag_cbor(&bytes).unwrap();
+            // Field order is the encoding's (canonical), so compare the bytes again.
+            assert_eq!(back.to_dag_cbor(), bytes, "{s:?}");
+            if !matches!(s, Selector::ExploreFields { .. }) {
+                assert_eq!(back, s);
+            }
+        }
+        let depth = Selector::ExploreRecursive {
+            sequence: Arc::new(Selector::ExploreAll {
+                next: Arc::new(Selector::ExploreRecursiveEdge),
+            }),
+            current: Arc::new(Selector::ExploreRecursiveEdge),
+            limit: RecursionLimit::Depth(5),
+        };
+        let back = Selector::from_dag_cbor(&depth.to_dag_cbor()).unwrap();
+        assert!(matches!(
+            back,
+            Selector::ExploreRecursive {
+                limit: RecursionLimit::Depth(5),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -840,29 +840,6 @@ impl<T: Transport> Manager<T> {
 /// The selector of the whole DAG: `ExploreRecursive { limit: none, sequence: ExploreAll {
 /// next: ExploreRecursiveEdge } }`, as go-data-transfer's tests use it.
 pub fn all_selector() -> DagCbor {
-    let mut out = Vec::new();
-    let n = |out: &mut Vec<u8>, major: u8, len: u64| {
-        datatransfer_types::cbor::write_header(out, major, len)
-    };
-    let text = |out: &mut Vec<u8>, s: &str| {
-        datatransfer_types::cbor::write_header(out, 3, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
-    };
-    // {"R": {"l": {"none": {}}, ":>": {"a": {">": {"@": {}}}}}}
-    n(&mut out, 5, 1);
-    text(&mut out, "R");
-    n(&mut out, 5, 2);
-    text(&mut out, "l");
-    n(&mut out, 5, 1);
-    text(&mut out, "none");
-    n(&mut out, 5, 0);
-    text(&mut out, ":>");
-    n(&mut out, 5, 1);
-    text(&mut out, "a");
-    n(&mut out, 5, 1);
-    text(&mut out, ">");
-    n(&mut out, 5, 1);
-    text(&mut out, "@");
-    n(&mut out, 5, 0);
-    DagCbor::from_bytes(out).unwrap_or_else(|_| DagCbor::null())
+    let bytes = datatransfer_ipld::selector::Selector::explore_all_recursively().to_dag_cbor();
+    DagCbor::from_bytes(bytes).unwrap_or_else(|_| DagCbor::null())
 }
