@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use datatransfer_fsm::sim::{Sim, SimConfig, dag_cid, voucher};
 use datatransfer_fsm::{ChannelEvent, transition};
+use datatransfer_sim::{Sim, SimConfig, dag_cid, voucher};
 use datatransfer_types::{
     ChannelId, ChannelState, Cid, DagCbor, PeerId, Timestamp, TransferId, TypedNode,
 };

@@ -9,18 +9,13 @@
 //! - [`channel_fsm::transition`]: go-data-transfer's channel state machine as a pure function.
 //! - [`Engine`]: one node's protocol engine; feed it API calls, peer messages, transport
 //!   events and validator answers, then drain [`Output`]s with [`Engine::poll_output`].
-//! - `sim` (feature `sim`): a deterministic multi-node simulator with an in-memory network
-//!   and a fake transport.
 //!
-//! Feature flags:
-//! - `sim`: the simulator module, for tests and for users who drive the engine in their own
-//!   simulations.
+//! A deterministic multi-node simulator (in-memory network, fake transport) that drives this
+//! engine lives in the workspace's unpublished `datatransfer-sim` crate.
 
 pub mod channel_fsm;
 mod engine;
 pub mod io;
-#[cfg(feature = "sim")]
-pub mod sim;
 
 pub use channel_fsm::{ChannelEvent, FsmError, Transition, transition};
 pub use engine::{Engine, EngineConfig, MonitorConfig, UsageError, accept};

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
 
-use datatransfer_fsm::sim::{Policy, Sim, SimConfig, dag_cid, voucher};
+use datatransfer_sim::{Policy, Sim, SimConfig, dag_cid, voucher};
 use datatransfer_types::{ChannelId, Status};
 use proptest::prelude::*;
 

@@ -8,8 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
 
-use datatransfer_fsm::sim::{all_selector, dag_cid, peer_id, voucher};
 use datatransfer_fsm::{Engine, EngineConfig, Output, TransportEvent};
+use datatransfer_sim::{all_selector, dag_cid, peer_id, voucher};
 use datatransfer_types::message::{Message, MessageType, TransferResponse};
 use datatransfer_types::{ChannelId, Status, Timestamp, TypeIdentifier};
 

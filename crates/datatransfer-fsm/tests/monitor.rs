@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use datatransfer_fsm::sim::{Sim, SimConfig, all_selector, dag_cid, peer_id, voucher};
 use datatransfer_fsm::{
     Engine, EngineConfig, MonitorConfig, Output, TransportCommand, TransportEvent,
 };
+use datatransfer_sim::{Sim, SimConfig, all_selector, dag_cid, peer_id, voucher};
 use datatransfer_types::message::{Message, MessageType, TransferResponse};
 use datatransfer_types::{EventCode, Status, Timestamp};
 

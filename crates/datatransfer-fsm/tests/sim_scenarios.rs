@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
 
-use datatransfer_fsm::sim::{Policy, Sim, SimConfig, dag_cid, unknown_voucher, voucher};
+use datatransfer_sim::{Policy, Sim, SimConfig, dag_cid, unknown_voucher, voucher};
 use datatransfer_types::{EventCode, Status};
 
 fn seeds(default: u64) -> std::ops::Range<u64> {

@@ -1,0 +1,1448 @@
+//! A deterministic simulator of the data-transfer protocol engine: many [`Engine`]s on an in-memory network, with a fake transport
+//! that moves byte counts instead of blocks, and simple voucher policies.
+//!
+//! Everything is driven by a seeded random generator and a virtual clock, so a run is a pure
+//! function of its seed: a failing seed replays exactly. The network delivers data-transfer
+//! messages with random delays (optionally out of order, as separate libp2p streams may) and
+//! transport traffic in order per pair of peers (one stream), and drops everything in flight
+//! between two peers on [`Sim::disconnect`].
+//!
+//! The fake transport behaves like go-graphsync as go-data-transfer drives it: the receiving
+//! side opens the channel with the data-transfer message in the request, the sender streams
+//! blocks through the queued/sent hooks, the receiver through the received hook, either side
+//! can pause, resume (with a message) and cancel, and a restart skips blocks already received.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use datatransfer_ipld::selector::Selector;
+use datatransfer_types::message::Message;
+use datatransfer_types::{
+    ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, Fault, PeerId, Status, Timestamp,
+    Validation, ValidationOutcome, Voucher,
+};
+use serde_like::PaymentNode;
+
+use datatransfer_fsm::{
+    DataRequest, Engine, EngineConfig, HookResult, HookToken, OnSendFailure, Output,
+    TransportCommand, TransportEvent, ValidationAnswer, ValidationCall,
+};
+
+/// Minimal voucher payloads the simulator's policies exchange, encoded as plain DAG-CBOR
+/// integers so the simulator needs no serde derive of its own.
+mod serde_like {
+    use datatransfer_types::{DagCbor, TypedNode};
+
+    /// A voucher or result whose node is one unsigned integer.
+    pub(super) struct PaymentNode;
+
+    impl PaymentNode {
+        pub(super) fn make(type_id: &str, n: u64) -> TypedNode {
+            let mut bytes = Vec::new();
+            datatransfer_types::cbor::write_header(&mut bytes, 0, n);
+            TypedNode::new(
+                type_id.into(),
+                DagCbor::from_bytes(bytes).expect("one integer"),
+            )
+        }
+
+        pub(super) fn read(node: &TypedNode) -> Option<u64> {
+            datatransfer_types::cbor::Reader::new(node.node.as_bytes())
+                .read_uint()
+                .ok()
+        }
+    }
+}
+
+/// The voucher type every simulated node registers.
+pub const VOUCHER_TYPE: &str = "SimVoucher";
+/// The voucher-result type of a responder's acknowledgement.
+pub const RESULT_TYPE: &str = "SimResult";
+/// The voucher-result type of a responder's payment request (carries the bytes owed).
+pub const PAYMENT_REQUEST_TYPE: &str = "SimPaymentRequest";
+
+/// A small deterministic generator (SplitMix64); no dependency, same numbers everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.range(0, 99) < percent
+    }
+}
+
+/// How a simulated node answers validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Reject every new request.
+    pub reject_all: bool,
+    /// As a responder, ask for a new voucher every this many bytes (pay-as-you-go).
+    pub pay_interval: Option<u64>,
+    /// As a responder, ask for a final voucher before completing.
+    pub finalize: bool,
+    /// As an initiator, answer every payment request with a voucher.
+    pub auto_pay: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            reject_all: false,
+            pay_interval: None,
+            finalize: false,
+            auto_pay: true,
+        }
+    }
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Network latency range, in virtual nanoseconds.
+    pub delay: (u64, u64),
+    /// Whether data-transfer messages between the same two peers may overtake each other.
+    pub reorder: bool,
+    /// Virtual time the sender spends per block.
+    pub block_interval: u64,
+    /// Engine limits for every node.
+    pub engine: EngineConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            nodes: 2,
+            delay: (1_000, 50_000),
+            reorder: false,
+            block_interval: 100_000,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Transport traffic between two fake transports.
+#[derive(Debug, Clone)]
+enum Wire {
+    Open {
+        channel: ChannelId,
+        root: Cid,
+        selector: DagCbor,
+        message: Message,
+        skip: u64,
+    },
+    Reply {
+        channel: ChannelId,
+        message: Option<Message>,
+        rejected: Option<Fault>,
+    },
+    Block {
+        channel: ChannelId,
+        index: u64,
+        size: u64,
+        message: Option<Message>,
+    },
+    Done {
+        channel: ChannelId,
+    },
+    Update {
+        channel: ChannelId,
+        message: Option<Message>,
+        pause: bool,
+    },
+    Cancel {
+        channel: ChannelId,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Delivery {
+    Net {
+        from: usize,
+        to: usize,
+        channel: ChannelId,
+        message: Message,
+        on_failure: OnSendFailure,
+    },
+    Transport {
+        from: usize,
+        to: usize,
+        wire: Wire,
+    },
+    Tick {
+        node: usize,
+        channel: ChannelId,
+    },
+}
+
+/// The sending side of a fake transport channel (the graphsync responder).
+#[derive(Debug, Clone)]
+struct Sending {
+    to: usize,
+    total: u64,
+    size: u64,
+    next: u64,
+    paused_self: bool,
+    paused_peer: bool,
+    awaiting: bool,
+    ticking: bool,
+}
+
+/// The receiving side (the graphsync requester).
+#[derive(Debug, Clone)]
+struct Receiving {
+    from: usize,
+    total: u64,
+    received: u64,
+    done_seen: bool,
+    awaiting: bool,
+    buffered: VecDeque<(u64, u64, Option<Message>)>,
+}
+
+#[derive(Debug, Clone)]
+enum Hook {
+    Open {
+        channel: ChannelId,
+        from: usize,
+        skip: u64,
+        root: Cid,
+        selector: DagCbor,
+    },
+    Update {
+        channel: ChannelId,
+        pause: bool,
+    },
+    Queued {
+        channel: ChannelId,
+        index: u64,
+        size: u64,
+    },
+    Received {
+        channel: ChannelId,
+        index: u64,
+    },
+}
+
+/// Per-channel revalidation bookkeeping of a responder's policy.
+#[derive(Debug, Clone, Default)]
+struct Owed {
+    unpaid: u64,
+    awaiting: bool,
+}
+
+/// One simulated node.
+#[derive(Debug)]
+pub struct Node {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its engine.
+    pub engine: Engine,
+    /// How it validates.
+    pub policy: Policy,
+    /// Every event it emitted, in order, with the channel state after it.
+    pub events: Vec<(Event, ChannelState)>,
+    /// The last state persisted per channel (what a store would hold).
+    pub store: BTreeMap<ChannelId, ChannelState>,
+    /// Connections currently protected, per channel.
+    pub protected: HashSet<ChannelId>,
+    sending: HashMap<ChannelId, Sending>,
+    receiving: HashMap<ChannelId, Receiving>,
+    hooks: HashMap<HookToken, Hook>,
+    next_hook: u64,
+    owed: HashMap<ChannelId, Owed>,
+    /// Revalidations requested of this node as a responder.
+    pub revalidations: u64,
+    /// Every block index this node sent, per channel (to prove nothing is sent twice).
+    pub sent_blocks: HashMap<ChannelId, Vec<u64>>,
+}
+
+/// The simulation: nodes, a virtual clock and the messages in flight.
+#[derive(Debug)]
+pub struct Sim {
+    /// The nodes, indexed from 0.
+    pub nodes: Vec<Node>,
+    now: u64,
+    seq: u64,
+    rng: Rng,
+    config: SimConfig,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    deliveries: HashMap<u64, Delivery>,
+    /// Last delivery time per ordered pair, to keep streams in order.
+    last: HashMap<(usize, usize, bool), u64>,
+    down: HashSet<(usize, usize)>,
+    dags: HashMap<Cid, (u64, u64)>,
+    index: HashMap<PeerId, usize>,
+    /// Number of deliveries processed.
+    pub steps: u64,
+    /// Channels closed through [`Sim::close`]: a cancel may race the other side's completion,
+    /// so the two sides may legitimately end Cancelled and Completed.
+    closed: HashSet<ChannelId>,
+}
+
+/// A peer id for node `i` (an identity multihash over a made-up key).
+pub fn peer_id(i: usize) -> PeerId {
+    let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    key[31] = 0xa5;
+    bytes.extend_from_slice(&key);
+    PeerId::from_bytes(&bytes).expect("well-formed identity peer id")
+}
+
+/// A CID naming DAG number `n` (the simulator only needs distinct roots).
+pub fn dag_cid(n: u64) -> Cid {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&n.to_be_bytes());
+    let mh = datatransfer_types::cid::multihash::Multihash::wrap(0x12, &digest)
+        .expect("32-byte digest fits");
+    Cid::new_v1(0x71, mh)
+}
+
+/// The "all" selector, as DAG-CBOR.
+pub fn all_selector() -> DagCbor {
+    DagCbor::from_bytes(Selector::explore_all_recursively().to_dag_cbor())
+        .expect("well-formed selector")
+}
+
+/// A voucher of the simulator's type carrying `n`.
+pub fn voucher(n: u64) -> Voucher {
+    PaymentNode::make(VOUCHER_TYPE, n)
+}
+
+/// A voucher of a type no simulated node registers.
+pub fn unknown_voucher() -> Voucher {
+    PaymentNode::make("NobodyKnowsThis", 0)
+}
+
+impl Sim {
+    /// A simulation with `config.nodes` nodes, all with the default policy.
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let nodes: Vec<Node> = (0..config.nodes)
+            .map(|i| {
+                let peer = peer_id(i);
+                let mut engine = Engine::new(peer, config.engine.clone(), rng.range(1, 1 << 40));
+                for r in [
+                    engine.register_voucher_type(VOUCHER_TYPE.into()),
+                    engine.register_revalidator(VOUCHER_TYPE.into()),
+                    engine.register_voucher_result_type(RESULT_TYPE.into()),
+                    engine.register_voucher_result_type(PAYMENT_REQUEST_TYPE.into()),
+                ] {
+                    r.expect("fresh registry");
+                }
+                Node {
+                    peer,
+                    engine,
+                    policy: Policy::default(),
+                    events: Vec::new(),
+                    store: BTreeMap::new(),
+                    protected: HashSet::new(),
+                    sending: HashMap::new(),
+                    receiving: HashMap::new(),
+                    hooks: HashMap::new(),
+                    next_hook: 0,
+                    owed: HashMap::new(),
+                    revalidations: 0,
+                    sent_blocks: HashMap::new(),
+                }
+            })
+            .collect();
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();
+        Self {
+            nodes,
+            now: 0,
+            seq: 0,
+            rng,
+            config,
+            queue: BinaryHeap::new(),
+            deliveries: HashMap::new(),
+            last: HashMap::new(),
+            down: HashSet::new(),
+            dags: HashMap::new(),
+            index,
+            steps: 0,
+            closed: HashSet::new(),
+        }
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Timestamp {
+        Timestamp(self.now)
+    }
+
+    /// Makes a DAG of `blocks` blocks of `block_size` bytes available under `root` on every
+    /// node.
+    pub fn add_dag(&mut self, root: Cid, blocks: u64, block_size: u64) {
+        self.dags.insert(root, (blocks, block_size));
+    }
+
+    /// Node `i`'s peer id.
+    pub fn peer(&self, i: usize) -> PeerId {
+        self.nodes[i].peer
+    }
+
+    fn node_of(&self, peer: &PeerId) -> Option<usize> {
+        self.index.get(peer).copied()
+    }
+
+    fn schedule(&mut self, at: u64, d: Delivery) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.deliveries.insert(self.seq, d);
+    }
+
+    fn delay(&mut self, from: usize, to: usize, ordered: bool) -> u64 {
+        let (lo, hi) = self.config.delay;
+        let mut at = self.now + self.rng.range(lo, hi);
+        if ordered {
+            let key = (from, to, true);
+            at = at.max(self.last.get(&key).copied().unwrap_or(0) + 1);
+            self.last.insert(key, at);
+        }
+        at
+    }
+
+    fn is_down(&self, a: usize, b: usize) -> bool {
+        self.down.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Cuts the connection between nodes `a` and `b`: everything in flight between them is
+    /// lost and both transports report the disconnect on their channels.
+    pub fn disconnect(&mut self, a: usize, b: usize) {
+        self.down.insert((a.min(b), a.max(b)));
+        let lost: Vec<u64> = self
+            .deliveries
+            .iter()
+            .filter(|(_, d)| match d {
+                Delivery::Net { from, to, .. } | Delivery::Transport { from, to, .. } => {
+                    (*from == a && *to == b) || (*from == b && *to == a)
+                }
+                Delivery::Tick { .. } => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let now = Timestamp(self.now);
+        let mut failed_senders = Vec::new();
+        for k in lost {
+            // A message on a broken stream fails at its sender, as libp2p reports it.
+            if let Some(Delivery::Net {
+                from,
+                channel,
+                on_failure,
+                ..
+            }) = self.deliveries.remove(&k)
+            {
+                self.nodes[from].engine.handle_send_failure(
+                    now,
+                    channel,
+                    on_failure,
+                    "stream reset",
+                );
+                failed_senders.push(from);
+            }
+        }
+        for from in failed_senders {
+            self.drain(from);
+        }
+        for (me, other) in [(a, b), (b, a)] {
+            let node = &mut self.nodes[me];
+            let mut dropped: Vec<ChannelId> = node
+                .sending
+                .iter()
+                .filter(|(_, s)| s.to == other)
+                .map(|(c, _)| *c)
+                .collect();
+            dropped.extend(
+                node.receiving
+                    .iter()
+                    .filter(|(_, r)| r.from == other)
+                    .map(|(c, _)| *c),
+            );
+            dropped.sort();
+            for channel in dropped {
+                node.sending.remove(&channel);
+                node.receiving.remove(&channel);
+                node.hooks.retain(|_, h| hook_channel(h) != channel);
+                let ev = TransportEvent::Disconnected {
+                    channel,
+                    error: "connection closed".into(),
+                };
+                node.engine.handle_transport_event(Timestamp(self.now), ev);
+            }
+            self.drain(me);
+        }
+    }
+
+    /// Restores the connection between `a` and `b`.
+    pub fn reconnect(&mut self, a: usize, b: usize) {
+        self.down.remove(&(a.min(b), a.max(b)));
+    }
+
+    /// Runs until nothing is in flight or `max_steps` deliveries were processed; returns
+    /// whether it went quiet.
+    pub fn run(&mut self, max_steps: u64) -> bool {
+        self.run_until(max_steps, |_| false)
+    }
+
+    /// Runs until `stop` holds, nothing is in flight, or `max_steps` deliveries; returns
+    /// whether `stop` held or the network went quiet.
+    pub fn run_until(&mut self, max_steps: u64, mut stop: impl FnMut(&Self) -> bool) -> bool {
+        for i in 0..self.nodes.len() {
+            self.drain(i);
+        }
+        for _ in 0..max_steps {
+            if stop(self) {
+                return true;
+            }
+            // Engine timers (the channel monitor) fire when they come before the next delivery.
+            let next_delivery = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_timer = (0..self.nodes.len())
+                .filter_map(|i| self.nodes[i].engine.poll_timeout().map(|t| (t.0, i)))
+                .min();
+            if let Some((t, i)) = next_timer
+                && next_delivery.is_none_or(|d| t <= d)
+            {
+                self.now = self.now.max(t);
+                self.steps += 1;
+                self.nodes[i].engine.handle_timeout(Timestamp(self.now));
+                self.drain(i);
+                continue;
+            }
+            let Some(Reverse((at, seq))) = self.queue.pop() else {
+                return true;
+            };
+            let Some(d) = self.deliveries.remove(&seq) else {
+                continue;
+            };
+            self.now = self.now.max(at);
+            self.steps += 1;
+            self.deliver(d);
+        }
+        stop(self) || self.deliveries.is_empty()
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = Timestamp(self.now);
+        match d {
+            Delivery::Net {
+                from, to, message, ..
+            } => {
+                // (`channel` and `on_failure` matter only if the message is lost.)
+                let peer = self.nodes[from].peer;
+                self.nodes[to].engine.handle_message(now, peer, message);
+                self.drain(to);
+            }
+            Delivery::Transport { from, to, wire } => self.on_wire(from, to, wire),
+            Delivery::Tick { node, channel } => {
+                if let Some(s) = self.nodes[node].sending.get_mut(&channel) {
+                    s.ticking = false;
+                }
+                self.queue_block(node, channel);
+            }
+        }
+    }
+
+    /// Carries out every output node `i` has queued, until it has none.
+    pub fn drain(&mut self, i: usize) {
+        while let Some(o) = self.nodes[i].engine.poll_output() {
+            self.carry_out(i, o);
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, o: Output) {
+        let now = Timestamp(self.now);
+        match o {
+            Output::SendMessage {
+                to,
+                channel,
+                message,
+                on_failure,
+            } => match self.node_of(&to) {
+                Some(t) if !self.is_down(i, t) => {
+                    let ordered = !self.config.reorder;
+                    let at = self.delay(i, t, ordered);
+                    self.schedule(
+                        at,
+                        Delivery::Net {
+                            from: i,
+                            to: t,
+                            channel,
+                            message,
+                            on_failure,
+                        },
+                    );
+                }
+                _ => self.nodes[i].engine.handle_send_failure(
+                    now,
+                    channel,
+                    on_failure,
+                    "peer unreachable",
+                ),
+            },
+            Output::Transport(cmd) => self.transport_command(i, cmd),
+            Output::Validate { token, call } => {
+                let answer = self.validate(i, &call);
+                self.nodes[i].engine.handle_validation(now, token, answer);
+            }
+            Output::Event { event, state } => {
+                // A client pays whenever the provider asks for payment.
+                let auto_pay = self.nodes[i].policy.auto_pay
+                    && event.code == EventCode::NewVoucherResult
+                    && state.is_initiator()
+                    && state
+                        .last_voucher_result()
+                        .is_some_and(|r| r.type_id.as_str() == PAYMENT_REQUEST_TYPE);
+                let node = &mut self.nodes[i];
+                node.store.insert(state.channel_id, (*state).clone());
+                node.events.push((event, *state.clone()));
+                if auto_pay {
+                    let n = state.vouchers.len() as u64;
+                    let _ = node.engine.send_voucher(now, state.channel_id, voucher(n));
+                }
+            }
+            Output::Protect { channel, .. } => {
+                self.nodes[i].protected.insert(channel);
+            }
+            Output::Unprotect { channel, .. } => {
+                self.nodes[i].protected.remove(&channel);
+            }
+            Output::ConfigureTransport { .. } => {}
+        }
+    }
+
+    /// The simulated validators and revalidators.
+    fn validate(&mut self, i: usize, call: &ValidationCall) -> ValidationAnswer {
+        let node = &mut self.nodes[i];
+        let policy = node.policy.clone();
+        let result = |n: u64| PaymentNode::make(RESULT_TYPE, n);
+        let request = |n: u64| PaymentNode::make(PAYMENT_REQUEST_TYPE, n);
+        match call {
+            ValidationCall::ValidatePush { .. } | ValidationCall::ValidatePull { .. } => {
+                if policy.reject_all {
+                    Ok(Some(Validation::new(ValidationOutcome::rejected(
+                        "policy rejects all",
+                    ))))
+                } else {
+                    Ok(Some(Validation::accept()))
+                }
+            }
+            ValidationCall::Revalidate { channel, voucher } => {
+                let owed = node.owed.entry(*channel).or_default();
+                let paid = PaymentNode::read(voucher).unwrap_or(0);
+                if owed.awaiting {
+                    owed.awaiting = false;
+                    owed.unpaid = 0;
+                    Ok(Some(
+                        Validation::new(ValidationOutcome::Resume).with_result(result(paid)),
+                    ))
+                } else {
+                    Ok(Some(Validation::accept()))
+                }
+            }
+            ValidationCall::OnPullDataSent { channel, bytes }
+            | ValidationCall::OnPushDataReceived { channel, bytes } => {
+                let Some(interval) = policy.pay_interval else {
+                    return Ok(None);
+                };
+                let owed = node.owed.entry(*channel).or_default();
+                owed.unpaid += bytes;
+                if owed.unpaid >= interval && !owed.awaiting {
+                    owed.awaiting = true;
+                    node.revalidations += 1;
+                    Ok(Some(
+                        Validation::new(ValidationOutcome::Pause).with_result(request(owed.unpaid)),
+                    ))
+                } else {
+                    Ok(None)
+                }
+            }
+            ValidationCall::OnComplete { channel } => {
+                if !policy.finalize {
+                    return Ok(None);
+                }
+                let owed = node.owed.entry(*channel).or_default();
+                owed.awaiting = true;
+                node.revalidations += 1;
+                Ok(Some(
+                    Validation::new(ValidationOutcome::Pause).with_result(request(owed.unpaid)),
+                ))
+            }
+        }
+    }
+
+    fn wire(&mut self, from: usize, to: usize, wire: Wire) {
+        if self.is_down(from, to) {
+            return;
+        }
+        let at = self.delay(from, to, true);
+        self.schedule(at, Delivery::Transport { from, to, wire });
+    }
+
+    fn feed(&mut self, i: usize, ev: TransportEvent) {
+        let now = Timestamp(self.now);
+        self.nodes[i].engine.handle_transport_event(now, ev);
+        self.drain(i);
+    }
+
+    fn new_hook(&mut self, i: usize, hook: Hook) -> HookToken {
+        let node = &mut self.nodes[i];
+        let token = HookToken(node.next_hook);
+        node.next_hook += 1;
+        node.hooks.insert(token, hook);
+        token
+    }
+
+    fn deliver_message(&mut self, i: usize, from: usize, message: Message, hook: Hook) {
+        let peer = self.nodes[from].peer;
+        match message {
+            Message::Request(request) => {
+                let token = self.new_hook(i, hook);
+                self.feed(
+                    i,
+                    TransportEvent::RequestReceived {
+                        token,
+                        from: peer,
+                        request,
+                    },
+                );
+            }
+            Message::Response(response) => match &hook {
+                // A push's responder asking for the data: the engine decides whether to serve.
+                Hook::Open { root, selector, .. } => {
+                    let (root, selector) = (*root, selector.clone());
+                    let token = self.new_hook(i, hook);
+                    self.feed(
+                        i,
+                        TransportEvent::ResponseReceived {
+                            from: peer,
+                            response,
+                            data_request: Some(DataRequest {
+                                token,
+                                root,
+                                selector,
+                            }),
+                        },
+                    );
+                }
+                _ => {
+                    self.feed(
+                        i,
+                        TransportEvent::ResponseReceived {
+                            from: peer,
+                            response,
+                            data_request: None,
+                        },
+                    );
+                    // Nothing waits for an answer: apply what the hook would continue with.
+                    self.hook_done(i, hook, None, HookResult::Continue);
+                }
+            },
+        }
+    }
+
+    fn transport_command(&mut self, i: usize, cmd: TransportCommand) {
+        match cmd {
+            TransportCommand::OpenChannel {
+                data_sender,
+                channel,
+                root,
+                selector,
+                message,
+                restart,
+            } => {
+                let Some(s) = self.node_of(&data_sender) else {
+                    return;
+                };
+                let (total, _) = self.dags.get(&root).copied().unwrap_or((0, 0));
+                let skip = restart.map_or(0, |st| st.received_blocks_total);
+                self.nodes[i].receiving.insert(
+                    channel,
+                    Receiving {
+                        from: s,
+                        total,
+                        received: skip,
+                        done_seen: false,
+                        awaiting: false,
+                        buffered: VecDeque::new(),
+                    },
+                );
+                if self.is_down(i, s) {
+                    let now = Timestamp(self.now);
+                    let ev = TransportEvent::OpenFailed {
+                        channel,
+                        error: "peer unreachable".into(),
+                    };
+                    self.nodes[i].receiving.remove(&channel);
+                    self.nodes[i].engine.handle_transport_event(now, ev);
+                    return;
+                }
+                self.wire(
+                    i,
+                    s,
+                    Wire::Open {
+                        channel,
+                        root,
+                        selector,
+                        message,
+                        skip,
+                    },
+                );
+                self.feed(i, TransportEvent::ChannelOpened { channel });
+            }
+            TransportCommand::CloseChannel { channel } => {
+                let other = self.other_end(i, &channel);
+                self.nodes[i].sending.remove(&channel);
+                self.nodes[i].receiving.remove(&channel);
+                if let Some(o) = other {
+                    self.wire(i, o, Wire::Cancel { channel });
+                }
+            }
+            TransportCommand::CleanupChannel { channel } => {
+                self.nodes[i].sending.remove(&channel);
+                self.nodes[i].receiving.remove(&channel);
+            }
+            TransportCommand::PauseChannel { channel } => {
+                if let Some(s) = self.nodes[i].sending.get_mut(&channel) {
+                    s.paused_self = true;
+                    let to = s.to;
+                    self.wire(
+                        i,
+                        to,
+                        Wire::Update {
+                            channel,
+                            message: None,
+                            pause: true,
+                        },
+                    );
+                } else if let Some(r) = self.nodes[i].receiving.get(&channel) {
+                    let from = r.from;
+                    self.wire(
+                        i,
+                        from,
+                        Wire::Update {
+                            channel,
+                            message: None,
+                            pause: true,
+                        },
+                    );
+                }
+            }
+            TransportCommand::ResumeChannel { channel, message } => {
+                if let Some(s) = self.nodes[i].sending.get_mut(&channel) {
+                    s.paused_self = false;
+                    let to = s.to;
+                    self.wire(
+                        i,
+                        to,
+                        Wire::Update {
+                            channel,
+                            message,
+                            pause: false,
+                        },
+                    );
+                    self.pump(i, channel);
+                } else if let Some(r) = self.nodes[i].receiving.get(&channel) {
+                    let from = r.from;
+                    self.wire(
+                        i,
+                        from,
+                        Wire::Update {
+                            channel,
+                            message,
+                            pause: false,
+                        },
+                    );
+                } else if let (Some(m), Some(o)) = (message, self.other_node(i, &channel)) {
+                    // No transport channel (yet): the message still reaches the peer.
+                    self.wire(
+                        i,
+                        o,
+                        Wire::Update {
+                            channel,
+                            message: Some(m),
+                            pause: false,
+                        },
+                    );
+                }
+            }
+            TransportCommand::HookResult {
+                token,
+                message,
+                result,
+                ..
+            } => {
+                if let Some(hook) = self.nodes[i].hooks.remove(&token) {
+                    self.hook_done(i, hook, message, result);
+                }
+            }
+        }
+    }
+
+    fn other_end(&self, i: usize, channel: &ChannelId) -> Option<usize> {
+        let n = &self.nodes[i];
+        n.sending
+            .get(channel)
+            .map(|s| s.to)
+            .or_else(|| n.receiving.get(channel).map(|r| r.from))
+    }
+
+    fn other_node(&self, i: usize, channel: &ChannelId) -> Option<usize> {
+        self.node_of(&channel.other_party(&self.nodes[i].peer))
+    }
+
+    fn hook_done(&mut self, i: usize, hook: Hook, message: Option<Message>, result: HookResult) {
+        match hook {
+            Hook::Open {
+                channel,
+                from,
+                skip,
+                root,
+                ..
+            } => {
+                let rejected = match &result {
+                    HookResult::Fail(e) => Some(e.clone()),
+                    _ => None,
+                };
+                self.wire(
+                    i,
+                    from,
+                    Wire::Reply {
+                        channel,
+                        message,
+                        rejected: rejected.clone(),
+                    },
+                );
+                if rejected.is_some() {
+                    return;
+                }
+                let (total, size) = self.dags.get(&root).copied().unwrap_or((0, 0));
+                self.nodes[i].sending.insert(
+                    channel,
+                    Sending {
+                        to: from,
+                        total,
+                        size,
+                        next: skip + 1,
+                        paused_self: result == HookResult::Pause,
+                        paused_peer: false,
+                        awaiting: false,
+                        ticking: false,
+                    },
+                );
+                if skip >= total {
+                    // A restart after every block arrived: graphsync still completes the
+                    // response (with nothing to send), so the requester completes too.
+                    self.finish_sending(i, from, channel);
+                } else {
+                    self.pump(i, channel);
+                }
+            }
+            Hook::Update { channel, pause } => {
+                if let HookResult::Fail(_) = result {
+                    return;
+                }
+                if let Some(s) = self.nodes[i].sending.get_mut(&channel) {
+                    s.paused_peer = pause;
+                    if result == HookResult::Pause {
+                        s.paused_self = true;
+                    }
+                    if let Some(m) = message {
+                        let to = s.to;
+                        self.wire(
+                            i,
+                            to,
+                            Wire::Update {
+                                channel,
+                                message: Some(m),
+                                pause: false,
+                            },
+                        );
+                    }
+                    self.pump(i, channel);
+                }
+            }
+            Hook::Queued {
+                channel,
+                index,
+                size,
+            } => {
+                let Some(s) = self.nodes[i].sending.get_mut(&channel) else {
+                    return;
+                };
+                s.awaiting = false;
+                if let HookResult::Fail(e) = result {
+                    let to = s.to;
+                    self.nodes[i].sending.remove(&channel);
+                    self.wire(
+                        i,
+                        to,
+                        Wire::Reply {
+                            channel,
+                            message,
+                            rejected: Some(e.clone()),
+                        },
+                    );
+                    let ev = TransportEvent::ChannelCompleted {
+                        channel,
+                        result: Err(e),
+                    };
+                    return self.feed(i, ev);
+                }
+                if result == HookResult::Pause {
+                    s.paused_self = true;
+                }
+                s.next = index + 1;
+                let (to, finished) = (s.to, s.next > s.total);
+                self.nodes[i]
+                    .sent_blocks
+                    .entry(channel)
+                    .or_default()
+                    .push(index);
+                self.wire(
+                    i,
+                    to,
+                    Wire::Block {
+                        channel,
+                        index,
+                        size,
+                        message,
+                    },
+                );
+                self.feed(
+                    i,
+                    TransportEvent::DataSent {
+                        channel,
+                        size,
+                        index,
+                        unique: true,
+                    },
+                );
+                if finished {
+                    self.finish_sending(i, to, channel);
+                } else {
+                    self.pump(i, channel);
+                }
+            }
+            Hook::Received { channel, index } => {
+                let Some(r) = self.nodes[i].receiving.get_mut(&channel) else {
+                    return;
+                };
+                r.awaiting = false;
+                match result {
+                    HookResult::Fail(e) => {
+                        let from = r.from;
+                        self.nodes[i].receiving.remove(&channel);
+                        self.wire(i, from, Wire::Cancel { channel });
+                        let ev = TransportEvent::ChannelCompleted {
+                            channel,
+                            result: Err(e),
+                        };
+                        return self.feed(i, ev);
+                    }
+                    HookResult::Pause => {
+                        r.received = r.received.max(index);
+                        let from = r.from;
+                        self.wire(
+                            i,
+                            from,
+                            Wire::Update {
+                                channel,
+                                message: None,
+                                pause: true,
+                            },
+                        );
+                    }
+                    _ => r.received = r.received.max(index),
+                }
+                self.after_receive(i, channel);
+            }
+        }
+    }
+
+    /// The sender's last block went out: tell the receiver, and report completion (graphsync's
+    /// responder completes once everything is sent).
+    fn finish_sending(&mut self, i: usize, to: usize, channel: ChannelId) {
+        self.wire(i, to, Wire::Done { channel });
+        self.feed(
+            i,
+            TransportEvent::ChannelCompleted {
+                channel,
+                result: Ok(()),
+            },
+        );
+    }
+
+    /// Queues the next block if the sending side may.
+    fn pump(&mut self, i: usize, channel: ChannelId) {
+        let interval = self.config.block_interval;
+        let Some(s) = self.nodes[i].sending.get_mut(&channel) else {
+            return;
+        };
+        if s.paused_self || s.paused_peer || s.awaiting || s.next > s.total {
+            return;
+        }
+        if !s.ticking {
+            s.ticking = true;
+            let at = self.now + interval;
+            self.schedule(at, Delivery::Tick { node: i, channel });
+        }
+    }
+
+    fn queue_block(&mut self, i: usize, channel: ChannelId) {
+        let Some(s) = self.nodes[i].sending.get_mut(&channel) else {
+            return;
+        };
+        if s.paused_self || s.paused_peer || s.awaiting || s.next > s.total {
+            return;
+        }
+        s.awaiting = true;
+        let (index, size) = (s.next, s.size);
+        let token = self.new_hook(
+            i,
+            Hook::Queued {
+                channel,
+                index,
+                size,
+            },
+        );
+        self.feed(
+            i,
+            TransportEvent::DataQueued {
+                token,
+                channel,
+                size,
+                index,
+                unique: true,
+            },
+        );
+    }
+
+    fn after_receive(&mut self, i: usize, channel: ChannelId) {
+        let Some(r) = self.nodes[i].receiving.get_mut(&channel) else {
+            return;
+        };
+        if r.awaiting {
+            return;
+        }
+        if let Some((index, size, message)) = r.buffered.pop_front() {
+            return self.receive_block(i, channel, index, size, message);
+        }
+        if r.done_seen && r.received >= r.total {
+            self.nodes[i].receiving.remove(&channel);
+            self.feed(
+                i,
+                TransportEvent::ChannelCompleted {
+                    channel,
+                    result: Ok(()),
+                },
+            );
+        }
+    }
+
+    fn receive_block(
+        &mut self,
+        i: usize,
+        channel: ChannelId,
+        index: u64,
+        size: u64,
+        message: Option<Message>,
+    ) {
+        let Some(r) = self.nodes[i].receiving.get_mut(&channel) else {
+            return;
+        };
+        if r.awaiting {
+            r.buffered.push_back((index, size, message));
+            return;
+        }
+        r.awaiting = true;
+        let from = r.from;
+        if let Some(m) = message {
+            let peer = self.nodes[from].peer;
+            if let Message::Response(response) = m {
+                self.feed(
+                    i,
+                    TransportEvent::ResponseReceived {
+                        from: peer,
+                        response,
+                        data_request: None,
+                    },
+                );
+            }
+        }
+        let token = self.new_hook(i, Hook::Received { channel, index });
+        self.feed(
+            i,
+            TransportEvent::DataReceived {
+                token,
+                channel,
+                size,
+                index,
+                unique: true,
+            },
+        );
+    }
+
+    fn on_wire(&mut self, from: usize, to: usize, wire: Wire) {
+        match wire {
+            Wire::Open {
+                channel,
+                message,
+                skip,
+                root,
+                selector,
+            } => self.deliver_message(
+                to,
+                from,
+                message,
+                Hook::Open {
+                    channel,
+                    from,
+                    skip,
+                    root,
+                    selector,
+                },
+            ),
+            Wire::Reply {
+                channel,
+                message,
+                rejected,
+            } => {
+                if let Some(Message::Response(response)) = message {
+                    let peer = self.nodes[from].peer;
+                    self.feed(
+                        to,
+                        TransportEvent::ResponseReceived {
+                            from: peer,
+                            response,
+                            data_request: None,
+                        },
+                    );
+                }
+                if let Some(e) = rejected
+                    && self.nodes[to].receiving.remove(&channel).is_some()
+                {
+                    self.feed(
+                        to,
+                        TransportEvent::ChannelCompleted {
+                            channel,
+                            // The request was refused over there: the peer's doing.
+                            result: Err(Fault::PeerFailed(e.to_string())),
+                        },
+                    );
+                }
+            }
+            Wire::Block {
+                channel,
+                index,
+                size,
+                message,
+            } => self.receive_block(to, channel, index, size, message),
+            Wire::Done { channel } => {
+                if let Some(r) = self.nodes[to].receiving.get_mut(&channel) {
+                    r.done_seen = true;
+                }
+                self.after_receive(to, channel);
+            }
+            Wire::Update {
+                channel,
+                message,
+                pause,
+            } => match message {
+                Some(m) => self.deliver_message(to, from, m, Hook::Update { channel, pause }),
+                None => {
+                    if let Some(s) = self.nodes[to].sending.get_mut(&channel) {
+                        s.paused_peer = pause;
+                        self.pump(to, channel);
+                    }
+                }
+            },
+            Wire::Cancel { channel } => {
+                self.nodes[to].sending.remove(&channel);
+                self.nodes[to].receiving.remove(&channel);
+            }
+        }
+    }
+
+    // ----- scenario helpers ---------------------------------------------------------------
+
+    /// Node `i` opens a pull of `root` from node `from`.
+    pub fn open_pull(&mut self, i: usize, from: usize, root: Cid, v: Voucher) -> ChannelId {
+        let peer = self.nodes[from].peer;
+        let id = self.nodes[i]
+            .engine
+            .open_pull(Timestamp(self.now), peer, v, root, all_selector())
+            .expect("open pull");
+        self.drain(i);
+        id
+    }
+
+    /// Node `i` opens a push of `root` to node `to`.
+    pub fn open_push(&mut self, i: usize, to: usize, root: Cid, v: Voucher) -> ChannelId {
+        let peer = self.nodes[to].peer;
+        let id = self.nodes[i]
+            .engine
+            .open_push(Timestamp(self.now), peer, v, root, all_selector())
+            .expect("open push");
+        self.drain(i);
+        id
+    }
+
+    /// Node `i` closes (cancels) a channel.
+    pub fn close(&mut self, i: usize, id: ChannelId) {
+        self.closed.insert(id);
+        let now = Timestamp(self.now);
+        let _ = self.nodes[i].engine.close(now, id);
+        self.drain(i);
+    }
+
+    /// Node `i`'s stored status for a channel (`ChannelNotFoundError` if it never saw it).
+    pub fn status(&self, i: usize, id: &ChannelId) -> Status {
+        self.nodes[i]
+            .store
+            .get(id)
+            .map_or(Status::ChannelNotFoundError, |s| s.status)
+    }
+
+    /// Node `i`'s stored state for a channel.
+    pub fn state(&self, i: usize, id: &ChannelId) -> Option<&ChannelState> {
+        self.nodes[i].store.get(id)
+    }
+
+    /// The event codes node `i` emitted for a channel, in order.
+    pub fn codes(&self, i: usize, id: &ChannelId) -> Vec<EventCode> {
+        self.nodes[i]
+            .events
+            .iter()
+            .filter(|(_, s)| s.channel_id == *id)
+            .map(|(e, _)| e.code)
+            .collect()
+    }
+
+    /// Runs `f` on node `i`'s engine at the current time, then carries out its outputs.
+    pub fn with_engine<T>(&mut self, i: usize, f: impl FnOnce(&mut Engine, Timestamp) -> T) -> T {
+        let now = Timestamp(self.now);
+        let out = f(&mut self.nodes[i].engine, now);
+        self.drain(i);
+        out
+    }
+
+    /// Checks the invariants that must hold at any time; returns the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut last: HashMap<ChannelId, &ChannelState> = HashMap::new();
+            for (ev, st) in &node.events {
+                if let Some(prev) = last.get(&st.channel_id) {
+                    if prev.status.is_terminal() {
+                        return Err(format!(
+                            "node {i}: event {} after terminal {}",
+                            ev.code, prev.status
+                        ));
+                    }
+                    if st.sent < prev.sent || st.received < prev.received || st.queued < prev.queued
+                    {
+                        return Err(format!(
+                            "node {i}: byte counter went down on {}",
+                            st.channel_id
+                        ));
+                    }
+                }
+                last.insert(st.channel_id, st);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what must hold once the network is quiet and every peer is up: every channel
+    /// is terminal on both sides, both sides agree on completion, and no connection stays
+    /// protected.
+    pub fn check_settled(&self) -> Result<(), String> {
+        self.check_invariants()?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            for (id, st) in &node.store {
+                if !st.status.is_terminal() {
+                    return Err(format!("node {i}: channel {id} stuck in {}", st.status));
+                }
+                let Some(o) = self.node_of(&id.other_party(&node.peer)) else {
+                    continue;
+                };
+                if self.closed.contains(id) {
+                    continue;
+                }
+                if let Some(other) = self.nodes[o].store.get(id) {
+                    let done = |s: Status| s == Status::Completed;
+                    if done(st.status) != done(other.status) {
+                        return Err(format!(
+                            "channel {id}: node {i} says {} but node {o} says {}",
+                            st.status, other.status
+                        ));
+                    }
+                }
+            }
+            if !node.protected.is_empty() {
+                return Err(format!(
+                    "node {i}: {} connections still protected",
+                    node.protected.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anything is in flight.
+    pub fn in_flight(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// A random number from the simulation's generator (for scenario choices).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Node `i`'s voucher results' payloads on a channel, for assertions.
+    pub fn results(&self, i: usize, id: &ChannelId) -> Vec<u64> {
+        self.state(i, id)
+            .map(|s| {
+                s.voucher_results
+                    .iter()
+                    .filter_map(PaymentNode::read)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn hook_channel(h: &Hook) -> ChannelId {
+    match h {
+        Hook::Open { channel, .. }
+        | Hook::Update { channel, .. }
+        | Hook::Queued { channel, .. }
+        | Hook::Received { channel, .. } => *channel,
+    }
+}
