@@ -107,6 +107,8 @@ fn serve_pull_and_push_between_processes() {
     let status = datatransfer(&["status", "--all", "--json", "--data-dir", client]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("\"status\":\"Completed\""));
 
+    // Other clients' data dirs sit inside this test's temp dir, so they go with it.
+    let other_client = |name: &str| client_dir.path().join(name).to_str().unwrap().to_owned();
     // A selector that stops below the root: the CAR holds the root alone.
     let shallow = client_dir.path().join("root-only.car");
     let stdout = succeeds(&[
@@ -121,7 +123,7 @@ fn serve_pull_and_push_between_processes() {
         "s3cret",
         "--json",
         "--data-dir",
-        &format!("{client}-shallow"),
+        &other_client("shallow-node"),
     ]);
     assert!(stdout.contains("\"car_blocks\":1"), "{stdout}");
     assert!(std::fs::metadata(&shallow).unwrap().len() < 4096);
@@ -176,7 +178,7 @@ fn serve_pull_and_push_between_processes() {
         "--token",
         "s3cret",
         "--data-dir",
-        &format!("{client}-back"),
+        &other_client("back-node"),
     ]);
     assert!(
         std::fs::read(&back).unwrap() == fresh_data,
@@ -206,7 +208,7 @@ fn serve_pull_and_push_between_processes() {
     };
     let unwritable_out = unwritable.join("out.bin");
     let unwritable_out = unwritable_out.to_str().unwrap();
-    let fresh_client = format!("{client}-bad");
+    let fresh_client = other_client("bad-node");
     for (args, why) in [
         (
             vec!["pull", &addr, &root, "--token", "wrong"],
