@@ -35,6 +35,7 @@
 
 #![deny(missing_docs)]
 
+mod senders;
 mod store_queue;
 mod subscription;
 mod swarm;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use datatransfer_types::ChannelId;
+use datatransfer_types::store::ChannelStore;
 use datatransfer_types::store::{ChannelUpdate, Durability};
 use tokio::sync::{Notify, oneshot};
 
@@ -137,6 +138,39 @@ impl StoreQueue {
     /// Counts `n` items as done (after the writer persisted them).
     pub(crate) fn done(&self, n: usize) {
         self.depth.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Writes channel updates in order, in batches of up to 512.
+pub(crate) async fn store_writer(store: Arc<dyn ChannelStore>, queue: Arc<StoreQueue>) {
+    while let Some(work) = queue.take(512).await {
+        let n = work.len();
+        let mut batch = Vec::with_capacity(n);
+        let mut flushes = Vec::new();
+        for w in work {
+            match w {
+                StoreWork::Update(u) => batch.push(u),
+                StoreWork::Flush(tx) => flushes.push(tx),
+            }
+        }
+        if !batch.is_empty()
+            && let Err(e) = store.apply_batch(batch).await
+        {
+            tracing::error!(error = %e, "persisting channel state failed");
+        }
+        queue.done(n);
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+/// The engine task's end of the store queue: dropped, it lets the writer finish and end.
+pub(crate) struct StoreSender(pub(crate) Arc<StoreQueue>);
+
+impl Drop for StoreSender {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
