@@ -10,7 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use datatransfer_types::message::{Message, MessageType, TransferRequest, TransferResponse};
+use datatransfer_types::message::{
+    Message, MessageType, RequestKind, TransferRequest, TransferResponse,
+};
 use datatransfer_types::{
     ChannelId, ChannelState, Cid, DagCbor, Fault, PeerId, Registry, RegistryError, Status,
     Timestamp, TransferId, TypeIdentifier, TypedNode, Validation, ValidationOutcome, Voucher,

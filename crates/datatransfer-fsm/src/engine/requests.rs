@@ -82,22 +82,28 @@ impl Engine {
         via: Via,
     ) {
         let id = ChannelId::new(from, self.me, req.transfer_id);
-        match req.message_type {
-            MessageType::Restart => self.on_restart_request(now, id, req, via),
-            MessageType::New => self.on_new_request(now, id, req, via),
-            MessageType::Cancel => {
+        // Parsed once: each kind carries what it needs (Go takes any other type for an
+        // update; a request typed as a response is refused here).
+        let kind = match req.kind() {
+            Ok(kind) => kind,
+            Err(e) => return self.reject(now, id, &req, via, Fault::peer(e.to_string())),
+        };
+        match kind {
+            RequestKind::Open { restart: true, .. } => self.on_restart_request(now, id, req, via),
+            RequestKind::Open { restart: false, .. } => self.on_new_request(now, id, req, via),
+            RequestKind::Cancel => {
                 self.transport(TransportCommand::CleanupChannel { channel: id });
                 self.fire_quiet(id, ChannelEvent::Cancel, now);
                 self.finish_request(now, id, &req, via, None, Verdict::Ok);
             }
-            MessageType::Voucher => self.on_voucher_update(now, id, req, via),
-            _ => {
-                // Everything else is an update: the initiator paused or resumed.
+            RequestKind::Voucher(_) => self.on_voucher_update(now, id, req, via),
+            RequestKind::RestartExisting(_) => self.on_restart_existing(from, &req),
+            RequestKind::Update { paused } => {
                 if !self.channels.contains_key(&id) {
                     let err = Verdict::Err(Fault::peer(format!("channel not found: {id}")));
                     return self.finish_request(now, id, &req, via, None, err);
                 }
-                let verdict = if req.pause {
+                let verdict = if paused {
                     self.set_paused(id, false, true, now);
                     Verdict::Ok
                 } else {

@@ -337,6 +337,80 @@ impl TransferRequest {
             .as_ref()
             .map(|v| TypedNode::new(self.voucher_type.clone(), v.clone()))
     }
+
+    /// What the request asks for, with the fields its kind must carry: the flat wire form
+    /// parsed once. A request whose type only a response may have (Complete, VoucherResult),
+    /// or that lacks a field its kind needs, is an error.
+    pub fn kind(&self) -> Result<RequestKind, RequestError> {
+        let missing = |what| RequestError::Missing(self.message_type, what);
+        Ok(match self.message_type {
+            MessageType::New | MessageType::Restart => RequestKind::Open {
+                restart: self.message_type == MessageType::Restart,
+                root: self.base_cid.ok_or_else(|| missing("base CID"))?,
+                selector: self.selector.clone().ok_or_else(|| missing("selector"))?,
+                voucher: self.typed_voucher().ok_or_else(|| missing("voucher"))?,
+                pull: self.pull,
+                paused: self.pause,
+            },
+            MessageType::Update => RequestKind::Update { paused: self.pause },
+            MessageType::Cancel => RequestKind::Cancel,
+            MessageType::Voucher => {
+                RequestKind::Voucher(self.typed_voucher().ok_or_else(|| missing("voucher"))?)
+            }
+            MessageType::RestartExistingChannelRequest => RequestKind::RestartExisting(
+                self.restart_channel
+                    .ok_or_else(|| missing("channel to restart"))?,
+            ),
+            t @ (MessageType::Complete | MessageType::VoucherResult) => {
+                return Err(RequestError::NotARequest(t));
+            }
+        })
+    }
+}
+
+/// A request by what it asks for ([`TransferRequest::kind`]); the flat [`TransferRequest`]
+/// stays the wire form, byte for byte. Not `#[non_exhaustive]`: the protocol's request kinds
+/// are a closed set, and the engine matches them exhaustively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Open a channel (`restart: false`), or open it again after a disconnect or a crash.
+    Open {
+        /// A restart of a channel the responder may know.
+        restart: bool,
+        /// The root of the DAG.
+        root: Cid,
+        /// The selector.
+        selector: DagCbor,
+        /// The voucher that justifies it.
+        voucher: Voucher,
+        /// The initiator pulls (else it pushes).
+        pull: bool,
+        /// Open it paused.
+        paused: bool,
+    },
+    /// The initiator pauses (`paused`) or resumes its side.
+    Update {
+        /// Pause, or resume.
+        paused: bool,
+    },
+    /// The initiator cancels the channel.
+    Cancel,
+    /// A new voucher on an open channel.
+    Voucher(Voucher),
+    /// The responder asks the initiator to open this channel again.
+    RestartExisting(ChannelId),
+}
+
+/// Why a request cannot be taken for what its type says.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The type is one only a response may have.
+    #[error("a request cannot be of type {0:?}")]
+    NotARequest(MessageType),
+    /// A field its type needs is missing.
+    #[error("request carries no {1}")]
+    Missing(MessageType, &'static str),
 }
 
 impl TransferResponse {
@@ -543,5 +617,74 @@ impl From<TransferRequest> for Message {
 impl From<TransferResponse> for Message {
     fn from(r: TransferResponse) -> Self {
         Self::Response(r)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
+mod tests {
+    use super::*;
+
+    fn voucher() -> Voucher {
+        TypedNode::new(TypeIdentifier::new("V"), DagCbor::null())
+    }
+
+    #[test]
+    fn each_request_type_parses_to_its_kind_with_the_fields_it_needs() {
+        let id = TransferId(3);
+        let open =
+            TransferRequest::new_channel(id, true, voucher(), Cid::default(), DagCbor::null());
+        assert_eq!(
+            open.kind(),
+            Ok(RequestKind::Open {
+                restart: false,
+                root: Cid::default(),
+                selector: DagCbor::null(),
+                voucher: voucher(),
+                pull: true,
+                paused: false,
+            })
+        );
+        let restart =
+            TransferRequest::restart(id, false, voucher(), Cid::default(), DagCbor::null());
+        assert!(matches!(
+            restart.kind(),
+            Ok(RequestKind::Open {
+                restart: true,
+                pull: false,
+                ..
+            })
+        ));
+        assert_eq!(
+            TransferRequest::update(id, true).kind(),
+            Ok(RequestKind::Update { paused: true })
+        );
+        assert_eq!(TransferRequest::cancel(id).kind(), Ok(RequestKind::Cancel));
+        assert_eq!(
+            TransferRequest::voucher(id, voucher()).kind(),
+            Ok(RequestKind::Voucher(voucher()))
+        );
+        // Missing fields and response-only types are errors, with Go's wording.
+        let mut bare = open.clone();
+        bare.selector = None;
+        assert_eq!(
+            bare.kind().unwrap_err().to_string(),
+            "request carries no selector"
+        );
+        let mut bare = open;
+        bare.voucher = None;
+        assert_eq!(
+            bare.kind().unwrap_err().to_string(),
+            "request carries no voucher"
+        );
+        let mut odd = TransferRequest::cancel(id);
+        odd.message_type = MessageType::Complete;
+        assert_eq!(
+            odd.kind(),
+            Err(RequestError::NotARequest(MessageType::Complete))
+        );
+        let mut lost = TransferRequest::cancel(id);
+        lost.message_type = MessageType::RestartExistingChannelRequest;
+        assert!(lost.kind().is_err(), "no channel named");
     }
 }
