@@ -397,7 +397,6 @@ pub(super) fn fault_of(e: &GraphSyncError) -> Fault {
             T::Store(_) => Fault::LocalFailure(m),
             _ => Fault::PeerMisbehaved(m),
         },
-        GraphSyncError::Verify(V::TooManyBuffered(_)) => Fault::PeerMisbehaved(m),
         _ => Fault::PeerMisbehaved(m),
     }
 }

@@ -134,7 +134,7 @@ mod tests {
     #[async_trait::async_trait]
     impl DataTransferNetwork for Recorder {
         fn peer_id(&self) -> PeerId {
-            PeerId::from_bytes(&[0, 2, 8, 1]).unwrap_or_else(|_| PeerId::random())
+            PeerId::random()
         }
         async fn send_message(&self, to: PeerId, _message: Message) -> Result<(), NetworkError> {
             self.0.lock().unwrap().push(to);

@@ -178,21 +178,10 @@ impl Drop for StoreSender {
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 mod tests {
     use super::*;
-    use datatransfer_types::{
-        ChannelState, Cid, DagCbor, Event, EventCode, PeerId, Timestamp, TransferId,
-        TypeIdentifier, Voucher,
-    };
+    use datatransfer_types::{Event, EventCode, Timestamp};
 
     fn update(channel: u64, received: u64, code: EventCode) -> ChannelUpdate {
-        let me = PeerId::from_bytes(&[0, 2, 8, 1]).unwrap_or_else(|_| PeerId::random());
-        let id = ChannelId {
-            initiator: me,
-            responder: me,
-            id: TransferId(channel),
-        };
-        let voucher = Voucher::new(TypeIdentifier::new("T"), DagCbor::null());
-        let mut s = ChannelState::new(id, me, Cid::default(), DagCbor::null(), voucher, true, 0);
-        s.received = received;
+        let s = crate::subscription::tests::state(channel, received);
         ChannelUpdate::new(s, vec![Event::new(code, "", Timestamp::ZERO)])
     }
 

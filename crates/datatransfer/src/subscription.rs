@@ -85,27 +85,27 @@ impl Inner {
     /// takes the event, and every entry of the run the newest state (so the channel's
     /// states still only move forward). False if the run has no such entry.
     fn merge(&mut self, event: &Event, state: &ChannelState) -> bool {
-        let Some(run) = self.runs.get(&state.channel_id).cloned() else {
+        let head = self.head;
+        let Some(run) = self.runs.remove(&state.channel_id) else {
             return false;
         };
-        let Some(&(_, seq)) = run
+        let target = run
             .iter()
-            .find(|(c, s)| *c == event.code && *s >= self.head)
-        else {
-            return false;
-        };
-        if self.slot_mut(seq).is_none() {
-            return false;
-        }
-        for (_, s) in &run {
-            if let Some(e) = self.slot_mut(*s) {
-                e.state = state.clone();
+            .find(|(c, s)| *c == event.code && *s >= head)
+            .map(|&(_, seq)| seq)
+            .filter(|seq| self.slot_mut(*seq).is_some());
+        if let Some(seq) = target {
+            for (_, s) in &run {
+                if let Some(e) = self.slot_mut(*s) {
+                    e.state = state.clone();
+                }
+            }
+            if let Some(e) = self.slot_mut(seq) {
+                e.event = event.clone();
             }
         }
-        if let Some(e) = self.slot_mut(seq) {
-            e.event = event.clone();
-        }
-        true
+        self.runs.insert(state.channel_id, run);
+        target.is_some()
     }
 
     /// Drops one event to make room: the oldest that is not a channel's last (a terminal
@@ -163,17 +163,21 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an event (see the module docs for what is merged or dropped). Never blocks.
-    fn push(&self, event: &Event, state: &ChannelState) {
+    /// Queues an event (see the module docs for what is merged or dropped); false if the
+    /// subscription is gone. Never blocks.
+    fn push(&self, event: &Event, state: &ChannelState) -> bool {
         let mut q = self.lock();
         let q = &mut *q;
+        if q.closed {
+            return false;
+        }
         let id = state.channel_id;
         let progress = is_progress(event.code);
         if progress {
             // A reader that keeps up sees every event; merging starts once half the queue
             // waits unread.
             if q.live >= q.capacity / 2 && q.merge(event, state) {
-                return;
+                return true;
             }
         } else {
             q.runs.remove(&id);
@@ -201,6 +205,7 @@ impl Queue {
         if let Some(w) = q.waker.take() {
             w.wake();
         }
+        true
     }
 
     /// No more events will come (the Manager stopped or dropped this subscriber).
@@ -301,11 +306,7 @@ impl Subscriber {
 
     /// Queues an event; false once the subscription was dropped.
     pub(crate) fn push(&self, event: &Event, state: &ChannelState) -> bool {
-        if self.0.lock().closed {
-            return false;
-        }
-        self.0.push(event, state);
-        true
+        self.0.push(event, state)
     }
 }
 
@@ -334,14 +335,17 @@ impl futures::Stream for Subscription {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datatransfer_types::{
         Cid, DagCbor, PeerId, Timestamp, TransferId, TypeIdentifier, Voucher,
     };
 
-    fn state(channel: u64, received: u64) -> ChannelState {
-        let me = PeerId::from_bytes(&[0, 2, 8, 1]).unwrap_or_else(|_| PeerId::random());
+    /// A channel state for queue tests: channel `channel` between one fixed peer and itself,
+    /// `received` bytes in.
+    pub(crate) fn state(channel: u64, received: u64) -> ChannelState {
+        // An identity multihash: the same peer on every call, so channel ids repeat.
+        let me = PeerId::from_bytes(&[0, 2, 8, 1]).unwrap();
         let id = ChannelId {
             initiator: me,
             responder: me,
