@@ -1,201 +1,89 @@
-//! The engine's transport commands carried out: requests opened, paused, resumed,
-//! restarted and cancelled, and what each request reports turned into transport events.
+//! The graphsync work the adapter asks for, carried out in order on one task: requests
+//! sent, paused, resumed and cancelled, responses steered, and each request followed to its
+//! end.
 
 use crate::*;
 
-/// Carries out commands in order.
-pub(super) async fn execute_commands(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<TransportCommand>,
-) {
-    while let Some(cmd) = rx.recv().await {
-        if shared.lock().shut_down {
-            continue;
-        }
+/// Carries out the adapter's graphsync work in order, until the transport is gone.
+pub(super) async fn execute_actions(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Action>) {
+    while let Some(action) = rx.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        // After shutdown the node is gone, and so is the work.
         let Some(gs) = shared.gs() else { continue };
-        match cmd {
-            TransportCommand::OpenChannel {
-                data_sender,
-                channel,
-                root,
-                selector,
-                message,
-                restart,
-            } => {
-                let open = Open {
-                    data_sender,
-                    channel,
-                    root,
-                    selector,
-                    message,
-                    restart,
-                };
-                open_channel(&shared, &gs, open, 0).await
-            }
-            TransportCommand::CloseChannel { channel }
-            | TransportCommand::CleanupChannel { channel } => {
-                let (out, serving) = {
-                    let mut st = shared.lock();
-                    let out = st.outgoing.remove(&channel);
-                    let serving = st.serving_channels.remove(&channel);
-                    // The channel's responses, the replaced ones too.
-                    st.serving.retain(|_, sv| sv.channel != channel);
-                    st.stores.remove(&channel);
-                    st.stashed.remove(&channel);
-                    (out, serving)
-                };
-                if let Some(o) = out {
-                    o.closed.store(true, Ordering::SeqCst);
-                    if let Some(c) = o.control {
-                        c.cancel().await;
-                    }
-                }
-                if let Some((peer, id)) = serving {
-                    gs.cancel_response(peer, id).await;
+        match action {
+            Action::SendRequest(request) => send_request(&shared, &gs, request).await,
+            Action::CancelRequest { channel, attempt } => {
+                if let Some(c) = shared.control(channel, attempt, true) {
+                    c.cancel().await;
                 }
             }
-            TransportCommand::PauseChannel { channel } => {
-                let (control, serving) = {
-                    let st = shared.lock();
-                    (
-                        st.outgoing.get(&channel).and_then(|o| o.control.clone()),
-                        st.serving_channels.get(&channel).copied(),
-                    )
-                };
-                if let Some(c) = control {
+            Action::PauseRequest { channel, attempt } => {
+                if let Some(c) = shared.control(channel, attempt, false) {
                     c.pause().await;
-                } else if let Some((peer, id)) = serving {
-                    gs.pause_response(peer, id).await;
                 }
             }
-            TransportCommand::ResumeChannel { channel, message } => {
-                let ext = message.as_ref().map_or_else(Extensions::new, |m| {
-                    extensions_for(m, &[EXTENSION_DATA_TRANSFER])
+            Action::UnpauseRequest {
+                channel,
+                attempt,
+                extensions,
+            } => {
+                if let Some(c) = shared.control(channel, attempt, false) {
+                    c.unpause(extensions).await;
+                }
+            }
+            Action::PauseResponse { peer, id } => gs.pause_response(peer, id).await,
+            Action::UnpauseResponse {
+                peer,
+                id,
+                extensions,
+            } => gs.unpause_response(peer, id, extensions).await,
+            Action::CancelResponse { peer, id } => gs.cancel_response(peer, id).await,
+            Action::SendExtensions {
+                peer,
+                id,
+                extensions,
+            } => gs.send_extensions(peer, id, extensions).await,
+            Action::ReopenAfter {
+                channel,
+                attempt,
+                wait,
+            } => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    shared.with(|a| a.reopen(channel, attempt));
                 });
-                let (control, serving) = {
-                    let mut st = shared.lock();
-                    let control = st.outgoing.get(&channel).and_then(|o| o.control.clone());
-                    let serving = st.serving_channels.get(&channel).copied();
-                    if control.is_none()
-                        && serving.is_none()
-                        && let Some(m) = message
-                    {
-                        st.stashed.entry(channel).or_default().push(m);
-                    }
-                    (control, serving)
-                };
-                if let Some(c) = control {
-                    c.unpause(ext).await;
-                } else if let Some((peer, id)) = serving {
-                    gs.unpause_response(peer, id, ext).await;
-                }
             }
-            TransportCommand::HookResult {
-                token,
-                message,
-                result,
-                ..
-            } => hook_result(&shared, &gs, token, message, result).await,
+            Action::Flush { channel, store } => {
+                tokio::spawn(async move {
+                    let result = match tokio::task::spawn_blocking(move || store.0.flush()).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    shared.with(|a| a.flushed(channel, result));
+                });
+            }
+            // Events and answers are the shell's, never queued.
+            Action::Deliver(_) | Action::Answer { .. } => {}
         }
     }
 }
 
-pub(super) async fn hook_result(
-    shared: &Shared,
-    gs: &GraphSync,
-    token: HookToken,
-    message: Option<Message>,
-    result: HookResult,
-) {
-    let Some(pending) = shared.lock().pending.remove(&token) else {
-        return;
-    };
-    match pending {
-        Pending::Answer(tx) => {
-            let _ = tx.send((message, result));
-        }
-        Pending::Received(channel) | Pending::InResponse(channel) => {
-            let (control, closed) = {
-                let st = shared.lock();
-                match st.outgoing.get(&channel) {
-                    Some(o) => (o.control.clone(), o.closed.clone()),
-                    None => return,
-                }
-            };
-            let Some(control) = control else { return };
-            if let Some(m) = message {
-                control
-                    .unpause(extensions_for(&m, &[EXTENSION_DATA_TRANSFER]))
-                    .await;
-            }
-            match result {
-                HookResult::Pause => control.pause().await,
-                HookResult::Fail(_) => {
-                    closed.store(true, Ordering::SeqCst);
-                    control.cancel().await;
-                }
-                HookResult::Continue | HookResult::Resume => {}
-            }
-        }
-        Pending::Updated(peer, id) => {
-            if let Some(m) = message {
-                gs.send_extensions(peer, id, extensions_for(&m, &[EXTENSION_DATA_TRANSFER]))
-                    .await;
-            }
-            match result {
-                HookResult::Pause => gs.pause_response(peer, id).await,
-                HookResult::Fail(_) => gs.cancel_response(peer, id).await,
-                HookResult::Continue | HookResult::Resume => {}
-            }
-        }
-    }
-}
-
-/// What opening (or re-opening) a channel's request needs.
-#[derive(Clone)]
-pub(super) struct Open {
-    pub(super) data_sender: PeerId,
-    pub(super) channel: ChannelId,
-    pub(super) root: Cid,
-    pub(super) selector: DagCbor,
-    pub(super) message: Message,
-    pub(super) restart: Option<Box<ChannelState>>,
-}
-
-/// Sends a channel's graphsync request; `busy` is how many busy refusals came before it.
-pub(super) async fn open_channel(shared: &Arc<Shared>, gs: &GraphSync, open: Open, busy: u32) {
-    let Open {
-        data_sender,
+/// Sends one of the channel's requests, first counting the blocks at hand if asked to.
+async fn send_request(shared: &Arc<Shared>, gs: &GraphSync, request: SendRequest) {
+    let SendRequest {
         channel,
+        attempt,
+        to,
         root,
-        ref selector,
-        ref message,
-        ref restart,
-    } = open;
-    let fail = |error: String| {
-        shared.deliver(TransportEvent::OpenFailed { channel, error });
-    };
-    let (store, old) = {
-        let mut st = shared.lock();
-        let store = st
-            .stores
-            .get(&channel)
-            .cloned()
-            .unwrap_or_else(|| shared.default_store.clone());
-        (store, st.outgoing.remove(&channel))
-    };
-    // A re-open replaces the request in flight.
-    if let Some(o) = old {
-        o.closed.store(true, Ordering::SeqCst);
-        if let Some(c) = o.control {
-            c.cancel().await;
-        }
-    }
-    let mut ext = extensions_for(message, &[EXTENSION_DATA_TRANSFER]);
-    if ext.get(EXTENSION_DATA_TRANSFER).is_none() {
-        return fail("the data-transfer message could not be encoded".into());
-    }
-    if restart.is_some() || shared.skip_held_on_open {
+        selector,
+        mut extensions,
+        store,
+        skip_held,
+    } = request;
+    if skip_held {
         // A walk of the blocks at hand: off the async workers (a million blocks take a while).
         let held = {
             let (store, selector, traversal) =
@@ -205,90 +93,40 @@ pub(super) async fn open_channel(shared: &Arc<Shared>, gs: &GraphSync, open: Ope
                 .unwrap_or(0)
         };
         if held > 0 {
-            ext.set(
+            extensions.set(
                 DO_NOT_SEND_FIRST_BLOCKS,
                 datatransfer_graphsync::responder::encode_skip_count(held),
             );
         }
     }
     let Ok(selector) = RawNode::new(selector.as_bytes().to_vec()) else {
-        return fail("the selector is not valid DAG-CBOR".into());
+        let error = "the selector is not valid DAG-CBOR".to_owned();
+        return shared.with(|a| a.request_failed(channel, attempt, error));
     };
-    let closed = Arc::new(AtomicBool::new(false));
-    // Registered before the request leaves, so its first blocks find it.
-    shared.lock().outgoing.insert(
-        channel,
-        Outgoing {
-            control: None,
-            closed: closed.clone(),
-        },
-    );
-    let handle = match gs
-        .request_into(data_sender, root, selector, ext, store.clone())
-        .await
-    {
+    let handle = match gs.request_into(to, root, selector, extensions, store).await {
         Ok(h) => h,
-        Err(e) => {
-            shared.lock().outgoing.remove(&channel);
-            return fail(e.to_string());
-        }
+        Err(e) => return shared.with(|a| a.request_failed(channel, attempt, e.to_string())),
     };
-    let registered = {
-        let mut st = shared.lock();
-        match st.outgoing.get_mut(&channel) {
-            Some(o) if Arc::ptr_eq(&o.closed, &closed) => {
-                o.control = Some(handle.control());
-                true
-            }
-            _ => false,
-        }
-    };
-    if !registered {
-        // Closed while the request was being sent.
-        handle.control().cancel().await;
-        return;
+    let control = handle.control();
+    if !shared.with(|a| a.request_started(channel, attempt)) {
+        // Closed or replaced while the request was being sent.
+        return control.cancel().await;
     }
-    tokio::spawn(watch_request(
-        shared.clone(),
-        open,
-        busy,
-        handle,
-        closed,
-        store,
-    ));
+    shared
+        .controls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(channel, (attempt, control));
+    tokio::spawn(watch_request(shared.clone(), channel, attempt, handle));
 }
 
-/// Opens the channel's request again after `wait`, unless it was closed meanwhile. (A named
-/// future type: `open_channel` and `watch_request` would otherwise be one recursive future.)
-pub(super) fn reopen_later(
+/// Follows one of our requests to its end and tells the adapter how it ended.
+async fn watch_request(
     shared: Arc<Shared>,
-    open: Open,
-    busy: u32,
-    wait: Duration,
-    closed: Arc<AtomicBool>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        tokio::time::sleep(wait).await;
-        if closed.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Some(gs) = shared.gs() {
-            open_channel(&shared, &gs, open, busy).await;
-        }
-    })
-}
-
-/// Follows one of our requests to its end and reports how it ended. A request that got
-/// every block completes only once `store` has made them durable.
-pub(super) async fn watch_request(
-    shared: Arc<Shared>,
-    open: Open,
-    busy: u32,
+    channel: ChannelId,
+    attempt: u64,
     mut handle: RequestHandle,
-    closed: Arc<AtomicBool>,
-    store: Arc<dyn Blockstore>,
 ) {
-    let channel = open.channel;
     let id = handle.id;
     let mut result = Err(GraphSyncError::Closed);
     while let Some(ev) = handle.next().await {
@@ -297,106 +135,6 @@ pub(super) async fn watch_request(
             break;
         }
     }
-    // A busy responder (its queue for us is full) is asked again later; the channel stays
-    // registered meanwhile, so closing it stops the retry.
-    let retry = matches!(
-        result,
-        Err(GraphSyncError::Verify(
-            datatransfer_graphsync::requester::VerifyError::Failed(
-                ResponseStatus::RequestFailedBusy
-            )
-        ))
-    ) && busy < shared.max_busy_retries;
-    {
-        let mut st = shared.lock();
-        st.outgoing_ids.remove(&id);
-        if let Some(o) = st.outgoing.get_mut(&channel)
-            && Arc::ptr_eq(&o.closed, &closed)
-        {
-            if retry {
-                o.control = None;
-            } else {
-                st.outgoing.remove(&channel);
-            }
-        }
-    }
-    if closed.load(Ordering::SeqCst) {
-        return;
-    }
-    if retry {
-        shared.deliver(TransportEvent::TransferQueued { channel });
-        let wait = shared.busy_retry_backoff * 2u32.saturating_pow(busy.min(5));
-        tokio::spawn(reopen_later(shared, open, busy + 1, wait, closed));
-        return;
-    }
-    let event = match result {
-        Ok(ResponseStatus::RequestCompletedFull) => TransportEvent::ChannelCompleted {
-            channel,
-            result: match tokio::task::spawn_blocking(move || store.flush()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Fault::local(format!(
-                    "the received blocks could not be stored: {e}"
-                ))),
-                Err(e) => Err(Fault::local(format!(
-                    "the received blocks could not be stored: {e}"
-                ))),
-            },
-        },
-        // Go leaves a responder's cancel to the data-transfer message that comes with it.
-        Err(GraphSyncError::Verify(datatransfer_graphsync::requester::VerifyError::Failed(
-            ResponseStatus::RequestCancelled,
-        ))) => return,
-        Ok(status) => TransportEvent::ChannelCompleted {
-            channel,
-            result: Err(Fault::PeerFailed(format!(
-                "graphsync request failed to complete: the responder lacked blocks ({status:?})"
-            ))),
-        },
-        Err(GraphSyncError::Network(e)) => TransportEvent::Disconnected {
-            channel,
-            error: format!("graphsync request failed: {e}"),
-        },
-        // go-graphsync sends a block only once to a peer among the responses it is serving
-        // that peer: while the response to a request we replaced (a restart, a reconnect)
-        // still runs there, the new one says "present" for the blocks the old one sent, which
-        // never reached us. A restart after the monitor's backoff asks again, by then alone;
-        // the monitor's restart limit bounds a responder that keeps doing it.
-        Err(GraphSyncError::Verify(
-            datatransfer_graphsync::requester::VerifyError::BlockNotSent(cid),
-        )) => TransportEvent::Disconnected {
-            channel,
-            error: format!(
-                "graphsync request failed: the responder did not send block {cid}, which \
-                     go-graphsync withholds while an earlier response to us still holds it"
-            ),
-        },
-        Err(e) => TransportEvent::ChannelCompleted {
-            channel,
-            result: Err(
-                fault_of(&e).map_message(|m| format!("graphsync request failed to complete: {m}"))
-            ),
-        },
-    };
-    shared.deliver(event);
-}
-
-/// Whose fault a failed request of ours is: our store's, one of our limits', or the
-/// responder's (its data failed verification, or it failed the request).
-pub(super) fn fault_of(e: &GraphSyncError) -> Fault {
-    use datatransfer_graphsync::requester::VerifyError as V;
-    use datatransfer_ipld::traversal::TraversalError as T;
-    let m = e.to_string();
-    match e {
-        GraphSyncError::LocalStore(_) | GraphSyncError::Closed | GraphSyncError::Cancelled => {
-            Fault::LocalFailure(m)
-        }
-        GraphSyncError::Selector(_) => Fault::LocalLimit(m),
-        GraphSyncError::Verify(V::Failed(_)) => Fault::PeerFailed(m),
-        GraphSyncError::Verify(V::Traversal(t)) => match **t {
-            T::TooDeep(_) | T::TooManyLinks(_) | T::Selector(_) => Fault::LocalLimit(m),
-            T::Store(_) => Fault::LocalFailure(m),
-            _ => Fault::PeerMisbehaved(m),
-        },
-        _ => Fault::PeerMisbehaved(m),
-    }
+    drop(shared.control(channel, attempt, true));
+    shared.with(|a| a.request_finished(channel, attempt, id, result));
 }

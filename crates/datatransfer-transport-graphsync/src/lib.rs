@@ -3,7 +3,9 @@
 //!
 //! [`GraphsyncTransport`] implements the engine's [`Transport`]: it carries out
 //! [`TransportCommand`]s on a [`GraphSync`] node and turns graphsync's hooks into
-//! [`TransportEvent`]s.
+//! [`TransportEvent`]s. The decisions are the [`adapter::Adapter`]'s, a state machine without
+//! I/O (a simulator can drive it over a graphsync of its own); `GraphsyncTransport` is the
+//! async shell that feeds it the node's hooks and carries out its actions.
 //!
 //! - Data-transfer messages ride in graphsync extensions, encoded as `/fil/datatransfer/1.2.0`
 //!   messages: `fil/data-transfer/1.1` always, plus `fil/data-transfer/incoming-request/1.1` on
@@ -27,8 +29,8 @@
 #![deny(missing_docs)]
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,27 +42,30 @@ use datatransfer_graphsync::node::{
     GraphSync, GraphSyncConfig, GraphSyncError, Hooks, IncomingBlock, RequestControl,
     RequestDecision, RequestEvent, RequestHandle,
 };
+use datatransfer_graphsync::requester::VerifyError;
 use datatransfer_graphsync::responder::{BlockDecision, DO_NOT_SEND_FIRST_BLOCKS, OutgoingBlock};
 use datatransfer_graphsync::{Extensions, RawNode, Request, RequestId, Response, ResponseStatus};
 use datatransfer_ipld::blockstore::Blockstore;
 use datatransfer_ipld::selector::Selector;
 use datatransfer_ipld::traversal::{NoVisitor, Step, Traversal, TraversalConfig};
 use datatransfer_types::message::{DecodeLimits, Message, MessageType, WireVersion};
-use datatransfer_types::{ChannelId, ChannelState, Cid, DagCbor, Fault, PeerId};
+use datatransfer_types::{ChannelId, Cid, DagCbor, Fault, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod adapter;
 mod commands;
 mod config;
 mod extensions;
 mod hooks;
-mod state;
+mod shell;
 
-use commands::execute_commands;
+use adapter::{Action, Adapter, AdapterConfig, HookAnswer, HookId, SendRequest};
+use commands::execute_actions;
 pub use config::{GraphsyncTransportConfig, TransportError};
 pub use extensions::message_in_extensions;
 use extensions::{extensions_for, merge_into};
 use hooks::{DtHooks, held_prefix};
-use state::{Outgoing, Pending, Serving, Shared, State};
+use shell::Shared;
 
 /// The extension every data-transfer message travels in.
 pub const EXTENSION_DATA_TRANSFER: &str = "fil/data-transfer/1.1";
@@ -69,11 +74,11 @@ pub const EXTENSION_INCOMING_REQUEST: &str = "fil/data-transfer/incoming-request
 /// The extension of a message sent along with a block (the outgoing-block hook).
 pub const EXTENSION_OUTGOING_BLOCK: &str = "fil/data-transfer/outgoing-block/1.1";
 
-/// The graphsync transport. Cheap to clone; all clones drive the same node.
+/// The graphsync transport: the [`Adapter`]'s decisions carried out on a [`GraphSync`] node.
+/// Cheap to clone; all clones drive the same node.
 #[derive(Clone)]
 pub struct GraphsyncTransport {
     shared: Arc<Shared>,
-    work: mpsc::UnboundedSender<TransportCommand>,
 }
 
 impl std::fmt::Debug for GraphsyncTransport {
@@ -93,27 +98,20 @@ impl GraphsyncTransport {
         store: Arc<dyn Blockstore>,
         config: GraphsyncTransportConfig,
     ) -> Result<Self, TransportError> {
-        let shared = Arc::new(Shared {
+        let (work, rx) = mpsc::unbounded_channel();
+        let adapter = Adapter::new(me, store.clone(), AdapterConfig::from(&config));
+        let shared = Arc::new(Shared::new(
             me,
-            default_store: store.clone(),
-            gs: Mutex::new(None),
-            sink: OnceLock::new(),
-            state: Mutex::new(State::default()),
-            next_token: AtomicU64::new(1),
-            limits: config.limits,
-            traversal: config.graphsync.traversal.clone(),
-            skip_held_on_open: config.skip_held_blocks_on_open,
-            busy_retry_backoff: config.busy_retry_backoff,
-            max_busy_retries: config.max_busy_retries,
-            answered: tokio::sync::Notify::new(),
-        });
+            adapter,
+            work,
+            config.graphsync.traversal.clone(),
+        ));
         let hooks = Arc::new(DtHooks(shared.clone()));
         let gs = GraphSync::start(me, control, store, hooks, config.graphsync)
             .map_err(|_| TransportError::AlreadyRegistered)?;
         *shared.gs.lock().unwrap_or_else(|e| e.into_inner()) = Some(gs);
-        let (work, rx) = mpsc::unbounded_channel();
-        tokio::spawn(execute_commands(shared.clone(), rx));
-        Ok(Self { shared, work })
+        tokio::spawn(execute_actions(Arc::downgrade(&shared), rx));
+        Ok(Self { shared })
     }
 
     /// The graphsync node underneath (a handle to it); `None` after shutdown.
@@ -124,14 +122,13 @@ impl GraphsyncTransport {
     /// Has the channel read and write its blocks in `store` instead of the default one
     /// (go-data-transfer's `UseStore`; call it from a transport configurer).
     pub fn use_store(&self, channel: ChannelId, store: Arc<dyn Blockstore>) {
-        self.shared.lock().stores.insert(channel, store);
+        self.shared.adapter().use_store(channel, store);
     }
 
     /// How many channels have transport state (requests sent or served); for tests and
     /// diagnostics.
     pub fn open_channels(&self) -> usize {
-        let st = self.shared.lock();
-        st.outgoing.len() + st.serving_channels.len()
+        self.shared.adapter().open_channels()
     }
 }
 
@@ -141,23 +138,21 @@ impl Transport for GraphsyncTransport {
     }
 
     fn execute(&self, command: TransportCommand) {
-        let _ = self.work.send(command);
+        self.shared.with(|a| a.command(command));
     }
 
     fn shutdown(&self) {
-        let mut st = self.shared.lock();
-        st.shut_down = true;
-        // Dropping the waiting hooks' senders refuses them.
-        st.pending.clear();
-        for o in st.outgoing.values() {
-            o.closed.store(true, Ordering::SeqCst);
-        }
-        drop(st);
+        self.shared.with(Adapter::shutdown);
         // Our handle to the node goes: the node ends once the swarm's streams are gone.
         self.shared
             .gs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.shared
+            .controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
