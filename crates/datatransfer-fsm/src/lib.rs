@@ -10,7 +10,7 @@
 //! - [`Engine`]: one node's protocol engine; feed it API calls, peer messages, transport
 //!   events and validator answers, then drain [`Output`]s with [`Engine::poll_output`].
 //!
-//! A deterministic multi-node simulator (in-memory network, fake transport) that drives this
+//! A deterministic multi-node simulator (in-memory network, the graphsync transport's adapter over a simulated graphsync) that drives this
 //! engine lives in the workspace's unpublished `datatransfer-sim` crate.
 
 pub mod channel_fsm;

@@ -1,5 +1,6 @@
-//! Simulator scenarios: whole protocol runs between engines over an in-memory network with a
-//! fake transport, each for many seeds. `SIM_SEEDS=n` runs more seeds than the default.
+//! Simulator scenarios: whole protocol runs between engines over an in-memory network, each
+//! engine with the graphsync transport's adapter over a simulated graphsync, each for many
+//! seeds. `SIM_SEEDS=n` runs more seeds than the default.
 
 #![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
 
@@ -283,9 +284,17 @@ fn restart_after_a_disconnect() {
                 20 << 20,
                 "seed {seed} pull {pull}: every byte counted once"
             );
+            // As go-data-transfer reports a broken graphsync connection: a request of ours
+            // that failed is a disconnect, a response we were sending a send-data error.
             let codes = s.codes(0, &ch);
+            let broken = if pull {
+                EventCode::Disconnected
+            } else {
+                EventCode::SendDataError
+            };
             assert!(
-                codes.contains(&EventCode::Disconnected) && codes.contains(&EventCode::Restart)
+                codes.contains(&broken) && codes.contains(&EventCode::Restart),
+                "seed {seed} pull {pull}: {codes:?}"
             );
         }
     }
@@ -481,4 +490,36 @@ fn finished_channels_loaded_from_the_store_answer_restarts_as_before() {
         )),
         "{completed_again:?}"
     );
+}
+
+/// The requester's pause is graphsync's: its request is cancelled on the wire, and the resume
+/// asks again under a fresh request id, skipping the blocks that arrived. The responder's
+/// adapter takes the fresh request as the same channel's, validated already.
+#[test]
+fn a_requester_pause_cancels_its_request_and_the_resume_asks_again_for_the_rest_only() {
+    for seed in seeds(50) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        s.run_until(1_000_000, |s| {
+            s.state(0, &ch).is_some_and(|st| st.received >= 8 << 20)
+        });
+        s.with_engine(0, |e, now| e.pause(now, ch).unwrap());
+        assert!(s.run(1_000_000), "seed {seed}");
+        let before = s.nodes[1].sent_blocks[&ch].len();
+        assert!(
+            (8..20).contains(&before),
+            "seed {seed}: {before} blocks sent"
+        );
+        s.with_engine(0, |e, now| e.resume(now, ch).unwrap());
+        settle(&mut s, seed);
+        assert_eq!(s.status(0, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.status(1, &ch), Status::Completed, "seed {seed}");
+        assert_eq!(s.state(0, &ch).unwrap().received, 20 << 20, "seed {seed}");
+        let sent = &s.nodes[1].sent_blocks[&ch];
+        assert_eq!(
+            *sent,
+            (1..=20).collect::<Vec<u64>>(),
+            "seed {seed}: each block once"
+        );
+    }
 }

@@ -1,32 +1,43 @@
-//! A deterministic simulator of the data-transfer protocol engine: many [`Engine`]s on an in-memory network, with a fake transport
-//! that moves byte counts instead of blocks, and simple voucher policies.
+//! A deterministic simulator of the data-transfer protocol engine: many [`Engine`]s on an
+//! in-memory network, each with the graphsync transport's own decision-making
+//! ([`datatransfer_transport_graphsync::adapter::Adapter`]) over a simulated graphsync that
+//! moves byte counts instead of blocks, and simple voucher policies.
 //!
 //! Everything is driven by a seeded random generator and a virtual clock, so a run is a pure
 //! function of its seed: a failing seed replays exactly. The network delivers data-transfer
 //! messages with random delays (optionally out of order, as separate libp2p streams may) and
-//! transport traffic in order per pair of peers (one stream), and drops everything in flight
+//! graphsync traffic in order per pair of peers (one stream), and drops everything in flight
 //! between two peers on [`Sim::disconnect`].
 //!
-//! The fake transport behaves like go-graphsync as go-data-transfer drives it: the receiving
-//! side opens the channel with the data-transfer message in the request, the sender streams
-//! blocks through the queued/sent hooks, the receiver through the received hook, either side
-//! can pause, resume (with a message) and cancel, and a restart skips blocks already received.
+//! The simulated graphsync speaks the protocol as our graphsync node does (see the
+//! `transport` module): requests with extensions and a count of blocks not to send, the
+//! incoming-request, outgoing-block, block-sent, incoming-block and completed-response hooks,
+//! pauses as cancels and resumes as fresh requests. What the transport decides on each hook
+//! is the real adapter's, so the scenarios test the engine and the adapter together.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use datatransfer_ipld::selector::Selector;
 use datatransfer_types::message::Message;
 use datatransfer_types::{
-    ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, Fault, PeerId, Status, Timestamp,
-    Validation, ValidationOutcome, Voucher,
+    ChannelId, ChannelState, Cid, DagCbor, Event, EventCode, PeerId, Status, Timestamp, Validation,
+    ValidationOutcome, Voucher,
 };
 use serde_like::PaymentNode;
 
 use datatransfer_fsm::{
-    DataRequest, Engine, EngineConfig, HookResult, HookToken, OnSendFailure, Output,
-    TransportCommand, TransportEvent, ValidationAnswer, ValidationCall,
+    Engine, EngineConfig, OnSendFailure, Output, TransportCommand, ValidationAnswer, ValidationCall,
 };
+use datatransfer_graphsync::node::{GraphSyncError, IncomingBlock, RequestDecision};
+use datatransfer_graphsync::requester::VerifyError;
+use datatransfer_graphsync::responder::{BlockDecision, OutgoingBlock};
+use datatransfer_graphsync::{Extensions, RawNode, Request, RequestId, Response, ResponseStatus};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_transport_graphsync::adapter::{
+    Action, Adapter, AdapterConfig, HookAnswer, HookId, SendRequest,
+};
+use transport::{GsNode, GsWire};
 
 mod scenario;
 mod transport;
@@ -151,40 +162,9 @@ impl Default for SimConfig {
     }
 }
 
-/// Transport traffic between two fake transports.
-#[derive(Debug, Clone)]
-enum Wire {
-    Open {
-        channel: ChannelId,
-        root: Cid,
-        selector: DagCbor,
-        message: Message,
-        skip: u64,
-    },
-    Reply {
-        channel: ChannelId,
-        message: Option<Message>,
-        rejected: Option<Fault>,
-    },
-    Block {
-        channel: ChannelId,
-        index: u64,
-        size: u64,
-        message: Option<Message>,
-    },
-    Done {
-        channel: ChannelId,
-    },
-    Update {
-        channel: ChannelId,
-        message: Option<Message>,
-        pause: bool,
-    },
-    Cancel {
-        channel: ChannelId,
-    },
-}
-
+// A data-transfer message is a few hundred bytes inline; deliveries live in one map until
+// due, and boxing would cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Delivery {
     Net {
@@ -197,59 +177,19 @@ enum Delivery {
     Transport {
         from: usize,
         to: usize,
-        wire: Wire,
+        wire: GsWire,
     },
+    /// The next block of node's response to `to`'s request `wire` is due.
     Tick {
         node: usize,
-        channel: ChannelId,
+        to: usize,
+        wire: RequestId,
     },
-}
-
-/// The sending side of a fake transport channel (the graphsync responder).
-#[derive(Debug, Clone)]
-struct Sending {
-    to: usize,
-    total: u64,
-    size: u64,
-    next: u64,
-    paused_self: bool,
-    paused_peer: bool,
-    awaiting: bool,
-    ticking: bool,
-}
-
-/// The receiving side (the graphsync requester).
-#[derive(Debug, Clone)]
-struct Receiving {
-    from: usize,
-    total: u64,
-    received: u64,
-    done_seen: bool,
-    awaiting: bool,
-    buffered: VecDeque<(u64, u64, Option<Message>)>,
-}
-
-#[derive(Debug, Clone)]
-enum Hook {
-    Open {
+    /// A busy responder's wait is over: node asks again.
+    Reopen {
+        node: usize,
         channel: ChannelId,
-        from: usize,
-        skip: u64,
-        root: Cid,
-        selector: DagCbor,
-    },
-    Update {
-        channel: ChannelId,
-        pause: bool,
-    },
-    Queued {
-        channel: ChannelId,
-        index: u64,
-        size: u64,
-    },
-    Received {
-        channel: ChannelId,
-        index: u64,
+        attempt: u64,
     },
 }
 
@@ -275,14 +215,14 @@ pub struct Node {
     pub store: BTreeMap<ChannelId, ChannelState>,
     /// Connections currently protected, per channel.
     pub protected: HashSet<ChannelId>,
-    sending: HashMap<ChannelId, Sending>,
-    receiving: HashMap<ChannelId, Receiving>,
-    hooks: HashMap<HookToken, Hook>,
-    next_hook: u64,
+    /// Its transport's decisions (the graphsync transport's adapter).
+    adapter: Adapter,
+    /// Its simulated graphsync.
+    gs: GsNode,
     owed: HashMap<ChannelId, Owed>,
     /// Revalidations requested of this node as a responder.
     pub revalidations: u64,
-    /// Every block index this node sent, per channel (to prove nothing is sent twice).
+    /// Every block index this node sent, per channel, in order (to show what went twice).
     pub sent_blocks: HashMap<ChannelId, Vec<u64>>,
 }
 
@@ -367,10 +307,12 @@ impl Sim {
                     events: Vec::new(),
                     store: BTreeMap::new(),
                     protected: HashSet::new(),
-                    sending: HashMap::new(),
-                    receiving: HashMap::new(),
-                    hooks: HashMap::new(),
-                    next_hook: 0,
+                    adapter: Adapter::new(
+                        peer,
+                        std::sync::Arc::new(MemoryBlockstore::new()),
+                        AdapterConfig::default(),
+                    ),
+                    gs: GsNode::default(),
                     owed: HashMap::new(),
                     revalidations: 0,
                     sent_blocks: HashMap::new(),
@@ -447,7 +389,7 @@ impl Sim {
                 Delivery::Net { from, to, .. } | Delivery::Transport { from, to, .. } => {
                     (*from == a && *to == b) || (*from == b && *to == a)
                 }
-                Delivery::Tick { .. } => false,
+                Delivery::Tick { .. } | Delivery::Reopen { .. } => false,
             })
             .map(|(k, _)| *k)
             .collect();
@@ -475,30 +417,7 @@ impl Sim {
             self.drain(from);
         }
         for (me, other) in [(a, b), (b, a)] {
-            let node = &mut self.nodes[me];
-            let mut dropped: Vec<ChannelId> = node
-                .sending
-                .iter()
-                .filter(|(_, s)| s.to == other)
-                .map(|(c, _)| *c)
-                .collect();
-            dropped.extend(
-                node.receiving
-                    .iter()
-                    .filter(|(_, r)| r.from == other)
-                    .map(|(c, _)| *c),
-            );
-            dropped.sort();
-            for channel in dropped {
-                node.sending.remove(&channel);
-                node.receiving.remove(&channel);
-                node.hooks.retain(|_, h| hook_channel(h) != channel);
-                let ev = TransportEvent::Disconnected {
-                    channel,
-                    error: "connection closed".into(),
-                };
-                node.engine.handle_transport_event(Timestamp(self.now), ev);
-            }
+            self.transport_disconnected(me, other);
             self.drain(me);
         }
     }
@@ -563,11 +482,14 @@ impl Sim {
                 self.drain(to);
             }
             Delivery::Transport { from, to, wire } => self.on_wire(from, to, wire),
-            Delivery::Tick { node, channel } => {
-                if let Some(s) = self.nodes[node].sending.get_mut(&channel) {
-                    s.ticking = false;
-                }
-                self.queue_block(node, channel);
+            Delivery::Tick { node, to, wire } => self.tick(node, to, wire),
+            Delivery::Reopen {
+                node,
+                channel,
+                attempt,
+            } => {
+                self.nodes[node].adapter.reopen(channel, attempt);
+                self.run_adapter(node);
             }
         }
     }
@@ -698,14 +620,5 @@ impl Sim {
                 ))
             }
         }
-    }
-}
-
-fn hook_channel(h: &Hook) -> ChannelId {
-    match h {
-        Hook::Open { channel, .. }
-        | Hook::Update { channel, .. }
-        | Hook::Queued { channel, .. }
-        | Hook::Received { channel, .. } => *channel,
     }
 }

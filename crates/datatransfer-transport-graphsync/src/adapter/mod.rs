@@ -328,6 +328,11 @@ impl Adapter {
         self.outgoing.len() + self.serving_channels.len()
     }
 
+    /// The channel whose data the response to `peer`'s request `id` carries, if we serve it.
+    pub fn serving_channel(&self, peer: PeerId, id: RequestId) -> Option<ChannelId> {
+        self.serving.get(&(peer, id)).map(|sv| sv.channel)
+    }
+
     /// Whether [`Adapter::shutdown`] was called.
     pub fn is_shut_down(&self) -> bool {
         self.shut_down
