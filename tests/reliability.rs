@@ -67,7 +67,16 @@ fn reading_late() -> NodeOptions<'static> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_pulls_opened_at_once_to_one_peer_all_complete() {
-    let provider = default_node().await;
+    // Two served at a time (Go serves 6): how many of the pulls find the queue full depends
+    // on how fast the provider serves the first ones, and ours answers a validation without
+    // a hop through a queue of transport work; with room for two, nearly all wait.
+    let mut config = fast_config();
+    config.transport.graphsync.max_responses_per_peer = 2;
+    let provider = node(NodeOptions {
+        config,
+        ..NodeOptions::default()
+    })
+    .await;
     let client = node(reading_late()).await;
     introduce(&client, &provider).await;
     let files = small_files(&*provider.store, 1_000);
@@ -82,9 +91,10 @@ async fn a_thousand_pulls_opened_at_once_to_one_peer_all_complete() {
         "{} channels did not complete",
         failed.len()
     );
-    // The responder serves 6 at a time: most waited in its queue, and knew it.
+    // The responder serves 2 at a time: all but the first few waited in its queue, and knew
+    // it (998 of 1,000 in our runs).
     assert!(
-        queued.len() > 900,
+        queued.len() > 990,
         "only {} channels were told they were queued",
         queued.len()
     );
