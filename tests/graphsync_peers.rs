@@ -19,7 +19,7 @@ use datatransfer_types::TransferId;
 use datatransfer_types::message::{Message, TransferRequest, TransferResponse, WireVersion};
 use futures::{AsyncReadExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -39,22 +39,7 @@ struct BarePeer {
 /// A libp2p swarm of its own (TCP, noise, yamux on 127.0.0.1) connected to `manager`, driven
 /// by a task; its stream control.
 async fn connected_to(manager: &datatransfer::Manager) -> (PeerId, datatransfer_streams::Control) {
-    let mut swarm: Swarm<datatransfer_streams::Behaviour> =
-        libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| datatransfer_streams::Behaviour::new())
-            .unwrap()
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
+    let mut swarm = datatransfer_test_support::streams_swarm();
     let peer = *swarm.local_peer_id();
     let control = swarm.behaviour().new_control();
     let to: Multiaddr = manager.listen_addrs().await[0]

@@ -82,8 +82,8 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let files: Vec<(Vec<u8>, usize)> = (0..small)
-            .map(|i| (support::random_bytes(i as u64, 64 << 10), 32 << 10))
-            .chain((0..big).map(|i| (support::random_bytes(1_000_000 + i as u64, 20 << 20), 1 << 20)))
+            .map(|i| (datatransfer_test_support::random_bytes(64 << 10, i as u64), 32 << 10))
+            .chain((0..big).map(|i| (datatransfer_test_support::random_bytes(20 << 20, 1_000_000 + i as u64), 1 << 20)))
             .collect();
         let me = std::process::id().to_string();
 

@@ -8,7 +8,7 @@ use datatransfer_graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig};
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
@@ -29,22 +29,7 @@ pub struct BareGraphsync {
 impl BareGraphsync {
     /// Starts a node listening on any port of 127.0.0.1.
     pub async fn start() -> Self {
-        let mut swarm: Swarm<datatransfer_streams::Behaviour> =
-            libp2p::SwarmBuilder::with_new_identity()
-                .with_tokio()
-                .with_tcp(
-                    tcp::Config::default(),
-                    noise::Config::new,
-                    yamux::Config::default,
-                )
-                .unwrap()
-                .with_behaviour(|_| datatransfer_streams::Behaviour::new())
-                .unwrap()
-                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-                .build();
-        swarm
-            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .unwrap();
+        let mut swarm = datatransfer_test_support::streams_swarm();
         let peer = *swarm.local_peer_id();
         let control = swarm.behaviour().new_control();
         let (addr_tx, addr_rx) = oneshot::channel();

@@ -19,6 +19,7 @@ use datatransfer::{
 };
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_ipld::unixfs::{ImportOptions, Imported, import_bytes};
+pub use datatransfer_test_support::random_bytes;
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
@@ -304,19 +305,6 @@ pub async fn introduce(a: &Node, b: &Node) {
             a.manager.listen_addrs().await[0].clone(),
         )
         .await;
-}
-
-/// Seeded pseudo-random bytes.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Imports `data` as UnixFS (raw leaves) into `store`.

@@ -152,7 +152,7 @@ fn serve_pull_and_push_between_processes() {
         "{received}"
     );
     let fresh = client_dir.path().join("fresh.bin");
-    let fresh_data = bytes(1_500_000, 2);
+    let fresh_data = random_bytes(1_500_000, 2);
     std::fs::write(&fresh, &fresh_data).unwrap();
     let stdout = succeeds(&[
         "push",
@@ -268,7 +268,7 @@ fn serve_a_directory_and_a_car() {
     let tree = server_dir.path().join("tree");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
     std::fs::write(tree.join("a.txt"), b"alpha\n").unwrap();
-    std::fs::write(tree.join("sub").join("b.bin"), bytes(2_500_000, 3)).unwrap();
+    std::fs::write(tree.join("sub").join("b.bin"), random_bytes(2_500_000, 3)).unwrap();
     // A CAR of `sub/b.bin`, pulled out of a first server.
     let first = Server::start(server_dir.path(), &[&tree], &[]);
     assert_eq!(first.roots.len(), 2, "one root per file");
@@ -301,7 +301,7 @@ fn serve_a_directory_and_a_car() {
         "--data-dir",
         &format!("{client}-2"),
     ]);
-    assert!(std::fs::read(&output).unwrap() == bytes(2_500_000, 3));
+    assert!(std::fs::read(&output).unwrap() == random_bytes(2_500_000, 3));
     let took = started.elapsed();
     assert!(took >= std::time::Duration::from_millis(1500), "{took:?}");
 }

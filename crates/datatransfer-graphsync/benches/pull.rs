@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use datatransfer_graphsync::node::{AcceptAll, GraphSync, GraphSyncConfig};
 use datatransfer_graphsync::{Extensions, RawNode, ResponseStatus, Version};
 use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_ipld::selector::Selector;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
+use datatransfer_test_support::{listening_swarm, random_bytes};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
 /// The file size: 256 MiB, or `GS_BENCH_MIB` MiB.
@@ -52,30 +53,6 @@ fn raw_tcp() -> f64 {
     size as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
-async fn swarm() -> (Swarm<datatransfer_streams::Behaviour>, Multiaddr) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| datatransfer_streams::Behaviour::new())
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    (swarm, addr)
-}
-
 fn main() {
     println!("raw TCP loopback: {:.0} MB/s", raw_tcp());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -84,17 +61,9 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let (server_swarm, server_addr) = swarm().await;
+        let (server_swarm, server_addr) = listening_swarm().await;
         let server_store = Arc::new(MemoryBlockstore::new());
-        let mut x = 0x9e37_79b9u64;
-        let data: Vec<u8> = (0..size())
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = random_bytes(size(), 1);
         let root = import_bytes(&*server_store, &data, &ImportOptions::default())
             .expect("import")
             .root;
@@ -115,15 +84,12 @@ fn main() {
                 server_swarm.select_next_some().await;
             }
         });
-        let selector = RawNode::new(vec![
-            0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62,
-            b':', b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
-        ])
-        .expect("selector");
+        let selector =
+            RawNode::new(Selector::explore_all_recursively().to_dag_cbor()).expect("selector");
         // The ceiling libp2p sets: the same bytes through one stream (noise, yamux), no
         // graphsync.
         {
-            let (mut client_swarm, _) = swarm().await;
+            let (mut client_swarm, _) = listening_swarm().await;
             let mut control = client_swarm.behaviour().new_control();
             let protocol = libp2p::StreamProtocol::new("/bench/stream");
             let mut incoming = server_control.accept(protocol.clone()).expect("accept");
@@ -169,7 +135,7 @@ fn main() {
         }
         for version in [Version::V2, Version::V1] {
             // A fresh client node (own swarm and peer id) per protocol version.
-            let (mut client_swarm, _) = swarm().await;
+            let (mut client_swarm, _) = listening_swarm().await;
             let client_peer = *client_swarm.local_peer_id();
             let control = client_swarm.behaviour().new_control();
             let (up_tx, mut up) = mpsc::channel(1);

@@ -19,25 +19,11 @@ use datatransfer_ipld::selector::Selector;
 use datatransfer_ipld::traversal::{TraversalConfig, TraversalError};
 use datatransfer_ipld::unixfs::{ImportOptions, export, import_bytes};
 use datatransfer_ipld::{Cid, Node};
+use datatransfer_test_support::random_bytes;
 
-fn all() -> RawNode {
-    RawNode::new(vec![
-        0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62, b':',
-        b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
-    ])
-    .unwrap()
-}
-
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// The whole-DAG selector.
+fn all_selector() -> RawNode {
+    RawNode::new(Selector::explore_all_recursively().to_dag_cbor()).unwrap()
 }
 
 struct Outcome {
@@ -100,20 +86,22 @@ fn exchange(
 }
 
 fn new_request(root: Cid, ext: Extensions) -> Request {
-    Request::new(RequestId([7; 16]), root, all(), 0, ext)
+    Request::new(RequestId([7; 16]), root, all_selector(), 0, ext)
 }
 
 #[test]
 fn a_unixfs_file_and_a_dag_cbor_dag_transfer_in_both_versions() {
     let server = MemoryBlockstore::new();
-    let data = bytes(8 << 20, 5);
+    let data = random_bytes(8 << 20, 5);
     let file = import_bytes(&server, &data, &ImportOptions::default())
         .unwrap()
         .root;
     // A DAG-CBOR DAG: a list of 40 maps, each linking a 64 KiB raw block.
     let leaves: Vec<Node> = (0..40u64)
         .map(|i| {
-            let leaf = server.put_new(RAW, &bytes(64 << 10, 2 * i + 101)).unwrap();
+            let leaf = server
+                .put_new(RAW, &random_bytes(64 << 10, 2 * i + 101))
+                .unwrap();
             Node::map(vec![
                 ("n", Node::Integer(i.into())),
                 ("data", Node::Link(leaf)),
@@ -154,7 +142,7 @@ fn a_restart_skips_the_blocks_the_requester_has() {
     let server = MemoryBlockstore::new();
     let root = import_bytes(
         &server,
-        &bytes(6 << 20, 9),
+        &random_bytes(6 << 20, 9),
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,
@@ -247,7 +235,7 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
     let server = MemoryBlockstore::new();
     let root = import_bytes(
         &server,
-        &bytes(3 << 20, 2),
+        &random_bytes(3 << 20, 2),
         &ImportOptions {
             chunk_size: 1 << 20,
             max_links: 174,
@@ -354,7 +342,7 @@ fn a_message_of_many_small_blocks_in_walk_order_is_taken() {
     let server = MemoryBlockstore::new();
     let root = import_bytes(
         &server,
-        &bytes(100_000, 9),
+        &random_bytes(100_000, 9),
         &ImportOptions {
             chunk_size: 100,
             max_links: 1_000,
@@ -391,7 +379,7 @@ fn the_block_hook_sees_every_block_and_can_pause() {
     let server = MemoryBlockstore::new();
     let root = import_bytes(
         &server,
-        &bytes(2 << 20, 4),
+        &random_bytes(2 << 20, 4),
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,

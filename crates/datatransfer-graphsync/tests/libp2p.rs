@@ -19,33 +19,20 @@ use datatransfer_graphsync::{
 };
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use datatransfer_ipld::codec::{self, DAG_CBOR, RAW};
+use datatransfer_ipld::selector::Selector;
 use datatransfer_ipld::traversal::TraversalError;
 use datatransfer_ipld::unixfs::{ImportOptions, export, import_bytes};
 use datatransfer_ipld::{Cid, Node};
+use datatransfer_test_support::{listening_swarm, random_bytes};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-fn all() -> RawNode {
-    RawNode::new(vec![
-        0xa1, 0x61, b'R', 0xa2, 0x61, b'l', 0xa1, 0x64, b'n', b'o', b'n', b'e', 0xa0, 0x62, b':',
-        b'>', 0xa1, 0x61, b'a', 0xa1, 0x61, b'>', 0xa1, 0x61, b'@', 0xa0,
-    ])
-    .unwrap()
-}
-
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// The whole-DAG selector.
+fn all_selector() -> RawNode {
+    RawNode::new(Selector::explore_all_recursively().to_dag_cbor()).unwrap()
 }
 
 /// Imports `data` as a UnixFS file of `chunk`-byte raw leaves; returns its root.
@@ -77,30 +64,6 @@ impl TestNode {
     }
 }
 
-async fn swarm() -> (Swarm<datatransfer_streams::Behaviour>, Multiaddr) {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| datatransfer_streams::Behaviour::new())
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
-    (swarm, addr)
-}
-
 fn drive(
     mut swarm: Swarm<datatransfer_streams::Behaviour>,
 ) -> mpsc::Sender<(Multiaddr, oneshot::Sender<()>)> {
@@ -125,7 +88,7 @@ fn drive(
 }
 
 async fn node(hooks: Arc<dyn Hooks>, config: GraphSyncConfig) -> TestNode {
-    let (swarm, addr) = swarm().await;
+    let (swarm, addr) = listening_swarm().await;
     let peer = *swarm.local_peer_id();
     let control = swarm.behaviour().new_control();
     let store = Arc::new(MemoryBlockstore::new());
@@ -151,7 +114,7 @@ fn only(v: Version) -> GraphSyncConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_file_and_a_10_mib_dag_cbor_dag_in_both_versions() {
     let server = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
-    let data = bytes(64 << 20, 11);
+    let data = random_bytes(64 << 20, 11);
     let file = import_bytes(&*server.store, &data, &ImportOptions::default())
         .unwrap()
         .root;
@@ -160,7 +123,7 @@ async fn a_64_mib_file_and_a_10_mib_dag_cbor_dag_in_both_versions() {
             Node::Link(
                 server
                     .store
-                    .put_new(RAW, &bytes(256 << 10, 2 * i + 1))
+                    .put_new(RAW, &random_bytes(256 << 10, 2 * i + 1))
                     .unwrap(),
             )
         })
@@ -178,7 +141,7 @@ async fn a_64_mib_file_and_a_10_mib_dag_cbor_dag_in_both_versions() {
         client.connect(&server).await;
         let req = client
             .gs
-            .request(server.peer, file, all(), Extensions::new())
+            .request(server.peer, file, all_selector(), Extensions::new())
             .await
             .unwrap();
         assert_eq!(
@@ -193,7 +156,7 @@ async fn a_64_mib_file_and_a_10_mib_dag_cbor_dag_in_both_versions() {
 
         let req = client
             .gs
-            .request(server.peer, dag, all(), Extensions::new())
+            .request(server.peer, dag, all_selector(), Extensions::new())
             .await
             .unwrap();
         assert_eq!(
@@ -240,13 +203,13 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
     let server = node(hooks.clone(), GraphSyncConfig::default()).await;
     let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
     client.connect(&server).await;
-    let data = bytes(4 << 20, 3);
+    let data = random_bytes(4 << 20, 3);
     let root = import_chunked(&*server.store, &data, 256 << 10);
 
     // The responder's hook pauses after three blocks; unpausing finishes the transfer.
     let mut req = client
         .gs
-        .request(server.peer, root, all(), Extensions::new())
+        .request(server.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
     loop {
@@ -280,7 +243,7 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
     other.connect(&server).await;
     let req = other
         .gs
-        .request(server.peer, root, all(), Extensions::new())
+        .request(server.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
     req.cancel().await;
@@ -337,12 +300,12 @@ async fn paused_responses_give_their_room_to_the_requests_after_them() {
         let mut files = Vec::new();
         let mut reqs = Vec::new();
         for s in 0..3 {
-            let data = bytes(1 << 20, 70 + s);
+            let data = random_bytes(1 << 20, 70 + s);
             let root = import_chunked(&*server.store, &data, 64 << 10);
             reqs.push(
                 client
                     .gs
-                    .request(server.peer, root, all(), Extensions::new())
+                    .request(server.peer, root, all_selector(), Extensions::new())
                     .await
                     .unwrap(),
             );
@@ -400,7 +363,7 @@ async fn requests_over_the_limit_wait_their_turn() {
     client.connect(&server).await;
     let mut roots = Vec::new();
     for s in 0..3 {
-        let data = bytes(1 << 20, 50 + s);
+        let data = random_bytes(1 << 20, 50 + s);
         roots.push(import_chunked(&*server.store, &data, 64 << 10));
     }
     let mut reqs = Vec::new();
@@ -408,7 +371,7 @@ async fn requests_over_the_limit_wait_their_turn() {
         reqs.push(
             client
                 .gs
-                .request(server.peer, *r, all(), Extensions::new())
+                .request(server.peer, *r, all_selector(), Extensions::new())
                 .await
                 .unwrap(),
         );
@@ -488,7 +451,7 @@ async fn a_wrong_block_from_a_bogus_responder_fails_the_request() {
     let root: Cid = codec::cid_of(RAW, b"the real block");
     let req = client
         .gs
-        .request(bogus.peer, root, all(), Extensions::new())
+        .request(bogus.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
     let res = timeout(Duration::from_secs(10), req.finish())
@@ -515,7 +478,7 @@ async fn a_flood_of_requests_is_refused_beyond_the_limit() {
     client.connect(&server).await;
     let root = import_bytes(
         &*server.store,
-        &bytes(2 << 20, 77),
+        &random_bytes(2 << 20, 77),
         &ImportOptions {
             chunk_size: 64 << 10,
             max_links: 174,
@@ -530,7 +493,7 @@ async fn a_flood_of_requests_is_refused_beyond_the_limit() {
         reqs.push(
             client
                 .gs
-                .request(server.peer, root, all(), Extensions::new())
+                .request(server.peer, root, all_selector(), Extensions::new())
                 .await
                 .unwrap(),
         );
@@ -604,11 +567,11 @@ async fn a_requester_pauses_and_unpauses_without_blocks_sent_twice() {
     )
     .await;
     client.connect(&server).await;
-    let data = bytes(40 * (64 << 10), 1);
+    let data = random_bytes(40 * (64 << 10), 1);
     let root = import_chunked(&*server.store, &data, 64 << 10);
     let mut req = client
         .gs
-        .request(server.peer, root, all(), Extensions::new())
+        .request(server.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
     let mut blocks = 0;
@@ -673,12 +636,12 @@ async fn each_request_can_have_its_own_store_on_both_sides() {
     .await;
     let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
     client.connect(&server).await;
-    let data = bytes(1 << 20, 99);
+    let data = random_bytes(1 << 20, 99);
     let root = import_chunked(&*other, &data, 128 << 10);
     // Not in the server's own store: the default store finds nothing to send.
     let plain = client
         .gs
-        .request(server.peer, root, all(), Extensions::new())
+        .request(server.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
     assert_eq!(
@@ -693,7 +656,7 @@ async fn each_request_can_have_its_own_store_on_both_sides() {
     let mine = Arc::new(MemoryBlockstore::new());
     let req = client
         .gs
-        .request_into(server.peer, root, all(), ext, mine.clone())
+        .request_into(server.peer, root, all_selector(), ext, mine.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -719,7 +682,7 @@ async fn the_responder_can_cancel() {
     client.connect(&server).await;
     let root = import_bytes(
         &*server.store,
-        &bytes(2 << 20, 5),
+        &random_bytes(2 << 20, 5),
         &ImportOptions {
             chunk_size: 256 << 10,
             max_links: 174,
@@ -731,7 +694,7 @@ async fn the_responder_can_cancel() {
     .root;
     let mut req = client
         .gs
-        .request(server.peer, root, all(), Extensions::new())
+        .request(server.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
     loop {
@@ -824,7 +787,7 @@ async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
     let mut roots = Vec::new();
     let mut total_bytes = 0u64;
     for s in 0..3 {
-        let data = bytes(512 << 10, 200 + s);
+        let data = random_bytes(512 << 10, 200 + s);
         let imported = import_bytes(
             &*server.store,
             &data,
@@ -845,7 +808,7 @@ async fn hooks_see_outgoing_requests_queued_requests_and_every_block_sent() {
         reqs.push(
             client
                 .gs
-                .request(server.peer, *r, all(), Extensions::new())
+                .request(server.peer, *r, all_selector(), Extensions::new())
                 .await
                 .unwrap(),
         );
@@ -940,7 +903,7 @@ async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
     )
     .await;
     client.connect(&server).await;
-    let data = bytes(64 << 20, 7);
+    let data = random_bytes(64 << 20, 7);
     let root = import_chunked(&*server.store, &data, 256 << 10);
     let store = Arc::new(SlowStore {
         inner: MemoryBlockstore::new(),
@@ -948,7 +911,13 @@ async fn a_slow_store_slows_the_responder_instead_of_queueing_everything() {
     });
     let req = client
         .gs
-        .request_into(server.peer, root, all(), Extensions::new(), store.clone())
+        .request_into(
+            server.peer,
+            root,
+            all_selector(),
+            Extensions::new(),
+            store.clone(),
+        )
         .await
         .unwrap();
     // Sample how far the responder runs ahead of the store while the request runs.
@@ -1059,7 +1028,10 @@ async fn selectors_that_would_run_away_end_at_once() {
         run(huge_range).await,
         Ok(ResponseStatus::RequestCompletedFull)
     );
-    assert_eq!(run(all()).await, Ok(ResponseStatus::RequestCompletedFull));
+    assert_eq!(
+        run(all_selector()).await,
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
 }
 
 /// go-graphsync's `MaxLinksPerIncomingRequests` and `MaxLinksPerOutgoingRequests`: a walk past
@@ -1113,7 +1085,7 @@ async fn link_limits_per_request_end_longer_walks() {
         let (gs, peer) = (c.gs.clone(), p.peer);
         async move {
             let req = gs
-                .request(peer, root, all(), Extensions::new())
+                .request(peer, root, all_selector(), Extensions::new())
                 .await
                 .unwrap();
             timeout(Duration::from_secs(10), req.finish())
@@ -1166,12 +1138,12 @@ async fn rate_limits_spread_a_pull_over_time() {
         let provider = node(Arc::new(AcceptAll), provider_config).await;
         let client = node(Arc::new(AcceptAll), client_config).await;
         client.connect(&provider).await;
-        let data = bytes(3 << 20, 41);
+        let data = random_bytes(3 << 20, 41);
         let root = import_chunked(&*provider.store, &data, 64 << 10);
         let started = std::time::Instant::now();
         let req = client
             .gs
-            .request(provider.peer, root, all(), Extensions::new())
+            .request(provider.peer, root, all_selector(), Extensions::new())
             .await
             .unwrap();
         let done = timeout(Duration::from_secs(20), req.finish())
@@ -1206,11 +1178,11 @@ async fn a_trusted_store_is_served_unhashed_and_the_requester_still_checks() {
         client.connect(&server).await;
         assert!(server.store.trusted());
         // A good file is served either way.
-        let data = bytes(1 << 20, 41);
+        let data = random_bytes(1 << 20, 41);
         let root = import_chunked(&*server.store, &data, 64 << 10);
         let req = client
             .gs
-            .request(server.peer, root, all(), Extensions::new())
+            .request(server.peer, root, all_selector(), Extensions::new())
             .await
             .unwrap();
         assert_eq!(req.finish().await, Ok(ResponseStatus::RequestCompletedFull));
@@ -1226,7 +1198,7 @@ async fn a_trusted_store_is_served_unhashed_and_the_requester_still_checks() {
             .unwrap();
         let req = client
             .gs
-            .request(server.peer, bad, all(), Extensions::new())
+            .request(server.peer, bad, all_selector(), Extensions::new())
             .await
             .unwrap();
         let res = timeout(Duration::from_secs(10), req.finish())

@@ -8,6 +8,7 @@ use datatransfer_ipld::codec::{self, DAG_PB, PbNode, RAW};
 use datatransfer_ipld::selector::Selector;
 use datatransfer_ipld::traversal::{BlockLog, TraversalConfig, walk};
 use datatransfer_ipld::unixfs::{CidVersion, ImportOptions, export, import_bytes};
+use datatransfer_test_support::random_bytes;
 
 fn opts(chunk_size: usize, max_links: usize) -> ImportOptions {
     ImportOptions {
@@ -16,19 +17,6 @@ fn opts(chunk_size: usize, max_links: usize) -> ImportOptions {
         raw_leaves: true,
         ..ImportOptions::default()
     }
-}
-
-/// Deterministic pseudo-random bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -83,7 +71,7 @@ fn a_small_multi_chunk_file_matches_the_spec_built_root() {
 fn full_nodes_grow_a_new_level_as_go_unixfs_does() {
     let store = MemoryBlockstore::new();
     // 7 chunks, 3 links per node: root -> [node(3 leaves), node(3 leaves), node(1 leaf)].
-    let data = bytes(7 * 4, 1);
+    let data = random_bytes(7 * 4, 1);
     let out = import_bytes(&store, &data, &opts(4, 3)).unwrap();
     let root = PbNode::decode(&store.get(&out.root).unwrap().unwrap()).unwrap();
     let fanout: Vec<usize> = root
@@ -109,7 +97,7 @@ fn full_nodes_grow_a_new_level_as_go_unixfs_does() {
 #[test]
 fn twenty_mib_round_trips() {
     let store = MemoryBlockstore::new();
-    let data = bytes(20 << 20, 7);
+    let data = random_bytes(20 << 20, 7);
     let out = import_bytes(&store, &data, &ImportOptions::default()).unwrap();
     assert_eq!(out.size, 20 << 20);
     assert_eq!(out.blocks, 21, "20 raw leaves and one root");
@@ -122,7 +110,7 @@ fn twenty_mib_round_trips() {
 fn the_all_selector_walks_a_three_level_unixfs_dag_in_go_order() {
     let store = MemoryBlockstore::new();
     // 200 chunks of 1 KiB with 174 links per node: root -> 2 interior nodes -> leaves.
-    let data = bytes(200 * 1024, 3);
+    let data = random_bytes(200 * 1024, 3);
     let out = import_bytes(&store, &data, &opts(1024, 174)).unwrap();
     let mut want: Vec<Cid> = vec![out.root];
     let root = PbNode::decode(&store.get(&out.root).unwrap().unwrap()).unwrap();
@@ -169,7 +157,7 @@ fn export_refuses_what_is_not_a_file() {
 
 #[test]
 fn dag_pb_leaves_round_trip_and_differ_from_raw_leaves() {
-    let data = bytes(1_000_000, 9);
+    let data = random_bytes(1_000_000, 9);
     let raw = MemoryBlockstore::new();
     let pb = MemoryBlockstore::new();
     let a = import_bytes(&raw, &data, &opts(100_000, 4)).unwrap();
@@ -193,7 +181,7 @@ fn dag_pb_leaves_round_trip_and_differ_from_raw_leaves() {
 
 #[test]
 fn file_size_reads_only_the_root() {
-    let data = bytes(10_000, 3);
+    let data = random_bytes(10_000, 3);
     for (chunk, raw_leaves) in [(1 << 20, true), (1000, true), (1000, false), (64, true)] {
         let store = MemoryBlockstore::new();
         let o = ImportOptions {
@@ -224,7 +212,7 @@ fn file_size_reads_only_the_root() {
 
 #[test]
 fn cid_version_0_names_dag_pb_nodes_with_cidv0_and_keeps_raw_leaves_v1() {
-    let data = bytes(1_000_000, 11);
+    let data = random_bytes(1_000_000, 11);
     for raw_leaves in [true, false] {
         let store = MemoryBlockstore::new();
         let o = ImportOptions {

@@ -7,12 +7,9 @@ use std::time::Duration;
 use datatransfer_network::{
     DataTransferNetwork, MemoryHub, NetworkError, NetworkEvent, RetryConfig,
 };
+use datatransfer_test_support::peer_id;
+use datatransfer_types::TransferId;
 use datatransfer_types::message::{Message, TransferRequest, WireVersion};
-use datatransfer_types::{PeerId, TransferId};
-
-fn peer(n: u8) -> PeerId {
-    PeerId::from_bytes(&[&[0x12u8, 0x20][..], &[n; 32]].concat()).unwrap()
-}
 
 fn fast_retry() -> RetryConfig {
     RetryConfig {
@@ -30,30 +27,30 @@ fn msg(n: u64) -> Message {
 #[tokio::test]
 async fn delivers_drops_delays_and_disconnects() {
     let hub = MemoryHub::new();
-    let (a, _) = hub.join(peer(1), fast_retry(), 16);
-    let (_b, mut b_rx) = hub.join(peer(2), fast_retry(), 16);
+    let (a, _) = hub.join(peer_id(1), fast_retry(), 16);
+    let (_b, mut b_rx) = hub.join(peer_id(2), fast_retry(), 16);
 
-    a.send_message(peer(2), msg(1)).await.unwrap();
+    a.send_message(peer_id(2), msg(1)).await.unwrap();
     assert_eq!(
         b_rx.recv().await,
         Some(NetworkEvent::Message {
-            from: peer(1),
+            from: peer_id(1),
             message: msg(1),
             version: WireVersion::V1_2
         })
     );
 
     // Dropped in flight: the sender cannot tell, the receiver gets the message after it.
-    hub.drop_next(peer(1), peer(2), 1);
-    a.send_message(peer(2), msg(2)).await.unwrap();
-    a.send_message(peer(2), msg(3)).await.unwrap();
+    hub.drop_next(peer_id(1), peer_id(2), 1);
+    a.send_message(peer_id(2), msg(2)).await.unwrap();
+    a.send_message(peer_id(2), msg(3)).await.unwrap();
     assert!(
         matches!(b_rx.recv().await, Some(NetworkEvent::Message { message, .. }) if message == msg(3))
     );
 
     // Delayed: arrives later, but arrives.
     hub.set_delay(Duration::from_millis(20));
-    a.send_message(peer(2), msg(4)).await.unwrap();
+    a.send_message(peer_id(2), msg(4)).await.unwrap();
     assert!(b_rx.try_recv().is_err());
     let got = tokio::time::timeout(Duration::from_secs(5), b_rx.recv())
         .await
@@ -62,25 +59,25 @@ async fn delivers_drops_delays_and_disconnects() {
     hub.set_delay(Duration::ZERO);
 
     // Cut: retried, then a typed error; restored: delivered again.
-    hub.disconnect(peer(1), peer(2));
-    let err = a.send_message(peer(2), msg(5)).await.unwrap_err();
+    hub.disconnect(peer_id(1), peer_id(2));
+    let err = a.send_message(peer_id(2), msg(5)).await.unwrap_err();
     assert_eq!(
         err,
         NetworkError::Unreachable {
-            peer: peer(2),
+            peer: peer_id(2),
             attempts: 3,
             last: "link is down".into()
         }
     );
-    hub.reconnect(peer(1), peer(2));
-    a.send_message(peer(2), msg(6)).await.unwrap();
+    hub.reconnect(peer_id(1), peer_id(2));
+    a.send_message(peer_id(2), msg(6)).await.unwrap();
     assert!(
         matches!(b_rx.recv().await, Some(NetworkEvent::Message { message, .. }) if message == msg(6))
     );
 
     // Unknown peers are unreachable too.
     assert!(matches!(
-        a.send_message(peer(9), msg(7)).await,
+        a.send_message(peer_id(9), msg(7)).await,
         Err(NetworkError::Unreachable { .. })
     ));
 }
@@ -88,11 +85,11 @@ async fn delivers_drops_delays_and_disconnects() {
 #[tokio::test]
 async fn protection_tags_are_counted_per_peer() {
     let hub = MemoryHub::new();
-    let (a, _) = hub.join(peer(1), fast_retry(), 4);
-    a.protect(peer(2), "ch-1");
-    a.protect(peer(2), "ch-2");
-    assert!(hub.is_protected(peer(1), peer(2)));
-    assert!(a.unprotect(peer(2), "ch-1"), "ch-2 still protects");
-    assert!(!a.unprotect(peer(2), "ch-2"));
-    assert!(!hub.is_protected(peer(1), peer(2)));
+    let (a, _) = hub.join(peer_id(1), fast_retry(), 4);
+    a.protect(peer_id(2), "ch-1");
+    a.protect(peer_id(2), "ch-2");
+    assert!(hub.is_protected(peer_id(1), peer_id(2)));
+    assert!(a.unprotect(peer_id(2), "ch-1"), "ch-2 still protects");
+    assert!(!a.unprotect(peer_id(2), "ch-2"));
+    assert!(!hub.is_protected(peer_id(1), peer_id(2)));
 }

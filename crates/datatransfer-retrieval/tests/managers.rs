@@ -18,18 +18,7 @@ use datatransfer_retrieval::{
     DealProposal, DealResponse, DealStatus, FreeRetrievalProvider, Params, RetrievalClient,
     RetrievalError, RetrievalRequest, TokenAmount, response_of,
 };
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use datatransfer_test_support::random_bytes;
 
 struct Pair {
     provider: Manager,
@@ -72,7 +61,7 @@ impl Pair {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_free_retrieval_is_accepted_sent_and_confirmed_completed() {
     let p = pair().await;
-    let data = bytes(3 << 20, 7);
+    let data = random_bytes(3 << 20, 7);
     let file = import_bytes(&*p.provider_blocks, &data, &ImportOptions::default()).unwrap();
     let provider = FreeRetrievalProvider::new(p.provider_blocks.clone());
     provider.register(&p.provider).await.unwrap();
@@ -170,13 +159,13 @@ async fn proposals_for_another_root_another_selector_or_a_price_are_rejected() {
     let p = pair().await;
     let file = import_bytes(
         &*p.provider_blocks,
-        &bytes(300 << 10, 3),
+        &random_bytes(300 << 10, 3),
         &ImportOptions::default(),
     )
     .unwrap();
     let other = import_bytes(
         &*p.provider_blocks,
-        &bytes(1000, 4),
+        &random_bytes(1000, 4),
         &ImportOptions::default(),
     )
     .unwrap();
@@ -302,7 +291,7 @@ async fn a_client_gives_up_on_a_provider_that_never_completes_after_its_timeout(
     let p = pair().await;
     let file = import_bytes(
         &*p.provider_blocks,
-        &bytes(600 << 10, 5),
+        &random_bytes(600 << 10, 5),
         &ImportOptions::default(),
     )
     .unwrap();

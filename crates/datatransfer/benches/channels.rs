@@ -27,6 +27,7 @@ use datatransfer::{
 };
 use datatransfer_ipld::blockstore::MemoryBlockstore;
 use datatransfer_ipld::unixfs::{ImportOptions, import_bytes};
+use datatransfer_test_support::random_bytes;
 
 /// Accepts every pull paused.
 struct AcceptPaused;
@@ -96,14 +97,14 @@ fn main() {
         };
         let small_roots: Vec<Cid> = (0..small)
             .map(|i| {
-                import_bytes(&*blocks, &support::random_bytes(i as u64, 64 << 10), &small_opts)
+                import_bytes(&*blocks, &random_bytes(64 << 10, i as u64), &small_opts)
                     .expect("import")
                     .root
             })
             .collect();
         let big_roots: Vec<Cid> = (0..big)
             .map(|i| {
-                let data = support::random_bytes(1_000_000 + i as u64, 20 << 20);
+                let data = random_bytes(20 << 20, 1_000_000 + i as u64);
                 import_bytes(&*blocks, &data, &ImportOptions::default())
                     .expect("import")
                     .root

@@ -66,15 +66,7 @@ fn main() {
         let provider_blocks = Arc::new(MemoryBlockstore::new());
         let mut roots = Vec::new();
         {
-            let mut x = 0x9e37_79b9u64;
-            let data: Vec<u8> = (0..size)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let data = datatransfer_test_support::random_bytes(size, 1);
             for (leaves, chunk_size) in [("1MiB", 1 << 20), ("256KiB", 256 << 10)] {
                 let options = ImportOptions {
                     chunk_size,

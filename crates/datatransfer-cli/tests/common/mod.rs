@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // Each test file uses some of them.
 
+pub(crate) use datatransfer_test_support::random_bytes;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,19 +25,6 @@ pub(crate) fn succeeds(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// Deterministic pseudo-random bytes (xorshift: no chunk repeats another).
-pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1d ^ seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// The string value of `"key":"..."` in a JSON line.
@@ -66,7 +54,7 @@ pub(crate) struct Dirs {
 pub(crate) fn dirs_with_file(size: usize, seed: u64) -> Dirs {
     let server_dir = tempfile::tempdir().unwrap();
     let input = server_dir.path().join("input.bin");
-    let data = bytes(size, seed);
+    let data = random_bytes(size, seed);
     std::fs::write(&input, &data).unwrap();
     Dirs {
         server_dir,

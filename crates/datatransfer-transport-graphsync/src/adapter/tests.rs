@@ -5,18 +5,10 @@
 
 use super::*;
 use datatransfer_ipld::blockstore::MemoryBlockstore;
+use datatransfer_test_support::peer_id;
 use datatransfer_types::TransferId;
 use datatransfer_types::message::{TransferRequest, TransferResponse};
 use datatransfer_types::{TypeIdentifier, TypedNode};
-
-fn peer(i: u8) -> PeerId {
-    let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
-    let mut key = [0u8; 32];
-    key[0] = i;
-    key[31] = 0xa5;
-    bytes.extend_from_slice(&key);
-    PeerId::from_bytes(&bytes).unwrap()
-}
 
 fn root() -> Cid {
     DagCbor::encode(&"the root").unwrap().cid()
@@ -107,7 +99,7 @@ fn reply(
 
 /// The responder's adapter with the pull from peer 1 admitted under request `rid(1)`.
 fn serving() -> (Adapter, ChannelId) {
-    let (me, them) = (peer(0), peer(1));
+    let (me, them) = (peer_id(0), peer_id(1));
     let channel = ChannelId::new(them, me, ID);
     let mut a = adapter(me);
     a.incoming_request(HookId(1), them, &gs_request(rid(1), &pull()));
@@ -123,7 +115,7 @@ fn serving() -> (Adapter, ChannelId) {
 
 #[test]
 fn a_pull_is_put_to_the_engine_and_its_blocks_counted_on_their_way_out() {
-    let (me, them) = (peer(0), peer(1));
+    let (me, them) = (peer_id(0), peer_id(1));
     let channel = ChannelId::new(them, me, ID);
     let mut a = adapter(me);
     a.incoming_request(HookId(1), them, &gs_request(rid(1), &pull()));
@@ -217,7 +209,7 @@ fn a_pull_is_put_to_the_engine_and_its_blocks_counted_on_their_way_out() {
 
 #[test]
 fn requests_that_do_not_open_or_continue_a_validated_channel_are_refused_unheard() {
-    let them = peer(1);
+    let them = peer_id(1);
     let rejected = |a: &mut Adapter, request: &Request| {
         a.incoming_request(HookId(1), them, request);
         let out = actions(a);
@@ -227,7 +219,7 @@ fn requests_that_do_not_open_or_continue_a_validated_channel_are_refused_unheard
             other => panic!("{other:?}"),
         }
     };
-    let mut a = adapter(peer(0));
+    let mut a = adapter(peer_id(0));
     // No data-transfer message at all.
     let mut bare = gs_request(rid(1), &pull());
     bare.extensions = Extensions::new();
@@ -260,7 +252,7 @@ fn requests_that_do_not_open_or_continue_a_validated_channel_are_refused_unheard
 
 #[test]
 fn a_resume_under_a_fresh_id_waits_for_the_validation_then_replaces_the_old_response() {
-    let (me, them) = (peer(0), peer(1));
+    let (me, them) = (peer_id(0), peer_id(1));
     let channel = ChannelId::new(them, me, ID);
     let mut a = adapter(me);
     a.incoming_request(HookId(1), them, &gs_request(rid(1), &pull()));
@@ -310,7 +302,7 @@ fn a_resume_under_a_fresh_id_waits_for_the_validation_then_replaces_the_old_resp
 
 #[test]
 fn a_resume_before_the_request_is_sent_with_its_first_response() {
-    let (me, them) = (peer(0), peer(1));
+    let (me, them) = (peer_id(0), peer_id(1));
     let channel = ChannelId::new(them, me, ID);
     let mut a = adapter(me);
     let result = Message::Response(TransferResponse::voucher_result(ID, true, false, None));
@@ -333,7 +325,7 @@ fn a_resume_before_the_request_is_sent_with_its_first_response() {
 #[test]
 fn a_response_that_ends_short_is_our_failure_and_a_replaced_one_says_nothing() {
     let (mut a, channel) = serving();
-    a.completed_response(peer(1), rid(1), ResponseStatus::RequestCompletedPartial);
+    a.completed_response(peer_id(1), rid(1), ResponseStatus::RequestCompletedPartial);
     let out = actions(&mut a);
     let [
         Action::Deliver(TransportEvent::ChannelCompleted {
@@ -349,7 +341,7 @@ fn a_response_that_ends_short_is_our_failure_and_a_replaced_one_says_nothing() {
 
     // A cancelled response is a pause or a cancel the engine hears of otherwise.
     let (mut a, _) = serving();
-    a.completed_response(peer(1), rid(1), ResponseStatus::RequestCancelled);
+    a.completed_response(peer_id(1), rid(1), ResponseStatus::RequestCancelled);
     assert!(actions(&mut a).is_empty());
     assert_eq!(a.open_channels(), 1);
 }
@@ -357,7 +349,7 @@ fn a_response_that_ends_short_is_our_failure_and_a_replaced_one_says_nothing() {
 #[test]
 fn the_engine_pauses_steers_and_closes_the_responses_it_serves() {
     let (mut a, channel) = serving();
-    let them = peer(1);
+    let them = peer_id(1);
     a.command(TransportCommand::PauseChannel { channel });
     let out = actions(&mut a);
     assert!(matches!(out.as_slice(), [Action::PauseResponse { id, .. }] if *id == rid(1)));
@@ -383,7 +375,7 @@ fn the_engine_pauses_steers_and_closes_the_responses_it_serves() {
 /// The initiator's adapter with a pull of `data_sender` opened (request `attempt` 1 sent and
 /// taken by graphsync as `rid(7)`).
 fn pulling(config: AdapterConfig) -> (Adapter, ChannelId) {
-    let (me, them) = (peer(0), peer(1));
+    let (me, them) = (peer_id(0), peer_id(1));
     let channel = ChannelId::new(me, them, ID);
     let mut a = Adapter::new(me, Arc::new(MemoryBlockstore::new()), config);
     a.command(TransportCommand::OpenChannel {
@@ -529,7 +521,7 @@ fn a_block_the_engine_refuses_cancels_our_request_whose_end_goes_unreported() {
 fn a_restart_replaces_the_request_in_flight_and_its_end_goes_unreported() {
     let (mut a, channel) = pulling(AdapterConfig::default());
     a.command(TransportCommand::OpenChannel {
-        data_sender: peer(1),
+        data_sender: peer_id(1),
         channel,
         root: root(),
         selector: selector(),
@@ -561,14 +553,14 @@ fn a_restart_replaces_the_request_in_flight_and_its_end_goes_unreported() {
 #[test]
 fn a_network_error_reaches_the_channels_with_that_peer_only() {
     let (mut a, receiving) = pulling(AdapterConfig::default());
-    a.incoming_request(HookId(1), peer(1), &gs_request(rid(1), &pull()));
+    a.incoming_request(HookId(1), peer_id(1), &gs_request(rid(1), &pull()));
     let token = token_of(&actions(&mut a));
-    let sending = ChannelId::new(peer(1), peer(0), ID);
+    let sending = ChannelId::new(peer_id(1), peer_id(0), ID);
     a.command(reply(token, sending, None, HookResult::Continue));
     actions(&mut a);
-    a.network_error(peer(2), "reset");
+    a.network_error(peer_id(2), "reset");
     assert!(actions(&mut a).is_empty());
-    a.network_error(peer(1), "reset");
+    a.network_error(peer_id(1), "reset");
     let out = actions(&mut a);
     assert!(
         matches!(
@@ -591,9 +583,9 @@ fn shutdown_answers_every_hook_that_waits_and_ignores_what_follows() {
         sent: true,
         index: 1,
     };
-    a.outgoing_block(HookId(5), peer(1), rid(1), &block);
+    a.outgoing_block(HookId(5), peer_id(1), rid(1), &block);
     actions(&mut a);
-    a.incoming_request(HookId(6), peer(2), &gs_request(rid(2), &pull()));
+    a.incoming_request(HookId(6), peer_id(2), &gs_request(rid(2), &pull()));
     actions(&mut a);
     a.shutdown();
     let out = actions(&mut a);
@@ -611,7 +603,7 @@ fn shutdown_answers_every_hook_that_waits_and_ignores_what_follows() {
     );
     a.command(TransportCommand::PauseChannel { channel });
     assert!(actions(&mut a).is_empty());
-    a.incoming_request(HookId(7), peer(2), &gs_request(rid(3), &pull()));
+    a.incoming_request(HookId(7), peer_id(2), &gs_request(rid(3), &pull()));
     let out = actions(&mut a);
     assert!(matches!(
         answer(HookId(7), &out),

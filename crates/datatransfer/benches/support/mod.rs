@@ -38,19 +38,6 @@ impl Blockstore for CountingStore {
     }
 }
 
-/// `len` bytes of a xorshift stream seeded with `seed`.
-pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`) of process `pid` ("self" for this
 /// one), in KiB.
 pub(crate) fn status_kib(pid: &str, field: &str) -> u64 {
