@@ -1228,3 +1228,67 @@ async fn a_trusted_store_is_served_unhashed_and_the_requester_still_checks() {
         assert!(!client.store.has(&bad).unwrap(), "trust {trust}");
     }
 }
+
+/// The node never waits for one request's reader: a handle nobody reads, with thousands of
+/// events queued, holds up neither its own request nor another peer's (before, the node
+/// waited once 256 events were unread, and every request of every peer stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_events_nobody_reads_holds_up_no_other() {
+    let slow = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let other = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let client = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    client.connect(&slow).await;
+    client.connect(&other).await;
+    // 2,048 leaves of 1 KiB: more than 2,000 events on the unread handle.
+    let opts = ImportOptions {
+        chunk_size: 1 << 10,
+        raw_leaves: true,
+        ..ImportOptions::default()
+    };
+    let big = import_bytes(&*slow.store, &random_bytes(2 << 20, 31), &opts)
+        .unwrap()
+        .root;
+    let small_data = random_bytes(64 << 10, 32);
+    let small = import_bytes(&*other.store, &small_data, &opts)
+        .unwrap()
+        .root;
+    let unread = client
+        .gs
+        .request(slow.peer, big, all_selector(), Extensions::new())
+        .await
+        .unwrap();
+    // Wait until the unread request has all its blocks, queued events and all.
+    timeout(Duration::from_secs(30), async {
+        while client.store.get(&big).unwrap().is_none() || client.gs.stats().await.requests > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the unread request completes");
+    let read = client
+        .gs
+        .request(other.peer, small, all_selector(), Extensions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout(Duration::from_secs(30), read.finish())
+            .await
+            .expect("another peer's request is not held up"),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*client.store, &small, &mut back).unwrap();
+    assert_eq!(back, small_data);
+    // The unread events are all there, in order, ending with the request's completion.
+    let mut unread = unread;
+    let mut blocks = 0;
+    let last = loop {
+        match unread.next().await.unwrap() {
+            RequestEvent::Block { .. } => blocks += 1,
+            RequestEvent::Response(_) => {}
+            RequestEvent::Completed(r) => break r,
+        }
+    };
+    assert!(blocks > 2_048, "{blocks} block events");
+    assert_eq!(last, Ok(ResponseStatus::RequestCompletedFull));
+}

@@ -24,7 +24,7 @@ pub(super) struct Outgoing {
     pub(super) store: Arc<dyn Blockstore>,
     pub(super) request: Request,
     pub(super) verifier: Verifier,
-    pub(super) events: mpsc::Sender<RequestEvent>,
+    pub(super) events: mpsc::UnboundedSender<RequestEvent>,
     /// Links the walk has passed (sent, skipped or missing): what a restart skips.
     pub(super) traversed: u64,
     pub(super) pause: Pause,
@@ -32,7 +32,7 @@ pub(super) struct Outgoing {
 
 /// A response being served: its command channel and the token its messages carry.
 pub(super) struct Served {
-    pub(super) ctl: mpsc::Sender<ResponseCmd>,
+    pub(super) ctl: mpsc::UnboundedSender<ResponseCmd>,
     pub(super) token: u64,
     pub(super) root: Option<Cid>,
     /// `SERVED_QUEUED`, `SERVED_RUNNING` or `SERVED_PAUSED`, kept by the response's task.
@@ -82,8 +82,7 @@ impl Node {
         let tx = self.tx.clone();
         let rate = self.outbound_rate.clone();
         self.peers.entry(peer).or_insert_with(|| {
-            let (tx_msgs, rx) = mpsc::channel(8);
-            let writer = PeerWriter { tx: tx_msgs };
+            let (writer, queues) = peer_writer();
             let ids = Arc::new(Mutex::new(V1Ids::default()));
             let dead = SharedDead::default();
             tokio::spawn(write_stream(
@@ -92,7 +91,7 @@ impl Node {
                 config,
                 ids.clone(),
                 hooks,
-                rx,
+                queues,
                 tx,
                 rate,
                 dead.clone(),
@@ -107,9 +106,10 @@ impl Node {
         })
     }
 
-    pub(super) async fn send(&mut self, peer: PeerId, msg: Message) {
-        let writer = self.peer(peer).writer.clone();
-        writer.send(msg).await;
+    /// Queues one of the node's own messages (a request, a cancel, an update) for the peer's
+    /// writer; never waits, so a slow peer holds up no other.
+    pub(super) fn send(&mut self, peer: PeerId, msg: Message) {
+        self.peer(peer).writer.send_own(msg);
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
@@ -157,8 +157,7 @@ impl Node {
                             requests: vec![request],
                             ..Message::default()
                         },
-                    )
-                    .await;
+                    );
                 }
                 Cmd::CancelRequest(id) => {
                     if let Some(o) = self.remove_outgoing(id) {
@@ -168,19 +167,17 @@ impl Node {
                                 requests: vec![Request::cancel(o.wire)],
                                 ..Message::default()
                             },
-                        )
-                        .await;
+                        );
                         let _ = o
                             .events
-                            .send(RequestEvent::Completed(Err(GraphSyncError::Cancelled)))
-                            .await;
+                            .send(RequestEvent::Completed(Err(GraphSyncError::Cancelled)));
                     }
                 }
-                Cmd::PauseRequest(id) => self.pause_request(id).await,
-                Cmd::UnpauseRequest(id, ext) => self.unpause_request(id, ext).await,
+                Cmd::PauseRequest(id) => self.pause_request(id),
+                Cmd::UnpauseRequest(id, ext) => self.unpause_request(id, ext),
                 Cmd::Response(peer, id, cmd) => {
                     if let Some(served) = self.responses.get(&(peer, id)) {
-                        let _ = served.ctl.send(cmd).await;
+                        let _ = served.ctl.send(cmd);
                     }
                 }
                 Cmd::ResponseDone(peer, id, token) => {
@@ -204,10 +201,10 @@ impl Node {
                         .collect();
                     for key in broken {
                         if let Some(served) = self.responses.remove(&key) {
-                            let _ = served.ctl.send(ResponseCmd::Drop).await;
+                            let _ = served.ctl.send(ResponseCmd::Drop);
                         }
                     }
-                    self.fail_requests_to(peer, &error).await;
+                    self.fail_requests_to(peer, &error);
                 }
                 Cmd::StreamBroken(peer, error, broken) => {
                     self.hooks.network_error(peer, &error);
@@ -220,13 +217,13 @@ impl Node {
                             .is_some_and(|s| s.token == token)
                             && let Some(served) = self.responses.remove(&(peer, id))
                         {
-                            let _ = served.ctl.send(ResponseCmd::Drop).await;
+                            let _ = served.ctl.send(ResponseCmd::Drop);
                         }
                     }
                 }
                 Cmd::InboundClosed(peer) => {
                     let error = format!("the stream from {peer} closed");
-                    self.fail_requests_to(peer, &error).await;
+                    self.fail_requests_to(peer, &error);
                 }
                 Cmd::PeerIdle(peer) => self.forget_idle_peer(peer),
                 Cmd::PeerRequests(peer, reply) => {
@@ -284,12 +281,12 @@ impl Node {
                         Err(_) => continue,
                     };
                     match decoded {
-                        Ok(msg) => self.on_message(peer, msg).await,
+                        Ok(msg) => self.on_message(peer, msg),
                         Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
                     }
                 }
                 Cmd::Decoded(peer, decoded, _permit) => match decoded {
-                    Ok(msg) => self.on_message(peer, msg).await,
+                    Ok(msg) => self.on_message(peer, msg),
                     Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
                 },
             }
@@ -316,13 +313,14 @@ impl Node {
         if quiet_busy
             && Arc::strong_count(&p.responses) == 1
             && p.writer.tx.capacity() == p.writer.tx.max_capacity()
+            && p.writer.own_queued.load(Ordering::Relaxed) == 0
         {
             self.peers.remove(&peer);
         }
     }
 
     /// Ends our requests to `peer` with a network error; later responses to them are ignored.
-    pub(super) async fn fail_requests_to(&mut self, peer: PeerId, error: &str) {
+    pub(super) fn fail_requests_to(&mut self, peer: PeerId, error: &str) {
         let failed: Vec<RequestId> = self
             .outgoing
             .iter()
@@ -335,8 +333,7 @@ impl Node {
                     .events
                     .send(RequestEvent::Completed(Err(GraphSyncError::Network(
                         error.to_owned(),
-                    ))))
-                    .await;
+                    ))));
             }
         }
     }
@@ -357,7 +354,7 @@ impl Node {
         Some(o)
     }
 
-    pub(super) async fn pause_request(&mut self, id: RequestId) {
+    pub(super) fn pause_request(&mut self, id: RequestId) {
         if let Some(o) = self.outgoing.get_mut(&id)
             && o.pause == Pause::Running
         {
@@ -369,12 +366,11 @@ impl Node {
                     requests: vec![Request::cancel(wire)],
                     ..Message::default()
                 },
-            )
-            .await;
+            );
         }
     }
 
-    pub(super) async fn unpause_request(&mut self, id: RequestId, ext: Extensions) {
+    pub(super) fn unpause_request(&mut self, id: RequestId, ext: Extensions) {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
@@ -387,14 +383,13 @@ impl Node {
                         requests: vec![Request::update(wire, ext)],
                         ..Message::default()
                     },
-                )
-                .await;
+                );
             }
-            Pause::Paused => self.rerequest(id, ext).await,
+            Pause::Paused => self.rerequest(id, ext),
         }
     }
 
-    pub(super) async fn rerequest(&mut self, id: RequestId, ext: Extensions) {
+    pub(super) fn rerequest(&mut self, id: RequestId, ext: Extensions) {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
@@ -420,18 +415,17 @@ impl Node {
                 requests: vec![again],
                 ..Message::default()
             },
-        )
-        .await;
+        );
     }
 
-    pub(super) async fn on_message(&mut self, peer: PeerId, msg: Message) {
+    pub(super) fn on_message(&mut self, peer: PeerId, msg: Message) {
         for req in msg.requests {
             match req.kind {
                 RequestType::New => self.serve(peer, req),
                 RequestType::Cancel => {
                     if let Some(served) = self.responses.remove(&(peer, req.id)) {
                         self.forget(peer, served.token);
-                        let _ = served.ctl.send(ResponseCmd::Drop).await;
+                        let _ = served.ctl.send(ResponseCmd::Drop);
                         self.hooks.requestor_cancelled(peer, req.id);
                     }
                 }
@@ -446,16 +440,11 @@ impl Node {
                 .iter()
                 .filter_map(|(cid, _)| blocks.remove(cid).map(|data| Block { cid: *cid, data }))
                 .collect();
-            self.on_response(peer, resp, mine).await;
+            self.on_response(peer, resp, mine);
         }
     }
 
-    pub(super) async fn on_response(
-        &mut self,
-        peer: PeerId,
-        mut resp: Response,
-        blocks: Vec<Block>,
-    ) {
+    pub(super) fn on_response(&mut self, peer: PeerId, mut resp: Response, blocks: Vec<Block>) {
         // Responses under an id we no longer use (before a re-request, or of a process of
         // ours that was restarted) are stale. The peer is told to stop sending them: a
         // go-graphsync responder withholds from our new requests every block such a response
@@ -472,8 +461,7 @@ impl Node {
                             requests: vec![Request::cancel(resp.id)],
                             ..Message::default()
                         },
-                    )
-                    .await;
+                    );
                 }
             }
             return;
@@ -491,7 +479,7 @@ impl Node {
         // Our hooks and the request's events know the request by its handle's id.
         resp.id = id;
         self.hooks.incoming_response(peer, &resp);
-        let _ = o.events.send(RequestEvent::Response(resp.clone())).await;
+        let _ = o.events.send(RequestEvent::Response(resp.clone()));
         let store = o.store.clone();
         let hooks = self.hooks.clone();
         let mut got: Vec<(Cid, u64)> = Vec::new();
@@ -526,7 +514,7 @@ impl Node {
             });
         o.traversed += traversed;
         for (cid, size) in got {
-            let _ = o.events.send(RequestEvent::Block { cid, size }).await;
+            let _ = o.events.send(RequestEvent::Block { cid, size });
         }
         let done = match (result, store_err) {
             (_, Some(e)) => Some(Err(GraphSyncError::LocalStore(e))),
@@ -547,13 +535,12 @@ impl Node {
                             requests: vec![Request::cancel(o.wire)],
                             ..Message::default()
                         },
-                    )
-                    .await;
+                    );
                 }
-                let _ = o.events.send(RequestEvent::Completed(r)).await;
+                let _ = o.events.send(RequestEvent::Completed(r));
             }
         } else if pause {
-            self.pause_request(id).await;
+            self.pause_request(id);
         }
     }
 
@@ -575,7 +562,7 @@ impl Node {
             }
             return;
         }
-        let (ctl_tx, ctl) = mpsc::channel(16);
+        let (ctl_tx, ctl) = mpsc::unbounded_channel();
         let token = SERVE_TOKENS.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(AtomicU8::new(SERVED_QUEUED));
         let served = Served {
@@ -587,7 +574,7 @@ impl Node {
         // A repeated request (an unpause after a requester-side pause) replaces the old one.
         if let Some(old) = self.responses.insert((peer, request.id), served) {
             self.forget(peer, old.token);
-            let _ = old.ctl.try_send(ResponseCmd::Drop);
+            let _ = old.ctl.send(ResponseCmd::Drop);
         }
         let per_peer = self.peer(peer).responses.clone();
         let writer = self.peer(peer).writer.clone();

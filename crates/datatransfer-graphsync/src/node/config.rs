@@ -26,8 +26,6 @@ pub struct GraphSyncConfig {
     pub max_buffered_blocks: usize,
     /// Bounds of every walk.
     pub traversal: TraversalConfig,
-    /// Events buffered per request before the node waits for the consumer.
-    pub event_buffer: usize,
     /// Bytes of received messages waiting for the node, all peers together. Beyond it the
     /// stream readers wait, so TCP slows the senders down: a slow block store bounds memory
     /// instead of growing a queue. A single message larger than this still passes, alone.
@@ -84,7 +82,6 @@ impl Default for GraphSyncConfig {
             max_requests_per_peer: 1024,
             max_buffered_blocks: 256,
             traversal: TraversalConfig::default(),
-            event_buffer: 256,
             max_inbound_bytes: 16 << 20,
             max_links_per_incoming_request: None,
             max_links_per_outgoing_request: None,

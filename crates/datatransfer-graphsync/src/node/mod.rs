@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,7 +46,10 @@ pub use config::GraphSyncConfig;
 pub use hooks::{AcceptAll, Hooks, IncomingBlock, RequestDecision};
 use rate::RateLimit;
 use serve::ServeCtx;
-use wire::{BusyAnswers, PeerWriter, Reader, SERVE_TOKENS, SharedDead, answer_busy, write_stream};
+use wire::{
+    BusyAnswers, PeerWriter, Reader, SERVE_TOKENS, SharedDead, answer_busy, peer_writer,
+    write_stream,
+};
 
 /// A request of ours failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -94,7 +97,7 @@ enum Cmd {
         peer: PeerId,
         request: Request,
         selector: Selector,
-        events: mpsc::Sender<RequestEvent>,
+        events: mpsc::UnboundedSender<RequestEvent>,
         store: Option<Arc<dyn Blockstore>>,
     },
     CancelRequest(RequestId),
@@ -289,11 +292,15 @@ impl RequestControl {
 }
 
 /// One of our requests in progress: its events, and control over it.
+///
+/// The node never waits for a handle's reader: events queue until read (one per response
+/// message and one per block, a few dozen bytes each), so read them as they come, or drop
+/// the handle (the request goes on; [`RequestHandle::control`] keeps control of it).
 #[derive(Debug)]
 pub struct RequestHandle {
     /// The request's id.
     pub id: RequestId,
-    events: mpsc::Receiver<RequestEvent>,
+    events: mpsc::UnboundedReceiver<RequestEvent>,
     tx: NodeRef,
 }
 
@@ -441,7 +448,7 @@ impl GraphSync {
         let parsed = Selector::from_dag_cbor(selector.as_bytes())
             .map_err(|e| GraphSyncError::Selector(e.to_string()))?;
         let id = self.ids.next();
-        let (events_tx, events) = mpsc::channel(256);
+        let (events_tx, events) = mpsc::unbounded_channel();
         let request = Request::new(id, root, selector, 0, extensions);
         self.tx
             .send(Cmd::Request {

@@ -40,7 +40,11 @@ impl ServeCtx {
         self.writer.send_as(self.token, msg).await
     }
 
-    pub(super) async fn serve(self, request: Request, mut ctl: mpsc::Receiver<ResponseCmd>) {
+    pub(super) async fn serve(
+        self,
+        request: Request,
+        mut ctl: mpsc::UnboundedReceiver<ResponseCmd>,
+    ) {
         let id = request.id;
         // Commands that came while the request waited, for `run`.
         let mut early = VecDeque::new();
@@ -87,7 +91,7 @@ impl ServeCtx {
     pub(super) async fn wait_for_slot(
         &self,
         id: RequestId,
-        ctl: &mut mpsc::Receiver<ResponseCmd>,
+        ctl: &mut mpsc::UnboundedReceiver<ResponseCmd>,
         early: &mut VecDeque<ResponseCmd>,
     ) -> Option<Slot> {
         self.state.store(SERVED_QUEUED, Ordering::Relaxed);
@@ -124,7 +128,7 @@ impl ServeCtx {
     pub(super) async fn run(
         &self,
         request: Request,
-        ctl: &mut mpsc::Receiver<ResponseCmd>,
+        ctl: &mut mpsc::UnboundedReceiver<ResponseCmd>,
         mut early: VecDeque<ResponseCmd>,
         slot: Slot,
     ) -> Option<ResponseStatus> {

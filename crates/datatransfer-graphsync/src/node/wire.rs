@@ -7,9 +7,69 @@ use super::*;
 /// token of its own (0 for the node's own messages): when a stream breaks, the responses that
 /// had written on it lost messages, so the writer drops their later messages instead of
 /// sending them with a gap before them on the next stream (and the node cancels them).
+///
+/// Responses wait for room in a small queue (a slow peer slows its own responses down); the
+/// node's own messages (requests, cancels, updates: small, and as many as the application
+/// asks for) go in a queue of their own that never makes the node wait, so one slow peer
+/// holds up no other.
 #[derive(Clone)]
 pub(super) struct PeerWriter {
     pub(super) tx: mpsc::Sender<(u64, Message)>,
+    pub(super) own: mpsc::UnboundedSender<Message>,
+    /// How many of the node's own messages wait for the writer.
+    pub(super) own_queued: Arc<AtomicUsize>,
+}
+
+/// The receiving ends of a [`PeerWriter`], for its writer task.
+pub(super) struct WriterQueues {
+    pub(super) rx: mpsc::Receiver<(u64, Message)>,
+    pub(super) own: mpsc::UnboundedReceiver<Message>,
+    pub(super) own_queued: Arc<AtomicUsize>,
+}
+
+impl WriterQueues {
+    /// The next message to write: the node's own first; `None` once both queues are closed
+    /// and empty.
+    async fn next(&mut self) -> Option<(u64, Message)> {
+        tokio::select! {
+            biased;
+            Some(m) = self.own.recv() => {
+                self.own_queued.fetch_sub(1, Ordering::Relaxed);
+                Some((0, m))
+            }
+            Some(m) = self.rx.recv() => Some(m),
+            else => None,
+        }
+    }
+
+    /// A message that is waiting already, if any (the node's own first).
+    fn try_next(&mut self) -> Option<(u64, Message)> {
+        if let Ok(m) = self.own.try_recv() {
+            self.own_queued.fetch_sub(1, Ordering::Relaxed);
+            return Some((0, m));
+        }
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A peer's writer and the queues its task reads.
+pub(super) fn peer_writer() -> (PeerWriter, WriterQueues) {
+    let (tx, rx) = mpsc::channel(8);
+    let (own_tx, own) = mpsc::unbounded_channel();
+    let own_queued = Arc::new(AtomicUsize::new(0));
+    let writer = PeerWriter {
+        tx,
+        own: own_tx,
+        own_queued: own_queued.clone(),
+    };
+    (
+        writer,
+        WriterQueues {
+            rx,
+            own,
+            own_queued,
+        },
+    )
 }
 
 /// Serve tokens whose messages the writer drops: responses that broke with a stream, or
@@ -111,6 +171,14 @@ pub(super) async fn answer_busy(writer: PeerWriter, busy: Arc<std::sync::Mutex<B
 pub(super) static SERVE_TOKENS: AtomicU64 = AtomicU64::new(1);
 
 impl PeerWriter {
+    /// Queues one of the node's own messages; never waits.
+    pub(super) fn send_own(&self, msg: Message) {
+        self.own_queued.fetch_add(1, Ordering::Relaxed);
+        if self.own.send(msg).is_err() {
+            self.own_queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     pub(super) async fn send(&self, msg: Message) -> bool {
         self.send_as(0, msg).await
     }
@@ -204,7 +272,7 @@ pub(super) async fn write_stream(
     config: Arc<GraphSyncConfig>,
     ids: Arc<Mutex<V1Ids>>,
     hooks: Arc<dyn Hooks>,
-    mut rx: mpsc::Receiver<(u64, Message)>,
+    mut queues: WriterQueues,
     tx: NodeRef,
     rate: Option<Arc<RateLimit>>,
     dead: SharedDead,
@@ -217,7 +285,7 @@ pub(super) async fn write_stream(
     loop {
         let (first_token, first) = match carry.take() {
             Some(m) => m,
-            None => match tokio::time::timeout(config.peer_idle_timeout, rx.recv()).await {
+            None => match tokio::time::timeout(config.peer_idle_timeout, queues.next()).await {
                 Err(_) => {
                     // Idle: close the stream, and let the node forget us if it can (it
                     // drops our queue's sender, which ends this task). Never waits on the
@@ -238,7 +306,9 @@ pub(super) async fn write_stream(
             msg.responses.iter().map(|r| (r.id, first_token)).collect();
         let mut size = msg.approx_size();
         while size < config.message_target {
-            let Ok((t, next)) = rx.try_recv() else { break };
+            let Some((t, next)) = queues.try_next() else {
+                break;
+            };
             if is_dead(&dead, t) {
                 continue;
             }
