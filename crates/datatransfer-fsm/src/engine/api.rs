@@ -110,6 +110,7 @@ impl Engine {
             && awaits_settlement(w.status)
         {
             w.final_voucher = Some((now, 0));
+            self.reindex(id);
         }
         Ok(())
     }
@@ -182,6 +183,7 @@ impl Engine {
                 .or_insert_with(|| Watch::new(status, now));
             w.restart_sent = Some(now);
             w.queued_since = None;
+            self.reindex(id);
         }
         let ch = self.existing(&id)?;
         if ch.status.is_cleaning_up() {

@@ -7,7 +7,7 @@
 //! are drained with [`Engine::poll_output`]. Time is always an argument; nothing here blocks,
 //! sleeps or does I/O, so a simulator can drive thousands of engines deterministically.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use datatransfer_types::message::{
@@ -81,6 +81,8 @@ pub struct Engine {
     /// [`Engine::resume`]).
     paused_unaccepted: std::collections::HashSet<ChannelId>,
     watches: HashMap<ChannelId, Watch>,
+    /// Every watched channel's next monitor deadline, soonest first.
+    deadlines: BTreeSet<(Timestamp, ChannelId)>,
     /// Channels re-opened by a restart whose transport has not confirmed the open yet.
     reopening: std::collections::HashSet<ChannelId>,
 }
@@ -114,6 +116,7 @@ impl Engine {
             finished_order: VecDeque::new(),
             paused_unaccepted: std::collections::HashSet::new(),
             watches: HashMap::new(),
+            deadlines: BTreeSet::new(),
             reopening: std::collections::HashSet::new(),
         }
     }
@@ -158,7 +161,9 @@ impl Engine {
         if id.initiator == self.me {
             self.next_transfer_id = self.next_transfer_id.max(id.id.0.saturating_add(1));
         } else if self.config.monitor.is_some() && !state.status.is_cleaning_up() {
+            self.unwatch(id);
             self.watches.insert(id, Watch::responder(state.status, now));
+            self.reindex(id);
         }
         self.channels.insert(id, state);
     }

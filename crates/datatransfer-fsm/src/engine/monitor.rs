@@ -21,6 +21,8 @@ pub(super) struct Watch {
     pub(super) restart_sent: Option<Timestamp>,
     /// We respond to the channel: only its idle deadline runs, from `progressed`.
     pub(super) responder: bool,
+    /// The deadline filed in [`Engine`]'s deadline index (see [`Engine::reindex`]).
+    pub(super) due: Option<Timestamp>,
     /// When we last sent a voucher to the finalizing responder, and how often we sent it
     /// again since.
     pub(super) final_voucher: Option<(Timestamp, u32)>,
@@ -38,6 +40,7 @@ impl Watch {
             restart_sent: None,
             responder: false,
             final_voucher: None,
+            due: None,
         }
     }
 
@@ -70,7 +73,7 @@ impl Engine {
             return;
         };
         if status.is_terminal() {
-            self.watches.remove(&id);
+            self.unwatch(id);
             return;
         }
         if id.initiator != self.me {
@@ -81,7 +84,7 @@ impl Engine {
                 .or_insert_with(|| Watch::responder(status, now));
             w.status = status;
             w.progressed = now;
-            return;
+            return self.reindex(id);
         }
         let backoff = cfg.restart_backoff;
         let w = self
@@ -114,11 +117,46 @@ impl Engine {
             }
             _ => {}
         }
+        self.reindex(id);
+    }
+
+    /// Files the channel's monitor deadline anew after its watch changed: every change to a
+    /// watch is followed by this, so the index always holds each watch's deadline.
+    pub(super) fn reindex(&mut self, id: ChannelId) {
+        let new = self.watches.get(&id).and_then(|w| self.deadline(w));
+        let Some(w) = self.watches.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut w.due, new);
+        if old != new {
+            if let Some(t) = old {
+                self.deadlines.remove(&(t, id));
+            }
+            if let Some(t) = new {
+                self.deadlines.insert((t, id));
+            }
+        }
+    }
+
+    /// Stops watching a channel.
+    pub(super) fn unwatch(&mut self, id: ChannelId) {
+        if let Some(w) = self.watches.remove(&id)
+            && let Some(t) = w.due
+        {
+            self.deadlines.remove(&(t, id));
+        }
     }
 
     /// When the monitor next needs [`Engine::handle_timeout`] called, if ever.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.watches.values().filter_map(|w| self.deadline(w)).min()
+        let next = self.deadlines.first().map(|(t, _)| *t);
+        // Every test run checks the index against a scan of every watch (what this was).
+        debug_assert_eq!(
+            next,
+            self.watches.values().filter_map(|w| self.deadline(w)).min(),
+            "the deadline index disagrees with the watches"
+        );
+        next
     }
 
     pub(super) fn deadline(&self, w: &Watch) -> Option<Timestamp> {
@@ -170,85 +208,102 @@ impl Engine {
         let Some(cfg) = self.config.monitor.clone() else {
             return;
         };
-        let due: Vec<ChannelId> = self
-            .watches
+        let due: Vec<(Timestamp, ChannelId)> = self
+            .deadlines
             .iter()
-            .filter(|(_, w)| self.deadline(w).is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
+            .take_while(|(t, _)| *t <= now)
+            .copied()
             .collect();
-        for id in due {
-            let Some(w) = self.watches.get_mut(&id) else {
-                continue;
-            };
-            if w.responder {
-                let message = format!(
-                    "nothing heard from the initiator {} for {:?}: it went away",
-                    id.initiator, cfg.responder_idle_timeout
-                );
-                self.fail(now, id, message);
-                continue;
-            }
-            if let Some((sent, n)) = w.final_voucher
-                && n < MonitorConfig::FINAL_VOUCHER_RESENDS
-                && w.backoff_until.is_none()
-                && sent.saturating_add(cfg.final_voucher_resend) <= now
+        for (t, id) in due {
+            // Taken out of the index, then filed anew: an entry that did not match its watch
+            // any more could only cost a wake-up, never an action before its time.
+            self.deadlines.remove(&(t, id));
+            if let Some(w) = self.watches.get_mut(&id)
+                && w.due == Some(t)
             {
-                w.final_voucher = Some((now, n + 1));
-                self.resend_last_voucher(id);
-                if self
-                    .watches
-                    .get(&id)
-                    .and_then(|w| self.deadline(w))
-                    .is_none_or(|d| d > now)
-                {
-                    continue;
-                }
+                w.due = None;
             }
-            let Some(w) = self.watches.get_mut(&id) else {
-                continue;
-            };
-            let unanswered = w
-                .restart_sent
-                .is_some_and(|t| t.saturating_add(cfg.accept_timeout) <= now);
-            let failure = match w.status {
-                _ if w.backoff_until.is_none() && w.queued_since.is_some() => Some(format!(
-                    "data transfer channel waited {:?} in the responder's queue",
-                    cfg.queue_timeout
-                )),
-                _ if unanswered && w.restarts >= cfg.max_consecutive_restarts => Some(format!(
-                    "the responder answered none of {} restarts in a row, each within {:?}",
-                    w.restarts, cfg.accept_timeout
-                )),
-                Status::Requested if w.backoff_until.is_none() && w.restart_sent.is_none() => {
-                    Some(format!(
-                        "data transfer channel was not accepted within {:?}",
-                        cfg.accept_timeout
-                    ))
-                }
-                Status::TransferFinished
-                | Status::ResponderFinalizingTransferFinished
-                | Status::Finalizing
-                    if w.backoff_until.is_none() && !unanswered =>
-                {
-                    Some(format!(
-                        "timed out after {:?} waiting for the responder to complete",
-                        cfg.complete_timeout
-                    ))
-                }
-                _ if w.restarts >= cfg.max_consecutive_restarts => Some(format!(
-                    "data transfer channel stalled: no progress after {} consecutive restarts",
-                    w.restarts
-                )),
-                _ => None,
-            };
-            match failure {
-                Some(message) => self.fail(now, id, message),
-                None => {
-                    w.restarts += 1;
-                    w.backoff_until = None;
-                    w.progressed = now;
-                    let _ = self.restart(now, id);
-                }
+            let passed = self.watches.get(&id).and_then(|w| self.deadline(w));
+            if passed.is_some_and(|d| d <= now) {
+                self.on_deadline(now, &cfg, id);
+            }
+            self.reindex(id);
+        }
+    }
+
+    /// Acts on the passed deadline of one channel.
+    fn on_deadline(&mut self, now: Timestamp, cfg: &MonitorConfig, id: ChannelId) {
+        let Some(w) = self.watches.get_mut(&id) else {
+            return;
+        };
+        if w.responder {
+            let message = format!(
+                "nothing heard from the initiator {} for {:?}: it went away",
+                id.initiator, cfg.responder_idle_timeout
+            );
+            self.fail(now, id, message);
+            return;
+        }
+        if let Some((sent, n)) = w.final_voucher
+            && n < MonitorConfig::FINAL_VOUCHER_RESENDS
+            && w.backoff_until.is_none()
+            && sent.saturating_add(cfg.final_voucher_resend) <= now
+        {
+            w.final_voucher = Some((now, n + 1));
+            self.resend_last_voucher(id);
+            if self
+                .watches
+                .get(&id)
+                .and_then(|w| self.deadline(w))
+                .is_none_or(|d| d > now)
+            {
+                return;
+            }
+        }
+        let Some(w) = self.watches.get_mut(&id) else {
+            return;
+        };
+        let unanswered = w
+            .restart_sent
+            .is_some_and(|t| t.saturating_add(cfg.accept_timeout) <= now);
+        let failure = match w.status {
+            _ if w.backoff_until.is_none() && w.queued_since.is_some() => Some(format!(
+                "data transfer channel waited {:?} in the responder's queue",
+                cfg.queue_timeout
+            )),
+            _ if unanswered && w.restarts >= cfg.max_consecutive_restarts => Some(format!(
+                "the responder answered none of {} restarts in a row, each within {:?}",
+                w.restarts, cfg.accept_timeout
+            )),
+            Status::Requested if w.backoff_until.is_none() && w.restart_sent.is_none() => {
+                Some(format!(
+                    "data transfer channel was not accepted within {:?}",
+                    cfg.accept_timeout
+                ))
+            }
+            Status::TransferFinished
+            | Status::ResponderFinalizingTransferFinished
+            | Status::Finalizing
+                if w.backoff_until.is_none() && !unanswered =>
+            {
+                Some(format!(
+                    "timed out after {:?} waiting for the responder to complete",
+                    cfg.complete_timeout
+                ))
+            }
+            _ if w.restarts >= cfg.max_consecutive_restarts => Some(format!(
+                "data transfer channel stalled: no progress after {} consecutive restarts",
+                w.restarts
+            )),
+            _ => None,
+        };
+        match failure {
+            Some(message) => self.fail(now, id, message),
+            None => {
+                w.restarts += 1;
+                w.backoff_until = None;
+                w.progressed = now;
+                let _ = self.restart(now, id);
             }
         }
     }
@@ -279,6 +334,6 @@ impl Engine {
         let msg = self.cancel_message(id);
         self.send(other, id, msg, OnSendFailure::Ignore);
         self.fire_quiet(id, ChannelEvent::error(message), now);
-        self.watches.remove(&id);
+        self.unwatch(id);
     }
 }

@@ -63,6 +63,7 @@ impl Engine {
         if let Some(w) = self.watches.get_mut(&id) {
             w.restart_sent = None;
             w.queued_since = None;
+            self.reindex(id);
         }
         if resp.message_type == T::Cancel {
             self.fire_quiet(id, ChannelEvent::Cancel, now);
