@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use datatransfer_fsm::{
     Engine, OnSendFailure, Output, Transport, TransportEvent, TransportEventSink, UsageError,
@@ -77,8 +78,14 @@ impl TransportEventSink for Sink {
     }
 }
 
+/// The engine's clock: the wall-clock time of its first reading in this process, advanced by
+/// the monotonic clock since. Event times read as dates, and the monitor's deadlines never
+/// jump with the system clock (an NTP step, a manual change): a clock set back an hour does
+/// not hold every timer an hour longer, nor one set forward fail every channel at once.
 fn now() -> Timestamp {
-    Timestamp::from_system_time(SystemTime::now())
+    static ANCHOR: OnceLock<(SystemTime, Instant)> = OnceLock::new();
+    let (wall, mono) = ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()));
+    Timestamp::from_system_time(*wall + mono.elapsed())
 }
 
 pub(crate) struct Inputs {
