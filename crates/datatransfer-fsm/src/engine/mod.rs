@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use datatransfer_types::message::{
-    Message, MessageType, RequestKind, TransferRequest, TransferResponse,
+    Message, MessageType, OpenRequest, RequestKind, TransferRequest, TransferResponse,
 };
 use datatransfer_types::{
     ChannelId, ChannelState, Cid, DagCbor, Fault, PeerId, Registry, RegistryError, Status,

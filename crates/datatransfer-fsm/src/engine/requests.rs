@@ -9,8 +9,11 @@ impl Engine {
     /// A message arrived from `from` over the data-transfer network.
     pub fn handle_message(&mut self, now: Timestamp, from: PeerId, message: Message) {
         match message {
+            // Answered by re-opening the channel, never by a response.
             Message::Request(r) if r.message_type == MessageType::RestartExistingChannelRequest => {
-                self.on_restart_existing(from, &r)
+                if let Some(channel) = r.restart_channel {
+                    self.on_restart_existing(from, channel);
+                }
             }
             Message::Request(r) => self.on_request(now, from, r, Via::Network),
             Message::Response(r) => self.on_response(now, from, r, None),
@@ -48,8 +51,7 @@ impl Engine {
     /// Go ignores the request for a channel it no longer has. We answer with a cancel instead,
     /// so a responder that missed the end of the channel (a cancel lost in a disconnect) does
     /// not keep it open forever; a Go responder cancels on it as well.
-    pub(super) fn on_restart_existing(&mut self, from: PeerId, r: &TransferRequest) {
-        let Some(id) = r.restart_channel else { return };
+    pub(super) fn on_restart_existing(&mut self, from: PeerId, id: ChannelId) {
         let Some(ch) = self.channels.get(&id) else {
             let completed = self.completed_earlier(&id).is_some();
             if id.initiator == self.me && id.responder == from && !completed {
@@ -86,22 +88,25 @@ impl Engine {
         // update; a request typed as a response is refused here).
         let kind = match req.kind() {
             Ok(kind) => kind,
-            Err(e) => return self.reject(now, id, &req, via, Fault::peer(e.to_string())),
+            Err(e) => {
+                let why = Fault::peer(e.to_string());
+                return self.reject(now, id, req.message_type, via, why);
+            }
         };
         match kind {
-            RequestKind::Open { restart: true, .. } => self.on_restart_request(now, id, req, via),
-            RequestKind::Open { restart: false, .. } => self.on_new_request(now, id, req, via),
+            RequestKind::Open(open) if open.restart => self.on_restart_request(now, id, open, via),
+            RequestKind::Open(open) => self.on_new_request(now, id, open, via),
             RequestKind::Cancel => {
                 self.transport(TransportCommand::CleanupChannel { channel: id });
                 self.fire_quiet(id, ChannelEvent::Cancel, now);
-                self.finish_request(now, id, &req, via, None, Verdict::Ok);
+                self.finish_request(now, id, None, via, None, Verdict::Ok);
             }
-            RequestKind::Voucher(_) => self.on_voucher_update(now, id, req, via),
-            RequestKind::RestartExisting(_) => self.on_restart_existing(from, &req),
+            RequestKind::Voucher(voucher) => self.on_voucher_update(now, id, voucher, via),
+            RequestKind::RestartExisting(channel) => self.on_restart_existing(from, channel),
             RequestKind::Update { paused } => {
                 if !self.channels.contains_key(&id) {
                     let err = Verdict::Err(Fault::peer(format!("channel not found: {id}")));
-                    return self.finish_request(now, id, &req, via, None, err);
+                    return self.finish_request(now, id, None, via, None, err);
                 }
                 let verdict = if paused {
                     self.set_paused(id, false, true, now);
@@ -115,32 +120,33 @@ impl Engine {
                         _ => Verdict::Ok,
                     }
                 };
-                self.finish_request(now, id, &req, via, None, verdict);
+                self.finish_request(now, id, None, via, None, verdict);
             }
         }
     }
 
+    /// Refuses a request of type `asked`, answered in kind.
     pub(super) fn reject(
         &mut self,
         now: Timestamp,
         id: ChannelId,
-        req: &TransferRequest,
+        asked: MessageType,
         via: Via,
         why: Fault,
     ) {
-        let response = match req.message_type {
+        let response = match asked {
             MessageType::Restart => TransferResponse::restart(id.id, false, false, None),
             MessageType::New => TransferResponse::new_channel(id.id, false, false, None),
             _ => TransferResponse::voucher_result(id.id, false, false, None),
         };
-        self.finish_request(now, id, req, via, Some(response), Verdict::Err(why));
+        self.finish_request(now, id, None, via, Some(response), Verdict::Err(why));
     }
 
     pub(super) fn on_new_request(
         &mut self,
         now: Timestamp,
         id: ChannelId,
-        req: TransferRequest,
+        open: OpenRequest,
         via: Via,
     ) {
         let checked = (|| {
@@ -156,35 +162,27 @@ impl Engine {
             if self.validations_full() {
                 return Err(Fault::limit("too many requests awaiting validation"));
             }
-            let voucher = req
-                .typed_voucher()
-                .ok_or(Fault::peer("request carries no voucher"))?;
             self.validated
-                .lookup(&voucher)
+                .lookup(&open.voucher)
                 .map_err(|e| Fault::peer(e.to_string()))?;
-            let base_cid = req
-                .base_cid
-                .ok_or(Fault::peer("request carries no base CID"))?;
-            let selector = req
-                .selector
-                .clone()
-                .ok_or(Fault::peer("request carries no selector"))?;
-            Ok((voucher, base_cid, selector))
+            Ok(())
         })();
-        let (voucher, base_cid, selector) = match checked {
-            Ok(v) => v,
-            Err(why) => {
-                // An existing channel is left alone (Go would close its transport).
-                return self.reject(now, id, &req, via, why);
-            }
-        };
-        let is_restart = req.message_type == MessageType::Restart;
-        let call = if req.pull {
+        if let Err(why) = checked {
+            // An existing channel is left alone (Go would close its transport).
+            return self.reject(now, id, open.message_type(), via, why);
+        }
+        let (is_restart, voucher, base_cid, selector) = (
+            open.restart,
+            open.voucher.clone(),
+            open.root,
+            open.selector.clone(),
+        );
+        let call = if open.pull {
             ValidationCall::ValidatePull {
                 is_restart,
                 channel: id,
                 receiver: id.initiator,
-                voucher: voucher.clone(),
+                voucher,
                 base_cid,
                 selector,
             }
@@ -193,18 +191,18 @@ impl Engine {
                 is_restart,
                 channel: id,
                 sender: id.initiator,
-                voucher: voucher.clone(),
+                voucher,
                 base_cid,
                 selector,
             }
         };
+        let open = Box::new(open);
         self.ask(
             call,
             Pending::NewRequest {
                 via,
                 channel: id,
-                request: Box::new(req),
-                voucher,
+                open,
             },
         );
     }
@@ -214,13 +212,12 @@ impl Engine {
         now: Timestamp,
         via: Via,
         id: ChannelId,
-        req: TransferRequest,
-        voucher: Voucher,
+        open: OpenRequest,
         answer: ValidationAnswer,
     ) {
         let (verdict, result) = Verdict::from_answer(&answer);
         // A restart of a channel we did not know is answered as a restart.
-        let restart = req.message_type == MessageType::Restart;
+        let restart = open.restart;
         let response = |accepted: bool, paused: bool| {
             if restart {
                 TransferResponse::restart(id.id, accepted, paused, result.clone())
@@ -232,27 +229,25 @@ impl Engine {
         // monitor's restart after a transport's): the first copy made the channel, and
         // this one restarts it.
         if restart && self.channels.contains_key(&id) {
-            return self.accept_restart(now, via, id, req, answer);
+            return self.accept_restart(now, via, id, open, answer);
         }
         // Re-check: another request for the same id may have been accepted meanwhile.
         let limit_hit = self.channels.len() >= self.config.max_channels;
         if let Verdict::Err(_) = verdict {
-            return self.finish_request(now, id, &req, via, Some(response(false, false)), verdict);
+            return self.finish_request(now, id, None, via, Some(response(false, false)), verdict);
         }
         if self.channels.contains_key(&id) || limit_hit {
             let why = Verdict::Err(Fault::limit(format!("channel {id} cannot be created")));
-            return self.finish_request(now, id, &req, via, Some(response(false, false)), why);
+            return self.finish_request(now, id, None, via, Some(response(false, false)), why);
         }
-        let (Some(base_cid), Some(selector)) = (req.base_cid, req.selector.clone()) else {
-            return;
-        };
+        let voucher = open.voucher.clone();
         let state = ChannelState::new(
             id,
             self.me,
-            base_cid,
-            selector,
+            open.root,
+            open.selector.clone(),
             voucher.clone(),
-            req.pull,
+            open.pull,
             0,
         );
         self.channels.insert(id, state);
@@ -273,14 +268,15 @@ impl Engine {
         if paused {
             self.fire_quiet(id, ChannelEvent::PauseResponder, now);
         }
-        self.finish_request(now, id, &req, via, Some(response(true, paused)), verdict);
+        let response = Some(response(true, paused));
+        self.finish_request(now, id, Some(&open), via, response, verdict);
     }
 
     pub(super) fn on_restart_request(
         &mut self,
         now: Timestamp,
         id: ChannelId,
-        req: TransferRequest,
+        open: OpenRequest,
         via: Via,
     ) {
         if !self.channels.contains_key(&id)
@@ -289,18 +285,18 @@ impl Engine {
             // We completed but the initiator did not hear it (the message was lost): tell it
             // again, and let the transport re-send whatever it is still missing; only what
             // the channel was for.
-            let same = req.base_cid == Some(f.base_cid)
-                && req.selector.as_ref().map(DagCbor::cid) == Some(f.selector)
-                && req.typed_voucher().as_ref().map(voucher_print) == f.voucher;
+            let same = open.root == f.base_cid
+                && open.selector.cid() == f.selector
+                && Some(voucher_print(&open.voucher)) == f.voucher;
             if !same {
                 let why = Fault::peer(format!(
                     "restart request for channel {id} failed validation: it does not match \
                      the channel's root, selector and voucher"
                 ));
-                return self.reject(now, id, &req, via, why);
+                return self.reject(now, id, MessageType::Restart, via, why);
             }
             let done = TransferResponse::complete(id.id, true, false, None);
-            return self.finish_request(now, id, &req, via, Some(done), Verdict::Ok);
+            return self.finish_request(now, id, None, via, Some(done), Verdict::Ok);
         }
         if !self.channels.contains_key(&id)
             && let Some(ended) = self
@@ -314,7 +310,7 @@ impl Engine {
             let why = Fault::peer(format!(
                 "channel {id} has ended ({ended:?}) and cannot be restarted"
             ));
-            return self.reject(now, id, &req, via, why);
+            return self.reject(now, id, MessageType::Restart, via, why);
         }
         if !self.channels.contains_key(&id) && self.me != id.initiator {
             // We do not know the channel: we crashed before it was stored (or lost our
@@ -322,7 +318,7 @@ impl Engine {
             // it is validated as one, told it is a restart, rather than leave the
             // initiator's transfer stranded; go-data-transfer refuses it ("channel not
             // found"), and its initiator retries until it gives up.
-            return self.on_new_request(now, id, req, via);
+            return self.on_new_request(now, id, open, via);
         }
         let checked = (|| {
             if self.me == id.initiator {
@@ -334,25 +330,18 @@ impl Engine {
                 .channels
                 .get(&id)
                 .ok_or_else(|| Fault::peer(format!("channel not found: {id}")))?;
-            if req.base_cid != Some(ch.base_cid) {
+            if open.root != ch.base_cid {
                 return Err(Fault::peer("base cid does not match"));
             }
             // Go does not compare selectors; a restart could then ask for more than the
             // channel was validated for.
-            if !req
-                .selector
-                .as_ref()
-                .is_some_and(|s| s.same_node(&ch.selector))
-            {
+            if !open.selector.same_node(&ch.selector) {
                 return Err(Fault::peer("selector does not match"));
             }
-            let voucher = req
-                .typed_voucher()
-                .ok_or(Fault::peer("request carries no voucher"))?;
             self.validated
-                .lookup(&voucher)
+                .lookup(&open.voucher)
                 .map_err(|e| Fault::peer(e.to_string()))?;
-            if ch.voucher() != Some(&voucher) {
+            if ch.voucher() != Some(&open.voucher) {
                 return Err(Fault::peer("channel and request vouchers do not match"));
             }
             if self.validations_full() {
@@ -367,14 +356,14 @@ impl Engine {
                     Pending::RestartRequest {
                         via,
                         channel: id,
-                        request: Box::new(req),
+                        open: Box::new(open),
                     },
                 );
             }
             Err(why) => self.reject(
                 now,
                 id,
-                &req,
+                MessageType::Restart,
                 via,
                 why.map_message(|m| {
                     format!("restart request for channel {id} failed validation: {m}")
@@ -388,7 +377,7 @@ impl Engine {
         now: Timestamp,
         via: Via,
         id: ChannelId,
-        req: TransferRequest,
+        open: OpenRequest,
         answer: ValidationAnswer,
     ) {
         let (verdict, result) = Verdict::from_answer(&answer);
@@ -413,33 +402,30 @@ impl Engine {
                 self.fire_quiet(id, ChannelEvent::PauseResponder, now);
             }
         }
-        self.finish_request(now, id, &req, via, Some(response), verdict);
+        self.finish_request(now, id, Some(&open), via, Some(response), verdict);
     }
 
     pub(super) fn on_voucher_update(
         &mut self,
         now: Timestamp,
         id: ChannelId,
-        req: TransferRequest,
+        voucher: Voucher,
         via: Via,
     ) {
         let checked = (|| {
             if !self.channels.contains_key(&id) {
                 return Err(Fault::peer(format!("channel not found: {id}")));
             }
-            let voucher = req
-                .typed_voucher()
-                .ok_or(Fault::peer("request carries no voucher"))?;
             self.revalidators
                 .lookup(&voucher)
                 .map_err(|e| Fault::peer(e.to_string()))?;
             if self.validations_full() {
                 return Err(Fault::limit("too many requests awaiting validation"));
             }
-            Ok(voucher)
+            Ok(())
         })();
         match checked {
-            Ok(voucher) => {
+            Ok(()) => {
                 self.ask(
                     ValidationCall::Revalidate {
                         channel: id,
@@ -456,9 +442,9 @@ impl Engine {
                 if self.channels.contains_key(&id) {
                     let (resp, verdict) =
                         self.revalidation_result(now, id, None, Verdict::Err(why));
-                    self.finish_request(now, id, &req, via, Some(resp), verdict);
+                    self.finish_request(now, id, None, via, Some(resp), verdict);
                 } else {
-                    self.finish_request(now, id, &req, via, None, Verdict::Err(why));
+                    self.finish_request(now, id, None, via, None, Verdict::Err(why));
                 }
             }
         }
@@ -495,12 +481,14 @@ impl Engine {
         (response, verdict)
     }
 
-    /// Go's `receiver.receiveRequest` (network) or the transport hook's reply.
+    /// Go's `receiver.receiveRequest` (network) or the transport hook's reply. `open` is the
+    /// request answered, if it opened the channel: an accepted push is answered by asking for
+    /// its data.
     pub(super) fn finish_request(
         &mut self,
         _now: Timestamp,
         id: ChannelId,
-        req: &TransferRequest,
+        open: Option<&OpenRequest>,
         via: Via,
         response: Option<TransferResponse>,
         mut verdict: Verdict,
@@ -526,10 +514,10 @@ impl Engine {
             let opens = matches!(
                 response.message_type,
                 MessageType::New | MessageType::Restart
-            ) && response.accepted
-                && !req.pull;
-            match (opens, req.base_cid, req.selector.clone()) {
-                (true, Some(root), Some(selector)) => {
+            ) && response.accepted;
+            match open.filter(|o| opens && !o.pull) {
+                Some(push) => {
+                    let (root, selector) = (push.root, push.selector.clone());
                     let restart = (response.message_type == MessageType::Restart)
                         .then(|| self.channels.get(&id).cloned().map(Box::new))
                         .flatten();

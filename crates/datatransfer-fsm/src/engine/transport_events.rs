@@ -27,7 +27,9 @@ impl Engine {
             } => {
                 if request.message_type == MessageType::RestartExistingChannelRequest {
                     let id = ChannelId::new(from, self.me, request.transfer_id);
-                    self.on_restart_existing(from, &request);
+                    if let Some(channel) = request.restart_channel {
+                        self.on_restart_existing(from, channel);
+                    }
                     return self.hook(token, id, None, HookResult::Continue);
                 }
                 self.on_request(now, from, request, Via::Transport(token))

@@ -52,13 +52,12 @@ pub(super) enum Pending {
     NewRequest {
         via: Via,
         channel: ChannelId,
-        request: Box<TransferRequest>,
-        voucher: Voucher,
+        open: Box<OpenRequest>,
     },
     RestartRequest {
         via: Via,
         channel: ChannelId,
-        request: Box<TransferRequest>,
+        open: Box<OpenRequest>,
     },
     VoucherUpdate {
         via: Via,
@@ -124,29 +123,23 @@ impl Engine {
             return;
         };
         match pending {
-            Pending::NewRequest {
-                via,
-                channel,
-                request,
-                voucher,
-            } => self.accept_new(now, via, channel, *request, voucher, answer),
-            Pending::RestartRequest {
-                via,
-                channel,
-                request,
-            } => self.accept_restart(now, via, channel, *request, answer),
+            Pending::NewRequest { via, channel, open } => {
+                self.accept_new(now, via, channel, *open, answer)
+            }
+            Pending::RestartRequest { via, channel, open } => {
+                self.accept_restart(now, via, channel, *open, answer)
+            }
             Pending::VoucherUpdate {
                 via,
                 channel,
                 voucher,
             } => {
                 let (verdict, result) = Verdict::from_answer(&answer);
-                let req = TransferRequest::voucher(channel.id, voucher.clone());
                 if !self.channels.contains_key(&channel) {
                     return self.finish_request(
                         now,
                         channel,
-                        &req,
+                        None,
                         via,
                         None,
                         Verdict::Err(Fault::peer("channel not found")),
@@ -157,7 +150,7 @@ impl Engine {
                     Err(e) => Verdict::Err(e),
                 };
                 let (resp, verdict) = self.revalidation_result(now, channel, result, verdict);
-                self.finish_request(now, channel, &req, via, Some(resp), verdict);
+                self.finish_request(now, channel, None, via, Some(resp), verdict);
             }
             Pending::Data {
                 token: hook,

@@ -344,14 +344,14 @@ impl TransferRequest {
     pub fn kind(&self) -> Result<RequestKind, RequestError> {
         let missing = |what| RequestError::Missing(self.message_type, what);
         Ok(match self.message_type {
-            MessageType::New | MessageType::Restart => RequestKind::Open {
+            MessageType::New | MessageType::Restart => RequestKind::Open(OpenRequest {
                 restart: self.message_type == MessageType::Restart,
                 root: self.base_cid.ok_or_else(|| missing("base CID"))?,
                 selector: self.selector.clone().ok_or_else(|| missing("selector"))?,
                 voucher: self.typed_voucher().ok_or_else(|| missing("voucher"))?,
                 pull: self.pull,
                 paused: self.pause,
-            },
+            }),
             MessageType::Update => RequestKind::Update { paused: self.pause },
             MessageType::Cancel => RequestKind::Cancel,
             MessageType::Voucher => {
@@ -373,21 +373,8 @@ impl TransferRequest {
 /// are a closed set, and the engine matches them exhaustively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestKind {
-    /// Open a channel (`restart: false`), or open it again after a disconnect or a crash.
-    Open {
-        /// A restart of a channel the responder may know.
-        restart: bool,
-        /// The root of the DAG.
-        root: Cid,
-        /// The selector.
-        selector: DagCbor,
-        /// The voucher that justifies it.
-        voucher: Voucher,
-        /// The initiator pulls (else it pushes).
-        pull: bool,
-        /// Open it paused.
-        paused: bool,
-    },
+    /// Open a channel, or open it again after a disconnect or a crash.
+    Open(OpenRequest),
     /// The initiator pauses (`paused`) or resumes its side.
     Update {
         /// Pause, or resume.
@@ -399,6 +386,35 @@ pub enum RequestKind {
     Voucher(Voucher),
     /// The responder asks the initiator to open this channel again.
     RestartExisting(ChannelId),
+}
+
+/// A request to open a channel (New), or to open it again (Restart), with every field it
+/// needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// A restart of a channel the responder may know (`false`: a new channel).
+    pub restart: bool,
+    /// The root of the DAG.
+    pub root: Cid,
+    /// The selector.
+    pub selector: DagCbor,
+    /// The voucher that justifies it.
+    pub voucher: Voucher,
+    /// The initiator pulls (else it pushes).
+    pub pull: bool,
+    /// Open it paused.
+    pub paused: bool,
+}
+
+impl OpenRequest {
+    /// The type of the message that asks for it (New or Restart), which its answer has too.
+    pub fn message_type(&self) -> MessageType {
+        if self.restart {
+            MessageType::Restart
+        } else {
+            MessageType::New
+        }
+    }
 }
 
 /// Why a request cannot be taken for what its type says.
@@ -636,24 +652,24 @@ mod tests {
             TransferRequest::new_channel(id, true, voucher(), Cid::default(), DagCbor::null());
         assert_eq!(
             open.kind(),
-            Ok(RequestKind::Open {
+            Ok(RequestKind::Open(OpenRequest {
                 restart: false,
                 root: Cid::default(),
                 selector: DagCbor::null(),
                 voucher: voucher(),
                 pull: true,
                 paused: false,
-            })
+            }))
         );
         let restart =
             TransferRequest::restart(id, false, voucher(), Cid::default(), DagCbor::null());
         assert!(matches!(
             restart.kind(),
-            Ok(RequestKind::Open {
+            Ok(RequestKind::Open(OpenRequest {
                 restart: true,
                 pull: false,
                 ..
-            })
+            }))
         ));
         assert_eq!(
             TransferRequest::update(id, true).kind(),
