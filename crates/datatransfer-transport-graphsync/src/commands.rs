@@ -4,70 +4,85 @@
 
 use crate::*;
 
-/// Carries out the adapter's graphsync work in order, until the transport is gone.
+/// Carries out the adapter's graphsync work in order (and the answers queued behind it),
+/// until the transport is gone.
 pub(super) async fn execute_actions(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Action>) {
     while let Some(action) = rx.recv().await {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        // After shutdown the node is gone, and so is the work.
-        let Some(gs) = shared.gs() else { continue };
         match action {
-            Action::SendRequest(request) => send_request(&shared, &gs, request).await,
-            Action::CancelRequest { channel, attempt } => {
-                if let Some(c) = shared.control(channel, attempt, true) {
-                    c.cancel().await;
+            Action::Answer { hook, answer } => shared.answer(hook, answer),
+            // After shutdown the node is gone, and so is the work.
+            work => {
+                if let Some(gs) = shared.gs() {
+                    carry_out(&shared, &gs, work).await;
                 }
             }
-            Action::PauseRequest { channel, attempt } => {
-                if let Some(c) = shared.control(channel, attempt, false) {
-                    c.pause().await;
-                }
-            }
-            Action::UnpauseRequest {
-                channel,
-                attempt,
-                extensions,
-            } => {
-                if let Some(c) = shared.control(channel, attempt, false) {
-                    c.unpause(extensions).await;
-                }
-            }
-            Action::PauseResponse { peer, id } => gs.pause_response(peer, id).await,
-            Action::UnpauseResponse {
-                peer,
-                id,
-                extensions,
-            } => gs.unpause_response(peer, id, extensions).await,
-            Action::CancelResponse { peer, id } => gs.cancel_response(peer, id).await,
-            Action::SendExtensions {
-                peer,
-                id,
-                extensions,
-            } => gs.send_extensions(peer, id, extensions).await,
-            Action::ReopenAfter {
-                channel,
-                attempt,
-                wait,
-            } => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    shared.with(|a| a.reopen(channel, attempt));
-                });
-            }
-            Action::Flush { channel, store } => {
-                tokio::spawn(async move {
-                    let result = match tokio::task::spawn_blocking(move || store.0.flush()).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    shared.with(|a| a.flushed(channel, result));
-                });
-            }
-            // Events and answers are the shell's, never queued.
-            Action::Deliver(_) | Action::Answer { .. } => {}
         }
+        shared.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Carries out one piece of graphsync work.
+async fn carry_out(shared: &Arc<Shared>, gs: &GraphSync, action: Action) {
+    match action {
+        Action::SendRequest(request) => send_request(shared, gs, request).await,
+        Action::CancelRequest { channel, attempt } => {
+            if let Some(c) = shared.control(channel, attempt, true) {
+                c.cancel().await;
+            }
+        }
+        Action::PauseRequest { channel, attempt } => {
+            if let Some(c) = shared.control(channel, attempt, false) {
+                c.pause().await;
+            }
+        }
+        Action::UnpauseRequest {
+            channel,
+            attempt,
+            extensions,
+        } => {
+            if let Some(c) = shared.control(channel, attempt, false) {
+                c.unpause(extensions).await;
+            }
+        }
+        Action::PauseResponse { peer, id } => gs.pause_response(peer, id).await,
+        Action::UnpauseResponse {
+            peer,
+            id,
+            extensions,
+        } => gs.unpause_response(peer, id, extensions).await,
+        Action::CancelResponse { peer, id } => gs.cancel_response(peer, id).await,
+        Action::SendExtensions {
+            peer,
+            id,
+            extensions,
+        } => gs.send_extensions(peer, id, extensions).await,
+        Action::ReopenAfter {
+            channel,
+            attempt,
+            wait,
+        } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                shared.with(|a| a.reopen(channel, attempt));
+            });
+        }
+        Action::Flush { channel, store } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let result = match tokio::task::spawn_blocking(move || store.0.flush()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                shared.with(|a| a.flushed(channel, result));
+            });
+        }
+        // Events are the shell's, never queued; answers are handled by the caller.
+        Action::Deliver(_) | Action::Answer { .. } => {}
     }
 }
 
@@ -108,7 +123,7 @@ async fn send_request(shared: &Arc<Shared>, gs: &GraphSync, request: SendRequest
         Err(e) => return shared.with(|a| a.request_failed(channel, attempt, e.to_string())),
     };
     let control = handle.control();
-    if !shared.with(|a| a.request_started(channel, attempt)) {
+    if !shared.with(|a| a.request_started(channel, attempt, handle.id)) {
         // Closed or replaced while the request was being sent.
         return control.cancel().await;
     }

@@ -17,6 +17,8 @@ pub(super) struct Shared {
     pub(super) controls: Mutex<HashMap<ChannelId, (u64, RequestControl)>>,
     /// graphsync work, carried out in order by [`execute_actions`].
     work: mpsc::UnboundedSender<Action>,
+    /// Actions sent to `work` and not yet carried out.
+    pub(super) queued: AtomicUsize,
     pub(super) traversal: TraversalConfig,
 }
 
@@ -36,6 +38,7 @@ impl Shared {
             next_hook: AtomicU64::new(1),
             controls: Mutex::new(HashMap::new()),
             work,
+            queued: AtomicUsize::new(0),
             traversal,
         }
     }
@@ -46,8 +49,11 @@ impl Shared {
         self.adapter.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Feeds the adapter and carries out what it decided, in its order: events and answers at
-    /// once (under the lock, so they keep that order), graphsync work on the work queue.
+    /// Feeds the adapter and carries out what it decided, in its order: events at once (under
+    /// the lock, so they keep that order), graphsync work on the work queue, and an answer to
+    /// a waiting hook at once if no work decided before it is still queued, else behind that
+    /// work (a pause of a response, say, must reach graphsync before the hook of its next
+    /// block is told to go on).
     pub(super) fn with<R>(&self, input: impl FnOnce(&mut Adapter) -> R) -> R {
         let mut adapter = self.adapter();
         let out = input(&mut adapter);
@@ -58,22 +64,30 @@ impl Shared {
                         sink.deliver(event);
                     }
                 }
-                Action::Answer { hook, answer } => {
-                    let waiter = self
-                        .waiters
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&hook);
-                    if let Some(tx) = waiter {
-                        let _ = tx.send(answer);
-                    }
+                Action::Answer { hook, answer } if self.queued.load(Ordering::Acquire) == 0 => {
+                    self.answer(hook, answer);
                 }
                 work => {
-                    let _ = self.work.send(work);
+                    self.queued.fetch_add(1, Ordering::AcqRel);
+                    if self.work.send(work).is_err() {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             }
         }
         out
+    }
+
+    /// Gives a waiting hook its answer.
+    pub(super) fn answer(&self, hook: HookId, answer: HookAnswer) {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&hook);
+        if let Some(tx) = waiter {
+            let _ = tx.send(answer);
+        }
     }
 
     /// Feeds the adapter a hook that waits for an answer, and waits for it. After `patience`

@@ -230,6 +230,15 @@ struct Outgoing {
     busy: u32,
     open: Open,
     store: Arc<dyn Blockstore>,
+    /// Pauses and resumes the engine asked for before graphsync took the request, in order:
+    /// carried out once it does.
+    deferred: Vec<Deferred>,
+}
+
+/// A pause or resume of a request graphsync has not taken yet.
+enum Deferred {
+    Pause,
+    Resume(Extensions),
 }
 
 /// What opening (or re-opening) a channel's request needs.
@@ -365,9 +374,13 @@ impl Adapter {
             TransportCommand::CloseChannel { channel }
             | TransportCommand::CleanupChannel { channel } => self.close(channel),
             TransportCommand::PauseChannel { channel } => {
-                if let Some(o) = self.outgoing.get(&channel).filter(|o| o.started) {
+                if let Some(o) = self.outgoing.get_mut(&channel) {
                     let attempt = o.attempt;
-                    self.push(Action::PauseRequest { channel, attempt });
+                    if o.started {
+                        self.push(Action::PauseRequest { channel, attempt });
+                    } else {
+                        o.deferred.push(Deferred::Pause);
+                    }
                 } else if let Some(&(peer, id)) = self.serving_channels.get(&channel) {
                     self.push(Action::PauseResponse { peer, id });
                 }
@@ -376,13 +389,17 @@ impl Adapter {
                 let extensions = message.as_ref().map_or_else(Extensions::new, |m| {
                     extensions_for(m, &[EXTENSION_DATA_TRANSFER])
                 });
-                if let Some(o) = self.outgoing.get(&channel).filter(|o| o.started) {
+                if let Some(o) = self.outgoing.get_mut(&channel) {
                     let attempt = o.attempt;
-                    self.push(Action::UnpauseRequest {
-                        channel,
-                        attempt,
-                        extensions,
-                    });
+                    if o.started {
+                        self.push(Action::UnpauseRequest {
+                            channel,
+                            attempt,
+                            extensions,
+                        });
+                    } else {
+                        o.deferred.push(Deferred::Resume(extensions));
+                    }
                 } else if let Some(&(peer, id)) = self.serving_channels.get(&channel) {
                     self.push(Action::UnpauseResponse {
                         peer,
@@ -408,11 +425,16 @@ impl Adapter {
         if self.shut_down {
             return;
         }
+        // First, so refusing a hook starts no new work (a resume released by a refused
+        // validation is refused too) and only answers go out.
+        self.shut_down = true;
         let refusal = HookResult::Fail(Fault::local("transport shut down"));
-        let mut tokens: Vec<HookToken> = self.pending.keys().copied().collect();
-        tokens.sort();
-        for token in tokens {
-            self.hook_result(token, None, refusal.clone());
+        while !self.pending.is_empty() {
+            let mut tokens: Vec<HookToken> = self.pending.keys().copied().collect();
+            tokens.sort();
+            for token in tokens {
+                self.hook_result(token, None, refusal.clone());
+            }
         }
         for a in std::mem::take(&mut self.waiting) {
             let answer = HookAnswer::Request(RequestDecision::Reject(
@@ -427,7 +449,6 @@ impl Adapter {
         for o in self.outgoing.values_mut() {
             o.closed = true;
         }
-        self.shut_down = true;
     }
 
     fn hook_result(&mut self, token: HookToken, message: Option<Message>, result: HookResult) {
@@ -485,6 +506,10 @@ impl Adapter {
     }
 
     fn push(&mut self, action: Action) {
+        // Once shut down, hooks that wait are answered (refused), and nothing else is done.
+        if self.shut_down && !matches!(action, Action::Answer { .. }) {
+            return;
+        }
         self.actions.push_back(action);
     }
 

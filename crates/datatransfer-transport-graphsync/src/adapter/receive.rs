@@ -54,22 +54,37 @@ impl Adapter {
                 busy,
                 open,
                 store,
+                deferred: Vec::new(),
             },
         );
         self.push(Action::SendRequest(request));
     }
 
-    /// graphsync took request `attempt` of the channel. Returns whether it is still wanted:
-    /// if not (the channel was closed or re-opened meanwhile), cancel it and report nothing
-    /// more of it.
-    pub fn request_started(&mut self, channel: ChannelId, attempt: u64) -> bool {
-        match self.outgoing.get_mut(&channel) {
+    /// graphsync took request `attempt` of the channel, as `id`. Returns whether it is still
+    /// wanted: if not (the channel was closed or re-opened meanwhile), cancel it and report
+    /// nothing more of it. Pauses and resumes asked for meanwhile follow.
+    pub fn request_started(&mut self, channel: ChannelId, attempt: u64, id: RequestId) -> bool {
+        let deferred = match self.outgoing.get_mut(&channel) {
             Some(o) if o.attempt == attempt && !o.closed => {
                 o.started = true;
-                true
+                std::mem::take(&mut o.deferred)
             }
-            _ => false,
+            _ => {
+                self.outgoing_ids.remove(&id);
+                return false;
+            }
+        };
+        for d in deferred {
+            self.push(match d {
+                Deferred::Pause => Action::PauseRequest { channel, attempt },
+                Deferred::Resume(extensions) => Action::UnpauseRequest {
+                    channel,
+                    attempt,
+                    extensions,
+                },
+            });
         }
+        true
     }
 
     /// graphsync could not send request `attempt` of the channel.
@@ -179,9 +194,13 @@ impl Adapter {
         if !waiting || self.shut_down {
             return;
         }
-        // The refused request is over: nothing of it to cancel.
+        // The refused request is over: nothing of it to cancel. Pauses and resumes asked
+        // for meanwhile go to the next one.
         if let Some(o) = self.outgoing.remove(&channel) {
             self.open(o.open, o.busy + 1);
+            if let Some(next) = self.outgoing.get_mut(&channel) {
+                next.deferred = o.deferred;
+            }
         }
     }
 

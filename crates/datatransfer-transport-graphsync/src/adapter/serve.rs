@@ -125,6 +125,13 @@ impl Adapter {
     /// validated already.
     fn admit(&mut self, a: Admission, continuing: bool) {
         let hook = a.hook;
+        if self.shut_down {
+            let answer = HookAnswer::Request(RequestDecision::Reject(
+                ResponseStatus::RequestRejected,
+                Extensions::new(),
+            ));
+            return self.push(Action::Answer { hook, answer });
+        }
         if let Message::Request(r) = &a.message {
             // Anything but an opening request may only ride in a request already validated.
             let allowed = if a.opening {

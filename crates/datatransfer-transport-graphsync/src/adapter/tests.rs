@@ -395,7 +395,7 @@ fn pulling(config: AdapterConfig) -> (Adapter, ChannelId) {
         r.skip_held,
         "a new channel skips the blocks at hand by default"
     );
-    assert!(a.request_started(channel, 1));
+    assert!(a.request_started(channel, 1, rid(7)));
     a.outgoing_request(them, &gs_request(rid(7), &pull()));
     let out = actions(&mut a);
     assert!(matches!(
@@ -436,7 +436,7 @@ fn a_busy_responder_is_asked_again_later_until_the_channel_closes() {
         matches!(out.as_slice(), [Action::SendRequest(r)] if r.attempt == 2),
         "{out:?}"
     );
-    assert!(a.request_started(channel, 2));
+    assert!(a.request_started(channel, 2, rid(8)));
     a.request_finished(channel, 2, rid(8), busy());
     let out = actions(&mut a);
     assert!(
@@ -537,7 +537,7 @@ fn a_restart_replaces_the_request_in_flight_and_its_end_goes_unreported() {
         "{out:?}"
     );
     assert!(
-        !a.request_started(channel, 1),
+        !a.request_started(channel, 1, rid(7)),
         "the old request is not wanted"
     );
     a.request_finished(channel, 1, rid(7), Err(GraphSyncError::Cancelled));
@@ -609,4 +609,80 @@ fn shutdown_answers_every_hook_that_waits_and_ignores_what_follows() {
         answer(HookId(7), &out),
         Some(HookAnswer::Request(RequestDecision::Reject(..)))
     ));
+}
+
+#[test]
+fn a_pause_and_a_resume_before_graphsync_takes_the_request_follow_it() {
+    let (me, them) = (peer_id(0), peer_id(1));
+    let channel = ChannelId::new(me, them, ID);
+    let mut a = adapter(me);
+    a.command(TransportCommand::OpenChannel {
+        data_sender: them,
+        channel,
+        root: root(),
+        selector: selector(),
+        message: pull(),
+        restart: None,
+    });
+    actions(&mut a);
+    // An accepted push's paused start, say: the pause comes before the request is taken.
+    a.command(TransportCommand::PauseChannel { channel });
+    let result = Message::Response(TransferResponse::voucher_result(ID, true, false, None));
+    a.command(TransportCommand::ResumeChannel {
+        channel,
+        message: Some(result.clone()),
+    });
+    assert!(actions(&mut a).is_empty(), "nothing to pause yet");
+    assert!(a.request_started(channel, 1, rid(7)));
+    let out = actions(&mut a);
+    let [
+        Action::PauseRequest { attempt: 1, .. },
+        Action::UnpauseRequest {
+            attempt: 1,
+            extensions,
+            ..
+        },
+    ] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    let m = message_in_extensions(
+        extensions,
+        &[EXTENSION_DATA_TRANSFER],
+        &DecodeLimits::default(),
+    );
+    assert_eq!(
+        m,
+        Some(Ok(result)),
+        "the resume's message goes with it, not to a stash"
+    );
+}
+
+#[test]
+fn shutdown_refuses_a_resume_that_its_refused_validation_released() {
+    let (me, them) = (peer_id(0), peer_id(1));
+    let mut a = adapter(me);
+    // A push's responder asks for the data; while that is validated, it resumes under a
+    // fresh request id.
+    let accepted = Message::Response(TransferResponse::new_channel(ID, true, false, None));
+    a.incoming_request(HookId(1), them, &gs_request(rid(1), &accepted));
+    token_of(&actions(&mut a));
+    let resume = Message::Response(TransferResponse::update(ID, false));
+    a.incoming_request(HookId(2), them, &gs_request(rid(2), &resume));
+    assert!(actions(&mut a).is_empty(), "it waits");
+    a.shutdown();
+    let out = actions(&mut a);
+    for hook in [HookId(1), HookId(2)] {
+        assert!(
+            matches!(
+                answer(hook, &out),
+                Some(HookAnswer::Request(RequestDecision::Reject(..)))
+            ),
+            "{hook:?}: {out:?}"
+        );
+    }
+    assert!(
+        out.iter().all(|x| matches!(x, Action::Answer { .. })),
+        "{out:?}"
+    );
 }
