@@ -71,12 +71,14 @@ pub(crate) struct GsResponse {
 /// What a node's hook that waits for its adapter's answer was about.
 #[derive(Debug, Clone)]
 pub(crate) enum Waiting {
-    /// A request from node `from` asking for the DAG under `root`.
+    /// A request from node `from` asking for the DAG under `root`; `cancelled` once its
+    /// requester cancelled it (the answer then serves nothing).
     Admission {
         from: usize,
         wire: RequestId,
         root: Cid,
         skip: u64,
+        cancelled: bool,
     },
     /// Block `index` of the response to `from`'s request `wire`.
     Block {
@@ -304,7 +306,7 @@ impl Sim {
         let request = Request::new(id, r.root, selector, 0, r.extensions.clone());
         let peer = r.to;
         self.adapter(i, |a| a.outgoing_request(peer, &request));
-        if !self.nodes[i].adapter.request_started(channel, attempt) {
+        if !self.nodes[i].adapter.request_started(channel, attempt, id) {
             return;
         }
         let gs = &mut self.nodes[i].gs;
@@ -397,9 +399,14 @@ impl Sim {
                     wire,
                     root,
                     skip,
+                    cancelled,
                 },
                 HookAnswer::Request(decision),
             ) => {
+                // Cancelled while its hook ran: graphsync drops it, whatever the answer.
+                if cancelled {
+                    return;
+                }
                 let peer = self.nodes[from].peer;
                 let (paused, ext) = match decision {
                     RequestDecision::Accept(ext) => (false, ext),
@@ -539,6 +546,7 @@ impl Sim {
                         wire,
                         root,
                         skip,
+                        cancelled: false,
                     },
                 );
                 let selector = RawNode::new(selector.into_bytes()).expect("a valid selector");
@@ -546,7 +554,23 @@ impl Sim {
                 self.adapter(to, |a| a.incoming_request(hook, peer, &request));
             }
             GsWire::Cancel { wire } => {
-                if self.nodes[to].gs.responses.remove(&(from, wire)).is_some() {
+                let gs = &mut self.nodes[to].gs;
+                let mut known = gs.responses.remove(&(from, wire)).is_some();
+                // A request still in its incoming-request hook is cancelled too.
+                for w in gs.waiting.values_mut() {
+                    if let Waiting::Admission {
+                        from: f,
+                        wire: r,
+                        cancelled,
+                        ..
+                    } = w
+                        && (*f, *r) == (from, wire)
+                    {
+                        *cancelled = true;
+                        known = true;
+                    }
+                }
+                if known {
                     self.adapter(to, |a| a.requestor_cancelled(peer, wire));
                 }
             }
@@ -585,7 +609,14 @@ impl Sim {
                     };
                     self.adapter(to, |a| a.incoming_block(id, &block));
                 }
-                if status.is_terminal() {
+                // The end of the response a pause cancelled: the request stays, paused (as
+                // our node keeps it).
+                let paused = self.nodes[to]
+                    .gs
+                    .requests
+                    .get(&id)
+                    .is_some_and(|r| r.paused);
+                if status.is_terminal() && !(paused && status == ResponseStatus::RequestCancelled) {
                     let Some(r) = self.nodes[to].gs.remove_request(id) else {
                         return;
                     };
