@@ -132,6 +132,14 @@ async fn send_request(shared: &Arc<Shared>, gs: &GraphSync, request: SendRequest
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(channel, (attempt, control));
+    // A shutdown since (it takes the node, then clears the controls) must not leave this one
+    // holding the node.
+    if shared.gs().is_none() {
+        if let Some(c) = shared.control(channel, attempt, true) {
+            c.cancel().await;
+        }
+        return;
+    }
     tokio::spawn(watch_request(shared.clone(), channel, attempt, handle));
 }
 
