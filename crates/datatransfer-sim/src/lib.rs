@@ -251,12 +251,7 @@ pub struct Sim {
 
 /// A peer id for node `i` (an identity multihash over a made-up key).
 pub fn peer_id(i: usize) -> PeerId {
-    let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    key[31] = 0xa5;
-    bytes.extend_from_slice(&key);
-    PeerId::from_bytes(&bytes).expect("well-formed identity peer id")
+    datatransfer_test_support::peer_id(i as u64)
 }
 
 /// A CID naming DAG number `n` (the simulator only needs distinct roots).

@@ -342,11 +342,6 @@ impl Adapter {
         self.serving.get(&(peer, id)).map(|sv| sv.channel)
     }
 
-    /// Whether [`Adapter::shutdown`] was called.
-    pub fn is_shut_down(&self) -> bool {
-        self.shut_down
-    }
-
     /// Carries out one of the engine's commands.
     pub fn command(&mut self, command: TransportCommand) {
         if self.shut_down {
@@ -437,14 +432,7 @@ impl Adapter {
             }
         }
         for a in std::mem::take(&mut self.waiting) {
-            let answer = HookAnswer::Request(RequestDecision::Reject(
-                ResponseStatus::RequestRejected,
-                Extensions::new(),
-            ));
-            self.push(Action::Answer {
-                hook: a.hook,
-                answer,
-            });
+            self.refuse(a.hook, ResponseStatus::RequestRejected);
         }
         for o in self.outgoing.values_mut() {
             o.closed = true;

@@ -33,21 +33,12 @@ impl Adapter {
     /// graphsync's incoming-request hook: `peer` asks for data. The hook waits for the
     /// [`Action::Answer`] under `hook`; if none came after a while, [`Adapter::give_up`].
     pub fn incoming_request(&mut self, hook: HookId, peer: PeerId, request: &Request) {
-        let reject =
-            |status| HookAnswer::Request(RequestDecision::Reject(status, Extensions::new()));
         if self.shut_down {
-            let answer = reject(ResponseStatus::RequestRejected);
-            return self.push(Action::Answer { hook, answer });
+            return self.refuse(hook, ResponseStatus::RequestRejected);
         }
         let message = match self.message_in(&request.extensions, &[EXTENSION_DATA_TRANSFER]) {
-            None => {
-                let answer = reject(ResponseStatus::RequestRejected);
-                return self.push(Action::Answer { hook, answer });
-            }
-            Some(Err(_)) => {
-                let answer = reject(ResponseStatus::RequestFailedUnknown);
-                return self.push(Action::Answer { hook, answer });
-            }
+            None => return self.refuse(hook, ResponseStatus::RequestRejected),
+            Some(Err(_)) => return self.refuse(hook, ResponseStatus::RequestFailedUnknown),
             Some(Ok(m)) => m,
         };
         // What the graphsync request asks for. A pull's opening request names it too, and
@@ -59,8 +50,7 @@ impl Adapter {
                 .and_then(|n| DagCbor::from_bytes(n.as_bytes().to_vec()).ok()),
         );
         let Some((root, selector)) = wanted else {
-            let answer = reject(ResponseStatus::RequestFailedUnknown);
-            return self.push(Action::Answer { hook, answer });
+            return self.refuse(hook, ResponseStatus::RequestFailedUnknown);
         };
         let channel = self.channel_of(peer, &message);
         let opening = matches!(
@@ -97,6 +87,12 @@ impl Adapter {
         }
     }
 
+    /// Answers the incoming-request hook under `hook` with a refusal of `status`.
+    pub(super) fn refuse(&mut self, hook: HookId, status: ResponseStatus) {
+        let answer = HookAnswer::Request(RequestDecision::Reject(status, Extensions::new()));
+        self.push(Action::Answer { hook, answer });
+    }
+
     /// Gives up waiting, for the request under `hook`, for the validation of the channel it
     /// resumes: it is refused. Nothing happens if the hook does not wait for that.
     pub fn give_up(&mut self, hook: HookId) {
@@ -126,11 +122,7 @@ impl Adapter {
     fn admit(&mut self, a: Admission, continuing: bool) {
         let hook = a.hook;
         if self.shut_down {
-            let answer = HookAnswer::Request(RequestDecision::Reject(
-                ResponseStatus::RequestRejected,
-                Extensions::new(),
-            ));
-            return self.push(Action::Answer { hook, answer });
+            return self.refuse(hook, ResponseStatus::RequestRejected);
         }
         if let Message::Request(r) = &a.message {
             // Anything but an opening request may only ride in a request already validated.
@@ -143,11 +135,7 @@ impl Adapter {
                 continuing
             };
             if !allowed {
-                let answer = HookAnswer::Request(RequestDecision::Reject(
-                    ResponseStatus::RequestRejected,
-                    Extensions::new(),
-                ));
-                return self.push(Action::Answer { hook, answer });
+                return self.refuse(hook, ResponseStatus::RequestRejected);
             }
         }
         let key = (a.peer, a.id);
