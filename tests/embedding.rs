@@ -260,3 +260,41 @@ fn dag_root() -> datatransfer::Cid {
     let store = MemoryBlockstore::new();
     import(&store, b"a few bytes", 1024).root
 }
+
+/// A manager that proposes TLS first and one that speaks only noise connect on noise (the
+/// listener refuses TLS, the dialer offers noise next) and move a DAG, whichever dials;
+/// two TLS-first managers use TLS. Each pull's file arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_with_different_secure_channels_find_one_they_share() {
+    use datatransfer::SecureChannels::{NoiseOnly, NoiseThenTls, TlsThenNoise};
+    for (client_side, provider_side) in [
+        (TlsThenNoise, NoiseOnly),
+        (NoiseOnly, TlsThenNoise),
+        (TlsThenNoise, TlsThenNoise),
+        (NoiseThenTls, TlsThenNoise),
+    ] {
+        let with = |secure_channels| {
+            let mut config = fast_config();
+            config.secure_channels = secure_channels;
+            NodeOptions {
+                config,
+                ..NodeOptions::default()
+            }
+        };
+        let client = node(with(client_side)).await;
+        let provider = node(with(provider_side)).await;
+        introduce(&client, &provider).await;
+        let data = random_bytes(300_000, 7);
+        let file = import(&*provider.store, &data, 64 << 10);
+        let mut sub = client.manager.subscribe().await.unwrap();
+        let id = pull(&client, &provider, voucher(1), file.root).await;
+        let seen = wait_finished(&mut sub, id, 30).await;
+        assert_eq!(
+            last_status(&seen),
+            Status::Completed,
+            "{client_side:?} pulling from {provider_side:?}: {:?}",
+            codes(&seen)
+        );
+        assert_file(&*client.store, &file.root, &data);
+    }
+}

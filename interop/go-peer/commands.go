@@ -96,6 +96,17 @@ func (n *node) dispatch(c command) (map[string]any, error) {
 			return nil, err
 		}
 		return map[string]any{}, n.host.Network().ClosePeer(p)
+	case "security":
+		// The secure channel of each connection to a peer ("/tls/1.0.0", "/noise").
+		p, err := peer.Decode(c.Peer)
+		if err != nil {
+			return nil, err
+		}
+		protocols := []string{}
+		for _, conn := range n.host.Network().ConnsToPeer(p) {
+			protocols = append(protocols, string(conn.ConnState().Security))
+		}
+		return map[string]any{"security": protocols}, nil
 	case "import":
 		return n.cmdImport(ctx, c)
 	case "import_car":

@@ -1,7 +1,7 @@
 // Command go-peer is the Go interop test peer of rust-data-transfer.
 //
 // It runs a real go-data-transfer v2 node (over go-graphsync and a
-// TCP+noise+yamux libp2p host) and is driven by the Rust test suite over
+// TCP + TLS or noise + yamux libp2p host) and is driven by the Rust test suite over
 // stdin/stdout JSON lines: one command object per stdin line, one JSON
 // object per stdout line (results, data-transfer events, payment notes,
 // optional graphsync block traces). Logs go to stderr only.
@@ -54,6 +54,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	tls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	// Codecs the link system must know about (UnixFS, raw leaves, vouchers).
@@ -190,13 +191,16 @@ func privKeyFromSeed(keyHex string) (crypto.PrivKey, error) {
 	return crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
 }
 
-// newHost builds a libp2p host restricted to TCP + noise + yamux (no QUIC,
-// websocket, TLS or relay), with no resource limits and no metrics.
+// newHost builds a libp2p host restricted to TCP + yamux with go-libp2p's
+// default secure channels in its default order (TLS, then noise), and no QUIC,
+// websocket or relay, no resource limits and no metrics. The v1 peer and the
+// retrieval provider speak noise only, so both channels meet Go in the suite.
 func newHost(priv crypto.PrivKey, listen string) (host.Host, error) {
 	return libp2p.New(
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(listen),
 		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(tls.ID, tls.New),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.DisableRelay(),

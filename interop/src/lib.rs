@@ -1,7 +1,7 @@
 //! Interop tests against the Go implementations that the world's nodes run.
 //!
 //! `interop/go-peer` is our own small Go program: a go-data-transfer v2 node (go-graphsync
-//! v0.18, go-libp2p with TCP + noise + yamux) driven by JSON lines on stdin, reporting events
+//! v0.18, go-libp2p with TCP, TLS or noise, and yamux) driven by JSON lines on stdin, reporting events
 //! and results as JSON lines on stdout. This crate builds it once per run with `go build`
 //! ([`go::binary`]), starts it as a child process on 127.0.0.1 ([`go::GoPeer`]) and puts our
 //! own [`datatransfer::Manager`]s ([`rust::RustNode`]) and our bare graphsync node

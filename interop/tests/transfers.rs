@@ -72,6 +72,51 @@ async fn rust_pulls_a_unixfs_file_from_go() {
     go.assert_no_repeats("out");
 }
 
+/// Our TLS (AES-GCM first) and go-libp2p's agree, and so does our noise: a Manager that
+/// offers TLS first meets the Go peer (TLS, then noise, Go's default) on TLS, one that
+/// speaks only noise meets it on noise, whichever side dials; the file moves whole over each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_and_go_meet_on_tls_or_noise_whoever_dials() {
+    use datatransfer::SecureChannels;
+    let dir = tempfile::tempdir().unwrap();
+    let go = go_peer(1, dir.path()).await;
+    let (root, data) = go.import_random(dir.path(), MIB, 3).await;
+    for (ours, expected) in [
+        (SecureChannels::TlsThenNoise, "/tls/1.0.0"),
+        (SecureChannels::NoiseOnly, "/noise"),
+    ] {
+        for rust_dials in [true, false] {
+            let mut opts = RustNodeOptions::default();
+            opts.config.secure_channels = ours;
+            let rust = node(opts).await;
+            if rust_dials {
+                rust.manager.connect(&go.multiaddr()).await.unwrap();
+            } else {
+                go.connect(&multiaddr(&rust.manager).await).await;
+            }
+            let mut sub = rust.manager.subscribe().await.unwrap();
+            let ch = rust.pull(go.peer_id, root, 1).await;
+            let events = wait_finished(&mut sub, ch, 60).await;
+            let last = &events.last().unwrap().1;
+            assert_eq!(last.status, Status::Completed, "{}", last.message);
+            assert_file(&*rust.store, &root, &data);
+            // Asked once the channel is done (a dial returns before the other side has
+            // filed the connection): the connection that carried it.
+            let seen = go
+                .ok(
+                    "security",
+                    json!({"peer": rust.manager.peer_id().to_string()}),
+                )
+                .await;
+            assert_eq!(
+                seen["security"],
+                json!([expected]),
+                "{ours:?}, rust dials: {rust_dials}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_pulls_a_unixfs_file_from_rust() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@
 //! graphsync transport (`datatransfer-transport-graphsync`) and a channel store (in memory, or
 //! SQLite with `ManagerBuilder::sqlite_store`). It runs the engine in one tokio task.
 //!
-//! By default it builds and drives a libp2p swarm of its own (TCP + noise + yamux). A node
+//! By default it builds and drives a libp2p swarm of its own (TCP, TLS or noise, yamux). A node
 //! with a swarm of its own nests [`DataTransferBehaviour`] in its behaviour and builds the
 //! manager on it with [`ManagerBuilder::behaviour`] (see `examples/embed.rs`); any
 //! [`ChannelStore`], [`DataTransferNetwork`] or [`Transport`] can replace the default one
@@ -40,6 +40,7 @@ mod store_queue;
 mod subscription;
 mod swarm;
 mod task;
+pub mod tls;
 pub mod validation;
 
 use std::sync::Arc;
@@ -66,7 +67,7 @@ pub use datatransfer_types::{
 };
 pub use libp2p::{Multiaddr, identity};
 pub use subscription::{Subscription, SubscriptionItem};
-pub use swarm::DataTransferBehaviour;
+pub use swarm::{DataTransferBehaviour, SecureChannels};
 pub use validation::{AcceptAll, RequestValidator, Revalidator, TransportConfigurer};
 
 use crate::task::{Api, EngineTask, Inputs, Sink};
@@ -121,6 +122,9 @@ pub struct ManagerConfig {
     pub restart_on_start: bool,
     /// How long a connection with no open channel stays up.
     pub idle_connection_timeout: Duration,
+    /// The secure channels of the manager's own swarm and their order (TLS, then noise, by
+    /// default). Not used with a swarm of the application's ([`ManagerBuilder::behaviour`]).
+    pub secure_channels: SecureChannels,
     /// How long finished channels stay in the store; `None` (the default): for ever, as in
     /// go-data-transfer. A library does not delete its user's records unasked; a node that
     /// runs for months should set it (the CLI's `serve` keeps a week / 10,000). The memory
@@ -207,6 +211,7 @@ impl Default for ManagerConfig {
             transport: GraphsyncTransportConfig::default(),
             restart_on_start: true,
             idle_connection_timeout: Duration::from_secs(60),
+            secure_channels: SecureChannels::default(),
             retention: None,
             subscriber_queue: 4096,
         }
@@ -215,7 +220,7 @@ impl Default for ManagerConfig {
 
 /// Builds a [`Manager`].
 ///
-/// By default the manager builds and drives a swarm of its own (TCP + noise + yamux, a new
+/// By default the manager builds and drives a swarm of its own (TCP, TLS or noise, yamux, a new
 /// identity unless [`ManagerBuilder::keypair`] gives one), runs the data-transfer protocols
 /// over it ([`Libp2pNetwork`]) and moves bytes with graphsync ([`GraphsyncTransport`]), keeping
 /// channels in memory. Each part can be swapped:
@@ -381,8 +386,13 @@ impl<T: Transport> ManagerBuilder<T> {
                 } else {
                     std::mem::take(&mut self.listen)
                 };
-                let swarm =
-                    swarm::build(keypair, &listen, self.config.idle_connection_timeout).await?;
+                let swarm = swarm::build(
+                    keypair,
+                    &listen,
+                    self.config.idle_connection_timeout,
+                    self.config.secure_channels,
+                )
+                .await?;
                 let parts = (me, swarm.behaviour().control(), swarm.behaviour().peers());
                 own_swarm = Some(swarm);
                 Some(parts)

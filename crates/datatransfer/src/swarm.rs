@@ -1,6 +1,6 @@
 //! The libp2p side of a manager: [`DataTransferBehaviour`], which an application nests in its
 //! own `Swarm`, and the swarm a manager builds and drives itself when it is not given one
-//! (TCP + noise + yamux on tokio).
+//! (TCP, TLS or noise, yamux on tokio).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -12,7 +12,22 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, Swarm, identity, noise, tcp, yamux};
 use tokio::sync::mpsc;
 
-use crate::ManagerError;
+use crate::{ManagerError, tls};
+
+/// The secure channels a manager's own swarm offers, in the order it proposes them when it
+/// dials (a listener takes either). Both are what go-libp2p offers by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecureChannels {
+    /// TLS 1.3 first ([`crate::tls`]: AES-GCM on CPUs with AES instructions), noise second
+    /// (the default). On such a CPU a bulk transfer costs about a fifth less CPU than over
+    /// noise, whose only cipher is ChaCha20-Poly1305.
+    #[default]
+    TlsThenNoise,
+    /// Noise first, TLS second (Lotus's default order).
+    NoiseThenTls,
+    /// Noise only, for peers or policies that want nothing else.
+    NoiseOnly,
+}
 
 /// Everything data transfer needs in a libp2p `Swarm`: the streams of the data-transfer and
 /// graphsync protocols, and the protection of connections that carry channels (with an
@@ -78,19 +93,44 @@ pub(crate) async fn build(
     keypair: identity::Keypair,
     listen: &[Multiaddr],
     idle_timeout: Duration,
+    security: SecureChannels,
 ) -> Result<Swarm<DataTransferBehaviour>, ManagerError> {
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| ManagerError::Swarm(e.to_string()))?
-        .with_behaviour(|_| DataTransferBehaviour::new())
-        .map_err(|e| ManagerError::Swarm(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
-        .build();
+    let swarm_error = |e: &dyn std::fmt::Display| ManagerError::Swarm(e.to_string());
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let tcp = || tcp::Config::default().nodelay(true);
+    let with_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(idle_timeout);
+    // Each order is a different type of upgrade, hence three builders.
+    let mut swarm = match security {
+        SecureChannels::TlsThenNoise => builder
+            .with_tcp(
+                tcp(),
+                (tls::Config::new, noise::Config::new),
+                yamux::Config::default,
+            )
+            .map_err(|e| swarm_error(&e))?
+            .with_behaviour(|_| DataTransferBehaviour::new())
+            .map_err(|e| swarm_error(&e))?
+            .with_swarm_config(with_config)
+            .build(),
+        SecureChannels::NoiseThenTls => builder
+            .with_tcp(
+                tcp(),
+                (noise::Config::new, tls::Config::new),
+                yamux::Config::default,
+            )
+            .map_err(|e| swarm_error(&e))?
+            .with_behaviour(|_| DataTransferBehaviour::new())
+            .map_err(|e| swarm_error(&e))?
+            .with_swarm_config(with_config)
+            .build(),
+        SecureChannels::NoiseOnly => builder
+            .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
+            .map_err(|e| swarm_error(&e))?
+            .with_behaviour(|_| DataTransferBehaviour::new())
+            .map_err(|e| swarm_error(&e))?
+            .with_swarm_config(with_config)
+            .build(),
+    };
     for addr in listen {
         swarm
             .listen_on(addr.clone())
