@@ -27,6 +27,7 @@ pub use message::{
 };
 
 pub use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 
 use message::{put_uvarint, uvarint};
 
@@ -79,7 +80,20 @@ const PREFIX_ROOM: usize = 10;
 
 /// Encodes a message with its varint length prefix.
 pub fn encode_frame(msg: &Message, version: Version, ids: &mut v1::V1Ids) -> Frame {
-    let mut buf = Vec::with_capacity(PREFIX_ROOM + msg.approx_size() + 256);
+    encode_frame_into(Vec::new(), msg, version, ids)
+}
+
+/// Encodes a message with its varint length prefix into `buf`, whose bytes are discarded
+/// and whose room is used first: a writer that hands each written frame's buffer back
+/// ([`Frame::into_buffer`]) asks the allocator for no new memory per message.
+pub fn encode_frame_into(
+    mut buf: Vec<u8>,
+    msg: &Message,
+    version: Version,
+    ids: &mut v1::V1Ids,
+) -> Frame {
+    buf.clear();
+    buf.reserve(PREFIX_ROOM + msg.approx_size() + 256);
     buf.resize(PREFIX_ROOM, 0);
     match version {
         Version::V2 => v2::encode_into(&mut buf, msg),
@@ -92,6 +106,13 @@ pub fn encode_frame(msg: &Message, version: Version, ids: &mut v1::V1Ids) -> Fra
     Frame { buf, start }
 }
 
+impl Frame {
+    /// The frame's buffer, for the next [`encode_frame_into`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
 /// Splits a byte stream into framed messages, refusing any larger than the limit before
 /// buffering it.
 ///
@@ -99,13 +120,20 @@ pub fn encode_frame(msg: &Message, version: Version, ids: &mut v1::V1Ids) -> Fra
 /// ([`FrameReader::read_buf`] then [`FrameReader::advance`]): once a frame's length is known,
 /// the room offered ends where the frame ends, so a large body arrives in place and is handed
 /// out as it lies ([`Bytes`], no copy).
+///
+/// The memory of a frame handed out is used again for a later one once every part of it has
+/// been dropped (the reader keeps a handle on the last few buffers): a stream of large
+/// messages whose blocks are consumed and dropped does not ask the allocator (and the kernel,
+/// which hands out fresh pages one fault at a time) for a new buffer per message.
 #[derive(Debug)]
 pub struct FrameReader {
     /// The frame being read (its prefix first), and possibly the start of the next ones;
     /// `filled` bytes of it are real, the rest is room for reads.
-    buf: Vec<u8>,
+    buf: BytesMut,
     filled: usize,
     max: usize,
+    /// Empty handles on the buffers of earlier frames, taken again once unshared.
+    spare: Vec<BytesMut>,
 }
 
 /// Room offered for a read while the next frame's length is not known yet: small frames
@@ -115,13 +143,18 @@ const HEAD_READ: usize = 8 << 10;
 /// Room made ready ahead of what arrived of a frame whose length is known.
 const READ_STEP: usize = 256 << 10;
 
+/// How many earlier buffers a reader keeps a handle on: enough for the frames a consumer
+/// still works on while the next arrives.
+const SPARE_BUFFERS: usize = 4;
+
 impl FrameReader {
     /// A reader refusing frames over `max` bytes.
     pub fn new(max: usize) -> Self {
         Self {
-            buf: Vec::new(),
+            buf: BytesMut::new(),
             filled: 0,
             max,
+            spare: Vec::new(),
         }
     }
 
@@ -142,16 +175,42 @@ impl FrameReader {
         let want = match self.head() {
             Some((pos, len)) if len <= self.max => {
                 let end = pos.saturating_add(len);
-                self.buf.reserve_exact(end.saturating_sub(self.buf.len()));
+                self.make_room(end);
                 end.min(self.filled + READ_STEP)
             }
-            _ => self.filled + HEAD_READ,
+            _ => {
+                self.make_room(self.filled + HEAD_READ);
+                self.filled + HEAD_READ
+            }
         };
         let want = want.max(self.filled + 1);
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
         &mut self.buf[self.filled..want]
+    }
+
+    /// Makes the buffer able to hold `size` bytes without moving: a spare buffer nothing
+    /// shares any more, or a new one of exactly that size. What arrived moves along.
+    fn make_room(&mut self, size: usize) {
+        if self.buf.capacity() >= size {
+            return;
+        }
+        let reused = self
+            .spare
+            .iter_mut()
+            .position(|b| b.try_reclaim(size))
+            .map(|i| self.spare.swap_remove(i));
+        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(size));
+        next.extend_from_slice(&self.buf[..self.filled]);
+        // The old handle, even one with no room left, holds its buffer: once every frame
+        // cut from it is dropped, it can take the whole buffer back.
+        let mut old = std::mem::replace(&mut self.buf, next);
+        old.clear();
+        if self.spare.len() >= SPARE_BUFFERS {
+            self.spare.remove(0);
+        }
+        self.spare.push(old);
     }
 
     /// Counts `n` bytes read into [`FrameReader::read_buf`].
@@ -186,14 +245,14 @@ impl FrameReader {
         let end = pos + len;
         if end == self.filled {
             // The buffer holds this frame and nothing more: it becomes the body.
-            let mut all = std::mem::take(&mut self.buf);
-            all.truncate(end);
+            self.buf.truncate(end);
             self.filled = 0;
-            return Ok(Some(Bytes::from(all).slice(pos..)));
+            return Ok(Some(self.buf.split().freeze().slice(pos..)));
         }
-        // More frames follow in what one small read brought: copy this one out.
+        // More frames follow in what one small read brought: copy this one out, so a small
+        // message never holds the buffer of the ones after it.
         let body = Bytes::copy_from_slice(&self.buf[pos..end]);
-        self.buf.copy_within(end..self.filled, 0);
+        self.buf.advance(end);
         self.filled -= end;
         Ok(Some(body))
     }

@@ -302,3 +302,58 @@ fn a_large_frame_is_made_room_for_as_it_arrives_not_when_announced() {
     assert!(fr.next_frame().unwrap().unwrap() == body[..]);
     assert_eq!(fr.buffered(), 0);
 }
+
+/// Reads one whole frame of `body` through `read_buf`, as a stream reader does.
+fn read_frame(fr: &mut FrameReader, body: &[u8]) -> datatransfer_graphsync::Bytes {
+    let mut frame = Vec::new();
+    let mut len = body.len() as u64;
+    while len >= 0x80 {
+        frame.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    frame.push(len as u8);
+    frame.extend_from_slice(body);
+    let mut at = 0;
+    loop {
+        if let Some(f) = fr.next_frame().unwrap() {
+            return f;
+        }
+        let room = fr.read_buf();
+        let n = room.len().min(frame.len() - at);
+        room[..n].copy_from_slice(&frame[at..at + n]);
+        fr.advance(n);
+        at += n;
+    }
+}
+
+#[test]
+fn a_frame_buffer_is_used_again_once_its_frame_is_dropped_and_never_while_held() {
+    let mut fr = FrameReader::new(4 << 20);
+    let a: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
+    let c: Vec<u8> = (0..1u32 << 20).map(|i| (i % 239) as u8).collect();
+
+    // Held: the next frame gets memory of its own, and the held one keeps its bytes.
+    let first = read_frame(&mut fr, &a);
+    let second = read_frame(&mut fr, &b);
+    let (first_at, second_at) = (first.as_ptr(), second.as_ptr());
+    assert!(
+        second_at < first_at || second_at >= first_at.wrapping_add(first.len()),
+        "a held frame's memory was written"
+    );
+    assert!(first == a[..] && second == b[..]);
+
+    // Dropped: a later frame lands in the memory of one of them, the reader's own, even
+    // when the program allocates buffers of the same size meanwhile (had the reader given
+    // the memory back, the allocator would hand those out at the freed addresses).
+    drop(first);
+    drop(second);
+    let meanwhile: Vec<Vec<u8>> = (0..2).map(|i| vec![i; (1 << 20) + 3]).collect();
+    let third = read_frame(&mut fr, &c);
+    drop(meanwhile);
+    assert!(third == c[..]);
+    assert!(
+        third.as_ptr() == first_at || third.as_ptr() == second_at,
+        "a dropped frame's buffer was not used again"
+    );
+}

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// A writer keeps the last frame's buffer for the next one only up to this size: one
+/// oversized message does not stay allocated for as long as the peer talks.
+const KEEP_BUFFER_UP_TO: usize = 4 << 20;
+
 /// The way to a peer's writer task. Each response being served tags its messages with a
 /// token of its own (0 for the node's own messages): when a stream breaks, the responses that
 /// had written on it lost messages, so the writer drops their later messages instead of
@@ -282,6 +286,8 @@ pub(super) async fn write_stream(
     let mut carry: Option<(u64, Message)> = None;
     // Serve tokens with messages on the current stream.
     let mut written: HashMap<u64, RequestId> = HashMap::new();
+    // The last frame's buffer, for the next one (dropped when the peer goes idle).
+    let mut spare: Vec<u8> = Vec::new();
     loop {
         let (first_token, first) = match carry.take() {
             Some(m) => m,
@@ -292,6 +298,7 @@ pub(super) async fn write_stream(
                     // node, which may be waiting on our queue.
                     open = None;
                     written.clear();
+                    spare = Vec::new();
                     tx.try_send(Cmd::PeerIdle(peer));
                     continue;
                 }
@@ -376,13 +383,21 @@ pub(super) async fn write_stream(
                 break;
             };
             let frame = match ids.lock() {
-                Ok(mut ids) => encode_frame(&msg, *version, &mut ids),
+                Ok(mut ids) => {
+                    encode_frame_into(std::mem::take(&mut spare), &msg, *version, &mut ids)
+                }
                 Err(_) => return,
             };
-            match stream.write_all(&frame).await {
+            let written_ok = stream.write_all(&frame).await;
+            let len = frame.len();
+            let buffer = frame.into_buffer();
+            if buffer.capacity() <= KEEP_BUFFER_UP_TO {
+                spare = buffer;
+            }
+            match written_ok {
                 Ok(()) => {
                     if let Some(rate) = &rate {
-                        rate.take(frame.len()).await;
+                        rate.take(len).await;
                     }
                     sent = true;
                     break;
