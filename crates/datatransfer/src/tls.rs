@@ -9,9 +9,13 @@
 //!
 //! The handshake is the spec's, checked by libp2p's own certificate code
 //! (`libp2p::tls::certificate`): one self-signed certificate whose extension carries the
-//! host key's signature, TLS 1.3 only, ALPN `libp2p`, no server name. Only the order of the
-//! cipher suites is ours. A manager's own swarm offers this first and noise second
-//! ([`crate::SecureChannels`]).
+//! host key's signature, TLS 1.3 only, ALPN `libp2p`, no server name. What differs from
+//! `libp2p::tls::Config`: the order of the cipher suites; no session resumption (as in
+//! go-libp2p: every connection checks the peer's certificate); no key log (`SSLKEYLOGFILE`
+//! has no effect); a peer's bad certificate is an error, never a panic. A server follows
+//! the client's order, so the cipher is AES-GCM when we dial, or when a Go peer or one of
+//! ours dials us, on CPUs with AES instructions. A manager's own swarm offers this first
+//! and noise second ([`crate::SecureChannels`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -135,6 +139,9 @@ impl Config {
             .with_custom_certificate_verifier(verifier.clone())
             .with_client_cert_resolver(ours.clone());
         client.alpn_protocols = vec![ALPN.to_vec()];
+        // Tickets would be filed under one server name (no SNI) for every peer, and a
+        // resumed session checks no certificate: none, as in go-libp2p.
+        client.resumption = rustls::client::Resumption::disabled();
 
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(PROTOCOL_VERSIONS)
@@ -142,6 +149,8 @@ impl Config {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(ours);
         server.alpn_protocols = vec![ALPN.to_vec()];
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
 
         Ok(Self {
             server: Arc::new(server),
@@ -231,9 +240,16 @@ fn check_chain(
             "libp2p TLS takes exactly one certificate".into(),
         ));
     }
-    certificate::parse(end_entity)
-        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+    certificate::parse(end_entity).map_err(bad_certificate)?;
     Ok(())
+}
+
+/// Why a certificate is not a valid libp2p one (expired, a bad extension signature, ...),
+/// kept in the error.
+fn bad_certificate(e: certificate::ParseError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(e),
+    )))
 }
 
 fn check_signature(
@@ -242,7 +258,7 @@ fn check_signature(
     dss: &DigitallySignedStruct,
 ) -> Result<HandshakeSignatureValid, rustls::Error> {
     certificate::parse(cert)
-        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?
+        .map_err(bad_certificate)?
         .verify_signature(dss.scheme, message, dss.signature())
         .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))?;
     Ok(HandshakeSignatureValid::assertion())
@@ -414,6 +430,41 @@ mod tests {
         );
         sent.expect("write");
         assert_eq!(got.expect("read"), data);
+    }
+
+    /// A second connection between the same two configurations checks the certificates
+    /// again: no session is resumed (every session would be filed under one server name).
+    #[tokio::test]
+    async fn a_second_connection_is_a_full_handshake_not_a_resumed_one() {
+        let client = Config::new(&identity::Keypair::generate_ed25519()).expect("client");
+        let server = Config::new(&identity::Keypair::generate_ed25519()).expect("server");
+        for _ in 0..2 {
+            let (a, b) = socket_pair().await;
+            let (dialed, accepted) = tokio::join!(
+                client.clone().upgrade_outbound(a, "/tls/1.0.0"),
+                server.clone().upgrade_inbound(b, "/tls/1.0.0")
+            );
+            let (_, mut to_server) = dialed.expect("client handshake");
+            let (_, mut to_client) = accepted.expect("server handshake");
+            // A byte from the server, so the client has read any ticket sent before it.
+            let (w, r) = tokio::join!(
+                async {
+                    to_client.write_all(b"x").await?;
+                    to_client.flush().await
+                },
+                async {
+                    let mut one = [0u8; 1];
+                    to_server.read_exact(&mut one).await
+                }
+            );
+            w.expect("write");
+            r.expect("read");
+            let kind = match &to_server {
+                futures_rustls::TlsStream::Client(s) => s.get_ref().1.handshake_kind(),
+                futures_rustls::TlsStream::Server(s) => s.get_ref().1.handshake_kind(),
+            };
+            assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        }
     }
 
     /// libp2p's own TLS (ChaCha20 first) and ours agree on a suite either way round, and each
