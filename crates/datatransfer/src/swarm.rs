@@ -98,39 +98,26 @@ pub(crate) async fn build(
 ) -> Result<Swarm<DataTransferBehaviour>, ManagerError> {
     let swarm_error = |e: &dyn std::fmt::Display| ManagerError::Swarm(e.to_string());
     let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
-    let tcp = || tcp::Config::default().nodelay(true);
-    let with_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(idle_timeout);
-    // Each order is a different type of upgrade, hence three builders.
+    // Each order is a different type of upgrade: one builder chain, written once.
+    macro_rules! over_tcp_with {
+        ($security:expr) => {
+            builder
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    $security,
+                    yamux::Config::default,
+                )
+                .map_err(|e| swarm_error(&e))?
+                .with_behaviour(|_| DataTransferBehaviour::new())
+                .map_err(|e| swarm_error(&e))?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+                .build()
+        };
+    }
     let mut swarm = match security {
-        SecureChannels::TlsThenNoise => builder
-            .with_tcp(
-                tcp(),
-                (tls::Config::new, noise::Config::new),
-                yamux::Config::default,
-            )
-            .map_err(|e| swarm_error(&e))?
-            .with_behaviour(|_| DataTransferBehaviour::new())
-            .map_err(|e| swarm_error(&e))?
-            .with_swarm_config(with_config)
-            .build(),
-        SecureChannels::NoiseThenTls => builder
-            .with_tcp(
-                tcp(),
-                (noise::Config::new, tls::Config::new),
-                yamux::Config::default,
-            )
-            .map_err(|e| swarm_error(&e))?
-            .with_behaviour(|_| DataTransferBehaviour::new())
-            .map_err(|e| swarm_error(&e))?
-            .with_swarm_config(with_config)
-            .build(),
-        SecureChannels::NoiseOnly => builder
-            .with_tcp(tcp(), noise::Config::new, yamux::Config::default)
-            .map_err(|e| swarm_error(&e))?
-            .with_behaviour(|_| DataTransferBehaviour::new())
-            .map_err(|e| swarm_error(&e))?
-            .with_swarm_config(with_config)
-            .build(),
+        SecureChannels::TlsThenNoise => over_tcp_with!((tls::Config::new, noise::Config::new)),
+        SecureChannels::NoiseThenTls => over_tcp_with!((noise::Config::new, tls::Config::new)),
+        SecureChannels::NoiseOnly => over_tcp_with!(noise::Config::new),
     };
     for addr in listen {
         swarm
