@@ -130,10 +130,13 @@ pub struct FrameReader {
     /// The frame being read (its prefix first), and possibly the start of the next ones;
     /// `filled` bytes of it are real, the rest is room for reads.
     buf: BytesMut,
+    /// The size of the allocation `buf` is a handle on.
+    buf_size: usize,
     filled: usize,
     max: usize,
-    /// Empty handles on the buffers of earlier frames, taken again once unshared.
-    spare: Vec<BytesMut>,
+    /// Empty handles on the buffers of earlier frames, with their sizes, taken again once
+    /// unshared.
+    spare: Vec<(BytesMut, usize)>,
 }
 
 /// Room offered for a read while the next frame's length is not known yet: small frames
@@ -145,13 +148,19 @@ const READ_STEP: usize = 256 << 10;
 
 /// How many earlier buffers a reader keeps a handle on: enough for the frames a consumer
 /// still works on while the next arrives.
-const SPARE_BUFFERS: usize = 4;
+/// (The small buffers of head reads count too.)
+const SPARE_BUFFERS: usize = 6;
+
+/// The most a reader keeps of earlier buffers, all of them together: a peer that sends
+/// frames of the largest size allowed does not make each stream hold several of them.
+const SPARE_BYTES: usize = 16 << 20;
 
 impl FrameReader {
     /// A reader refusing frames over `max` bytes.
     pub fn new(max: usize) -> Self {
         Self {
             buf: BytesMut::new(),
+            buf_size: 0,
             filled: 0,
             max,
             spare: Vec::new(),
@@ -163,6 +172,8 @@ impl FrameReader {
         self.buf.truncate(self.filled);
         self.buf.extend_from_slice(bytes);
         self.filled = self.buf.len();
+        // Growing may have moved it to a larger allocation.
+        self.buf_size = self.buf_size.max(self.buf.capacity());
     }
 
     /// Room to read the stream's next bytes into; tell [`FrameReader::advance`] how many the
@@ -199,18 +210,22 @@ impl FrameReader {
         let reused = self
             .spare
             .iter_mut()
-            .position(|b| b.try_reclaim(size))
+            .position(|(b, _)| b.try_reclaim(size))
             .map(|i| self.spare.swap_remove(i));
-        let mut next = reused.unwrap_or_else(|| BytesMut::with_capacity(size));
+        let (mut next, next_size) = reused.unwrap_or_else(|| (BytesMut::with_capacity(size), size));
         next.extend_from_slice(&self.buf[..self.filled]);
         // The old handle, even one with no room left, holds its buffer: once every frame
         // cut from it is dropped, it can take the whole buffer back.
         let mut old = std::mem::replace(&mut self.buf, next);
+        let old_size = std::mem::replace(&mut self.buf_size, next_size);
         old.clear();
-        if self.spare.len() >= SPARE_BUFFERS {
+        self.spare.push((old, old_size));
+        // The oldest go first, past the count or the bytes kept.
+        while self.spare.len() > SPARE_BUFFERS
+            || self.spare.iter().map(|(_, n)| n).sum::<usize>() > SPARE_BYTES
+        {
             self.spare.remove(0);
         }
-        self.spare.push(old);
     }
 
     /// Counts `n` bytes read into [`FrameReader::read_buf`].
@@ -275,5 +290,48 @@ pub fn decode_body(
     match version {
         Version::V2 => v2::decode_shared(body, 256),
         Version::V1 => v1::decode(body, ids),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads one frame of `len` bytes through `read_buf`, as a stream reader does.
+    fn read_frame(fr: &mut FrameReader, len: usize) -> Bytes {
+        let mut frame = Vec::new();
+        put_uvarint(&mut frame, len as u64);
+        frame.resize(frame.len() + len, 7);
+        let mut at = 0;
+        loop {
+            if let Some(f) = fr.next_frame().expect("a valid frame") {
+                return f;
+            }
+            let room = fr.read_buf();
+            let n = room.len().min(frame.len() - at);
+            room[..n].copy_from_slice(&frame[at..at + n]);
+            fr.advance(n);
+            at += n;
+        }
+    }
+
+    #[test]
+    fn the_buffers_kept_for_later_frames_stay_under_their_bound() {
+        let max = 8 << 20;
+        let mut fr = FrameReader::new(max);
+        let held: Vec<Bytes> = (0..8).map(|_| read_frame(&mut fr, max)).collect();
+        drop(held);
+        let kept: usize = fr.spare.iter().map(|(_, n)| n).sum();
+        assert!(kept <= SPARE_BYTES, "{kept} bytes kept");
+        assert!(fr.spare.len() <= SPARE_BUFFERS);
+        // And what is kept is used: the next frame of that size needs no new buffer.
+        let before: Vec<usize> = fr.spare.iter().map(|(_, n)| *n).collect();
+        assert!(
+            before.contains(&(max + 4)),
+            "a whole frame's buffer is kept: {before:?}"
+        );
+        let next = read_frame(&mut fr, max);
+        assert_eq!(next.len(), max);
+        assert!(fr.spare.len() <= SPARE_BUFFERS);
     }
 }
