@@ -18,6 +18,7 @@ use datatransfer_ipld::traversal::{
 };
 use thiserror::Error;
 
+use crate::Bytes;
 use crate::message::{Block, LinkAction, Response, ResponseStatus};
 
 /// Why a response cannot be accepted.
@@ -72,7 +73,7 @@ pub enum Progress {
 pub struct Verifier {
     traversal: Traversal,
     metadata: VecDeque<(Cid, LinkAction)>,
-    received: HashMap<Cid, bytes::Bytes>,
+    received: HashMap<Cid, Bytes>,
     max_buffered: usize,
     done: bool,
     /// Metadata entries still to drop: a restarted responder reports the links it skipped.
@@ -82,8 +83,8 @@ pub struct Verifier {
 }
 
 struct Collect<'a, 'b> {
-    on_block: &'a mut dyn FnMut(&BlockVisit, Option<&[u8]>),
-    data: Option<&'b [u8]>,
+    on_block: &'a mut dyn FnMut(&BlockVisit, Option<&Bytes>),
+    data: Option<&'b Bytes>,
 }
 
 impl Visitor for Collect<'_, '_> {
@@ -146,7 +147,7 @@ impl Verifier {
         response: &Response,
         blocks: Vec<Block>,
         local: &dyn Blockstore,
-        on_block: &mut dyn FnMut(&BlockVisit, Option<&[u8]>),
+        on_block: &mut dyn FnMut(&BlockVisit, Option<&Bytes>),
     ) -> Result<Progress, VerifyError> {
         if response.status.is_error() {
             return Err(VerifyError::Failed(response.status));
@@ -230,7 +231,7 @@ impl Verifier {
         // bytes, not a message of up to the size cap around a small block.
         for cid in &arrived {
             if let Some(data) = self.received.get_mut(cid) {
-                *data = bytes::Bytes::copy_from_slice(data);
+                *data = Bytes::copy_from_slice(data);
             }
         }
         if response.status.is_terminal() {

@@ -253,7 +253,8 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
         .unwrap()
         .unwrap();
     let client = MemoryBlockstore::new();
-    let mut ignore = |_: &datatransfer_ipld::traversal::BlockVisit, _: Option<&[u8]>| {};
+    let mut ignore = |_: &datatransfer_ipld::traversal::BlockVisit,
+                      _: Option<&datatransfer_graphsync::Bytes>| {};
 
     // A block swapped for another: the link is marked present but its block never came.
     let mut blocks = part.blocks.clone();

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+pub use bytes::Bytes;
 use cid::Cid;
 use thiserror::Error;
 
@@ -38,6 +39,14 @@ pub trait Blockstore: Send + Sync {
     /// again here. By default the same as `put`.
     fn put_verified(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
         self.put(cid, data)
+    }
+
+    /// [`Blockstore::put_verified`] for a caller that owns the block's bytes already (a
+    /// received message's, say): a store that keeps blocks, or writes them later on another
+    /// thread, may hold `data` itself instead of copying it. By default the same as
+    /// `put_verified`.
+    fn put_verified_owned(&self, cid: &Cid, data: Bytes) -> Result<(), BlockstoreError> {
+        self.put_verified(cid, &data)
     }
 
     /// Whether every block in this store was checked against its CID when it came in (or

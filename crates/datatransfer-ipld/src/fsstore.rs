@@ -2,19 +2,28 @@
 //!
 //! Why files rather than SQLite: blocks run up to megabytes, and a file per block lets the
 //! operating system's page cache serve reads, lets any number of readers work without locks,
-//! and needs no dependency; SQLite is slower for blobs this large. Files live in 256
-//! subdirectories (by the last two characters of the CID) so no directory grows too large.
+//! and needs no dependency; SQLite is slower for blobs this large. Files live in subdirectories
+//! named by the last two characters of the CID, so no directory grows too large.
 //!
-//! A block is written to a temporary file under `.tmp/` and renamed to its final name, so a
-//! block file never holds part of a block. In a store opened with `sync`, a background thread
-//! makes each written block durable (fsync, then the rename, then an fsync of the directory)
-//! while the transfer goes on; [`Blockstore::flush`] waits until every block put before it is
-//! durable. A block that has a final name is therefore whole and on stable storage, even after
-//! a power loss; a crash loses at most the blocks that were still waiting, which a restarted
-//! transfer fetches again. Waiting blocks are bounded ([`FsBlockstore::max_unsynced_bytes`]):
-//! past the bound, `put` waits for the disk.
+//! `put` hands the block to the store's writer thread and returns: the block is readable at
+//! once (from memory until its file is in place), and the transfer that received it goes on
+//! decoding and verifying the next blocks while the thread writes. A block handed over as
+//! [`Bytes`] ([`Blockstore::put_verified_owned`], as the graphsync requester does) is written
+//! from those bytes without a copy.
+//!
+//! The writer writes a block to a temporary file under `.tmp/` and renames it to its final
+//! name, so a block file never holds part of a block. In a store opened with `sync`, a second
+//! thread makes each written block durable (fsync of the file before the rename, of the
+//! directory after) while the writer goes on with the next ones;
+//! [`Blockstore::flush`] waits until every block put before it is in its file (and, with
+//! `sync`, on stable storage). A block that has a final name is therefore whole, and with
+//! `sync` survives a power loss; a crash loses at most the blocks still waiting, which a
+//! restarted transfer fetches again (it asks for what the store lacks). Waiting blocks are
+//! bounded ([`FsBlockstore::max_unsynced_bytes`]): past the bound, `put` waits for the writer.
+//! A block that cannot be written (a full disk, say) fails every later `put` and `flush` of
+//! the store, with the file and the system's reason.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,111 +34,134 @@ use std::time::Duration;
 
 use cid::Cid;
 
-use crate::blockstore::{Blockstore, BlockstoreError};
+use crate::blockstore::{Blockstore, BlockstoreError, Bytes};
 use crate::codec;
 
-/// How many bytes of written blocks may wait for the disk by default (see
-/// [`FsBlockstore::max_unsynced_bytes`]).
+/// How many bytes of put blocks may wait for the writer (and, with `sync`, the disk) by
+/// default (see [`FsBlockstore::max_unsynced_bytes`]).
 pub const DEFAULT_MAX_UNSYNCED_BYTES: u64 = 64 << 20;
 
 /// Temporary files older than this are left over from a crash and removed on open.
 const STALE_TEMP: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Numbers the temporary files of every store in this process, so that two stores open on
+/// one directory never write into the same file (the process id tells processes apart).
+static TEMP_NAMES: AtomicU64 = AtomicU64::new(0);
+
 /// Blocks as files under a directory.
 #[derive(Debug)]
 pub struct FsBlockstore {
     dir: PathBuf,
-    tmp_dir: PathBuf,
-    tmp: AtomicU64,
-    syncer: Option<Syncer>,
+    shared: Arc<Shared>,
+    /// The writer, then (with `sync`) the syncer: stopped in that order.
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// The background thread that makes written blocks durable, and what it shares with `put`,
-/// `get` and `flush`.
+/// What `put`, `get` and `flush` share with the writer and syncer threads.
 #[derive(Debug)]
-struct Syncer {
-    shared: Arc<SyncShared>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-struct SyncShared {
-    state: Mutex<SyncState>,
+struct Shared {
+    state: Mutex<State>,
     changed: Condvar,
-    max_unsynced: AtomicU64,
+    max_pending: AtomicU64,
 }
 
 #[derive(Debug, Default)]
-struct SyncState {
-    /// Written blocks not yet under their final name: CID -> temporary file.
-    waiting: HashMap<Cid, PathBuf>,
-    /// Blocks the thread has not taken yet.
-    queue: Vec<Waiting>,
-    /// Bytes in `waiting`.
-    waiting_bytes: u64,
-    /// How many blocks were ever queued, and how many the thread has finished with.
+struct State {
+    /// Blocks put but not yet under their final name, readable from here meanwhile.
+    pending: HashMap<Cid, Bytes>,
+    /// Blocks the writer has not taken yet.
+    to_write: Vec<Job>,
+    /// Written blocks (with `sync`) the syncer has not taken yet.
+    to_sync: Vec<Written>,
+    /// Bytes of the blocks in `pending` not yet finished with.
+    pending_bytes: u64,
+    /// How many blocks were ever queued, and how many are finished with.
     queued: u64,
     done: u64,
     /// The first failure: from then on the store refuses writes and flushes.
     error: Option<String>,
+    /// The store is dropped: the writer stops once `to_write` is empty.
     closing: bool,
+    /// The writer has stopped: the syncer stops once `to_sync` is empty.
+    written_all: bool,
 }
 
+/// A block for the writer.
 #[derive(Debug)]
-struct Waiting {
+struct Job {
     cid: Cid,
+    data: Bytes,
+}
+
+/// A block in its temporary file, for the syncer.
+#[derive(Debug)]
+struct Written {
+    cid: Cid,
+    len: u64,
     tmp: PathBuf,
     dest: PathBuf,
-    len: u64,
+}
+
+/// The writer thread's own state.
+struct Writer {
+    dir: PathBuf,
+    tmp_dir: PathBuf,
+    sync: bool,
+    shared: Arc<Shared>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> BlockstoreError {
     BlockstoreError::Backend(format!("{}: {e}", path.display()))
 }
 
+/// Where a block's file lives under `dir`.
+fn block_path(dir: &Path, cid: &Cid) -> PathBuf {
+    let name = cid.to_string();
+    let shard = &name[name.len().saturating_sub(2)..];
+    dir.join(shard).join(name)
+}
+
 impl FsBlockstore {
     /// Opens (creating if needed) a store in `dir`. With `sync`, written blocks are made
-    /// durable in the background and [`Blockstore::flush`] waits for them; without, nothing
-    /// is ever flushed to stable storage (for caches and tests).
+    /// durable (fsync) and [`Blockstore::flush`] waits for the disk; without, nothing is ever
+    /// flushed to stable storage (for caches and tests) and `flush` waits only for the writes.
     pub fn open(dir: impl AsRef<Path>, sync: bool) -> Result<Self, BlockstoreError> {
         let dir = dir.as_ref().to_path_buf();
         let tmp_dir = dir.join(".tmp");
         fs::create_dir_all(&tmp_dir).map_err(|e| io(&tmp_dir, e))?;
         remove_stale_temp_files(&tmp_dir);
-        let syncer = if sync {
-            let shared = Arc::new(SyncShared {
-                state: Mutex::new(SyncState::default()),
-                changed: Condvar::new(),
-                max_unsynced: AtomicU64::new(DEFAULT_MAX_UNSYNCED_BYTES),
-            });
-            let worker = shared.clone();
-            let thread = std::thread::Builder::new()
-                .name("fs-blockstore-sync".into())
-                .spawn(move || worker.run())
-                .map_err(|e| BlockstoreError::Backend(format!("cannot start a thread: {e}")))?;
-            Some(Syncer {
-                shared,
-                thread: Some(thread),
-            })
-        } else {
-            None
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            max_pending: AtomicU64::new(DEFAULT_MAX_UNSYNCED_BYTES),
+        });
+        let mut store = Self {
+            dir: dir.clone(),
+            shared: shared.clone(),
+            threads: Vec::new(),
         };
-        Ok(Self {
+        let writer = Writer {
             dir,
             tmp_dir,
-            tmp: AtomicU64::new(0),
-            syncer,
-        })
+            sync,
+            shared: shared.clone(),
+        };
+        // On failure, dropping `store` stops the threads already started.
+        store
+            .threads
+            .push(spawn("fs-blockstore-write", move || writer.run())?);
+        if sync {
+            let syncer = spawn("fs-blockstore-sync", move || shared.sync_written())?;
+            store.threads.push(syncer);
+        }
+        Ok(store)
     }
 
-    /// Sets how many bytes of written blocks may wait to be made durable before `put` waits
-    /// for the disk (default [`DEFAULT_MAX_UNSYNCED_BYTES`]). It bounds both the memory the
-    /// waiting blocks pin in the page cache and what a crash can cost. No effect without
-    /// `sync`.
+    /// Sets how many bytes of put blocks may wait for the writer (and, with `sync`, to be
+    /// made durable) before `put` waits (default [`DEFAULT_MAX_UNSYNCED_BYTES`]). It bounds
+    /// the memory waiting blocks hold and what a crash can cost.
     pub fn max_unsynced_bytes(self, bytes: u64) -> Self {
-        if let Some(s) = &self.syncer {
-            s.shared.max_unsynced.store(bytes, Ordering::Relaxed);
-        }
+        self.shared.max_pending.store(bytes, Ordering::Relaxed);
         self
     }
 
@@ -139,17 +171,7 @@ impl FsBlockstore {
     }
 
     fn path(&self, cid: &Cid) -> PathBuf {
-        let name = cid.to_string();
-        let shard = &name[name.len().saturating_sub(2)..];
-        self.dir.join(shard).join(name)
-    }
-
-    /// The temporary file of a block still waiting to be made durable.
-    fn waiting(&self, cid: &Cid) -> Result<Option<PathBuf>, BlockstoreError> {
-        match &self.syncer {
-            Some(s) => Ok(s.shared.lock()?.waiting.get(cid).cloned()),
-            None => Ok(None),
-        }
+        block_path(&self.dir, cid)
     }
 }
 
@@ -174,13 +196,9 @@ fn remove_stale_temp_files(tmp_dir: &Path) {
 
 impl Blockstore for FsBlockstore {
     fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
-        if let Some(tmp) = self.waiting(cid)? {
-            match fs::read(&tmp) {
-                Ok(data) => return Ok(Some(Arc::from(data))),
-                // Renamed meanwhile: read it under its final name.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&tmp, e)),
-            }
+        // A block leaves `pending` only once its file is in place.
+        if let Some(data) = self.shared.lock()?.pending.get(cid) {
+            return Ok(Some(Arc::from(&data[..])));
         }
         let path = self.path(cid);
         match fs::read(&path) {
@@ -196,87 +214,60 @@ impl Blockstore for FsBlockstore {
     }
 
     fn put_verified(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
-        if let Some(s) = &self.syncer {
-            s.shared.lock()?.check()?;
-        }
-        if self.has(cid)? {
-            return Ok(());
-        }
-        let tmp = self.tmp_dir.join(format!(
-            "{}-{}",
-            std::process::id(),
-            self.tmp.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(data).map_err(|e| io(&tmp, e))?;
-        drop(f);
-        let dest = self.path(cid);
-        match &self.syncer {
-            Some(s) => s.shared.queue(Waiting {
-                cid: *cid,
-                tmp,
-                dest,
-                len: data.len() as u64,
-            }),
-            None => move_into_place(&tmp, &dest),
-        }
+        self.put_verified_owned(cid, Bytes::copy_from_slice(data))
+    }
+
+    /// Queues the block for the writer, holding `data` (no copy) until its file is in place.
+    fn put_verified_owned(&self, cid: &Cid, data: Bytes) -> Result<(), BlockstoreError> {
+        self.shared.queue(*cid, data)
     }
 
     fn has(&self, cid: &Cid) -> Result<bool, BlockstoreError> {
-        Ok(self.waiting(cid)?.is_some() || self.path(cid).exists())
+        Ok(self.shared.lock()?.pending.contains_key(cid) || self.path(cid).exists())
     }
 
-    /// Blocks reach the directory through `put` (verified) or `put_verified`. A file changed
-    /// behind the store's back is served as it is, and the receiving side refuses it.
+    /// Blocks reach the directory through `put` (verified) or `put_verified` (verified by the
+    /// caller). A file changed behind the store's back is served as it is, and the receiving
+    /// side refuses it.
     fn trusted(&self) -> bool {
         true
     }
 
     fn flush(&self) -> Result<(), BlockstoreError> {
-        match &self.syncer {
-            Some(s) => s.shared.flush(),
-            None => Ok(()),
-        }
+        self.shared.flush()
     }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, BlockstoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| BlockstoreError::Backend(format!("cannot start a thread: {e}")))
 }
 
 impl Drop for FsBlockstore {
-    /// Finishes making the waiting blocks durable.
+    /// Lets the threads finish the waiting blocks: the writer first, then the syncer.
     fn drop(&mut self) {
-        if let Some(s) = &mut self.syncer {
-            if let Ok(mut st) = s.shared.state.lock() {
-                st.closing = true;
-            }
-            s.shared.changed.notify_all();
-            if let Some(t) = s.thread.take() {
-                let _ = t.join();
-            }
+        let mut threads = std::mem::take(&mut self.threads).into_iter();
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.closing = true;
+        }
+        self.shared.changed.notify_all();
+        if let Some(writer) = threads.next() {
+            let _ = writer.join();
+        }
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.written_all = true;
+        }
+        self.shared.changed.notify_all();
+        for t in threads {
+            let _ = t.join();
         }
     }
 }
 
-/// Renames a written block to its final name, creating its directory.
-fn move_into_place(tmp: &Path, dest: &Path) -> Result<(), BlockstoreError> {
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-    }
-    fs::rename(tmp, dest).map_err(|e| io(dest, e))
-}
-
-/// Flushes a directory's entries (the renames into it) to stable storage. Only Unix can
-/// open a directory to sync it; elsewhere the file's own sync is what there is.
-fn sync_dir(dir: &Path) -> Result<(), BlockstoreError> {
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-impl SyncShared {
-    fn lock(&self) -> Result<MutexGuard<'_, SyncState>, BlockstoreError> {
+impl Shared {
+    fn lock(&self) -> Result<MutexGuard<'_, State>, BlockstoreError> {
         self.state
             .lock()
             .map_err(|_| BlockstoreError::Backend("block store lock poisoned".into()))
@@ -284,29 +275,33 @@ impl SyncShared {
 
     fn wait<'a>(
         &self,
-        guard: MutexGuard<'a, SyncState>,
-    ) -> Result<MutexGuard<'a, SyncState>, BlockstoreError> {
+        guard: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, BlockstoreError> {
         self.changed
             .wait(guard)
             .map_err(|_| BlockstoreError::Backend("block store lock poisoned".into()))
     }
 
-    /// Hands a written block to the thread; waits while too much is waiting already.
-    fn queue(&self, block: Waiting) -> Result<(), BlockstoreError> {
+    /// Hands a block to the writer; waits while too much is waiting already.
+    fn queue(&self, cid: Cid, data: Bytes) -> Result<(), BlockstoreError> {
         let mut st = self.lock()?;
-        st.waiting.insert(block.cid, block.tmp.clone());
-        st.waiting_bytes += block.len;
+        st.check()?;
+        if st.pending.contains_key(&cid) {
+            return Ok(());
+        }
+        st.pending_bytes += data.len() as u64;
         st.queued += 1;
-        st.queue.push(block);
+        st.pending.insert(cid, data.clone());
+        st.to_write.push(Job { cid, data });
         self.changed.notify_all();
-        let max = self.max_unsynced.load(Ordering::Relaxed);
-        while st.waiting_bytes > max && st.error.is_none() && !st.closing {
+        let max = self.max_pending.load(Ordering::Relaxed);
+        while st.pending_bytes > max && st.error.is_none() && !st.closing {
             st = self.wait(st)?;
         }
         st.check()
     }
 
-    /// Waits until every block queued so far is durable.
+    /// Waits until the writer has finished with every block queued so far.
     fn flush(&self) -> Result<(), BlockstoreError> {
         let mut st = self.lock()?;
         let target = st.queued;
@@ -318,79 +313,169 @@ impl SyncShared {
             st = self.wait(st)?;
         }
     }
-
-    /// The thread: takes what is queued, makes it durable, says so; until the store closes
-    /// and nothing is left.
-    fn run(&self) {
-        loop {
-            let batch = {
-                let Ok(mut st) = self.state.lock() else {
-                    return;
-                };
-                while st.queue.is_empty() && !st.closing {
-                    st = match self.changed.wait(st) {
-                        Ok(st) => st,
-                        Err(_) => return,
-                    };
-                }
-                if st.queue.is_empty() {
-                    return;
-                }
-                std::mem::take(&mut st.queue)
-            };
-            let (placed, error) = make_durable(&batch);
-            let Ok(mut st) = self.state.lock() else {
-                return;
-            };
-            for (block, placed) in batch.iter().zip(placed) {
-                st.waiting_bytes = st.waiting_bytes.saturating_sub(block.len);
-                // A block that failed keeps its temporary file: this process can still
-                // read it, but the store takes no more.
-                if placed {
-                    st.waiting.remove(&block.cid);
-                }
-            }
-            st.done += batch.len() as u64;
-            if let Some(e) = error {
-                st.error.get_or_insert(e.to_string());
-            }
-            self.changed.notify_all();
-        }
-    }
 }
 
-impl SyncState {
+impl State {
     /// The store's first failure, if any.
     fn check(&self) -> Result<(), BlockstoreError> {
         match &self.error {
             Some(e) => Err(BlockstoreError::Backend(format!(
-                "a block could not be made durable: {e}"
+                "a block could not be written to disk: {e}"
             ))),
             None => Ok(()),
         }
     }
 }
 
+impl State {
+    /// Done with a block: under its final name (`placed`), or failed.
+    fn finish(&mut self, cid: &Cid, len: u64, placed: bool) {
+        self.pending_bytes = self.pending_bytes.saturating_sub(len);
+        // A block that failed stays readable from memory for this process, but the store
+        // takes no more.
+        if placed {
+            self.pending.remove(cid);
+        }
+        self.done += 1;
+    }
+
+    fn fail(&mut self, e: BlockstoreError) {
+        self.error.get_or_insert(e.to_string());
+    }
+}
+
+/// What the writer did with a block.
+enum Outcome {
+    /// Finished with: placed or failed.
+    Done(Cid, u64, Result<(), BlockstoreError>),
+    /// In its temporary file, for the syncer.
+    Written(Written),
+}
+
+impl Writer {
+    /// Takes what is queued and writes it, until the store closes and nothing is left.
+    fn run(self) {
+        loop {
+            let batch = {
+                let Ok(mut st) = self.shared.state.lock() else {
+                    return;
+                };
+                while st.to_write.is_empty() && !st.closing {
+                    st = match self.shared.changed.wait(st) {
+                        Ok(st) => st,
+                        Err(_) => return,
+                    };
+                }
+                if st.to_write.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut st.to_write)
+            };
+            let outcomes: Vec<Outcome> = batch.iter().map(|job| self.write(job)).collect();
+            let Ok(mut st) = self.shared.state.lock() else {
+                return;
+            };
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Done(cid, len, result) => {
+                        st.finish(&cid, len, result.is_ok());
+                        if let Err(e) = result {
+                            st.fail(e);
+                        }
+                    }
+                    Outcome::Written(w) => st.to_sync.push(w),
+                }
+            }
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Writes a block to a temporary file and, without `sync`, renames it into place.
+    fn write(&self, job: &Job) -> Outcome {
+        let (cid, len) = (job.cid, job.data.len() as u64);
+        let dest = block_path(&self.dir, &cid);
+        // Already stored (by an earlier run, or another store on this directory).
+        if dest.exists() {
+            return Outcome::Done(cid, len, Ok(()));
+        }
+        let tmp = self.tmp_dir.join(format!(
+            "{}-{}",
+            std::process::id(),
+            TEMP_NAMES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&job.data))
+            .map_err(|e| io(&tmp, e));
+        match written {
+            Ok(()) if self.sync => Outcome::Written(Written {
+                cid,
+                len,
+                tmp,
+                dest,
+            }),
+            Ok(()) => Outcome::Done(cid, len, place(&tmp, &dest)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Outcome::Done(cid, len, Err(e))
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The syncer thread: takes the written blocks, makes them durable and says so; until
+    /// the writer has stopped and nothing is left.
+    fn sync_written(&self) {
+        loop {
+            let batch = {
+                let Ok(mut st) = self.state.lock() else {
+                    return;
+                };
+                while st.to_sync.is_empty() && !st.written_all {
+                    st = match self.changed.wait(st) {
+                        Ok(st) => st,
+                        Err(_) => return,
+                    };
+                }
+                if st.to_sync.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut st.to_sync)
+            };
+            let (placed, error) = make_durable(&batch);
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            for (w, placed) in batch.iter().zip(placed) {
+                st.finish(&w.cid, w.len, placed);
+            }
+            if let Some(e) = error {
+                st.fail(e);
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
 /// Syncs each block's file, renames it into place, then syncs the directories it went into.
-/// Says which blocks got their final name, and the first failure.
-fn make_durable(batch: &[Waiting]) -> (Vec<bool>, Option<BlockstoreError>) {
+/// Says which blocks got their final name, and the first failure. A block that fails loses
+/// its temporary file (it stays readable from memory).
+fn make_durable(batch: &[Written]) -> (Vec<bool>, Option<BlockstoreError>) {
     let mut error = None;
-    let mut dirs: Vec<&Path> = Vec::new();
+    let mut dirs = BTreeSet::new();
     let placed = batch
         .iter()
-        .map(|b| {
+        .map(|w| {
             let done = fs::OpenOptions::new()
                 .write(true)
-                .open(&b.tmp)
+                .open(&w.tmp)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| io(&b.tmp, e))
-                .and_then(|()| move_into_place(&b.tmp, &b.dest));
+                .map_err(|e| io(&w.tmp, e))
+                .and_then(|()| place(&w.tmp, &w.dest));
             match done {
                 Ok(()) => {
-                    if let Some(parent) = b.dest.parent()
-                        && !dirs.contains(&parent)
-                    {
-                        dirs.push(parent);
+                    if let Some(parent) = w.dest.parent() {
+                        dirs.insert(parent);
                     }
                     true
                 }
@@ -407,6 +492,36 @@ fn make_durable(batch: &[Waiting]) -> (Vec<bool>, Option<BlockstoreError>) {
         }
     }
     (placed, error)
+}
+
+/// Renames a written block to its final name, creating its directory the first time; on
+/// failure the temporary file goes.
+fn place(tmp: &Path, dest: &Path) -> Result<(), BlockstoreError> {
+    let result = match fs::rename(tmp, dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dest
+            .parent()
+            .map_or(Ok(()), |parent| {
+                fs::create_dir_all(parent).map_err(|e| io(parent, e))
+            })
+            .and_then(|()| fs::rename(tmp, dest).map_err(|e| io(dest, e))),
+        other => other.map_err(|e| io(dest, e)),
+    };
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
+/// Flushes a directory's entries (the renames into it) to stable storage. Only Unix can
+/// open a directory to sync it; elsewhere the file's own sync is what there is.
+fn sync_dir(dir: &Path) -> Result<(), BlockstoreError> {
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -487,24 +602,80 @@ mod tests {
     }
 
     #[test]
-    fn a_block_that_cannot_be_made_durable_fails_the_flush_and_later_puts() {
-        let dir = temp_dir("fail");
-        let s = FsBlockstore::open(&dir, true).unwrap();
-        let data = block(7);
-        let cid = codec::cid_of(RAW, &data);
-        // A file where the block's directory should be: the rename into place fails, for
-        // root too.
-        let shard = s.path(&cid).parent().unwrap().to_path_buf();
-        fs::write(&shard, b"in the way").unwrap();
-        s.put(&cid, &data).unwrap();
-        // Still readable by this process from its temporary file.
-        assert_eq!(s.get(&cid).unwrap().as_deref(), Some(&data[..]));
-        let err = s.flush().unwrap_err().to_string();
-        assert!(err.contains("could not be made durable"), "{err}");
-        assert!(err.contains(&shard.display().to_string()), "{err}");
-        let err = s.put_new(RAW, &block(8)).unwrap_err().to_string();
-        assert!(err.contains("could not be made durable"), "{err}");
+    fn a_block_that_cannot_be_written_fails_the_flush_and_later_puts() {
+        for sync in [true, false] {
+            let dir = temp_dir(&format!("fail-{sync}"));
+            let s = FsBlockstore::open(&dir, sync).unwrap();
+            let data = block(7);
+            let cid = codec::cid_of(RAW, &data);
+            // A file where the block's directory should be: the rename into place fails, for
+            // root too.
+            let shard = s.path(&cid).parent().unwrap().to_path_buf();
+            fs::write(&shard, b"in the way").unwrap();
+            s.put(&cid, &data).unwrap();
+            // Still readable by this process, from memory.
+            assert_eq!(s.get(&cid).unwrap().as_deref(), Some(&data[..]));
+            let err = s.flush().unwrap_err().to_string();
+            assert!(err.contains("could not be written to disk"), "{err}");
+            assert!(err.contains(&shard.display().to_string()), "{err}");
+            let err = s.put_new(RAW, &block(8)).unwrap_err().to_string();
+            assert!(err.contains("could not be written to disk"), "{err}");
+            assert_eq!(s.get(&cid).unwrap().as_deref(), Some(&data[..]));
+            drop(s);
+            // The failed block's temporary file is gone with it.
+            assert_eq!(fs::read_dir(dir.join(".tmp")).unwrap().count(), 0);
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn without_sync_a_flush_waits_for_every_file_and_owned_bytes_are_written_as_given() {
+        let dir = temp_dir("owned");
+        let s = FsBlockstore::open(&dir, false).unwrap();
+        // Blocks as a received message holds them: slices of one buffer.
+        let blocks: Vec<Vec<u8>> = (0..64).map(block).collect();
+        let message = Bytes::from(blocks.concat());
+        let mut at = 0;
+        let mut cids = Vec::new();
+        for b in &blocks {
+            let cid = codec::cid_of(RAW, b);
+            s.put_verified_owned(&cid, message.slice(at..at + b.len()))
+                .unwrap();
+            at += b.len();
+            assert!(s.has(&cid).unwrap());
+            cids.push(cid);
+        }
+        s.flush().unwrap();
+        for (b, cid) in blocks.iter().zip(&cids) {
+            assert_eq!(&fs::read(s.path(cid)).unwrap(), b);
+        }
+        assert_eq!(fs::read_dir(dir.join(".tmp")).unwrap().count(), 0);
+        // Put again: already there, nothing rewritten.
+        s.put(&cids[0], &blocks[0]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(&fs::read(s.path(&cids[0])).unwrap(), &blocks[0]);
         drop(s);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn two_stores_open_on_one_directory_never_write_into_each_others_files() {
+        let dir = temp_dir("two");
+        let a = FsBlockstore::open(&dir, true).unwrap();
+        let b = FsBlockstore::open(&dir, true).unwrap();
+        let mut cids = Vec::new();
+        for i in 0..100 {
+            let store = if i % 2 == 0 { &a } else { &b };
+            cids.push(store.put_new(RAW, &block(i)).unwrap());
+        }
+        a.flush().unwrap();
+        b.flush().unwrap();
+        for (i, cid) in (0..).zip(&cids) {
+            let data = fs::read(a.path(cid)).unwrap();
+            assert_eq!(data, block(i));
+            codec::verify(cid, &data).unwrap();
+        }
+        drop((a, b));
         fs::remove_dir_all(&dir).unwrap();
     }
 

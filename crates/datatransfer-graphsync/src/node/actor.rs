@@ -493,7 +493,7 @@ impl Node {
                 // The walk checked `d` against its CID (a verifier always does): the store
                 // need not hash it again.
                 if let Some(d) = data
-                    && let Err(e) = store.put_verified(&visit.cid, d)
+                    && let Err(e) = store.put_verified_owned(&visit.cid, d.clone())
                 {
                     store_err = Some(e.to_string());
                 }
