@@ -13,6 +13,12 @@
 //! `/proc/self/stat`: user and system seconds, and the cores kept busy on average. A full run
 //! ends with the kernel's own cost of what the memory and filesystem cases ask of it
 //! (touching new memory, writing new files), floors under those figures on this machine.
+//!
+//! The filesystem cases' directories are removed only when the run ends: on ext4 without a
+//! journal (as on the VMs these benches run on) every new file's inode is sought past the
+//! inodes deleted in the last 30 seconds, one lookup each, so removing a case's thousands of
+//! files would charge the next case seconds of the kernel's time. For the same reason, leave
+//! half a minute between two runs of the filesystem cases.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,6 +97,8 @@ fn main() {
             providers.push(provider);
         }
         let mut cases = Vec::new();
+        // The filesystem cases' directories, removed at the end (see the module's docs).
+        let mut dirs = Vec::new();
         // The pulls that keep nothing first: their memory figure is the transfer's own, not
         // blocks a previous case stored and the allocator kept.
         for sink in [Sink::Nothing, Sink::Memory, Sink::Files] {
@@ -109,11 +117,15 @@ fn main() {
             }
             let provider = &providers[usize::from(!trusted)];
             let counted = Arc::new(support::CountingStore::default());
-            let dir = tempfile::tempdir().expect("temp dir");
             let store: Arc<dyn Blockstore> = match sink {
                 Sink::Nothing => counted.clone(),
                 Sink::Memory => Arc::new(MemoryBlockstore::new()),
-                Sink::Files => Arc::new(FsBlockstore::open(dir.path(), false).expect("fs store")),
+                Sink::Files => {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = FsBlockstore::open(dir.path(), false).expect("fs store");
+                    dirs.push(dir);
+                    Arc::new(store)
+                }
             };
             let (client, peer) = support::client_of(store.clone(), provider).await;
             let baseline = support::status_kib("self", "VmRSS:");
@@ -154,10 +166,11 @@ fn main() {
         for provider in providers {
             provider.stop().await.expect("stop");
         }
+        if only.is_none() {
+            kernel_floor(mib);
+        }
+        drop(dirs);
     });
-    if only.is_none() {
-        kernel_floor(mib);
-    }
 }
 
 /// What the kernel alone charges for what a store that keeps the data asks of it, measured
