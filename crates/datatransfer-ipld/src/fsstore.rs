@@ -19,7 +19,9 @@
 //! `sync`, on stable storage). A block that has a final name is therefore whole, and with
 //! `sync` survives a power loss; a crash loses at most the blocks still waiting, which a
 //! restarted transfer fetches again (it asks for what the store lacks). Waiting blocks are
-//! bounded ([`FsBlockstore::max_unsynced_bytes`]): past the bound, `put` waits for the writer.
+//! bounded, those still in memory by [`FsBlockstore::max_unwritten_bytes`] (16 MiB by
+//! default), all of them by [`FsBlockstore::max_unsynced_bytes`] (64 MiB): past either bound,
+//! `put` waits for the writer.
 //! A block that cannot be written (a full disk, say) fails every later `put` and `flush` of
 //! the store, with the file and the system's reason.
 
@@ -40,6 +42,10 @@ use crate::codec;
 /// How many bytes of put blocks may wait for the writer (and, with `sync`, the disk) by
 /// default (see [`FsBlockstore::max_unsynced_bytes`]).
 pub const DEFAULT_MAX_UNSYNCED_BYTES: u64 = 64 << 20;
+
+/// How many bytes of put blocks may wait in memory for the writer by default (see
+/// [`FsBlockstore::max_unwritten_bytes`]).
+pub const DEFAULT_MAX_UNWRITTEN_BYTES: u64 = 16 << 20;
 
 /// Temporary files older than this are left over from a crash and removed on open.
 const STALE_TEMP: Duration = Duration::from_secs(24 * 60 * 60);
@@ -63,18 +69,21 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     max_pending: AtomicU64,
+    max_unwritten: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// Blocks put but not yet under their final name, readable from here meanwhile.
-    pending: HashMap<Cid, Bytes>,
+    pending: HashMap<Cid, Pending>,
     /// Blocks the writer has not taken yet.
     to_write: Vec<Job>,
     /// Written blocks (with `sync`) the syncer has not taken yet.
     to_sync: Vec<Written>,
     /// Bytes of the blocks in `pending` not yet finished with.
     pending_bytes: u64,
+    /// Bytes of those still in memory, not yet in a file.
+    unwritten_bytes: u64,
     /// How many blocks were ever queued, and how many are finished with.
     queued: u64,
     done: u64,
@@ -84,6 +93,15 @@ struct State {
     closing: bool,
     /// The writer has stopped: the syncer stops once `to_sync` is empty.
     written_all: bool,
+}
+
+/// Where a block not yet under its final name can be read.
+#[derive(Debug)]
+enum Pending {
+    /// Not written yet.
+    Memory(Bytes),
+    /// In its temporary file, waiting to be made durable (or kept there after it failed).
+    File(PathBuf),
 }
 
 /// A block for the writer.
@@ -134,6 +152,7 @@ impl FsBlockstore {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             max_pending: AtomicU64::new(DEFAULT_MAX_UNSYNCED_BYTES),
+            max_unwritten: AtomicU64::new(DEFAULT_MAX_UNWRITTEN_BYTES),
         });
         let mut store = Self {
             dir: dir.clone(),
@@ -162,6 +181,14 @@ impl FsBlockstore {
     /// the memory waiting blocks hold and what a crash can cost.
     pub fn max_unsynced_bytes(self, bytes: u64) -> Self {
         self.shared.max_pending.store(bytes, Ordering::Relaxed);
+        self
+    }
+
+    /// Sets how many bytes of put blocks may wait in memory for the writer before `put`
+    /// waits (default [`DEFAULT_MAX_UNWRITTEN_BYTES`]): what the store adds to the process's
+    /// memory. Once in a file, a block waiting to be made durable holds no memory of ours.
+    pub fn max_unwritten_bytes(self, bytes: u64) -> Self {
+        self.shared.max_unwritten.store(bytes, Ordering::Relaxed);
         self
     }
 
@@ -197,8 +224,18 @@ fn remove_stale_temp_files(tmp_dir: &Path) {
 impl Blockstore for FsBlockstore {
     fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
         // A block leaves `pending` only once its file is in place.
-        if let Some(data) = self.shared.lock()?.pending.get(cid) {
-            return Ok(Some(Arc::from(&data[..])));
+        let tmp = match self.shared.lock()?.pending.get(cid) {
+            Some(Pending::Memory(data)) => return Ok(Some(Arc::from(&data[..]))),
+            Some(Pending::File(tmp)) => Some(tmp.clone()),
+            None => None,
+        };
+        if let Some(tmp) = tmp {
+            match fs::read(&tmp) {
+                Ok(data) => return Ok(Some(Arc::from(data))),
+                // Renamed meanwhile: read it under its final name.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&tmp, e)),
+            }
         }
         let path = self.path(cid);
         match fs::read(&path) {
@@ -263,6 +300,14 @@ impl Drop for FsBlockstore {
         for t in threads {
             let _ = t.join();
         }
+        // What is left failed; its temporary files go with the store.
+        if let Ok(st) = self.shared.state.lock() {
+            for pending in st.pending.values() {
+                if let Pending::File(tmp) = pending {
+                    let _ = fs::remove_file(tmp);
+                }
+            }
+        }
     }
 }
 
@@ -290,12 +335,17 @@ impl Shared {
             return Ok(());
         }
         st.pending_bytes += data.len() as u64;
+        st.unwritten_bytes += data.len() as u64;
         st.queued += 1;
-        st.pending.insert(cid, data.clone());
+        st.pending.insert(cid, Pending::Memory(data.clone()));
         st.to_write.push(Job { cid, data });
         self.changed.notify_all();
         let max = self.max_pending.load(Ordering::Relaxed);
-        while st.pending_bytes > max && st.error.is_none() && !st.closing {
+        let max_unwritten = self.max_unwritten.load(Ordering::Relaxed);
+        while (st.pending_bytes > max || st.unwritten_bytes > max_unwritten)
+            && st.error.is_none()
+            && !st.closing
+        {
             st = self.wait(st)?;
         }
         st.check()
@@ -331,8 +381,8 @@ impl State {
     /// Done with a block: under its final name (`placed`), or failed.
     fn finish(&mut self, cid: &Cid, len: u64, placed: bool) {
         self.pending_bytes = self.pending_bytes.saturating_sub(len);
-        // A block that failed stays readable from memory for this process, but the store
-        // takes no more.
+        // A block that failed stays readable (from memory, or its temporary file) for this
+        // process, but the store takes no more.
         if placed {
             self.pending.remove(cid);
         }
@@ -378,12 +428,18 @@ impl Writer {
             for outcome in outcomes {
                 match outcome {
                     Outcome::Done(cid, len, result) => {
+                        st.unwritten_bytes = st.unwritten_bytes.saturating_sub(len);
                         st.finish(&cid, len, result.is_ok());
                         if let Err(e) = result {
                             st.fail(e);
                         }
                     }
-                    Outcome::Written(w) => st.to_sync.push(w),
+                    Outcome::Written(w) => {
+                        // Read from its file from now on: the memory goes.
+                        st.unwritten_bytes = st.unwritten_bytes.saturating_sub(w.len);
+                        st.pending.insert(w.cid, Pending::File(w.tmp.clone()));
+                        st.to_sync.push(w);
+                    }
                 }
             }
             self.shared.changed.notify_all();
@@ -413,7 +469,14 @@ impl Writer {
                 tmp,
                 dest,
             }),
-            Ok(()) => Outcome::Done(cid, len, place(&tmp, &dest)),
+            Ok(()) => {
+                let placed = place(&tmp, &dest);
+                if placed.is_err() {
+                    // The block stays readable from memory.
+                    let _ = fs::remove_file(&tmp);
+                }
+                Outcome::Done(cid, len, placed)
+            }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Outcome::Done(cid, len, Err(e))
@@ -458,8 +521,8 @@ impl Shared {
 }
 
 /// Syncs each block's file, renames it into place, then syncs the directories it went into.
-/// Says which blocks got their final name, and the first failure. A block that fails loses
-/// its temporary file (it stays readable from memory).
+/// Says which blocks got their final name, and the first failure. A block that fails keeps
+/// its temporary file while the store lives, for this process to read.
 fn make_durable(batch: &[Written]) -> (Vec<bool>, Option<BlockstoreError>) {
     let mut error = None;
     let mut dirs = BTreeSet::new();
@@ -494,10 +557,9 @@ fn make_durable(batch: &[Written]) -> (Vec<bool>, Option<BlockstoreError>) {
     (placed, error)
 }
 
-/// Renames a written block to its final name, creating its directory the first time; on
-/// failure the temporary file goes.
+/// Renames a written block to its final name, creating its directory the first time.
 fn place(tmp: &Path, dest: &Path) -> Result<(), BlockstoreError> {
-    let result = match fs::rename(tmp, dest) {
+    match fs::rename(tmp, dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => dest
             .parent()
             .map_or(Ok(()), |parent| {
@@ -505,11 +567,7 @@ fn place(tmp: &Path, dest: &Path) -> Result<(), BlockstoreError> {
             })
             .and_then(|()| fs::rename(tmp, dest).map_err(|e| io(dest, e))),
         other => other.map_err(|e| io(dest, e)),
-    };
-    if result.is_err() {
-        let _ = fs::remove_file(tmp);
     }
-    result
 }
 
 /// Flushes a directory's entries (the renames into it) to stable storage. Only Unix can
@@ -613,7 +671,7 @@ mod tests {
             let shard = s.path(&cid).parent().unwrap().to_path_buf();
             fs::write(&shard, b"in the way").unwrap();
             s.put(&cid, &data).unwrap();
-            // Still readable by this process, from memory.
+            // Still readable by this process (from memory, or its temporary file).
             assert_eq!(s.get(&cid).unwrap().as_deref(), Some(&data[..]));
             let err = s.flush().unwrap_err().to_string();
             assert!(err.contains("could not be written to disk"), "{err}");
@@ -622,7 +680,7 @@ mod tests {
             assert!(err.contains("could not be written to disk"), "{err}");
             assert_eq!(s.get(&cid).unwrap().as_deref(), Some(&data[..]));
             drop(s);
-            // The failed block's temporary file is gone with it.
+            // The failed block's temporary file is gone with the store.
             assert_eq!(fs::read_dir(dir.join(".tmp")).unwrap().count(), 0);
             fs::remove_dir_all(&dir).unwrap();
         }
@@ -654,6 +712,21 @@ mod tests {
         s.put(&cids[0], &blocks[0]).unwrap();
         s.flush().unwrap();
         assert_eq!(&fs::read(s.path(&cids[0])).unwrap(), &blocks[0]);
+        drop(s);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_put_past_the_memory_bound_returns_once_the_writer_has_written_it() {
+        let dir = temp_dir("unwritten");
+        // No block may wait in memory: each put waits for its own write.
+        let s = FsBlockstore::open(&dir, false)
+            .unwrap()
+            .max_unwritten_bytes(0);
+        for i in 0..20 {
+            let cid = s.put_new(RAW, &block(i)).unwrap();
+            assert_eq!(fs::read(s.path(&cid)).unwrap(), block(i));
+        }
         drop(s);
         fs::remove_dir_all(&dir).unwrap();
     }
