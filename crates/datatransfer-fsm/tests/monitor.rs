@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use datatransfer_fsm::{
-    Engine, EngineConfig, MonitorConfig, Output, TransportCommand, TransportEvent,
+    Engine, EngineConfig, HookToken, MonitorConfig, Output, TransportCommand, TransportEvent,
 };
 use datatransfer_sim::{Sim, SimConfig, all_selector, dag_cid, peer_id, voucher};
 use datatransfer_types::message::{Message, MessageType, TransferResponse};
@@ -753,4 +753,86 @@ fn last_status(outputs: &[Output]) -> Option<Status> {
         Output::Event { state, .. } => Some(state.status),
         _ => None,
     })
+}
+
+/// The traversal's block `index` reached the receiver; `unique` when its bytes came on the
+/// wire, not from the receiver's own store.
+fn block_received(
+    e: &mut Engine,
+    at: Timestamp,
+    ch: datatransfer_types::ChannelId,
+    index: u64,
+    unique: bool,
+) {
+    e.handle_transport_event(
+        at,
+        TransportEvent::DataReceived {
+            token: HookToken(index),
+            channel: ch,
+            size: 8,
+            index,
+            unique,
+        },
+    );
+}
+
+/// Whether the engine restarted the channel: it opens the transport's channel again.
+fn restarted(outputs: &[Output]) -> bool {
+    outputs
+        .iter()
+        .any(|o| matches!(o, Output::Transport(TransportCommand::OpenChannel { .. })))
+}
+
+/// lotus#4856's resumed pull: the client walks the blocks it holds (no byte on the wire) for
+/// longer than the stall timeout before the missing ones come. Under load, the walk of a
+/// million held blocks outlasted it, the channel was restarted five times (each restart
+/// walking from the start again) and failed.
+#[test]
+fn a_pull_walking_blocks_it_holds_is_not_stalled_and_a_walk_started_again_counts_only_past_the_last()
+ {
+    let t0 = Timestamp::from_unix_nanos(1_000_000_000);
+    let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
+    let (mut e, ch) = paused_pull(t0);
+    // The responder resumes: the channel runs.
+    e.handle_transport_event(
+        t0,
+        TransportEvent::ResponseReceived {
+            from: peer_id(1),
+            response: TransferResponse::new_channel(ch.id, true, false, None),
+            data_request: None,
+        },
+    );
+    outputs(&mut e);
+    assert_eq!(e.channel(&ch).unwrap().status, Status::Ongoing);
+    // 30 held blocks, one each 10 ms: 300 ms, fifteen stall timeouts (20 ms), no restart.
+    for i in 1..=30 {
+        block_received(&mut e, ms(10 * i), ch, i, false);
+        e.handle_timeout(ms(10 * i + 5));
+        assert!(!restarted(&outputs(&mut e)), "restarted at block {i}");
+    }
+    // The walk stops: restarted once the stall timeout passes.
+    let deadline = e.poll_timeout().unwrap();
+    assert_eq!(deadline, ms(320));
+    e.handle_timeout(deadline);
+    assert!(restarted(&outputs(&mut e)));
+    // The restarted request walks from the start again: blocks before where the first walk
+    // got are no progress, and the restart limit runs on until the channel fails.
+    let mut restarts = 1;
+    let mut failed = None;
+    for index in 1..=30 {
+        let at = ms(320 + 10 * index);
+        block_received(&mut e, at, ch, index, false);
+        e.handle_timeout(at);
+        let outs = outputs(&mut e);
+        restarts += usize::from(restarted(&outs));
+        failed = failure(&outs);
+        if failed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(restarts, 3);
+    assert_eq!(
+        failed.as_deref(),
+        Some("data transfer channel stalled: no progress after 3 consecutive restarts")
+    );
 }

@@ -41,7 +41,9 @@ pub struct MonitorConfig {
     /// How long a request may wait in the responder's queue (the responder said it is
     /// queued, or refused it as busy and it is being asked again) before the channel fails.
     pub queue_timeout: Duration,
-    /// How long a running channel may make no progress before it is restarted.
+    /// How long a running channel may make no progress before it is restarted. Progress is
+    /// bytes moved, or the walk of the DAG reaching a block further than it ever did (blocks
+    /// the receiver already holds count: a resumed pull walks them first).
     pub stall_timeout: Duration,
     /// How long to wait after a disconnect or transport error before restarting.
     pub restart_backoff: Duration,

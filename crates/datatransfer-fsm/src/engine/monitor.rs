@@ -11,6 +11,9 @@ pub(super) struct Watch {
     pub(super) changed: Timestamp,
     /// When data last moved (or the channel was last restarted).
     pub(super) progressed: Timestamp,
+    /// The furthest block of the walk reached so far (received, queued or sent; taken from
+    /// the local store or moved): a walk that goes past it is progress too.
+    pub(super) walked: u64,
     /// Restarts since data last moved.
     pub(super) restarts: u32,
     /// Restart at this time (after a disconnect or transport error).
@@ -34,6 +37,7 @@ impl Watch {
             status,
             changed: now,
             progressed: now,
+            walked: 0,
             restarts: 0,
             backoff_until: None,
             queued_since: None,
@@ -98,10 +102,31 @@ impl Engine {
                 w.final_voucher = None;
             }
         }
+        let walked_on = match event {
+            ChannelEvent::DataReceived { index }
+            | ChannelEvent::DataSent { index }
+            | ChannelEvent::DataQueued { index } => *index > w.walked,
+            _ => false,
+        };
         match event {
             ChannelEvent::DataReceivedProgress { .. }
             | ChannelEvent::DataSentProgress { .. }
             | ChannelEvent::DataQueuedProgress { .. } => {
+                w.progressed = now;
+                w.restarts = 0;
+                w.queued_since = None;
+                w.restart_sent = None;
+            }
+            // A block further along the walk than any before, even one the receiver held
+            // already (a resumed pull of a large DAG walks its held blocks first, and no
+            // byte moves meanwhile): the transfer goes on. A walk started again after a
+            // restart counts only once it passes where the last one got.
+            ChannelEvent::DataReceived { index }
+            | ChannelEvent::DataSent { index }
+            | ChannelEvent::DataQueued { index }
+                if walked_on =>
+            {
+                w.walked = *index;
                 w.progressed = now;
                 w.restarts = 0;
                 w.queued_since = None;
