@@ -16,11 +16,18 @@
 //! the client's order, so the cipher is AES-GCM when we dial, or when a Go peer or one of
 //! ours dials us, on CPUs with AES instructions. A manager's own swarm offers this first
 //! and noise second ([`crate::SecureChannels`]).
+//!
+//! The secured stream gathers writes until it is flushed ([`WRITE_BUFFER`]): yamux writes
+//! each frame's 12-byte header and its body as two writes and flushes after the frame, and
+//! rustls seals and sends every write at once, so each frame cost two TLS writes and two
+//! system calls (noise gathers writes the same way). Measured on the 1 GiB pull bench: a
+//! tenth to a fifth less CPU.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::io::BufWriter;
 use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::tls::certificate;
@@ -33,6 +40,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CommonState, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+/// How many bytes a secured stream gathers before it writes them without waiting for a
+/// flush: a yamux frame (16 KiB of data at most) and its header fit.
+pub const WRITE_BUFFER: usize = 32 << 10;
 
 /// What can go wrong while securing a connection with TLS.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +183,7 @@ impl<C> InboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, futures_rustls::TlsStream<C>);
+    type Output = (PeerId, BufWriter<futures_rustls::TlsStream<C>>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -183,7 +194,7 @@ where
                 .await
                 .map_err(TlsError::Handshake)?;
             let peer = peer_of(stream.get_ref().1)?;
-            Ok((peer, stream.into()))
+            Ok((peer, BufWriter::with_capacity(WRITE_BUFFER, stream.into())))
         }
         .boxed()
     }
@@ -193,7 +204,7 @@ impl<C> OutboundConnectionUpgrade<C> for Config
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, futures_rustls::TlsStream<C>);
+    type Output = (PeerId, BufWriter<futures_rustls::TlsStream<C>>);
     type Error = TlsError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -206,7 +217,7 @@ where
                 .await
                 .map_err(TlsError::Handshake)?;
             let peer = peer_of(stream.get_ref().1)?;
-            Ok((peer, stream.into()))
+            Ok((peer, BufWriter::with_capacity(WRITE_BUFFER, stream.into())))
         }
         .boxed()
     }
@@ -410,8 +421,8 @@ mod tests {
         assert_eq!(client_seen, client_key.public().to_peer_id());
 
         let ours = cipher_suites()[0].suite();
-        assert_eq!(suite(&to_server), Some(ours));
-        assert_eq!(suite(&to_client), Some(ours));
+        assert_eq!(suite(to_server.get_ref()), Some(ours));
+        assert_eq!(suite(to_client.get_ref()), Some(ours));
         if aes_in_hardware() {
             assert_eq!(ours, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
         }
@@ -430,6 +441,36 @@ mod tests {
         );
         sent.expect("write");
         assert_eq!(got.expect("read"), data);
+    }
+
+    /// Writes wait for a flush (up to [`WRITE_BUFFER`]) and then leave together: a yamux
+    /// frame's header and body make one TLS write, not two.
+    #[tokio::test]
+    async fn writes_wait_for_a_flush_and_then_leave_together() {
+        let client = Config::new(&identity::Keypair::generate_ed25519()).expect("client");
+        let server = Config::new(&identity::Keypair::generate_ed25519()).expect("server");
+        let (a, b) = socket_pair().await;
+        let (dialed, accepted) = tokio::join!(
+            client.upgrade_outbound(a, "/tls/1.0.0"),
+            server.upgrade_inbound(b, "/tls/1.0.0")
+        );
+        let (_, mut to_server) = dialed.expect("client handshake");
+        let (_, mut to_client) = accepted.expect("server handshake");
+        let header = [7u8; 12];
+        let body = vec![9u8; 16 << 10];
+        to_server.write_all(&header).await.expect("write");
+        to_server.write_all(&body).await.expect("write");
+        let mut buf = vec![0u8; header.len() + body.len()];
+        let early = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            to_client.read(&mut buf),
+        )
+        .await;
+        assert!(early.is_err(), "bytes arrived before the flush: {early:?}");
+        to_server.flush().await.expect("flush");
+        to_client.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf[..12], &header);
+        assert_eq!(&buf[12..], &body[..]);
     }
 
     /// A second connection between the same two configurations checks the certificates
@@ -459,7 +500,7 @@ mod tests {
             );
             w.expect("write");
             r.expect("read");
-            let kind = match &to_server {
+            let kind = match to_server.get_ref() {
                 futures_rustls::TlsStream::Client(s) => s.get_ref().1.handshake_kind(),
                 futures_rustls::TlsStream::Server(s) => s.get_ref().1.handshake_kind(),
             };
