@@ -317,8 +317,8 @@ fn a_request_waiting_in_the_responders_queue_is_not_failed_for_its_accept() {
     );
 }
 
-/// A pull its responder accepted and paused at once (it wants a payment first).
-fn paused_pull(t0: Timestamp) -> (Engine, datatransfer_types::ChannelId) {
+/// A pull its responder accepted, and paused at once if `paused` (it wants a payment first).
+fn accepted_pull(t0: Timestamp, paused: bool) -> (Engine, datatransfer_types::ChannelId) {
     let mut e = engine();
     let ch = e
         .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
@@ -327,11 +327,15 @@ fn paused_pull(t0: Timestamp) -> (Engine, datatransfer_types::ChannelId) {
         t0,
         TransportEvent::ResponseReceived {
             from: peer_id(1),
-            response: TransferResponse::new_channel(ch.id, true, true, None),
+            response: TransferResponse::new_channel(ch.id, true, paused, None),
             data_request: None,
         },
     );
     (e, ch)
+}
+
+fn paused_pull(t0: Timestamp) -> (Engine, datatransfer_types::ChannelId) {
+    accepted_pull(t0, true)
 }
 
 #[test]
@@ -610,19 +614,8 @@ fn a_reopened_pull_accepted_in_time_goes_on() {
 /// A pull whose data all arrived and whose responder then paused its Complete to be paid;
 /// the client pays at `ms(20)` with `voucher(7)`.
 fn paying_the_finalizing_responder(t0: Timestamp) -> (Engine, datatransfer_types::ChannelId) {
-    let mut e = engine();
     let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
-    let ch = e
-        .open_pull(t0, peer_id(1), voucher(0), dag_cid(1), all_selector())
-        .unwrap();
-    e.handle_transport_event(
-        t0,
-        TransportEvent::ResponseReceived {
-            from: peer_id(1),
-            response: TransferResponse::new_channel(ch.id, true, false, None),
-            data_request: None,
-        },
-    );
+    let (mut e, ch) = accepted_pull(t0, false);
     e.handle_transport_event(
         ms(10),
         TransportEvent::ChannelCompleted {
@@ -788,20 +781,10 @@ fn restarted(outputs: &[Output]) -> bool {
 /// million held blocks outlasted it, the channel was restarted five times (each restart
 /// walking from the start again) and failed.
 #[test]
-fn a_pull_walking_blocks_it_holds_is_not_stalled_and_a_walk_started_again_counts_only_past_the_last()
- {
+fn walking_held_blocks_is_progress_but_walking_them_again_after_a_restart_is_not() {
     let t0 = Timestamp::from_unix_nanos(1_000_000_000);
     let ms = |n: u64| t0.saturating_add(Duration::from_millis(n));
-    let (mut e, ch) = paused_pull(t0);
-    // The responder resumes: the channel runs.
-    e.handle_transport_event(
-        t0,
-        TransportEvent::ResponseReceived {
-            from: peer_id(1),
-            response: TransferResponse::new_channel(ch.id, true, false, None),
-            data_request: None,
-        },
-    );
+    let (mut e, ch) = accepted_pull(t0, false);
     outputs(&mut e);
     assert_eq!(e.channel(&ch).unwrap().status, Status::Ongoing);
     // 30 held blocks, one each 10 ms: 300 ms, fifteen stall timeouts (20 ms), no restart.

@@ -375,9 +375,7 @@ impl State {
             None => Ok(()),
         }
     }
-}
 
-impl State {
     /// Done with a block: under its final name (`placed`), or failed.
     fn finish(&mut self, cid: &Cid, len: u64, placed: bool) {
         self.pending_bytes = self.pending_bytes.saturating_sub(len);

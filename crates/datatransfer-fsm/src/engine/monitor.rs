@@ -48,6 +48,15 @@ impl Watch {
         }
     }
 
+    /// The transfer moved on: the stall deadline starts again, the restarts in a row are
+    /// over, and the request is out of the responder's queue and answered.
+    fn moved(&mut self, now: Timestamp) {
+        self.progressed = now;
+        self.restarts = 0;
+        self.queued_since = None;
+        self.restart_sent = None;
+    }
+
     pub(super) fn responder(status: Status, now: Timestamp) -> Self {
         Self {
             responder: true,
@@ -102,21 +111,10 @@ impl Engine {
                 w.final_voucher = None;
             }
         }
-        let walked_on = match event {
-            ChannelEvent::DataReceived { index }
-            | ChannelEvent::DataSent { index }
-            | ChannelEvent::DataQueued { index } => *index > w.walked,
-            _ => false,
-        };
         match event {
             ChannelEvent::DataReceivedProgress { .. }
             | ChannelEvent::DataSentProgress { .. }
-            | ChannelEvent::DataQueuedProgress { .. } => {
-                w.progressed = now;
-                w.restarts = 0;
-                w.queued_since = None;
-                w.restart_sent = None;
-            }
+            | ChannelEvent::DataQueuedProgress { .. } => w.moved(now),
             // A block further along the walk than any before, even one the receiver held
             // already (a resumed pull of a large DAG walks its held blocks first, and no
             // byte moves meanwhile): the transfer goes on. A walk started again after a
@@ -124,13 +122,10 @@ impl Engine {
             ChannelEvent::DataReceived { index }
             | ChannelEvent::DataSent { index }
             | ChannelEvent::DataQueued { index }
-                if walked_on =>
+                if *index > w.walked =>
             {
                 w.walked = *index;
-                w.progressed = now;
-                w.restarts = 0;
-                w.queued_since = None;
-                w.restart_sent = None;
+                w.moved(now);
             }
             ChannelEvent::TransferRequestQueued => {
                 w.queued_since.get_or_insert(now);
