@@ -778,7 +778,10 @@ impl datatransfer_ipld::blockstore::Blockstore for FullDisk {
     fn get(
         &self,
         cid: &Cid,
-    ) -> Result<Option<std::sync::Arc<[u8]>>, datatransfer_ipld::blockstore::BlockstoreError> {
+    ) -> Result<
+        Option<datatransfer_ipld::blockstore::Bytes>,
+        datatransfer_ipld::blockstore::BlockstoreError,
+    > {
         self.inner.get(cid)
     }
 

@@ -330,7 +330,10 @@ struct FlushRecorder {
 }
 
 impl Blockstore for FlushRecorder {
-    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+    fn get(
+        &self,
+        cid: &Cid,
+    ) -> Result<Option<datatransfer_ipld::blockstore::Bytes>, BlockstoreError> {
         self.blocks.get(cid)
     }
 

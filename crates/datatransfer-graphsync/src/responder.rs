@@ -262,10 +262,7 @@ impl Responder {
                 };
                 let block = if send {
                     // The store's own buffer goes out, not a copy of it.
-                    data.map(|d| Block {
-                        cid,
-                        data: bytes::Bytes::from_owner(d),
-                    })
+                    data.map(|data| Block { cid, data })
                 } else {
                     None
                 };

@@ -872,7 +872,10 @@ impl Blockstore for SlowStore {
     fn get(
         &self,
         cid: &Cid,
-    ) -> Result<Option<Arc<[u8]>>, datatransfer_ipld::blockstore::BlockstoreError> {
+    ) -> Result<
+        Option<datatransfer_ipld::blockstore::Bytes>,
+        datatransfer_ipld::blockstore::BlockstoreError,
+    > {
         self.inner.get(cid)
     }
 

@@ -6,7 +6,7 @@
 //! the traversal on a blocking thread.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 pub use bytes::Bytes;
 use cid::Cid;
@@ -28,8 +28,9 @@ pub enum BlockstoreError {
 
 /// Content-addressed block storage.
 pub trait Blockstore: Send + Sync {
-    /// The block with this CID, if stored.
-    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError>;
+    /// The block with this CID, if stored. A store that keeps blocks in memory hands out a
+    /// handle on its own buffer (`Bytes` is shared, not copied).
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError>;
 
     /// Stores a block under its CID. Implementations verify the hash.
     fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError>;
@@ -80,7 +81,7 @@ pub trait Blockstore: Send + Sync {
 /// Blocks in memory.
 #[derive(Debug, Default)]
 pub struct MemoryBlockstore {
-    blocks: RwLock<HashMap<Cid, Arc<[u8]>>>,
+    blocks: RwLock<HashMap<Cid, Bytes>>,
 }
 
 impl MemoryBlockstore {
@@ -113,7 +114,7 @@ fn poisoned() -> BlockstoreError {
 }
 
 impl Blockstore for MemoryBlockstore {
-    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
         Ok(self
             .blocks
             .read()
@@ -128,10 +129,15 @@ impl Blockstore for MemoryBlockstore {
     }
 
     fn put_verified(&self, cid: &Cid, data: &[u8]) -> Result<(), BlockstoreError> {
+        self.put_verified_owned(cid, Bytes::copy_from_slice(data))
+    }
+
+    /// Keeps `data` itself: no copy.
+    fn put_verified_owned(&self, cid: &Cid, data: Bytes) -> Result<(), BlockstoreError> {
         self.blocks
             .write()
             .map_err(|_| poisoned())?
-            .insert(*cid, Arc::from(data));
+            .insert(*cid, data);
         Ok(())
     }
 
@@ -164,5 +170,22 @@ mod tests {
             Err(BlockstoreError::Block(BlockError::HashMismatch(_)))
         ));
         assert_eq!(bs.len(), 1);
+    }
+
+    #[test]
+    fn owned_bytes_are_kept_and_given_back_without_a_copy() {
+        let bs = MemoryBlockstore::new();
+        let message = Bytes::from_static(b"header:block bytes");
+        let block = message.slice(7..);
+        let cid = codec::cid_of(codec::RAW, &block);
+        bs.put_verified_owned(&cid, block.clone()).unwrap();
+        let got = bs.get(&cid).unwrap().unwrap();
+        assert_eq!(got, block);
+        assert_eq!(got.as_ptr(), block.as_ptr(), "the message's own bytes");
+        // Bytes given by reference are copied: the caller's buffer may be reused.
+        let mut buf = b"abc".to_vec();
+        let cid = bs.put_new(codec::RAW, &buf).unwrap();
+        buf[0] = b'x';
+        assert_eq!(bs.get(&cid).unwrap().as_deref(), Some(&b"abc"[..]));
     }
 }

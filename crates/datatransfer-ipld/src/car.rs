@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use cid::Cid;
 use thiserror::Error;
 
-use crate::blockstore::{Blockstore, BlockstoreError};
+use crate::blockstore::{Blockstore, BlockstoreError, Bytes};
 use crate::codec::{self, BlockError};
 use crate::node::Node;
 use crate::selector::Selector;
@@ -370,7 +370,7 @@ impl CarBlockstore {
 }
 
 impl Blockstore for CarBlockstore {
-    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
         let Some((offset, len)) = self.index.get(cid) else {
             return Ok(None);
         };
@@ -382,7 +382,7 @@ impl Blockstore for CarBlockstore {
         f.seek(SeekFrom::Start(*offset)).map_err(io)?;
         let mut buf = vec![0u8; *len as usize];
         f.read_exact(&mut buf).map_err(io)?;
-        Ok(Some(Arc::from(buf)))
+        Ok(Some(Bytes::from(buf)))
     }
 
     fn put(&self, _: &Cid, _: &[u8]) -> Result<(), BlockstoreError> {

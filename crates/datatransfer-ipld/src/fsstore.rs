@@ -222,16 +222,16 @@ fn remove_stale_temp_files(tmp_dir: &Path) {
 }
 
 impl Blockstore for FsBlockstore {
-    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
         // A block leaves `pending` only once its file is in place.
         let tmp = match self.shared.lock()?.pending.get(cid) {
-            Some(Pending::Memory(data)) => return Ok(Some(Arc::from(&data[..]))),
+            Some(Pending::Memory(data)) => return Ok(Some(data.clone())),
             Some(Pending::File(tmp)) => Some(tmp.clone()),
             None => None,
         };
         if let Some(tmp) = tmp {
             match fs::read(&tmp) {
-                Ok(data) => return Ok(Some(Arc::from(data))),
+                Ok(data) => return Ok(Some(Bytes::from(data))),
                 // Renamed meanwhile: read it under its final name.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&tmp, e)),
@@ -239,7 +239,7 @@ impl Blockstore for FsBlockstore {
         }
         let path = self.path(cid);
         match fs::read(&path) {
-            Ok(data) => Ok(Some(Arc::from(data))),
+            Ok(data) => Ok(Some(Bytes::from(data))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path, e)),
         }

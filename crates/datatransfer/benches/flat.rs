@@ -18,7 +18,7 @@ use std::time::Instant;
 mod support;
 
 use datatransfer::{Cid, Status};
-use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError};
+use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, Bytes};
 use datatransfer_ipld::unixfs::{ImportOptions, import};
 
 /// Leaf size: 1 MiB raw leaves, our importer's default.
@@ -69,14 +69,14 @@ impl Read for Generated {
 /// The provider's store: interior nodes kept, leaves made again on demand.
 #[derive(Default)]
 struct GeneratedStore {
-    nodes: RwLock<HashMap<Cid, Arc<[u8]>>>,
+    nodes: RwLock<HashMap<Cid, Bytes>>,
     leaves: RwLock<HashMap<Cid, u64>>,
 }
 
 impl Blockstore for GeneratedStore {
-    fn get(&self, cid: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
         if let Some(n) = self.leaves.read().expect("lock").get(cid) {
-            return Ok(Some(Arc::from(leaf(*n))));
+            return Ok(Some(Bytes::from(leaf(*n))));
         }
         Ok(self.nodes.read().expect("lock").get(cid).cloned())
     }
@@ -89,7 +89,7 @@ impl Blockstore for GeneratedStore {
             self.nodes
                 .write()
                 .expect("lock")
-                .insert(*cid, Arc::from(data));
+                .insert(*cid, Bytes::copy_from_slice(data));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datatransfer::Cid;
-use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError};
+use datatransfer_ipld::blockstore::{Blockstore, BlockstoreError, Bytes};
 
 /// Keeps nothing; counts what it is given (the client still checks every block).
 #[derive(Default)]
@@ -24,7 +24,7 @@ impl CountingStore {
 }
 
 impl Blockstore for CountingStore {
-    fn get(&self, _: &Cid) -> Result<Option<Arc<[u8]>>, BlockstoreError> {
+    fn get(&self, _: &Cid) -> Result<Option<Bytes>, BlockstoreError> {
         Ok(None)
     }
 
