@@ -179,9 +179,11 @@ impl FrameReader {
     /// Room to read the stream's next bytes into; tell [`FrameReader::advance`] how many the
     /// read gave. Call [`FrameReader::next_frame`] until it has nothing before asking again.
     ///
-    /// The frame's whole size is reserved once (address space, so the body never moves), but
-    /// room is made ready only 256 KiB ahead of what arrived: a peer that announces a
-    /// large frame and sends nothing costs no memory.
+    /// The frame's whole size is reserved once, so the body never moves, and each read is
+    /// offered at most 256 KiB. A new buffer comes zeroed from the allocator (a large one as
+    /// pages the kernel backs only when a read writes them) and a reused one is made ready
+    /// 256 KiB ahead of what arrived: for a peer that announces a large frame and sends
+    /// nothing we write nothing, and freshly mapped pages cost address space only.
     pub fn read_buf(&mut self) -> &mut [u8] {
         let want = match self.head() {
             Some((pos, len)) if len <= self.max => {
@@ -212,8 +214,20 @@ impl FrameReader {
             .iter_mut()
             .position(|(b, _)| b.try_reclaim(size))
             .map(|i| self.spare.swap_remove(i));
-        let (mut next, next_size) = reused.unwrap_or_else(|| (BytesMut::with_capacity(size), size));
-        next.extend_from_slice(&self.buf[..self.filled]);
+        let (next, next_size) = match reused {
+            Some((mut next, next_size)) => {
+                next.extend_from_slice(&self.buf[..self.filled]);
+                (next, next_size)
+            }
+            None => {
+                // Zeroed by the allocator: fresh pages come zeroed from the kernel and are
+                // not written here (only faulted in by the reads), where `resize` would
+                // write every byte a second time.
+                let mut next = BytesMut::zeroed(size);
+                next[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+                (next, size)
+            }
+        };
         // The old handle, even one with no room left, holds its buffer: once every frame
         // cut from it is dropped, it can take the whole buffer back.
         let mut old = std::mem::replace(&mut self.buf, next);
