@@ -218,6 +218,10 @@ impl Reader {
             tx,
         } = self;
         let mut frames = FrameReader::new(max);
+        // Everything read goes to the node through the decoder, in order.
+        let (decoder, rx) = mpsc::channel::<Cmd>(1);
+        tokio::spawn(decode(rx, tx));
+        let tx = decoder;
         loop {
             loop {
                 match frames.next_frame() {
@@ -227,15 +231,7 @@ impl Reader {
                         let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
                             return;
                         };
-                        // Version 2 needs nothing of the node to decode: it is decoded
-                        // here, so that hashing each block to build its CID runs beside
-                        // the node's task, not on it.
-                        let cmd = match version {
-                            Version::V2 => {
-                                Cmd::Decoded(peer, crate::v2::decode_shared(&body, 256), permit)
-                            }
-                            Version::V1 => Cmd::Inbound(peer, version, body, permit),
-                        };
+                        let cmd = Cmd::Inbound(peer, version, body, permit);
                         if tx.send(cmd).await.is_err() {
                             return;
                         }
@@ -263,6 +259,25 @@ impl Reader {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Decodes a stream's version 2 messages for the node, passing on the reader's other
+/// commands in order. Version 2 needs nothing of the node to decode, so hashing each block
+/// to build its CID runs here: beside the node's task, and beside the reader's, which reads
+/// the next frame meanwhile (one task for both kept a core idle while it hashed: 1.50-1.55
+/// cores busy in the 1 GiB pull into a memory store, 1.61-1.75 with this task).
+async fn decode(mut rx: mpsc::Receiver<Cmd>, tx: mpsc::Sender<Cmd>) {
+    while let Some(cmd) = rx.recv().await {
+        let cmd = match cmd {
+            Cmd::Inbound(peer, Version::V2, body, permit) => {
+                Cmd::Decoded(peer, crate::v2::decode_shared(&body, 256), permit)
+            }
+            other => other,
+        };
+        if tx.send(cmd).await.is_err() {
+            return;
         }
     }
 }
