@@ -24,8 +24,9 @@
 //! `DT_BENCH_NO_LIFO=1` turns off the workers' LIFO slot: a task woken by another runs next on
 //! the same worker, where the other worker cannot steal it, so the stages of a pull (the
 //! connections' tasks, the stream's reader and decoder) often queue on one core while the
-//! other idles. Without the slot, 1.75-1.96 cores are busy instead of 1.41-1.89. An
-//! application with tokio_unstable can build its runtime this way.
+//! other idles. Three alternated full runs: without the slot 1.75-1.96 cores busy in the
+//! memory-store cases but one (1.54), 1.40-1.88 with it; the filesystem cases gain nothing.
+//! An application built with tokio_unstable can make its runtime this way.
 
 use std::sync::Arc;
 use std::time::Instant;
