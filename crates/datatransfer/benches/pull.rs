@@ -16,9 +16,13 @@
 //!
 //! The filesystem cases' directories are removed only when the run ends: on ext4 without a
 //! journal (as on the VMs these benches run on) every new file's inode is sought past the
-//! inodes deleted in the last 30 seconds, one lookup each, so removing a case's thousands of
-//! files would charge the next case seconds of the kernel's time. For the same reason, leave
-//! half a minute between two runs of the filesystem cases.
+//! inodes of its group deleted in the last minute (six minutes while their inode table
+//! block waits to be written), one lookup each, so removing a case's thousands of files
+//! would charge the next case seconds of the kernel's time (a profile of the writer thread
+//! in such a run: 84 % in `openat`, in ext4's `recently_deleted`). For the same reason, runs
+//! of the filesystem cases a few minutes apart compare best. The other cost these cases pay
+//! to the kernel is the page cache's fresh pages: on these VMs copying a block into the page
+//! cache faults in memory the host backs on first touch, up to half the process's CPU.
 //!
 //! The runtime is tokio's default (two workers). Built with `RUSTFLAGS="--cfg tokio_unstable"`,
 //! `DT_BENCH_NO_LIFO=1` turns off the workers' LIFO slot: a task woken by another runs next on
