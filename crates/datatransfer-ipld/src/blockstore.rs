@@ -132,7 +132,9 @@ impl Blockstore for MemoryBlockstore {
         self.put_verified_owned(cid, Bytes::copy_from_slice(data))
     }
 
-    /// Keeps `data` itself: no copy.
+    /// Keeps `data` itself: no copy. A slice of a larger buffer keeps all of that buffer in
+    /// memory; the graphsync requester hands over only blocks that are a large part of the
+    /// message they came in, and copies the rest.
     fn put_verified_owned(&self, cid: &Cid, data: Bytes) -> Result<(), BlockstoreError> {
         self.blocks
             .write()

@@ -10,9 +10,9 @@
 //! decoding and verifying the next blocks while the threads write. There are two writers by
 //! default ([`FsBlockstore::open_with_writers`] for more or fewer): creating a block's file
 //! and copying it into the page cache can keep a core busy, and one writer was the slowest
-//! stage of a pull while the other core had room (see [`DEFAULT_WRITER_THREADS`]). A block handed over as
-//! [`Bytes`] ([`Blockstore::put_verified_owned`], as the graphsync requester does) is written
-//! from those bytes without a copy.
+//! stage of a pull while the other core had room (see [`DEFAULT_WRITER_THREADS`]). A block
+//! handed over as [`Bytes`] ([`Blockstore::put_verified_owned`], as the graphsync requester
+//! does) is written from those bytes without a copy.
 //!
 //! A writer writes a block to a temporary file under `.tmp/` and renames it to its final
 //! name, so a block file never holds part of a block. In a store opened with `sync`, another
@@ -458,25 +458,22 @@ impl Writer {
                 }
             };
             let outcome = self.write(&job);
-            drop(job);
             let Ok(mut st) = self.shared.state.lock() else {
                 return;
             };
-            {
-                match outcome {
-                    Outcome::Done(seq, cid, len, result) => {
-                        st.unwritten_bytes = st.unwritten_bytes.saturating_sub(len);
-                        st.finish(seq, &cid, len, result.is_ok());
-                        if let Err(e) = result {
-                            st.fail(e);
-                        }
+            match outcome {
+                Outcome::Done(seq, cid, len, result) => {
+                    st.unwritten_bytes = st.unwritten_bytes.saturating_sub(len);
+                    st.finish(seq, &cid, len, result.is_ok());
+                    if let Err(e) = result {
+                        st.fail(e);
                     }
-                    Outcome::Written(w) => {
-                        // Read from its file from now on: the memory goes.
-                        st.unwritten_bytes = st.unwritten_bytes.saturating_sub(w.len);
-                        st.pending.insert(w.cid, Pending::File(w.tmp.clone()));
-                        st.to_sync.push(w);
-                    }
+                }
+                Outcome::Written(w) => {
+                    // Read from its file from now on: the memory goes.
+                    st.unwritten_bytes = st.unwritten_bytes.saturating_sub(w.len);
+                    st.pending.insert(w.cid, Pending::File(w.tmp.clone()));
+                    st.to_sync.push(w);
                 }
             }
             self.shared.changed.notify_all();

@@ -281,12 +281,12 @@ impl Node {
                         Err(_) => continue,
                     };
                     match decoded {
-                        Ok(msg) => self.on_message(peer, msg),
+                        Ok(msg) => self.on_message(peer, msg, body.len()),
                         Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
                     }
                 }
-                Cmd::Decoded(peer, decoded, _permit) => match decoded {
-                    Ok(msg) => self.on_message(peer, msg),
+                Cmd::Decoded(peer, decoded, body_len, _permit) => match decoded {
+                    Ok(msg) => self.on_message(peer, msg, body_len),
                     Err(e) => self.hooks.network_error(peer, &format!("bad message: {e}")),
                 },
             }
@@ -418,7 +418,9 @@ impl Node {
         );
     }
 
-    pub(super) fn on_message(&mut self, peer: PeerId, msg: Message) {
+    /// Handles a message that came in a body of `body_len` bytes (its blocks are parts of
+    /// that body).
+    pub(super) fn on_message(&mut self, peer: PeerId, msg: Message, body_len: usize) {
         for req in msg.requests {
             match req.kind {
                 RequestType::New => self.serve(peer, req),
@@ -438,7 +440,12 @@ impl Node {
             let mine: Vec<Block> = resp
                 .metadata
                 .iter()
-                .filter_map(|(cid, _)| blocks.remove(cid).map(|data| Block { cid: *cid, data }))
+                .filter_map(|(cid, _)| {
+                    blocks.remove(cid).map(|data| Block {
+                        cid: *cid,
+                        data: compact(data, body_len),
+                    })
+                })
                 .collect();
             self.on_response(peer, resp, mine);
         }
@@ -595,5 +602,40 @@ impl Node {
             state,
         };
         tokio::spawn(ctx.serve(request, ctl));
+    }
+}
+/// A received block keeps the body it came in alive (a store may keep it for good) only if
+/// it is at least this part of that body: a smaller one is copied out. What stores hold of a
+/// peer's messages is then at most this many times the blocks they keep, whatever the peer
+/// packs beside them (a small block in a large message, say, among blocks we never keep).
+const SHARED_BLOCK_MIN_PART: usize = 4;
+
+/// `data` as it lies in a body of `body_len` bytes, or a copy of it if it is too small a
+/// part of that body to hold all of it in memory ([`SHARED_BLOCK_MIN_PART`]).
+fn compact(data: crate::Bytes, body_len: usize) -> crate::Bytes {
+    if data.len().saturating_mul(SHARED_BLOCK_MIN_PART) >= body_len {
+        data
+    } else {
+        crate::Bytes::copy_from_slice(&data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_block_is_copied_out_of_its_body_and_a_large_one_shares_it() {
+        let body = crate::Bytes::from(vec![7u8; 1000]);
+        // A quarter of the body: kept as it lies, holding the body.
+        let large = compact(body.slice(0..250), body.len());
+        assert_eq!(large.as_ptr(), body.as_ptr());
+        assert!(!body.is_unique());
+        drop(large);
+        // Less: a copy, and the body is held by nothing else.
+        let small = compact(body.slice(10..259), body.len());
+        assert_eq!(&small[..], &body[10..259]);
+        assert_ne!(small.as_ptr(), body[10..].as_ptr());
+        assert!(body.is_unique());
     }
 }

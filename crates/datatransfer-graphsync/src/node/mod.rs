@@ -106,10 +106,12 @@ enum Cmd {
     Response(PeerId, RequestId, ResponseCmd),
     /// A received message body, holding its share of the inbound byte budget.
     Inbound(PeerId, Version, crate::Bytes, OwnedSemaphorePermit),
-    /// A message its stream's decoder task decoded already (version 2), and its budget.
+    /// A message its stream's decoder task decoded already (version 2), the length of the
+    /// body it came in, and its budget.
     Decoded(
         PeerId,
         Result<Message, crate::MessageError>,
+        usize,
         OwnedSemaphorePermit,
     ),
     WriteFailed(PeerId, String),

@@ -271,9 +271,12 @@ impl Reader {
 async fn decode(mut rx: mpsc::Receiver<Cmd>, tx: mpsc::Sender<Cmd>) {
     while let Some(cmd) = rx.recv().await {
         let cmd = match cmd {
-            Cmd::Inbound(peer, Version::V2, body, permit) => {
-                Cmd::Decoded(peer, crate::v2::decode_shared(&body, 256), permit)
-            }
+            Cmd::Inbound(peer, Version::V2, body, permit) => Cmd::Decoded(
+                peer,
+                crate::v2::decode_shared(&body, 256),
+                body.len(),
+                permit,
+            ),
             other => other,
         };
         if tx.send(cmd).await.is_err() {
