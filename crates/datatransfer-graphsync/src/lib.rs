@@ -87,22 +87,13 @@ pub fn encode_frame(msg: &Message, version: Version, ids: &mut v1::V1Ids) -> Fra
 /// and whose room is used first: a writer that hands each written frame's buffer back
 /// ([`Frame::into_buffer`]) asks the allocator for no new memory per message.
 pub fn encode_frame_into(
-    mut buf: Vec<u8>,
+    buf: Vec<u8>,
     msg: &Message,
     version: Version,
     ids: &mut v1::V1Ids,
 ) -> Frame {
-    buf.clear();
-    buf.reserve(PREFIX_ROOM + msg.approx_size() + 256);
-    buf.resize(PREFIX_ROOM, 0);
-    match version {
-        Version::V2 => v2::encode_into(&mut buf, msg),
-        Version::V1 => v1::encode_into(&mut buf, msg, ids),
-    }
-    let mut prefix = Vec::with_capacity(PREFIX_ROOM);
-    put_uvarint(&mut prefix, (buf.len() - PREFIX_ROOM) as u64);
-    let start = PREFIX_ROOM - prefix.len();
-    buf[start..PREFIX_ROOM].copy_from_slice(&prefix);
+    let SharedFrame { buf, start, .. } =
+        encode_shared_frame_into(buf, msg, version, ids, usize::MAX);
     Frame { buf, start }
 }
 
@@ -111,6 +102,83 @@ impl Frame {
     pub fn into_buffer(self) -> Vec<u8> {
         self.buf
     }
+}
+
+/// A framed message whose large blocks are not copied into its buffer: they go on the wire
+/// from where they lie (a store's memory, a received message), between the buffer's parts.
+/// Written in order, [`SharedFrame::parts`] are the bytes of the [`Frame`] that
+/// [`encode_frame_into`] makes of the same message.
+#[derive(Debug, Clone)]
+pub struct SharedFrame {
+    buf: Vec<u8>,
+    start: usize,
+    /// The blocks left out of `buf`, each with the offset in `buf` where its bytes belong.
+    shared: Vec<(usize, Bytes)>,
+}
+
+impl SharedFrame {
+    /// The frame's length on the wire, prefix included.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start + self.shared.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
+    /// Whether the frame has no bytes (never: a frame has at least its prefix).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame's bytes, in the order they go on the wire.
+    pub fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(2 * self.shared.len() + 1);
+        let mut at = self.start;
+        for (offset, block) in &self.shared {
+            parts.push(&self.buf[at..*offset]);
+            parts.push(&block[..]);
+            at = *offset;
+        }
+        parts.push(&self.buf[at..]);
+        parts
+    }
+
+    /// The frame's buffer, for the next [`encode_shared_frame_into`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Encodes a message with its varint length prefix into `buf` (as [`encode_frame_into`]),
+/// except the bytes of blocks of `share_from` bytes or more, which the frame holds as they
+/// are (a handle, not a copy). Version 1 (protobuf) frames share nothing.
+pub fn encode_shared_frame_into(
+    mut buf: Vec<u8>,
+    msg: &Message,
+    version: Version,
+    ids: &mut v1::V1Ids,
+    share_from: usize,
+) -> SharedFrame {
+    let mut shared = Vec::new();
+    let left_out: usize = match version {
+        Version::V2 => msg
+            .blocks
+            .iter()
+            .filter(|b| b.data.len() >= share_from)
+            .map(|b| b.data.len())
+            .sum(),
+        Version::V1 => 0,
+    };
+    buf.clear();
+    buf.reserve(PREFIX_ROOM + msg.approx_size().saturating_sub(left_out) + 256);
+    buf.resize(PREFIX_ROOM, 0);
+    match version {
+        Version::V2 => v2::encode_sharing_into(&mut buf, msg, share_from, &mut shared),
+        Version::V1 => v1::encode_into(&mut buf, msg, ids),
+    }
+    let body = buf.len() - PREFIX_ROOM + shared.iter().map(|(_, b)| b.len()).sum::<usize>();
+    let mut prefix = Vec::with_capacity(PREFIX_ROOM);
+    put_uvarint(&mut prefix, body as u64);
+    let start = PREFIX_ROOM - prefix.len();
+    buf[start..PREFIX_ROOM].copy_from_slice(&prefix);
+    SharedFrame { buf, start, shared }
 }
 
 /// Splits a byte stream into framed messages, refusing any larger than the limit before

@@ -108,6 +108,20 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 
 /// Appends a message body (no length prefix) to `out`.
 pub fn encode_into(out: &mut Vec<u8>, msg: &Message) {
+    encode_sharing_into(out, msg, usize::MAX, &mut Vec::new());
+}
+
+/// Appends a message body (no length prefix) to `out` without the bytes of its blocks of
+/// `share_from` bytes or more: each such block is pushed on `shared` with the offset in `out`
+/// where its bytes belong (its CBOR header is in `out`, before that offset). The body is
+/// `out` with each shared block's bytes put in at its offset; written out in that order, it
+/// is byte for byte what [`encode_into`] gives, without copying the large blocks.
+pub fn encode_sharing_into(
+    out: &mut Vec<u8>,
+    msg: &Message,
+    share_from: usize,
+    shared: &mut Vec<(usize, Bytes)>,
+) {
     cbor::write_header(out, MAJOR_MAP, 1);
     key(out, "gs2");
     let n = usize::from(!msg.blocks.is_empty())
@@ -121,7 +135,12 @@ pub fn encode_into(out: &mut Vec<u8>, msg: &Message) {
         for b in &msg.blocks {
             cbor::write_header(out, MAJOR_ARRAY, 2);
             bytes(out, &cid_prefix(&b.cid));
-            bytes(out, &b.data);
+            if b.data.len() >= share_from {
+                cbor::write_header(out, MAJOR_BYTES, b.data.len() as u64);
+                shared.push((out.len(), b.data.clone()));
+            } else {
+                bytes(out, &b.data);
+            }
         }
     }
     if !msg.requests.is_empty() {

@@ -5,7 +5,7 @@
 use datatransfer_graphsync::v1::V1Ids;
 use datatransfer_graphsync::{
     Block, Extensions, FrameReader, LinkAction, Message, MessageError, RawNode, Request, RequestId,
-    Response, ResponseStatus, Version, decode_body, encode_frame, v1, v2,
+    Response, ResponseStatus, Version, decode_body, encode_frame, encode_shared_frame_into, v1, v2,
 };
 use proptest::prelude::*;
 
@@ -121,6 +121,17 @@ proptest! {
     #[test]
     fn v2_round_trips(msg in message(false)) {
         prop_assert_eq!(v2::decode(&v2::encode(&msg), 256)?, msg);
+    }
+
+    #[test]
+    fn a_shared_frame_is_the_frame_byte_for_byte(msg in message(true), share_from in 0usize..80) {
+        // Blocks of 0..64 bytes: some, all or none are left out of the buffer.
+        for version in [Version::V2, Version::V1] {
+            let whole = encode_frame(&msg, version, &mut V1Ids::default()).to_vec();
+            let shared = encode_shared_frame_into(Vec::new(), &msg, version, &mut V1Ids::default(), share_from);
+            prop_assert_eq!(shared.len(), whole.len());
+            prop_assert_eq!(shared.parts().concat(), whole);
+        }
     }
 
     #[test]

@@ -32,7 +32,10 @@ use crate::message::{
 use crate::requester::{Progress, Verifier, VerifyError};
 use crate::responder::{BlockDecision, OutgoingBlock, Responder, StepItem};
 use crate::v1::V1Ids;
-use crate::{DEFAULT_MAX_MESSAGE_SIZE, FrameReader, Version, decode_body, encode_frame_into};
+use crate::{
+    DEFAULT_MAX_MESSAGE_SIZE, FrameReader, SharedFrame, Version, decode_body,
+    encode_shared_frame_into,
+};
 
 mod actor;
 mod config;

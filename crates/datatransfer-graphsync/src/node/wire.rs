@@ -7,6 +7,50 @@ use super::*;
 /// oversized message does not stay allocated for as long as the peer talks.
 const KEEP_BUFFER_UP_TO: usize = 4 << 20;
 
+/// Blocks of this size or more go on the stream from the store's memory, not copied into the
+/// frame's buffer first (the muxer copies what it is given into its own frames anyway).
+const SHARE_BLOCKS_FROM: usize = 16 << 10;
+
+/// Writes go to the stream in runs of whole multiples of this size: yamux cuts what it is
+/// given into frames of at most 16 KiB (its `split_send_size`) and sends each at once, so a
+/// block's last few bytes or a few header bytes written alone would go out as a small frame
+/// (a TLS record and a system call of their own). What does not fill a run is gathered with
+/// the next parts (a copy of under 16 KiB at each block's ends).
+const WRITE_RUN: usize = 16 << 10;
+
+/// Writes a frame's parts in order: whole runs of [`WRITE_RUN`] straight from each part, the
+/// bytes between them gathered in `scratch` (left empty) until they make a run.
+async fn write_frame(
+    stream: &mut (impl futures::AsyncWrite + Unpin),
+    frame: &SharedFrame,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    scratch.clear();
+    for part in frame.parts() {
+        let mut part = part;
+        if !scratch.is_empty() {
+            let take = (WRITE_RUN - scratch.len()).min(part.len());
+            scratch.extend_from_slice(&part[..take]);
+            part = &part[take..];
+            if scratch.len() < WRITE_RUN {
+                continue;
+            }
+            stream.write_all(scratch).await?;
+            scratch.clear();
+        }
+        let whole = part.len() - part.len() % WRITE_RUN;
+        if whole > 0 {
+            stream.write_all(&part[..whole]).await?;
+        }
+        scratch.extend_from_slice(&part[whole..]);
+    }
+    if !scratch.is_empty() {
+        stream.write_all(scratch).await?;
+        scratch.clear();
+    }
+    Ok(())
+}
+
 /// The way to a peer's writer task. Each response being served tags its messages with a
 /// token of its own (0 for the node's own messages): when a stream breaks, the responses that
 /// had written on it lost messages, so the writer drops their later messages instead of
@@ -306,6 +350,7 @@ pub(super) async fn write_stream(
     let mut written: HashMap<u64, RequestId> = HashMap::new();
     // The last frame's buffer, for the next one (dropped when the peer goes idle).
     let mut spare: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let (first_token, first) = match carry.take() {
             Some(m) => m,
@@ -317,6 +362,7 @@ pub(super) async fn write_stream(
                     open = None;
                     written.clear();
                     spare = Vec::new();
+                    scratch = Vec::new();
                     tx.try_send(Cmd::PeerIdle(peer));
                     continue;
                 }
@@ -401,12 +447,16 @@ pub(super) async fn write_stream(
                 break;
             };
             let frame = match ids.lock() {
-                Ok(mut ids) => {
-                    encode_frame_into(std::mem::take(&mut spare), &msg, *version, &mut ids)
-                }
+                Ok(mut ids) => encode_shared_frame_into(
+                    std::mem::take(&mut spare),
+                    &msg,
+                    *version,
+                    &mut ids,
+                    SHARE_BLOCKS_FROM,
+                ),
                 Err(_) => return,
             };
-            let written_ok = stream.write_all(&frame).await;
+            let written_ok = write_frame(stream, &frame, &mut scratch).await;
             let len = frame.len();
             let buffer = frame.into_buffer();
             if buffer.capacity() <= KEEP_BUFFER_UP_TO {
@@ -483,5 +533,103 @@ pub(super) async fn write_stream(
     }
     if let Some((mut s, _)) = open {
         let _ = s.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream that keeps what each write call gave it.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl futures::AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn block(len: usize, seed: u8) -> Block {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        Block {
+            cid: datatransfer_ipld::codec::cid_of(datatransfer_ipld::codec::RAW, &data),
+            data: data.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_goes_out_in_whole_runs_with_its_large_blocks_not_copied() {
+        // Blocks of every kind of length: a few bytes, just under and over a run, several
+        // runs and a bit, exactly two runs.
+        let blocks = vec![
+            block(100, 1),
+            block(WRITE_RUN - 3, 2),
+            block(WRITE_RUN + 5, 3),
+            block(3 * WRITE_RUN + 777, 4),
+            block(2 * WRITE_RUN, 5),
+            block(10, 6),
+        ];
+        let msg = Message {
+            blocks: blocks.clone(),
+            ..Message::default()
+        };
+        let whole = crate::encode_frame(&msg, Version::V2, &mut V1Ids::default()).to_vec();
+        let frame = encode_shared_frame_into(
+            Vec::new(),
+            &msg,
+            Version::V2,
+            &mut V1Ids::default(),
+            SHARE_BLOCKS_FROM,
+        );
+        // The three blocks of a run or more are handed out as they lie, not copied.
+        assert_eq!(frame.len(), whole.len());
+        let parts: Vec<*const u8> = frame.parts().iter().map(|p| p.as_ptr()).collect();
+        for b in &blocks[2..5] {
+            assert!(
+                parts.contains(&b.data.as_ptr()),
+                "block of {} bytes",
+                b.data.len()
+            );
+        }
+        let large: usize = blocks[2..5].iter().map(|b| b.data.len()).sum();
+        assert!(frame.clone().into_buffer().len() <= whole.len() - large + crate::PREFIX_ROOM);
+        let mut out = Writes::default();
+        let mut scratch = Vec::new();
+        write_frame(&mut out, &frame, &mut scratch)
+            .await
+            .expect("writes to memory");
+        assert_eq!(out.0.concat(), whole, "the bytes of the frame, in order");
+        let (last, runs) = out.0.split_last().expect("at least one write");
+        for w in runs {
+            assert!(
+                !w.is_empty() && w.len() % WRITE_RUN == 0,
+                "a write of {} bytes",
+                w.len()
+            );
+        }
+        assert!(!last.is_empty());
+        assert!(scratch.is_empty() && scratch.capacity() <= WRITE_RUN);
     }
 }
