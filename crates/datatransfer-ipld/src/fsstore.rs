@@ -27,12 +27,21 @@
 //! `put` waits for the writers.
 //! A block that cannot be written (a full disk, say) fails every later `put` and `flush` of
 //! the store, with the file and the system's reason.
+//!
+//! Writes go through the operating system's page cache, which keeps the blocks in memory
+//! for later reads. A store can write its large blocks past it instead
+//! ([`FsBlockstore::direct_writes`]): for data written once and read later, if at all, and
+//! where filling the page cache costs more than the disk (on a virtual machine whose memory
+//! the host backs on first touch, the pull bench's filesystem case went from 425-446 to
+//! 585-649 MB/s).
+
+mod direct;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -87,6 +96,11 @@ struct Shared {
     changed: Condvar,
     max_pending: AtomicU64,
     max_unwritten: AtomicU64,
+    /// Whether large blocks are written past the page cache (turned off for good if the
+    /// filesystem refuses).
+    direct: AtomicBool,
+    /// How many blocks were written past the page cache.
+    direct_written: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +200,8 @@ impl FsBlockstore {
             changed: Condvar::new(),
             max_pending: AtomicU64::new(DEFAULT_MAX_UNSYNCED_BYTES),
             max_unwritten: AtomicU64::new(DEFAULT_MAX_UNWRITTEN_BYTES),
+            direct: AtomicBool::new(false),
+            direct_written: AtomicU64::new(0),
         });
         let mut store = Self {
             dir: dir.clone(),
@@ -226,6 +242,29 @@ impl FsBlockstore {
     pub fn max_unwritten_bytes(self, bytes: u64) -> Self {
         self.shared.max_unwritten.store(bytes, Ordering::Relaxed);
         self
+    }
+
+    /// Writes blocks of 64 KiB or more past the operating system's page cache (`O_DIRECT`;
+    /// Linux only, elsewhere a no-op), or through it again (the default).
+    ///
+    /// For large transfers written once: they do not fill the page cache (and push out what
+    /// other programs keep there), and the writers spend less CPU, most on virtual machines,
+    /// where the page cache's fresh memory costs the host a fault per page. The price is
+    /// that reading a block soon after goes to the disk. Blocks are as durable either way:
+    /// without `sync` a direct write is no more on stable storage than a buffered one.
+    /// Where the filesystem refuses direct I/O (some network and in-memory filesystems), the
+    /// first refused block is written the usual way and the store goes on that way; see
+    /// [`FsBlockstore::direct_written`].
+    pub fn direct_writes(self, on: bool) -> Self {
+        self.shared.direct.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// How many blocks were written past the page cache so far (see
+    /// [`FsBlockstore::direct_writes`]): zero in a store with direct writes on means the
+    /// filesystem refused them, or no block was large enough.
+    pub fn direct_written(&self) -> u64 {
+        self.shared.direct_written.load(Ordering::Relaxed)
     }
 
     /// The store's directory.
@@ -441,6 +480,7 @@ impl Writer {
     /// Takes queued blocks one at a time (the other writers take the next ones meanwhile)
     /// and writes them, until the store closes and nothing is left.
     fn run(self) {
+        let mut aligned = direct::AlignedBuf::default();
         loop {
             let job = {
                 let Ok(mut st) = self.shared.state.lock() else {
@@ -457,7 +497,7 @@ impl Writer {
                     None => return,
                 }
             };
-            let outcome = self.write(&job);
+            let outcome = self.write(&job, &mut aligned);
             let Ok(mut st) = self.shared.state.lock() else {
                 return;
             };
@@ -481,7 +521,7 @@ impl Writer {
     }
 
     /// Writes a block to a temporary file and, without `sync`, renames it into place.
-    fn write(&self, job: &Job) -> Outcome {
+    fn write(&self, job: &Job, aligned: &mut direct::AlignedBuf) -> Outcome {
         let (cid, len) = (job.cid, job.data.len() as u64);
         let dest = block_path(&self.dir, &cid);
         // Already stored (by an earlier run, or another store on this directory).
@@ -493,8 +533,9 @@ impl Writer {
             std::process::id(),
             TEMP_NAMES.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(&job.data))
+        let written = self
+            .write_direct(&tmp, &job.data, aligned)
+            .or_else(|()| fs::File::create(&tmp).and_then(|mut f| f.write_all(&job.data)))
             .map_err(|e| io(&tmp, e));
         match written {
             Ok(()) if self.sync => Outcome::Written(Written {
@@ -515,6 +556,33 @@ impl Writer {
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Outcome::Done(job.seq, cid, len, Err(e))
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Writes a large block into its new temporary file past the page cache, if the store
+    /// does that; `Err(())` if it does not or could not (the file is gone then, and after a
+    /// failure the store writes through the page cache from then on).
+    fn write_direct(
+        &self,
+        tmp: &Path,
+        data: &[u8],
+        aligned: &mut direct::AlignedBuf,
+    ) -> Result<(), ()> {
+        if data.len() < direct::DIRECT_FROM || !self.shared.direct.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        match direct::write_new(tmp, data, aligned) {
+            Ok(()) => {
+                self.shared.direct_written.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => {
+                let _ = fs::remove_file(tmp);
+                self.shared.direct.store(false, Ordering::Relaxed);
+                Err(())
             }
         }
     }
@@ -825,6 +893,49 @@ mod tests {
         assert!(s.path(&cid).exists());
         drop(s);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn direct_writes_store_every_block_whole() {
+        // Small blocks, blocks around the direct-write threshold, and blocks of one and of
+        // several of a direct write's pieces, none a multiple of the alignment.
+        let sizes = [
+            10,
+            direct::DIRECT_FROM - 1,
+            direct::DIRECT_FROM,
+            direct::DIRECT_FROM + 1,
+            (1 << 20) + 3,
+            (2 << 20) + 4096 + 7,
+        ];
+        let blocks: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (j * 7 + i * 13) as u8).collect())
+            .collect();
+        for sync in [false, true] {
+            let dir = temp_dir(&format!("direct-{sync}"));
+            let s = FsBlockstore::open(&dir, sync).unwrap().direct_writes(true);
+            let cids: Vec<Cid> = blocks.iter().map(|b| s.put_new(RAW, b).unwrap()).collect();
+            s.flush().unwrap();
+            for (cid, b) in cids.iter().zip(&blocks) {
+                assert_eq!(fs::metadata(s.path(cid)).unwrap().len(), b.len() as u64);
+                assert_eq!(s.get(cid).unwrap().as_deref(), Some(&b[..]));
+            }
+            // The four large blocks went past the page cache, or the filesystem refused
+            // direct I/O and the store went on without it.
+            let direct = s.direct_written();
+            assert!(
+                direct == 4 || (direct == 0 && !s.shared.direct.load(Ordering::Relaxed)),
+                "{direct} blocks written directly"
+            );
+            drop(s);
+            let s = FsBlockstore::open(&dir, false).unwrap();
+            for (cid, b) in cids.iter().zip(&blocks) {
+                assert_eq!(s.get(cid).unwrap().as_deref(), Some(&b[..]));
+            }
+            drop(s);
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]

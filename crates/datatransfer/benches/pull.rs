@@ -6,7 +6,8 @@
 //! store, once with 1 MiB raw leaves (our importer's default) and once with 256 KiB leaves (what
 //! Go's importer makes), and each is pulled into a store that counts blocks but keeps none (the
 //! memory figure is what the transfer itself costs), into a memory block store and into the
-//! filesystem block store (a temporary directory, no fsync). One more pull comes from a
+//! filesystem block store (a temporary directory, no fsync), through the page cache and past
+//! it (`FsBlockstore::direct_writes`). One more pull comes from a
 //! provider that hashes every block it serves instead of trusting its store. The client
 //! checks every block in all of them. `DT_BENCH_CASES=1MiB/nothing,256KiB/fs` runs only the
 //! cases named. CPU is the whole process's (both Managers) over the pull, from
@@ -48,6 +49,8 @@ enum Sink {
     Nothing,
     Memory,
     Files,
+    /// The filesystem store writing its blocks past the page cache.
+    FilesDirect,
 }
 
 impl Sink {
@@ -56,6 +59,7 @@ impl Sink {
             Self::Nothing => "nothing",
             Self::Memory => "memory",
             Self::Files => "fs",
+            Self::FilesDirect => "fs-direct",
         }
     }
 
@@ -64,6 +68,7 @@ impl Sink {
             Self::Nothing => "a store that keeps nothing",
             Self::Memory => "a memory block store",
             Self::Files => "the filesystem block store",
+            Self::FilesDirect => "the filesystem block store, direct writes",
         }
     }
 }
@@ -115,7 +120,7 @@ fn main() {
         let mut dirs = Vec::new();
         // The pulls that keep nothing first: their memory figure is the transfer's own, not
         // blocks a previous case stored and the allocator kept.
-        for sink in [Sink::Nothing, Sink::Memory, Sink::Files] {
+        for sink in [Sink::Nothing, Sink::Memory, Sink::Files, Sink::FilesDirect] {
             for &(leaves, root) in &roots {
                 cases.push((leaves, root, sink, true));
             }
@@ -134,9 +139,11 @@ fn main() {
             let store: Arc<dyn Blockstore> = match sink {
                 Sink::Nothing => counted.clone(),
                 Sink::Memory => Arc::new(MemoryBlockstore::new()),
-                Sink::Files => {
+                Sink::Files | Sink::FilesDirect => {
                     let dir = tempfile::tempdir().expect("temp dir");
-                    let store = FsBlockstore::open(dir.path(), false).expect("fs store");
+                    let store = FsBlockstore::open(dir.path(), false)
+                        .expect("fs store")
+                        .direct_writes(sink == Sink::FilesDirect);
                     dirs.push(dir);
                     Arc::new(store)
                 }
