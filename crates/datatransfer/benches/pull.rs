@@ -136,6 +136,7 @@ fn main() {
             }
             let provider = &providers[usize::from(!trusted)];
             let counted = Arc::new(support::CountingStore::default());
+            let mut files = None;
             let store: Arc<dyn Blockstore> = match sink {
                 Sink::Nothing => counted.clone(),
                 Sink::Memory => Arc::new(MemoryBlockstore::new()),
@@ -145,7 +146,9 @@ fn main() {
                         .expect("fs store")
                         .direct_writes(sink == Sink::FilesDirect);
                     dirs.push(dir);
-                    Arc::new(store)
+                    let store = Arc::new(store);
+                    files = Some(store.clone());
+                    store
                 }
             };
             let (client, peer) = support::client_of(store.clone(), provider).await;
@@ -166,6 +169,11 @@ fn main() {
                 assert!(got >= size as u64, "stored {got} of {size} bytes");
             } else {
                 assert!(store.has(&root).expect("has"), "the root was stored");
+            }
+            if sink == Sink::FilesDirect {
+                // Not a buffered run under the direct label: the filesystem took them.
+                let direct = files.as_ref().map_or(0, |f| f.direct_written());
+                assert!(direct > 0, "the temp dir's filesystem refused direct writes");
             }
             let peak = support::status_kib("self", "VmHWM:");
             let served = if trusted {

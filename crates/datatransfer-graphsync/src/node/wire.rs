@@ -14,18 +14,21 @@ const SHARE_BLOCKS_FROM: usize = 16 << 10;
 /// Writes go to the stream in runs of whole multiples of this size: yamux cuts what it is
 /// given into frames of at most 16 KiB (its `split_send_size`) and sends each at once, so a
 /// block's last few bytes or a few header bytes written alone would go out as a small frame
-/// (a TLS record and a system call of their own). What does not fill a run is gathered with
-/// the next parts (a copy of under 16 KiB at each block's ends).
+/// (an encrypted record and a system call of their own). What does not fill a run is gathered
+/// with the next parts (a copy of under 16 KiB at each block's ends). (Yamux also cuts at the
+/// edge of the peer's window, which no writer can foresee.)
 const WRITE_RUN: usize = 16 << 10;
 
 /// Writes a frame's parts in order: whole runs of [`WRITE_RUN`] straight from each part, the
-/// bytes between them gathered in `scratch` (left empty) until they make a run.
+/// bytes between them gathered in `scratch` until they make a run. `scratch` holds at most a
+/// run, and is cleared first (a failed write may leave bytes in it).
 async fn write_frame(
     stream: &mut (impl futures::AsyncWrite + Unpin),
     frame: &SharedFrame,
     scratch: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     scratch.clear();
+    scratch.reserve_exact(WRITE_RUN);
     for part in frame.parts() {
         let mut part = part;
         if !scratch.is_empty() {
@@ -540,9 +543,9 @@ pub(super) async fn write_stream(
 mod tests {
     use super::*;
 
-    /// A stream that keeps what each write call gave it.
+    /// A stream that keeps what each write call gave it, and where the bytes were.
     #[derive(Default)]
-    struct Writes(Vec<Vec<u8>>);
+    struct Writes(Vec<Vec<u8>>, Vec<*const u8>);
 
     impl futures::AsyncWrite for Writes {
         fn poll_write(
@@ -551,6 +554,7 @@ mod tests {
             buf: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
             self.0.push(buf.to_vec());
+            self.1.push(buf.as_ptr());
             std::task::Poll::Ready(Ok(buf.len()))
         }
 
@@ -630,6 +634,16 @@ mod tests {
             );
         }
         assert!(!last.is_empty());
+        // A block of two runs or more has runs written from its own memory, whatever the
+        // bytes gathered before it.
+        for b in &blocks[3..5] {
+            let within = b.data.as_ptr_range();
+            assert!(
+                out.1.iter().any(|p| within.contains(p)),
+                "no write from the block of {} bytes",
+                b.data.len()
+            );
+        }
         assert!(scratch.is_empty() && scratch.capacity() <= WRITE_RUN);
     }
 }

@@ -7,15 +7,16 @@
 //! reads and writes warm memory) and written from there; the last piece is padded with zeros
 //! to the alignment, and the file is cut back to the block's length afterwards.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 /// Alignment of a direct write's memory, offset and length: 4 KiB covers devices with 512-byte
 /// and with 4 KiB logical blocks.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // Only Linux writes directly.
 const ALIGN: usize = 4096;
 
 /// How much of a block one direct write carries (the size of a writer's buffer).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // Only Linux writes directly.
 const CHUNK: usize = 1 << 20;
 
 /// Blocks smaller than this go through the page cache even in a store with direct writes: a
@@ -24,6 +25,7 @@ const CHUNK: usize = 1 << 20;
 pub(super) const DIRECT_FROM: usize = 64 << 10;
 
 /// A writer thread's buffer for direct writes, allocated on first use.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // Only Linux writes directly.
 #[derive(Debug, Default)]
 pub(super) struct AlignedBuf {
     buf: Vec<u8>,
@@ -31,6 +33,7 @@ pub(super) struct AlignedBuf {
 
 impl AlignedBuf {
     /// `CHUNK` bytes starting at an aligned address, if the allocator's memory allows it.
+    #[cfg(target_os = "linux")]
     fn aligned(&mut self) -> Option<&mut [u8]> {
         if self.buf.len() < CHUNK + ALIGN {
             self.buf = vec![0; CHUNK + ALIGN];
@@ -40,18 +43,20 @@ impl AlignedBuf {
     }
 }
 
-/// Creates `path` (which must not exist) and writes `data` into it past the page cache.
-/// Fails where the system or the filesystem refuses direct I/O; the caller then writes the
-/// block the usual way.
+/// Creates (or truncates) `path` and writes `data` into it past the page cache. Fails where
+/// the system or the filesystem refuses direct I/O (see [`refused`]); the caller then writes
+/// the block the usual way.
 #[cfg(target_os = "linux")]
 pub(super) fn write_new(path: &Path, data: &[u8], scratch: &mut AlignedBuf) -> io::Result<()> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let buf = scratch
         .aligned()
-        .ok_or_else(|| io::Error::other("no aligned buffer"))?;
-    let mut file = fs::OpenOptions::new()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)?;
     for piece in data.chunks(CHUNK) {
@@ -63,6 +68,17 @@ pub(super) fn write_new(path: &Path, data: &[u8], scratch: &mut AlignedBuf) -> i
         file.write_all(&buf[..padded])?;
     }
     file.set_len(data.len() as u64)
+}
+
+/// Whether a failed direct write says direct I/O is refused here (the filesystem does not do
+/// it, or would not take our alignment), rather than that this one write failed (a full
+/// disk, say).
+pub(super) fn refused(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::Unsupported
 }
 
 /// Direct writes are Linux-only here: elsewhere every block goes through the page cache.
