@@ -8,7 +8,8 @@
 //! - [`v2`]: `/ipfs/graphsync/2.0.0`, DAG-CBOR `{"gs2": ...}`, byte-identical to go-graphsync.
 //! - [`v1`]: `/ipfs/graphsync/1.0.0`, protobuf via prost.
 //! - [`Version`], [`encode_frame`] and [`FrameReader`]: messages framed with a varint length
-//!   prefix (go-msgio), capped at 4 MiB by default.
+//!   prefix (go-msgio), capped at 4 MiB by default; [`encode_shared_frame_into`] frames a
+//!   message without copying its large blocks ([`SharedFrame`], written part by part).
 //! - [`responder::Responder`] and [`requester::Verifier`]: both ends of one request, sans IO,
 //!   on `datatransfer-ipld`'s resumable traversal (go-graphsync's metadata and do-not-send rules).
 //! - [`node::GraphSync`]: the node over libp2p (via `datatransfer-streams`), with [`node::Hooks`]
