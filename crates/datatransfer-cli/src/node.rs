@@ -134,6 +134,23 @@ pub(crate) fn identity(dir: &Path) -> Result<Keypair, String> {
     Ok(key)
 }
 
+/// How a command's node keeps its blocks (flattened into the commands that open a data dir).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// Write blocks of 64 KiB or more to disk past the page cache (O_DIRECT, Linux): for
+    /// transfers larger than memory, or where filling the page cache is slow (virtual
+    /// machines). Blocks read back soon after come from the disk.
+    #[arg(long)]
+    pub(crate) direct_io: bool,
+}
+
+/// Opens the durable block store under the data dir `dir` (fsync on), as `store` says.
+pub(crate) fn open_blocks(dir: &Path, store: StoreArgs) -> Result<Arc<FsBlockstore>, String> {
+    FsBlockstore::open(dir.join("blocks"), true)
+        .map(|s| Arc::new(s.direct_writes(store.direct_io)))
+        .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))
+}
+
 /// A node on the data dir's identity, block store and channel store. A listening node
 /// (`serve`) does not restart channels itself on start: its peers initiated them, dialled
 /// in, and restart them when they come back (it could not dial them anyway). With
@@ -142,8 +159,9 @@ pub(crate) async fn manager(
     dir: &Path,
     listen: Option<Multiaddr>,
     limit_rate: Option<u64>,
+    store: StoreArgs,
 ) -> Result<(Manager, Arc<FsBlockstore>), String> {
-    manager_with(dir, listen, limit_rate, None, None).await
+    manager_with(dir, listen, limit_rate, store, None, None).await
 }
 
 /// [`manager`], with a retention policy for finished channels (the library's default if
@@ -152,6 +170,7 @@ pub(crate) async fn manager_with(
     dir: &Path,
     listen: Option<Multiaddr>,
     limit_rate: Option<u64>,
+    store: StoreArgs,
     retention: Option<datatransfer::Retention>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> Result<(Manager, Arc<FsBlockstore>), String> {
@@ -169,10 +188,7 @@ pub(crate) async fn manager_with(
     config.transport.graphsync.max_links_per_incoming_request = Some(32 << 20);
     config.transport.graphsync.max_inbound_rate = limit_rate;
     config.transport.graphsync.max_outbound_rate = limit_rate;
-    let blocks = Arc::new(
-        FsBlockstore::open(dir.join("blocks"), true)
-            .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,
-    );
+    let blocks = open_blocks(dir, store)?;
     if let Some(r) = retention {
         config.retention = Some(r);
     }

@@ -3,13 +3,11 @@
 //! it: a deal proposal as the pull's voucher, verified blocks, then the file or a CAR.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use datatransfer::{Cid, Manager};
 use datatransfer_ipld::car::export_car;
-use datatransfer_ipld::fsstore::FsBlockstore;
 use datatransfer_ipld::unixfs::{UnixfsError, export, file_size};
 use datatransfer_retrieval::{RetrievalClient, RetrievalRequest};
 
@@ -43,6 +41,8 @@ pub(crate) struct RetrieveArgs {
     /// a temporary directory removed at the end.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: node::StoreArgs,
 }
 
 /// Runs `retrieve`.
@@ -78,10 +78,7 @@ pub(crate) async fn retrieve(args: RetrieveArgs, json: bool) -> Result<(), Strin
             temp.path().to_owned()
         }
     };
-    let blocks = Arc::new(
-        FsBlockstore::open(dir.join("blocks"), true)
-            .map_err(|e| format!("cannot open the block store in {}: {e}", dir.display()))?,
-    );
+    let blocks = node::open_blocks(&dir, args.store)?;
     // A retrieval is not resumed from a store (lassie's are not either): channels in memory.
     let m = Manager::builder()
         .keypair(node::identity(&dir)?)

@@ -57,6 +57,8 @@ pub(crate) struct ServeArgs {
     /// given).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: node::StoreArgs,
 }
 
 /// Parses a retention time: `30s`, `10m`, `12h`, `7d`.
@@ -160,6 +162,7 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> Result<(), String> {
         &dir,
         Some(node::parse_addr(&args.listen)?),
         args.limit_rate,
+        args.store,
         Some(retention),
         metrics.clone(),
     )

@@ -43,6 +43,8 @@ pub(crate) struct PullArgs {
     /// given).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: node::StoreArgs,
 }
 
 /// `datatransfer push`'s arguments.
@@ -63,6 +65,8 @@ pub(crate) struct PushArgs {
     /// given).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: node::StoreArgs,
 }
 
 /// A file that appears at `path` only when complete. [`Output::create`] checks before the
@@ -163,7 +167,7 @@ pub(crate) async fn pull(args: PullArgs, json: bool) -> Result<(), String> {
     let dir = node::data_dir(args.data_dir)?;
     let claim = crate::control::claim(&dir)?;
 
-    let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
+    let (m, blocks) = node::manager(&dir, None, args.limit_rate, args.store).await?;
     let left = node::left_channel(&m, peer, root, true).await?;
     // Nothing to fetch: an earlier run got every block (it may have been stopped after the
     // channel completed, before the file was written).
@@ -305,7 +309,7 @@ pub(crate) async fn push(args: PushArgs, json: bool) -> Result<(), String> {
     let (addr, peer) = node::parse_peer_addr(&args.addr)?;
     let dir = node::data_dir(args.data_dir)?;
     let claim = crate::control::claim(&dir)?;
-    let (m, blocks) = node::manager(&dir, None, args.limit_rate).await?;
+    let (m, blocks) = node::manager(&dir, None, args.limit_rate, args.store).await?;
     let inputs = node::import_inputs(&*blocks, std::slice::from_ref(&args.input))?;
     if inputs.is_empty() {
         return Err(format!("nothing to push in {}", args.input.display()));

@@ -77,7 +77,12 @@ fn serve_pull_and_push_between_processes() {
         input,
         data,
     } = dirs_with_file(3_000_000, 1);
-    let mut server = Server::start(server_dir.path(), &[&input], &["--token", "s3cret"]);
+    // Both nodes write their blocks past the page cache: the bytes come out the same.
+    let mut server = Server::start(
+        server_dir.path(),
+        &[&input],
+        &["--token", "s3cret", "--direct-io"],
+    );
     let (addr, root) = (server.addr.clone(), server.roots[0].clone());
     let output = client_dir.path().join("out.bin");
     let car = client_dir.path().join("out.car");
@@ -92,6 +97,7 @@ fn serve_pull_and_push_between_processes() {
         car.to_str().unwrap(),
         "--token",
         "s3cret",
+        "--direct-io",
         "--data-dir",
         client,
     ]);
