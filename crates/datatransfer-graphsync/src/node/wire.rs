@@ -543,9 +543,10 @@ pub(super) async fn write_stream(
 mod tests {
     use super::*;
 
-    /// A stream that keeps what each write call gave it, and where the bytes were.
+    /// A stream that keeps what each write call gave it, and where the bytes were; with a
+    /// cap, it takes at most that many bytes a call (as yamux at the edge of its window).
     #[derive(Default)]
-    struct Writes(Vec<Vec<u8>>, Vec<*const u8>);
+    struct Writes(Vec<Vec<u8>>, Vec<*const u8>, Option<usize>);
 
     impl futures::AsyncWrite for Writes {
         fn poll_write(
@@ -553,9 +554,10 @@ mod tests {
             _: &mut std::task::Context<'_>,
             buf: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
-            self.0.push(buf.to_vec());
+            let n = self.2.map_or(buf.len(), |cap| cap.min(buf.len()));
+            self.0.push(buf[..n].to_vec());
             self.1.push(buf.as_ptr());
-            std::task::Poll::Ready(Ok(buf.len()))
+            std::task::Poll::Ready(Ok(n))
         }
 
         fn poll_flush(
@@ -645,5 +647,43 @@ mod tests {
             );
         }
         assert!(scratch.is_empty() && scratch.capacity() <= WRITE_RUN);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7772_6974),
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_frame_goes_out_whole_in_order(
+            sizes in proptest::collection::vec(0usize..3 * WRITE_RUN, 0..6),
+            cap in proptest::option::of(1usize..2 * WRITE_RUN),
+        ) {
+            let msg = Message {
+                blocks: sizes.iter().enumerate().map(|(i, &n)| block(n, i as u8)).collect(),
+                ..Message::default()
+            };
+            let whole = crate::encode_frame(&msg, Version::V2, &mut V1Ids::default()).to_vec();
+            let frame = encode_shared_frame_into(
+                Vec::new(),
+                &msg,
+                Version::V2,
+                &mut V1Ids::default(),
+                SHARE_BLOCKS_FROM,
+            );
+            let mut out = Writes(Vec::new(), Vec::new(), cap);
+            let mut scratch = Vec::new();
+            futures::executor::block_on(write_frame(&mut out, &frame, &mut scratch))
+                .expect("writes to memory");
+            proptest::prop_assert_eq!(out.0.concat(), whole);
+            proptest::prop_assert!(scratch.is_empty());
+            if cap.is_none() {
+                // Taken whole, every write but the last is whole runs.
+                let (_, runs) = out.0.split_last().expect("at least one write");
+                proptest::prop_assert!(runs.iter().all(|w| !w.is_empty() && w.len() % WRITE_RUN == 0));
+            }
+        }
     }
 }
