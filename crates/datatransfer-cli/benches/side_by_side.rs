@@ -2,7 +2,8 @@
 //! each on its own durable store, for the four pairings of our `datatransfer` CLI and the Go
 //! peer (go-data-transfer v2 on go-graphsync v0.18, leveldb store: `interop/go-peer
 //! --persist`), next to raw TCP on loopback. Prints the wall time, MB/s and each process's
-//! peak RSS (VmHWM) per pairing.
+//! peak RSS (VmHWM) per pairing. One more row: Rust -> Rust with the client writing its
+//! blocks past the page cache (`pull --direct-io`).
 //!
 //! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run;
 //! `SIDE_ONLY=rust` for Rust -> Rust alone, to see memory against larger files).
@@ -98,13 +99,14 @@ struct Row {
     client: Option<u64>,
 }
 
-/// `datatransfer pull` of `root` from `addr` into a fresh data dir; times it and follows
-/// both processes' peaks.
+/// `datatransfer pull` of `root` from `addr` into a fresh data dir, with `extra` arguments;
+/// times it and follows both processes' peaks.
 fn rust_pull(
     addr: &str,
     root: &str,
     dir: &Path,
     provider_pid: u32,
+    extra: &[&str],
 ) -> (f64, u64, Option<u64>, Option<u64>) {
     reset_peak(provider_pid);
     let start = Instant::now();
@@ -112,6 +114,7 @@ fn rust_pull(
         Command::new(env!("CARGO_BIN_EXE_datatransfer"))
             .args(["pull", addr, root, "--json", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -201,7 +204,7 @@ fn rust_only(work: &Path, input: &Path, mib: u64) {
     let pid = server.child.0.id();
     let import_peak = peak(pid);
     let dir = work.join("rust-client");
-    let (secs, got, p, c) = rust_pull(&server.addr, &server.roots[0], &dir, pid);
+    let (secs, got, p, c) = rust_pull(&server.addr, &server.roots[0], &dir, pid, &[]);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "\nRust -> Rust alone, one {mib} MiB file: import {import:.1} s (serve peak {}), pull {secs:.2} s, {:.0} MB/s, {got} bytes; peak RSS provider {}, client {}",
@@ -287,7 +290,7 @@ fn main() {
 
     // Rust -> Rust.
     let dir = work.path().join("rust-client-1");
-    let (secs, got, p, c) = rust_pull(&server.addr, &root, &dir, serve_pid);
+    let (secs, got, p, c) = rust_pull(&server.addr, &root, &dir, serve_pid, &[]);
     let _ = std::fs::remove_dir_all(&dir);
     rows.push(Row {
         name: "Rust -> Rust",
@@ -297,10 +300,22 @@ fn main() {
         client: c,
     });
 
+    // Rust -> Rust, the client writing its blocks past the page cache (`--direct-io`).
+    let dir = work.path().join("rust-client-direct");
+    let (secs, got, p, c) = rust_pull(&server.addr, &root, &dir, serve_pid, &["--direct-io"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    rows.push(Row {
+        name: "Rust -> Rust direct",
+        secs,
+        bytes: got,
+        provider: p,
+        client: c,
+    });
+
     // Go provider -> Rust client.
     let dir = work.path().join("rust-client-2");
     let go_addr = go_provider.multiaddr().to_string();
-    let (secs, got, p, c) = rust_pull(&go_addr, &root, &dir, go_pid);
+    let (secs, got, p, c) = rust_pull(&go_addr, &root, &dir, go_pid, &[]);
     let _ = std::fs::remove_dir_all(&dir);
     rows.push(Row {
         name: "Go -> Rust",
@@ -375,12 +390,12 @@ fn main() {
         mb(go_import_peak)
     );
     println!(
-        "{:<14} {:>8} {:>10} {:>14} {:>22} {:>18}",
+        "{:<20} {:>8} {:>10} {:>14} {:>22} {:>18}",
         "pairing", "s", "MB/s", "bytes", "provider peak RSS", "client peak RSS"
     );
     for r in &rows {
         println!(
-            "{:<14} {:>8.2} {:>10.0} {:>14} {:>22} {:>18}",
+            "{:<20} {:>8.2} {:>10.0} {:>14} {:>22} {:>18}",
             r.name,
             r.secs,
             bytes as f64 / r.secs / 1e6,
