@@ -67,7 +67,11 @@ pub(super) fn write_new(path: &Path, data: &[u8], scratch: &mut AlignedBuf) -> i
         // block is written again the usual way.
         file.write_all(&buf[..padded])?;
     }
-    file.set_len(data.len() as u64)
+    // Cut the padding off (a block of whole pages, as most leaves are, has none).
+    if !data.len().is_multiple_of(ALIGN) {
+        file.set_len(data.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Whether a failed direct write says direct I/O is refused here (the filesystem does not do
