@@ -561,9 +561,7 @@ impl Writer {
             }
         }
     }
-}
 
-impl Writer {
     /// Writes a large block into its new temporary file past the page cache, if the store
     /// does that; `Err(())` if it does not or could not (the file is gone then; if the
     /// filesystem refused, the store writes through the page cache from then on).

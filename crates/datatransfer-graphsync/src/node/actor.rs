@@ -604,6 +604,7 @@ impl Node {
         tokio::spawn(ctx.serve(request, ctl));
     }
 }
+
 /// A received block keeps the body it came in alive (a store may keep it for good) only if
 /// it is at least this part of that body: a smaller one is copied out. What stores hold of a
 /// peer's messages is then at most this many times the blocks they keep, whatever the peer

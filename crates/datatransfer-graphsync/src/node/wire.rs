@@ -575,6 +575,29 @@ mod tests {
         }
     }
 
+    /// A version 2 message framed whole (the bytes) and shared as the writer does.
+    fn both_ways(msg: &Message) -> (Vec<u8>, SharedFrame) {
+        let whole = crate::encode_frame(msg, Version::V2, &mut V1Ids::default()).to_vec();
+        let shared = encode_shared_frame_into(
+            Vec::new(),
+            msg,
+            Version::V2,
+            &mut V1Ids::default(),
+            SHARE_BLOCKS_FROM,
+        );
+        (whole, shared)
+    }
+
+    /// Whether every write but the last is whole runs, and the last is not empty.
+    fn whole_runs(writes: &[Vec<u8>]) -> bool {
+        writes.split_last().is_some_and(|(last, runs)| {
+            !last.is_empty()
+                && runs
+                    .iter()
+                    .all(|w| !w.is_empty() && w.len().is_multiple_of(WRITE_RUN))
+        })
+    }
+
     fn block(len: usize, seed: u8) -> Block {
         let data: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31) ^ seed)
@@ -601,14 +624,7 @@ mod tests {
             blocks: blocks.clone(),
             ..Message::default()
         };
-        let whole = crate::encode_frame(&msg, Version::V2, &mut V1Ids::default()).to_vec();
-        let frame = encode_shared_frame_into(
-            Vec::new(),
-            &msg,
-            Version::V2,
-            &mut V1Ids::default(),
-            SHARE_BLOCKS_FROM,
-        );
+        let (whole, frame) = both_ways(&msg);
         // The three blocks of a run or more are handed out as they lie, not copied.
         assert_eq!(frame.len(), whole.len());
         let parts: Vec<*const u8> = frame.parts().iter().map(|p| p.as_ptr()).collect();
@@ -627,15 +643,11 @@ mod tests {
             .await
             .expect("writes to memory");
         assert_eq!(out.0.concat(), whole, "the bytes of the frame, in order");
-        let (last, runs) = out.0.split_last().expect("at least one write");
-        for w in runs {
-            assert!(
-                !w.is_empty() && w.len() % WRITE_RUN == 0,
-                "a write of {} bytes",
-                w.len()
-            );
-        }
-        assert!(!last.is_empty());
+        assert!(
+            whole_runs(&out.0),
+            "writes of {:?} bytes",
+            out.0.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         // A block of two runs or more has runs written from its own memory, whatever the
         // bytes gathered before it.
         for b in &blocks[3..5] {
@@ -665,14 +677,7 @@ mod tests {
                 blocks: sizes.iter().enumerate().map(|(i, &n)| block(n, i as u8)).collect(),
                 ..Message::default()
             };
-            let whole = crate::encode_frame(&msg, Version::V2, &mut V1Ids::default()).to_vec();
-            let frame = encode_shared_frame_into(
-                Vec::new(),
-                &msg,
-                Version::V2,
-                &mut V1Ids::default(),
-                SHARE_BLOCKS_FROM,
-            );
+            let (whole, frame) = both_ways(&msg);
             let mut out = Writes(Vec::new(), Vec::new(), cap);
             let mut scratch = Vec::new();
             futures::executor::block_on(write_frame(&mut out, &frame, &mut scratch))
@@ -681,8 +686,7 @@ mod tests {
             proptest::prop_assert!(scratch.is_empty());
             if cap.is_none() {
                 // Taken whole, every write but the last is whole runs.
-                let (_, runs) = out.0.split_last().expect("at least one write");
-                proptest::prop_assert!(runs.iter().all(|w| !w.is_empty() && w.len() % WRITE_RUN == 0));
+                proptest::prop_assert!(whole_runs(&out.0));
             }
         }
     }
