@@ -45,6 +45,39 @@ fn peak(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time a process has used so far, all its threads, user and system (`/proc/PID/stat`,
+/// in the kernel's fixed 100 ticks a second).
+fn cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3, utime 14.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+/// A process's share of one pull: its peak RSS, and the CPU seconds it spent.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    peak: Option<u64>,
+    cpu: Option<f64>,
+}
+
+impl Usage {
+    /// `pid`'s peak so far, and its CPU time since `cpu_before`.
+    fn of(pid: u32, cpu_before: Option<f64>) -> Self {
+        Self {
+            peak: peak(pid),
+            cpu: cpu(pid).zip(cpu_before).map(|(a, b)| a - b),
+        }
+    }
+}
+
+fn fmt_cpu(cpu: Option<f64>) -> String {
+    cpu.map_or("-".into(), |c| format!("{c:.1} s"))
+}
+
 /// Starts a new peak for `pid` (its current RSS).
 fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
@@ -95,8 +128,8 @@ struct Row {
     name: &'static str,
     secs: f64,
     bytes: u64,
-    provider: Option<u64>,
-    client: Option<u64>,
+    provider: Usage,
+    client: Usage,
 }
 
 /// `datatransfer pull` of `root` from `addr` into a fresh data dir, with `extra` arguments;
@@ -107,8 +140,9 @@ fn rust_pull(
     dir: &Path,
     provider_pid: u32,
     extra: &[&str],
-) -> (f64, u64, Option<u64>, Option<u64>) {
+) -> (f64, u64, Usage, Usage) {
     reset_peak(provider_pid);
+    let provider_cpu = cpu(provider_pid);
     let start = Instant::now();
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_datatransfer"))
@@ -127,12 +161,15 @@ fn rust_pull(
         out.read_to_string(&mut s).unwrap();
         s
     });
-    let mut client_peak = None;
+    // The client's figures as last seen before it exits (CPU: all but its last 20 ms).
+    let mut client = Usage::default();
     let status = loop {
         if let Some(st) = child.0.try_wait().unwrap() {
             break st;
         }
-        client_peak = client_peak.max(peak(pid));
+        let now = Usage::of(pid, Some(0.0));
+        client.peak = client.peak.max(now.peak);
+        client.cpu = now.cpu.or(client.cpu);
         std::thread::sleep(Duration::from_millis(20));
     };
     let secs = start.elapsed().as_secs_f64();
@@ -148,7 +185,12 @@ fn rust_pull(
     assert!(status.success(), "pull failed: {err}\n{printed}");
     let last = printed.lines().last().unwrap_or_default();
     let received: u64 = field_number(last, "received");
-    (secs, received, peak(provider_pid), client_peak)
+    (
+        secs,
+        received,
+        Usage::of(provider_pid, provider_cpu),
+        client,
+    )
 }
 
 fn field_number(line: &str, key: &str) -> u64 {
@@ -174,9 +216,11 @@ async fn go_pull(
     root: &str,
     voucher: serde_json::Value,
     provider_pid: u32,
-) -> (f64, u64, Option<u64>, Option<u64>) {
+) -> (f64, u64, Usage, Usage) {
     client.connect(addr).await;
     reset_peak(provider_pid);
+    let client_pid = client.pid().unwrap();
+    let (provider_cpu, client_cpu) = (cpu(provider_pid), cpu(client_pid));
     let start = Instant::now();
     let opened = client
         .ok(
@@ -189,8 +233,12 @@ async fn go_pull(
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(done["status"], "Completed", "{done}");
     let received = done["received"].as_u64().unwrap_or(0);
-    let client_pid = client.pid().unwrap();
-    (secs, received, peak(provider_pid), peak(client_pid))
+    (
+        secs,
+        received,
+        Usage::of(provider_pid, provider_cpu),
+        Usage::of(client_pid, client_cpu),
+    )
 }
 
 /// `SIDE_ONLY=rust`: Rust -> Rust alone (no Go, half the disk), for sizes where memory
@@ -210,8 +258,8 @@ fn rust_only(work: &Path, input: &Path, mib: u64) {
         "\nRust -> Rust alone, one {mib} MiB file: import {import:.1} s (serve peak {}), pull {secs:.2} s, {:.0} MB/s, {got} bytes; peak RSS provider {}, client {}",
         mb(import_peak),
         (mib << 20) as f64 / secs / 1e6,
-        mb(p),
-        mb(c)
+        mb(p.peak),
+        mb(c.peak)
     );
 }
 
@@ -390,23 +438,35 @@ fn main() {
         mb(go_import_peak)
     );
     println!(
-        "{:<20} {:>8} {:>10} {:>14} {:>22} {:>18}",
-        "pairing", "s", "MB/s", "bytes", "provider peak RSS", "client peak RSS"
+        "{:<20} {:>8} {:>10} {:>14} {:>20} {:>18} {:>13} {:>11}",
+        "pairing",
+        "s",
+        "MB/s",
+        "bytes",
+        "provider peak RSS",
+        "client peak RSS",
+        "provider CPU",
+        "client CPU"
     );
     for r in &rows {
         println!(
-            "{:<20} {:>8.2} {:>10.0} {:>14} {:>22} {:>18}",
+            "{:<20} {:>8.2} {:>10.0} {:>14} {:>20} {:>18} {:>13} {:>11}",
             r.name,
             r.secs,
             bytes as f64 / r.secs / 1e6,
             r.bytes,
-            mb(r.provider),
-            mb(r.client)
+            mb(r.provider.peak),
+            mb(r.client.peak),
+            fmt_cpu(r.provider.cpu),
+            fmt_cpu(r.client.cpu)
         );
     }
     let rust = rows[1].secs;
     let go = rows[0].secs;
     println!("Rust -> Rust is {:.2}x Go -> Go", go / rust);
+    println!(
+        "(CPU: seconds each process spent on the pull, all threads, user and system; a pairing whose client used far more than its provider waited on the client)"
+    );
     println!(
         "(Go -> Go (mem): both Go peers on memory stores, the provider holding the whole file; an upper bound for Go's transfer alone)"
     );
