@@ -417,12 +417,17 @@ pub fn decode_body(
 mod tests {
     use super::*;
 
-    /// Reads one frame of `len` bytes through `read_buf`, as a stream reader does.
-    fn read_frame(fr: &mut FrameReader, len: usize) -> Bytes {
+    /// A frame of `len` bytes of `fill`, its length prefix first.
+    fn frame_of(len: usize, fill: u8) -> Vec<u8> {
         let mut frame = Vec::new();
         put_uvarint(&mut frame, len as u64);
-        frame.resize(frame.len() + len, 7);
-        let mut at = 0;
+        frame.resize(frame.len() + len, fill);
+        frame
+    }
+
+    /// Reads `frame` from byte `at` on through `read_buf`, as a stream reader does, until
+    /// the reader hands out a frame.
+    fn read_rest(fr: &mut FrameReader, frame: &[u8], mut at: usize) -> Bytes {
         loop {
             if let Some(f) = fr.next_frame().expect("a valid frame") {
                 return f;
@@ -435,6 +440,11 @@ mod tests {
         }
     }
 
+    /// Reads one frame of `len` bytes (7s).
+    fn read_frame(fr: &mut FrameReader, len: usize) -> Bytes {
+        read_rest(fr, &frame_of(len, 7), 0)
+    }
+
     #[test]
     fn a_buffer_taken_again_is_read_into_without_being_zeroed_first() {
         let len = 512 << 10;
@@ -445,12 +455,10 @@ mod tests {
         // The next frame of that size (9s): once its prefix and first bytes are in, the
         // room for the rest is offered in the first frame's buffer, which still holds
         // that frame's bytes (7s) where a zeroed buffer would hold 0s.
-        let mut frame = Vec::new();
-        put_uvarint(&mut frame, len as u64);
-        frame.resize(frame.len() + len, 9);
+        let frame = frame_of(len, 9);
         let room = fr.read_buf();
         room.copy_from_slice(&frame[..room.len()]);
-        let mut at = room.len();
+        let at = room.len();
         fr.advance(at);
         assert!(fr.next_frame().expect("a valid frame").is_none());
         let room = fr.read_buf();
@@ -464,16 +472,7 @@ mod tests {
             "written over, not zeroed first"
         );
         // And the frame read over the old bytes comes out whole.
-        let second = loop {
-            if let Some(f) = fr.next_frame().expect("a valid frame") {
-                break f;
-            }
-            let room = fr.read_buf();
-            let n = room.len().min(frame.len() - at);
-            room[..n].copy_from_slice(&frame[at..at + n]);
-            fr.advance(n);
-            at += n;
-        };
+        let second = read_rest(&mut fr, &frame, at);
         assert_eq!(second.len(), len);
         assert!(second.iter().all(|&b| b == 9));
     }
