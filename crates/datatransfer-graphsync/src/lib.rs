@@ -383,14 +383,15 @@ impl FrameReader {
     }
 }
 
-/// A kept buffer back as one to read into, if nothing else holds it: from its start, with
-/// room for `size` bytes, and its length still covering the bytes it holds (they are
-/// overwritten by reads, not zeroed first).
+/// A kept buffer back as one to read into, if nothing else holds it: from where its handle
+/// starts (the buffer's start, but for a handle kept after small frames were cut off its
+/// front), with room for `size` bytes, and its length still covering the bytes it holds
+/// (they are overwritten by reads, not zeroed first).
 fn reclaim(buf: Bytes, size: usize) -> Option<BytesMut> {
     let mut buf = buf.try_into_mut().ok()?;
     if buf.capacity() < size {
-        // A handle from the middle of its buffer: the whole buffer back, its bytes
-        // forgotten.
+        // A handle from the middle of its buffer without room enough after it: the whole
+        // buffer back, its bytes forgotten (zeroed again as reads need them).
         buf.clear();
         if !buf.try_reclaim(size) {
             return None;

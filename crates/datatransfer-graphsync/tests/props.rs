@@ -315,7 +315,8 @@ fn a_large_frame_is_made_room_for_as_it_arrives_not_when_announced() {
 }
 
 /// Reads one whole frame of `body` through `read_buf`, as a stream reader does.
-fn read_frame(fr: &mut FrameReader, body: &[u8]) -> datatransfer_graphsync::Bytes {
+/// `body` with its length prefix.
+fn framed(body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
     let mut len = body.len() as u64;
     while len >= 0x80 {
@@ -324,6 +325,11 @@ fn read_frame(fr: &mut FrameReader, body: &[u8]) -> datatransfer_graphsync::Byte
     }
     frame.push(len as u8);
     frame.extend_from_slice(body);
+    frame
+}
+
+fn read_frame(fr: &mut FrameReader, body: &[u8]) -> datatransfer_graphsync::Bytes {
+    let frame = framed(body);
     let mut at = 0;
     loop {
         if let Some(f) = fr.next_frame().unwrap() {
@@ -367,4 +373,53 @@ fn a_frame_buffer_is_used_again_once_its_frame_is_dropped_and_never_while_held()
         third.as_ptr() == first_at || third.as_ptr() == second_at,
         "a dropped frame's buffer was not used again"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Frames small (copied out) and large (handed out in place, their buffers used again
+    /// once dropped), read in chunks of any size, several to a read or one across many: each
+    /// comes out as sent, and the ones still held at the end still hold what was sent (no
+    /// later read wrote into a buffer a held frame lies in).
+    #[test]
+    fn frames_of_any_size_stay_whole_while_held(
+        frames in prop::collection::vec((0usize..40_000, any::<u8>(), any::<bool>()), 1..12),
+        reads in prop::collection::vec(1usize..70_000, 1..20),
+    ) {
+        let bodies: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|&(len, seed, _)| {
+                (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+            })
+            .collect();
+        let stream: Vec<u8> = bodies.iter().flat_map(|b| framed(b)).collect();
+        let mut fr = FrameReader::new(1 << 20);
+        let mut held = Vec::new();
+        let mut next = 0;
+        let (mut at, mut i) = (0, 0);
+        loop {
+            while let Some(body) = fr.next_frame()? {
+                prop_assert!(body == bodies[next][..], "frame {} differs", next);
+                if frames[next].2 {
+                    held.push((next, body));
+                }
+                next += 1;
+            }
+            if at == stream.len() {
+                break;
+            }
+            let room = fr.read_buf();
+            let n = room.len().min(reads[i % reads.len()]).min(stream.len() - at);
+            room[..n].copy_from_slice(&stream[at..at + n]);
+            fr.advance(n);
+            at += n;
+            i += 1;
+        }
+        prop_assert_eq!(next, bodies.len());
+        prop_assert_eq!(fr.buffered(), 0);
+        for (k, body) in held {
+            prop_assert!(body == bodies[k][..], "held frame {} was written over", k);
+        }
+    }
 }
