@@ -2,7 +2,7 @@
 //! each on its own durable store, for the four pairings of our `datatransfer` CLI and the Go
 //! peer (go-data-transfer v2 on go-graphsync v0.18, leveldb store: `interop/go-peer
 //! --persist`), next to raw TCP on loopback. Prints the wall time, MB/s and each process's
-//! peak RSS (VmHWM) per pairing. One more row: Rust -> Rust with the client writing its
+//! peak RSS (VmHWM) and CPU seconds per pairing. One more row: Rust -> Rust with the client writing its
 //! blocks past the page cache (`pull --direct-io`).
 //!
 //! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run;
