@@ -6,7 +6,9 @@
 //! blocks past the page cache (`pull --direct-io`).
 //!
 //! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run;
-//! `SIDE_ONLY=rust` for Rust -> Rust alone, to see memory against larger files).
+//! `SIDE_ONLY=rust` for Rust -> Rust alone, to see memory against larger files;
+//! `SIDE_ALTERNATE=N` for N more rounds of Go -> Go and Rust -> Go in turn, whose times it
+//! compares: the two pairings that wait on the Go client).
 //! Needs Go (the Go peer is built as for the interop tests).
 //!
 //! What is timed: for a Rust client, the `datatransfer pull` process from spawn to exit (its
@@ -241,6 +243,38 @@ async fn go_pull(
     )
 }
 
+/// A fresh Go client on a leveldb store in `dir` (removed after) pulls `root` with
+/// `voucher` from the provider `peer` at `addr`, whose process is `provider_pid`.
+#[allow(clippy::too_many_arguments)] // One pull's whole description, spelled out at each call.
+fn go_client_pull(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    seed: u8,
+    peer: datatransfer::PeerId,
+    addr: &datatransfer::Multiaddr,
+    provider_pid: u32,
+    root: &str,
+    voucher: serde_json::Value,
+) -> (f64, u64, Usage, Usage) {
+    std::fs::create_dir_all(dir).unwrap();
+    let r = rt.block_on(async {
+        let client = go_peer(seed, dir).await;
+        let r = go_pull(&client, peer, addr, root, voucher, provider_pid).await;
+        client.shutdown().await;
+        r
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    r
+}
+
+/// `s`'s mean, least and greatest.
+fn spread(s: &[f64]) -> (f64, f64, f64) {
+    let mean = s.iter().sum::<f64>() / s.len() as f64;
+    let min = s.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = s.iter().copied().fold(0.0, f64::max);
+    (mean, min, max)
+}
+
 /// `SIDE_ONLY=rust`: Rust -> Rust alone (no Go, half the disk), for sizes where memory
 /// use is the question: each process's peak RSS against the file's size.
 fn rust_only(work: &Path, input: &Path, mib: u64) {
@@ -311,23 +345,19 @@ fn main() {
     let go_pid = go_provider.pid().unwrap();
 
     // Go -> Go.
-    let dir = work.path().join("go-client-1");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (secs, got, p, c) = rt.block_on(async {
-        let client = go_peer(12, &dir).await;
-        let r = go_pull(
-            &client,
+    let go_to_go = |dir: &Path, seed| {
+        go_client_pull(
+            &rt,
+            dir,
+            seed,
             go_provider.peer_id,
             &go_provider.multiaddr(),
+            go_pid,
             &root,
             go::voucher_json(1, 0),
-            go_pid,
         )
-        .await;
-        client.shutdown().await;
-        r
-    });
-    let _ = std::fs::remove_dir_all(&dir);
+    };
+    let (secs, got, p, c) = go_to_go(&work.path().join("go-client-1"), 12);
     rows.push(Row {
         name: "Go -> Go",
         secs,
@@ -374,18 +404,22 @@ fn main() {
     });
 
     // Rust provider -> Go client.
-    let dir = work.path().join("go-client-2");
-    std::fs::create_dir_all(&dir).unwrap();
     let serve_addr: datatransfer::Multiaddr = server.addr.parse().unwrap();
     let serve_peer = datatransfer::peer_of(&serve_addr).unwrap();
-    let (secs, got, p, c) = rt.block_on(async {
-        let client = go_peer(13, &dir).await;
+    let rust_to_go = |dir: &Path, seed| {
         let token = json!({ "type": "DatatransferCliToken", "value": { "token": "" } });
-        let r = go_pull(&client, serve_peer, &serve_addr, &root, token, serve_pid).await;
-        client.shutdown().await;
-        r
-    });
-    let _ = std::fs::remove_dir_all(&dir);
+        go_client_pull(
+            &rt,
+            dir,
+            seed,
+            serve_peer,
+            &serve_addr,
+            serve_pid,
+            &root,
+            token,
+        )
+    };
+    let (secs, got, p, c) = rust_to_go(&work.path().join("go-client-2"), 13);
     rows.push(Row {
         name: "Rust -> Go",
         secs,
@@ -393,6 +427,33 @@ fn main() {
         provider: p,
         client: c,
     });
+
+    // `SIDE_ALTERNATE=N`: N more rounds of Go -> Go and Rust -> Go in turn, each with a new
+    // client, so that neither gains from its place in the run (the disk's state, what ran
+    // just before): both wait on the Go client's leveldb, and this says whether our
+    // provider makes it slower.
+    let rounds: u8 = std::env::var("SIDE_ALTERNATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Each pairing's times and its Go client's CPU seconds.
+    let (mut go_runs, mut rust_runs) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for round in 0..rounds {
+        let seed = 20u8.wrapping_add(round.wrapping_mul(2));
+        for (runs, (secs, _, _, client)) in [
+            (
+                &mut go_runs,
+                go_to_go(&work.path().join("go-client-alt"), seed),
+            ),
+            (
+                &mut rust_runs,
+                rust_to_go(&work.path().join("go-client-alt"), seed.wrapping_add(1)),
+            ),
+        ] {
+            runs[0].push(secs);
+            runs[1].extend(client.cpu);
+        }
+    }
     rt.block_on(go_provider.shutdown());
     drop(server);
 
@@ -464,6 +525,14 @@ fn main() {
     let rust = rows[1].secs;
     let go = rows[0].secs;
     println!("Rust -> Rust is {:.2}x Go -> Go", go / rust);
+    if rounds > 0 {
+        let ((g, g_min, g_max), (r, r_min, r_max)) = (spread(&go_runs[0]), spread(&rust_runs[0]));
+        let (g_cpu, r_cpu) = (spread(&go_runs[1]).0, spread(&rust_runs[1]).0);
+        println!(
+            "alternated, {rounds} rounds: Go -> Go {g:.2} s ({g_min:.2}-{g_max:.2}, Go client CPU {g_cpu:.1} s), Rust -> Go {r:.2} s ({r_min:.2}-{r_max:.2}, Go client CPU {r_cpu:.1} s): Rust -> Go takes {:.2}x the time",
+            r / g
+        );
+    }
     println!(
         "(CPU: seconds each process spent on the pull, all threads, user and system; a pairing whose client used far more than its provider waited on the client)"
     );
