@@ -9,6 +9,34 @@ use datatransfer_graphsync::{
 };
 use proptest::prelude::*;
 
+/// Feeds `stream` to `fr` as a stream reader does: into the room the reader offers, as much
+/// as the stream happens to give each time (`reads`, in turn), handing `frame` each frame.
+fn read_in_chunks(
+    fr: &mut FrameReader,
+    stream: &[u8],
+    reads: &[usize],
+    mut frame: impl FnMut(datatransfer_graphsync::Bytes) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let (mut at, mut i) = (0, 0);
+    loop {
+        while let Some(body) = fr.next_frame()? {
+            frame(body)?;
+        }
+        if at == stream.len() {
+            return Ok(());
+        }
+        let room = fr.read_buf();
+        let n = room
+            .len()
+            .min(reads[i % reads.len()])
+            .min(stream.len() - at);
+        room[..n].copy_from_slice(&stream[at..at + n]);
+        fr.advance(n);
+        at += n;
+        i += 1;
+    }
+}
+
 fn raw_cid(d: &[u8]) -> cid::Cid {
     datatransfer_ipld::codec::cid_of(datatransfer_ipld::codec::RAW, d)
 }
@@ -174,28 +202,14 @@ proptest! {
         msgs in prop::collection::vec(message(false), 1..4),
         reads in prop::collection::vec(1usize..3000, 1..40),
     ) {
-        // As the stream reader does: read into the room the reader offers, as much as the
-        // stream happens to give each time.
         let mut ids = V1Ids::default();
         let stream: Vec<u8> = msgs.iter().flat_map(|m| encode_frame(m, Version::V2, &mut ids).to_vec()).collect();
         let mut fr = FrameReader::new(datatransfer_graphsync::DEFAULT_MAX_MESSAGE_SIZE);
         let mut got = Vec::new();
-        let mut at = 0;
-        let mut i = 0;
-        loop {
-            while let Some(body) = fr.next_frame()? {
-                got.push(decode_body(&body, Version::V2, &ids)?);
-            }
-            if at == stream.len() {
-                break;
-            }
-            let room = fr.read_buf();
-            let n = room.len().min(reads[i % reads.len()]).min(stream.len() - at);
-            room[..n].copy_from_slice(&stream[at..at + n]);
-            fr.advance(n);
-            at += n;
-            i += 1;
-        }
+        read_in_chunks(&mut fr, &stream, &reads, |body| {
+            got.push(decode_body(&body, Version::V2, &ids)?);
+            Ok(())
+        })?;
         prop_assert_eq!(got, msgs);
         prop_assert_eq!(fr.buffered(), 0);
     }
@@ -397,25 +411,14 @@ proptest! {
         let mut fr = FrameReader::new(1 << 20);
         let mut held = Vec::new();
         let mut next = 0;
-        let (mut at, mut i) = (0, 0);
-        loop {
-            while let Some(body) = fr.next_frame()? {
-                prop_assert!(body == bodies[next][..], "frame {} differs", next);
-                if frames[next].2 {
-                    held.push((next, body));
-                }
-                next += 1;
+        read_in_chunks(&mut fr, &stream, &reads, |body| {
+            prop_assert!(body == bodies[next][..], "frame {} differs", next);
+            if frames[next].2 {
+                held.push((next, body));
             }
-            if at == stream.len() {
-                break;
-            }
-            let room = fr.read_buf();
-            let n = room.len().min(reads[i % reads.len()]).min(stream.len() - at);
-            room[..n].copy_from_slice(&stream[at..at + n]);
-            fr.advance(n);
-            at += n;
-            i += 1;
-        }
+            next += 1;
+            Ok(())
+        })?;
         prop_assert_eq!(next, bodies.len());
         prop_assert_eq!(fr.buffered(), 0);
         for (k, body) in held {
