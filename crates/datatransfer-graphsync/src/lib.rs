@@ -203,19 +203,14 @@ pub struct FrameReader {
     buf_size: usize,
     filled: usize,
     max: usize,
-    /// Handles on the buffers of earlier frames, each from its start over the bytes it holds,
-    /// with their sizes; taken again once unshared, written bytes and all, so a reused
-    /// buffer is not zeroed again before a read overwrites it.
-    spare: Vec<(Bytes, usize)>,
+    /// Empty handles on the buffers of earlier frames, with their sizes, taken again once
+    /// unshared.
+    spare: Vec<(BytesMut, usize)>,
 }
 
 /// Room offered for a read while the next frame's length is not known yet: small frames
 /// (data-transfer messages, updates) arrive whole in it, a large one's prefix and start.
 const HEAD_READ: usize = 8 << 10;
-
-/// Frames smaller than this are copied out of the buffer they arrived in (a copy that costs
-/// less than a buffer of their own), which is then read into again.
-const SMALL_FRAME: usize = 8 << 10;
 
 /// Room made ready ahead of what arrived of a frame whose length is known.
 const READ_STEP: usize = 256 << 10;
@@ -255,11 +250,9 @@ impl FrameReader {
     ///
     /// The frame's whole size is reserved once, so the body never moves, and each read is
     /// offered at most 256 KiB. A new buffer comes zeroed from the allocator (a large one as
-    /// pages the kernel backs only when a read writes them), and a reused one is offered
-    /// with the bytes of its last frame in it, for the read to write over (zeroing it first
-    /// was 8 % of the CPU of a 1 GiB pull). Only room never written before is zeroed, 256
-    /// KiB ahead of what arrived: for a peer that announces a large frame and sends nothing
-    /// we write nothing, and freshly mapped pages cost address space only.
+    /// pages the kernel backs only when a read writes them) and a reused one is made ready
+    /// 256 KiB ahead of what arrived: for a peer that announces a large frame and sends
+    /// nothing we write nothing, and freshly mapped pages cost address space only.
     pub fn read_buf(&mut self) -> &mut [u8] {
         let want = match self.head() {
             Some((pos, len)) if len <= self.max => {
@@ -287,35 +280,30 @@ impl FrameReader {
         }
         let reused = self
             .spare
-            .iter()
-            .position(|(b, n)| *n >= size && b.is_unique())
-            .map(|i| self.spare.swap_remove(i))
-            .and_then(|(b, n)| Some((reclaim(b, size)?, n)));
-        let (mut next, next_size) = match reused {
-            Some(reused) => reused,
-            // Zeroed by the allocator: fresh pages come zeroed from the kernel and are not
-            // written here (only faulted in by the reads), where `resize` would write every
-            // byte a second time.
-            None => (BytesMut::zeroed(size), size),
+            .iter_mut()
+            .position(|(b, _)| b.try_reclaim(size))
+            .map(|i| self.spare.swap_remove(i));
+        let (next, next_size) = match reused {
+            Some((mut next, next_size)) => {
+                next.extend_from_slice(&self.buf[..self.filled]);
+                (next, next_size)
+            }
+            None => {
+                // Zeroed by the allocator: fresh pages come zeroed from the kernel and are
+                // not written here (only faulted in by the reads), where `resize` would
+                // write every byte a second time.
+                let mut next = BytesMut::zeroed(size);
+                next[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+                (next, size)
+            }
         };
-        if next.len() < self.filled {
-            next.resize(self.filled, 0);
-        }
-        next[..self.filled].copy_from_slice(&self.buf[..self.filled]);
-        // The old buffer is kept too, even one with no room left: once every frame cut from
-        // it is dropped, it can be taken whole again.
-        let old = std::mem::replace(&mut self.buf, next);
+        // The old handle, even one with no room left, holds its buffer: once every frame
+        // cut from it is dropped, it can take the whole buffer back.
+        let mut old = std::mem::replace(&mut self.buf, next);
         let old_size = std::mem::replace(&mut self.buf_size, next_size);
-        self.keep(old.freeze(), old_size);
-    }
-
-    /// Keeps a handle on a buffer for later frames; the oldest go first, past the count or
-    /// the bytes kept.
-    fn keep(&mut self, buf: Bytes, size: usize) {
-        if size == 0 {
-            return;
-        }
-        self.spare.push((buf, size));
+        old.clear();
+        self.spare.push((old, old_size));
+        // The oldest go first, past the count or the bytes kept.
         while self.spare.len() > SPARE_BUFFERS
             || self.spare.iter().map(|(_, n)| n).sum::<usize>() > SPARE_BYTES
         {
@@ -353,26 +341,17 @@ impl FrameReader {
             return Ok(None);
         }
         let end = pos + len;
-        if end == self.filled && len >= SMALL_FRAME {
-            // The buffer holds this frame and nothing more: it becomes the body, and is
-            // kept for a later frame.
-            let whole = std::mem::take(&mut self.buf).freeze();
-            let size = std::mem::take(&mut self.buf_size);
-            self.filled = 0;
-            let body = whole.slice(pos..end);
-            self.keep(whole, size);
-            return Ok(Some(body));
-        }
-        // A small frame, or more frames follow in what one small read brought: copy this one
-        // out, so a small message never holds the buffer of the ones after it.
-        let body = Bytes::copy_from_slice(&self.buf[pos..end]);
         if end == self.filled {
-            // Nothing after it: the buffer is read into again from its start.
+            // The buffer holds this frame and nothing more: it becomes the body.
+            self.buf.truncate(end);
             self.filled = 0;
-        } else {
-            self.buf.advance(end);
-            self.filled -= end;
+            return Ok(Some(self.buf.split().freeze().slice(pos..)));
         }
+        // More frames follow in what one small read brought: copy this one out, so a small
+        // message never holds the buffer of the ones after it.
+        let body = Bytes::copy_from_slice(&self.buf[pos..end]);
+        self.buf.advance(end);
+        self.filled -= end;
         Ok(Some(body))
     }
 
@@ -381,23 +360,6 @@ impl FrameReader {
     pub fn buffered(&self) -> usize {
         self.filled
     }
-}
-
-/// A kept buffer back as one to read into, if nothing else holds it: from where its handle
-/// starts (the buffer's start, but for a handle kept after small frames were cut off its
-/// front), with room for `size` bytes, and its length still covering the bytes it holds
-/// (they are overwritten by reads, not zeroed first).
-fn reclaim(buf: Bytes, size: usize) -> Option<BytesMut> {
-    let mut buf = buf.try_into_mut().ok()?;
-    if buf.capacity() < size {
-        // A handle from the middle of its buffer without room enough after it: the whole
-        // buffer back, its bytes forgotten (zeroed again as reads need them).
-        buf.clear();
-        if !buf.try_reclaim(size) {
-            return None;
-        }
-    }
-    Some(buf)
 }
 
 /// Decodes one message body of `version`.
@@ -418,17 +380,12 @@ pub fn decode_body(
 mod tests {
     use super::*;
 
-    /// A frame of `len` bytes of `fill`, its length prefix first.
-    fn frame_of(len: usize, fill: u8) -> Vec<u8> {
+    /// Reads one frame of `len` bytes through `read_buf`, as a stream reader does.
+    fn read_frame(fr: &mut FrameReader, len: usize) -> Bytes {
         let mut frame = Vec::new();
         put_uvarint(&mut frame, len as u64);
-        frame.resize(frame.len() + len, fill);
-        frame
-    }
-
-    /// Reads `frame` from byte `at` on through `read_buf`, as a stream reader does, until
-    /// the reader hands out a frame.
-    fn read_rest(fr: &mut FrameReader, frame: &[u8], mut at: usize) -> Bytes {
+        frame.resize(frame.len() + len, 7);
+        let mut at = 0;
         loop {
             if let Some(f) = fr.next_frame().expect("a valid frame") {
                 return f;
@@ -439,43 +396,6 @@ mod tests {
             fr.advance(n);
             at += n;
         }
-    }
-
-    /// Reads one frame of `len` bytes (7s).
-    fn read_frame(fr: &mut FrameReader, len: usize) -> Bytes {
-        read_rest(fr, &frame_of(len, 7), 0)
-    }
-
-    #[test]
-    fn a_buffer_taken_again_is_read_into_without_being_zeroed_first() {
-        let len = 512 << 10;
-        let mut fr = FrameReader::new(1 << 20);
-        let first = read_frame(&mut fr, len);
-        let (start, end) = (first.as_ptr() as usize, first.as_ptr() as usize + len);
-        drop(first);
-        // The next frame of that size (9s): once its prefix and first bytes are in, the
-        // room for the rest is offered in the first frame's buffer, which still holds
-        // that frame's bytes (7s) where a zeroed buffer would hold 0s.
-        let frame = frame_of(len, 9);
-        let room = fr.read_buf();
-        room.copy_from_slice(&frame[..room.len()]);
-        let at = room.len();
-        fr.advance(at);
-        assert!(fr.next_frame().expect("a valid frame").is_none());
-        let room = fr.read_buf();
-        assert!(
-            (start..end).contains(&(room.as_ptr() as usize)),
-            "the same buffer"
-        );
-        assert!(room.len() >= 64 << 10);
-        assert!(
-            room.iter().all(|&b| b == 7),
-            "written over, not zeroed first"
-        );
-        // And the frame read over the old bytes comes out whole.
-        let second = read_rest(&mut fr, &frame, at);
-        assert_eq!(second.len(), len);
-        assert!(second.iter().all(|&b| b == 9));
     }
 
     #[test]
