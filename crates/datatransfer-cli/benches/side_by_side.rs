@@ -2,8 +2,8 @@
 //! each on its own durable store, for the four pairings of our `datatransfer` CLI and the Go
 //! peer (go-data-transfer v2 on go-graphsync v0.18, leveldb store: `interop/go-peer
 //! --persist`), next to raw TCP on loopback. Prints the wall time, MB/s and each process's
-//! peak RSS (VmHWM) and CPU seconds per pairing. One more row: Rust -> Rust with the client writing its
-//! blocks past the page cache (`pull --direct-io`).
+//! peak RSS (VmHWM) and CPU seconds per pairing. One more row: Rust -> Rust with the client
+//! writing its blocks past the page cache (`pull --direct-io`).
 //!
 //! `cargo bench -p datatransfer-cli --bench side_by_side` (`SIDE_MIB=256` for a quicker run;
 //! `SIDE_ONLY=rust` for Rust -> Rust alone, to see memory against larger files;
@@ -134,8 +134,21 @@ struct Row {
     client: Usage,
 }
 
-/// `datatransfer pull` of `root` from `addr` into a fresh data dir, with `extra` arguments;
-/// times it and follows both processes' peaks.
+impl Row {
+    /// A pairing's row from what its pull returned.
+    fn new(name: &'static str, (secs, bytes, provider, client): (f64, u64, Usage, Usage)) -> Self {
+        Self {
+            name,
+            secs,
+            bytes,
+            provider,
+            client,
+        }
+    }
+}
+
+/// `datatransfer pull` of `root` from `addr` into the fresh data dir `dir` (removed after),
+/// with `extra` arguments; times it and follows both processes' peaks and CPU.
 fn rust_pull(
     addr: &str,
     root: &str,
@@ -187,6 +200,7 @@ fn rust_pull(
     assert!(status.success(), "pull failed: {err}\n{printed}");
     let last = printed.lines().last().unwrap_or_default();
     let received: u64 = field_number(last, "received");
+    let _ = std::fs::remove_dir_all(dir);
     (
         secs,
         received,
@@ -287,7 +301,6 @@ fn rust_only(work: &Path, input: &Path, mib: u64) {
     let import_peak = peak(pid);
     let dir = work.join("rust-client");
     let (secs, got, p, c) = rust_pull(&server.addr, &server.roots[0], &dir, pid, &[]);
-    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "\nRust -> Rust alone, one {mib} MiB file: import {import:.1} s (serve peak {}), pull {secs:.2} s, {:.0} MB/s, {got} bytes; peak RSS provider {}, client {}",
         mb(import_peak),
@@ -357,51 +370,32 @@ fn main() {
             go::voucher_json(1, 0),
         )
     };
-    let (secs, got, p, c) = go_to_go(&work.path().join("go-client-1"), 12);
-    rows.push(Row {
-        name: "Go -> Go",
-        secs,
-        bytes: got,
-        provider: p,
-        client: c,
-    });
+    rows.push(Row::new(
+        "Go -> Go",
+        go_to_go(&work.path().join("go-client-1"), 12),
+    ));
 
     // Rust -> Rust.
     let dir = work.path().join("rust-client-1");
-    let (secs, got, p, c) = rust_pull(&server.addr, &root, &dir, serve_pid, &[]);
-    let _ = std::fs::remove_dir_all(&dir);
-    rows.push(Row {
-        name: "Rust -> Rust",
-        secs,
-        bytes: got,
-        provider: p,
-        client: c,
-    });
+    rows.push(Row::new(
+        "Rust -> Rust",
+        rust_pull(&server.addr, &root, &dir, serve_pid, &[]),
+    ));
 
     // Rust -> Rust, the client writing its blocks past the page cache (`--direct-io`).
     let dir = work.path().join("rust-client-direct");
-    let (secs, got, p, c) = rust_pull(&server.addr, &root, &dir, serve_pid, &["--direct-io"]);
-    let _ = std::fs::remove_dir_all(&dir);
-    rows.push(Row {
-        name: "Rust -> Rust direct",
-        secs,
-        bytes: got,
-        provider: p,
-        client: c,
-    });
+    rows.push(Row::new(
+        "Rust -> Rust direct",
+        rust_pull(&server.addr, &root, &dir, serve_pid, &["--direct-io"]),
+    ));
 
     // Go provider -> Rust client.
-    let dir = work.path().join("rust-client-2");
     let go_addr = go_provider.multiaddr().to_string();
-    let (secs, got, p, c) = rust_pull(&go_addr, &root, &dir, go_pid, &[]);
-    let _ = std::fs::remove_dir_all(&dir);
-    rows.push(Row {
-        name: "Go -> Rust",
-        secs,
-        bytes: got,
-        provider: p,
-        client: c,
-    });
+    let dir = work.path().join("rust-client-2");
+    rows.push(Row::new(
+        "Go -> Rust",
+        rust_pull(&go_addr, &root, &dir, go_pid, &[]),
+    ));
 
     // Rust provider -> Go client.
     let serve_addr: datatransfer::Multiaddr = server.addr.parse().unwrap();
@@ -419,14 +413,10 @@ fn main() {
             token,
         )
     };
-    let (secs, got, p, c) = rust_to_go(&work.path().join("go-client-2"), 13);
-    rows.push(Row {
-        name: "Rust -> Go",
-        secs,
-        bytes: got,
-        provider: p,
-        client: c,
-    });
+    rows.push(Row::new(
+        "Rust -> Go",
+        rust_to_go(&work.path().join("go-client-2"), 13),
+    ));
 
     // `SIDE_ALTERNATE=N`: N more rounds of Go -> Go and Rust -> Go in turn, each with a new
     // client, so that neither gains from its place in the run (the disk's state, what ran
@@ -481,13 +471,7 @@ fn main() {
         provider.shutdown().await;
         r
     });
-    rows.push(Row {
-        name: "Go -> Go (mem)",
-        secs,
-        bytes: got,
-        provider: p,
-        client: c,
-    });
+    rows.push(Row::new("Go -> Go (mem)", (secs, got, p, c)));
 
     println!(
         "\nside by side: one {mib} MiB file (1 MiB raw leaves), provider -> client, each process on a durable store"

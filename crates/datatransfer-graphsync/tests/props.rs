@@ -328,7 +328,6 @@ fn a_large_frame_is_made_room_for_as_it_arrives_not_when_announced() {
     assert_eq!(fr.buffered(), 0);
 }
 
-/// Reads one whole frame of `body` through `read_buf`, as a stream reader does.
 /// `body` with its length prefix.
 fn framed(body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
@@ -342,19 +341,15 @@ fn framed(body: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Reads one whole frame of `body` through `read_buf`, as a stream reader does.
 fn read_frame(fr: &mut FrameReader, body: &[u8]) -> datatransfer_graphsync::Bytes {
-    let frame = framed(body);
-    let mut at = 0;
-    loop {
-        if let Some(f) = fr.next_frame().unwrap() {
-            return f;
-        }
-        let room = fr.read_buf();
-        let n = room.len().min(frame.len() - at);
-        room[..n].copy_from_slice(&frame[at..at + n]);
-        fr.advance(n);
-        at += n;
-    }
+    let mut got = None;
+    read_in_chunks(fr, &framed(body), &[usize::MAX], |f| {
+        got = Some(f);
+        Ok(())
+    })
+    .unwrap();
+    got.unwrap()
 }
 
 #[test]
@@ -392,10 +387,10 @@ fn a_frame_buffer_is_used_again_once_its_frame_is_dropped_and_never_while_held()
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Frames small (copied out) and large (handed out in place, their buffers used again
-    /// once dropped), read in chunks of any size, several to a read or one across many: each
-    /// comes out as sent, and the ones still held at the end still hold what was sent (no
-    /// later read wrote into a buffer a held frame lies in).
+    /// Frames small and large (the large handed out as they were read, their buffers used
+    /// again once dropped), read in chunks of any size, several to a read or one across
+    /// many: each comes out as sent, and the ones still held at the end still hold what was
+    /// sent (no later read wrote into a buffer a held frame lies in).
     #[test]
     fn frames_of_any_size_stay_whole_while_held(
         frames in prop::collection::vec((0usize..40_000, any::<u8>(), any::<bool>()), 1..12),
