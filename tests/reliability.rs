@@ -8,8 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use datatransfer::{ChannelId, Cid, EventCode, Registerable, Status};
+use std::sync::Arc;
+
+use datatransfer::{ChannelId, ChannelUpdate, Cid, EventCode, Registerable, Status};
 use datatransfer_integration_tests::*;
+use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use tokio::time::timeout;
 
 /// Opens a pull of every root from `provider` at once; waits until each channel ended, and
@@ -904,4 +907,106 @@ async fn a_subscriber_that_never_reads_stays_bounded_and_holds_nothing_up() {
         rest.push(item);
     }
     assert_eq!(rest.len(), held);
+}
+
+/// The client received every block, but was killed before its channel's completion reached
+/// its store; the provider completed, and was restarted on its stores too. When the client
+/// comes back it restarts the channel from what it stored, and the provider, which knows the
+/// channel only as one it completed (read back from SQLite at start), completes it again:
+/// the pull ends Completed on both sides with the file whole, where go-data-transfer's
+/// responder refuses to restart a completed channel (`impl/restart.go`,
+/// `validateRestartRequest`) and the client's channel fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_before_storing_its_completion_completes_against_a_restarted_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client_db, provider_db) = (dir.path().join("c.sqlite"), dir.path().join("p.sqlite"));
+    let (client_key, provider_key) = (
+        datatransfer::identity::Keypair::generate_ed25519(),
+        datatransfer::identity::Keypair::generate_ed25519(),
+    );
+    let (client_blocks, provider_blocks): (Arc<dyn Blockstore>, Arc<dyn Blockstore>) = (
+        Arc::new(MemoryBlockstore::new()),
+        Arc::new(MemoryBlockstore::new()),
+    );
+    let data = random_bytes(2 << 20, 13);
+    let root = import(&*provider_blocks, &data, 256 << 10).root;
+    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks).await;
+    provider.manager.start().await.unwrap();
+    let client = stopped_node(&client_db, &client_key, &client_blocks).await;
+    client.manager.start().await.unwrap();
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), root).await;
+    // What the client had stored when the first blocks were in.
+    let (_, early) = wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 0)
+        .await
+        .pop()
+        .unwrap();
+    let events = wait_finished(&mut sub, ch, 30).await;
+    assert_eq!(last_status(&events), Status::Completed);
+    wait_for_status(&provider, ch, Status::Completed).await;
+    client.manager.stop().await.unwrap();
+    provider.manager.stop().await.unwrap();
+
+    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks).await;
+    provider.manager.start().await.unwrap();
+    let client = stopped_node(&client_db, &client_key, &client_blocks).await;
+    // The kill: the client's store goes back to what it held mid-transfer.
+    assert!(early.status.is_in_progress(), "{:?}", early.status);
+    client
+        .manager
+        .channel_store()
+        .apply(ChannelUpdate::new(early, Vec::new()))
+        .await
+        .unwrap();
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    assert_eq!(
+        client.manager.start().await.unwrap(),
+        1,
+        "channels in progress"
+    );
+    let events = wait_finished(&mut sub, ch, 30).await;
+    let end = &events.last().unwrap().1;
+    assert_eq!(end.status, Status::Completed, "{}", end.message);
+    // Opened again, and completed by the provider's answer.
+    let seen = codes(&events);
+    assert!(
+        seen.contains(&EventCode::Opened) && seen.contains(&EventCode::ResponderCompletes),
+        "{seen:?}"
+    );
+    assert_file(&*client_blocks, &root, &data);
+    let theirs = provider.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(theirs.status, Status::Completed);
+}
+
+/// A node on these stores, not started.
+async fn stopped_node(
+    db: &std::path::Path,
+    key: &datatransfer::identity::Keypair,
+    blocks: &Arc<dyn Blockstore>,
+) -> Node {
+    node(NodeOptions {
+        sqlite: Some(db),
+        keypair: Some(key.clone()),
+        store: Some(Arc::clone(blocks)),
+        start: false,
+        ..NodeOptions::default()
+    })
+    .await
+}
+
+/// Waits up to 10 s for `node`'s side of `ch` to reach `status`.
+async fn wait_for_status(node: &Node, ch: ChannelId, status: Status) {
+    let r = timeout(Duration::from_secs(10), async {
+        loop {
+            let st = node.manager.channel_state(ch).await.unwrap();
+            if st.as_ref().is_some_and(|s| s.status == status) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "{ch} did not reach {status:?}");
 }
