@@ -6,9 +6,8 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use datatransfer::{ChannelId, ChannelUpdate, Cid, EventCode, Registerable, Status};
 use datatransfer_integration_tests::*;
@@ -1009,4 +1008,60 @@ async fn wait_for_status(node: &Node, ch: ChannelId, status: Status) {
     })
     .await;
     assert!(r.is_ok(), "{ch} did not reach {status:?}");
+}
+
+/// A client pauses a pull (its graphsync request is cancelled), the provider is restarted on
+/// its stores meanwhile, then the client resumes: the provider no longer serves that request
+/// and refuses the resuming one (it continues nothing validated), and the client restarts the
+/// channel instead of failing it; the pull completes with the file whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_paused_while_its_provider_restarts_completes_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider_db = dir.path().join("p.sqlite");
+    let provider_key = datatransfer::identity::Keypair::generate_ed25519();
+    let provider_blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
+    let data = random_bytes(4 << 20, 17);
+    let root = import(&*provider_blocks, &data, 256 << 10).root;
+    let slow = || {
+        let mut config = fast_config();
+        config.transport.graphsync.max_outbound_rate = Some(2 << 20);
+        config
+    };
+    let provider = node(NodeOptions {
+        sqlite: Some(&provider_db),
+        keypair: Some(provider_key.clone()),
+        store: Some(Arc::clone(&provider_blocks)),
+        config: slow(),
+        ..NodeOptions::default()
+    })
+    .await;
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let ch = pull(&client, &provider, voucher(1), root).await;
+    wait_until(&mut sub, Some(ch), 30, |_, st| st.received > 0).await;
+    client.manager.pause_channel(ch).await.unwrap();
+    provider.manager.stop().await.unwrap();
+    drop(provider);
+
+    let provider = node(NodeOptions {
+        sqlite: Some(&provider_db),
+        keypair: Some(provider_key),
+        store: Some(provider_blocks),
+        config: slow(),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    client.manager.resume_channel(ch).await.unwrap();
+    let events = wait_finished(&mut sub, ch, 30).await;
+    let end = &events.last().unwrap().1;
+    assert_eq!(
+        end.status,
+        Status::Completed,
+        "{}: {:?}",
+        end.message,
+        codes(&events)
+    );
+    assert_file(&*client.store, &root, &data);
 }
