@@ -7,7 +7,7 @@
 //! bytes intact; its byte counter is exact (the DAG's block bytes, each block once) when its
 //! client was never killed, and never above that when it was; every channel on every node
 //! reached a terminal status within the monitor's limits; no process panicked; each node's
-//! SQLite files stayed under 32 MiB.
+//! SQLite files stayed under 32 MiB. A failed soak keeps its nodes' files and prints where.
 //!
 //! A short soak (120 transfers over 30 s, about 40 s in all) runs in `cargo test`:
 //!
@@ -198,6 +198,29 @@ fn dag_bytes_of(data: &[u8]) -> u64 {
     dag_bytes(&store, root)
 }
 
+/// The soak's directory, removed when the soak passes and kept when it fails: each node's
+/// `stderr.log`, `channels.sqlite` and blocks, for the failure to be looked into.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("held until dropped").path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!(
+                "the soak failed: its nodes' files (stderr.log, channels.sqlite, blocks) are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 async fn channels(p: &mut Proc) -> Vec<Value> {
     p.call(json!({"cmd": "channels"})).await["channels"]
         .as_array()
@@ -212,7 +235,7 @@ async fn chaos_soak() {
     let n_transfers = env_or("SOAK_TRANSFERS", 120) as usize;
     let chaos_for = Duration::from_secs(env_or("SOAK_SECS", 30));
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
     let started = Instant::now();
 
     let mut nodes = Vec::new();
