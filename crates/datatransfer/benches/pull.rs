@@ -11,7 +11,9 @@
 //! provider that hashes every block it serves instead of trusting its store. The client
 //! checks every block in all of them. `DT_BENCH_CASES=1MiB/nothing,256KiB/fs` runs only the
 //! cases named. CPU is the whole process's (both Managers) over the pull, from
-//! `/proc/self/stat`: user and system seconds, and the cores kept busy on average. A full run
+//! `/proc/self/stat`: user and system seconds, the cores kept busy on average, and the minor
+//! page faults (one per 4 KiB page of new memory touched: how much of the system time is the
+//! kernel handing out fresh pages, the cost that varies most on these VMs). A full run
 //! ends with the kernel's own cost of what the memory and filesystem cases ask of it
 //! (touching new memory, writing new files), floors under those figures on this machine.
 //!
@@ -158,10 +160,12 @@ fn main() {
             // On stderr, for a profiler to attach at the start of a pull.
             eprintln!("pulling {name}");
             let (user0, sys0) = support::process_cpu("self");
+            let faults0 = support::minor_faults("self");
             let start = Instant::now();
             let (status, received) = support::pull_to_end(&client, peer, root).await;
             let secs = start.elapsed().as_secs_f64();
             let (user1, sys1) = support::process_cpu("self");
+            let faults = support::minor_faults("self") - faults0;
             assert_eq!(status, Status::Completed);
             assert!(received >= size as u64, "received {received} of {size} bytes");
             if sink == Sink::Nothing {
@@ -183,7 +187,7 @@ fn main() {
             };
             let (user, sys) = (user1 - user0, sys1 - sys0);
             println!(
-                "Manager pull of {mib} MiB, {leaves} leaves, into {} ({served}): {secs:.2} s wall, {:.0} MB/s; CPU {user:.2} s user + {sys:.2} s system ({:.2} cores); RSS peak {} MiB above the {} MiB before",
+                "Manager pull of {mib} MiB, {leaves} leaves, into {} ({served}): {secs:.2} s wall, {:.0} MB/s; CPU {user:.2} s user + {sys:.2} s system ({:.2} cores), {faults} page faults; RSS peak {} MiB above the {} MiB before",
                 sink.describe(),
                 size as f64 / secs / 1e6,
                 (user + sys) / secs,
