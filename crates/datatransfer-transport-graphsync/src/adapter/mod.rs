@@ -233,6 +233,9 @@ struct Outgoing {
     /// Pauses and resumes the engine asked for before graphsync took the request, in order:
     /// carried out once it does.
     deferred: Vec<Deferred>,
+    /// Whether the request was resumed after a pause: graphsync asks again under a fresh id,
+    /// which a responder that no longer serves the channel refuses.
+    resumed: bool,
 }
 
 /// A pause or resume of a request graphsync has not taken yet.
@@ -386,6 +389,7 @@ impl Adapter {
                 });
                 if let Some(o) = self.outgoing.get_mut(&channel) {
                     let attempt = o.attempt;
+                    o.resumed = true;
                     if o.started {
                         self.push(Action::UnpauseRequest {
                             channel,

@@ -55,6 +55,7 @@ impl Adapter {
                 open,
                 store,
                 deferred: Vec::new(),
+                resumed: false,
             },
         );
         self.push(Action::SendRequest(request));
@@ -124,7 +125,7 @@ impl Adapter {
             )))
         );
         let retry = busy && o.busy < self.config.max_busy_retries;
-        let (closed, store, tries) = (o.closed, o.store.clone(), o.busy);
+        let (closed, store, tries, resumed) = (o.closed, o.store.clone(), o.busy, o.resumed);
         if retry {
             o.started = false;
         } else {
@@ -157,6 +158,21 @@ impl Adapter {
                     "graphsync request failed to complete: the responder lacked blocks ({status:?})"
                 ))),
             },
+            // Resuming after a pause asks again under a fresh request id, which the responder
+            // takes as continuing the channel's validated request. One that no longer serves
+            // that (it restarted, or the channel ended there while our restart's request was
+            // on its way, the chaos soak found) refuses it: a restart asks anew, with the
+            // channel's voucher, and the responder's answer to that decides.
+            Err(GraphSyncError::Verify(VerifyError::Failed(ResponseStatus::RequestRejected)))
+                if resumed =>
+            {
+                TransportEvent::Disconnected {
+                    channel,
+                    error: "graphsync request failed: the responder refused the request resuming \
+                            the channel (it no longer serves it); restarting the channel"
+                        .into(),
+                }
+            }
             Err(GraphSyncError::Network(e)) => TransportEvent::Disconnected {
                 channel,
                 error: format!("graphsync request failed: {e}"),

@@ -472,6 +472,56 @@ fn a_responder_busy_too_often_fails_the_channel() {
     );
 }
 
+fn rejected() -> Result<ResponseStatus, GraphSyncError> {
+    Err(GraphSyncError::Verify(VerifyError::Failed(
+        ResponseStatus::RequestRejected,
+    )))
+}
+
+#[test]
+fn a_refused_request_fails_the_channel_unless_it_was_a_resume() {
+    // The opening request refused: the responder's verdict on the channel.
+    let (mut a, channel) = pulling(AdapterConfig::default());
+    a.request_finished(channel, 1, rid(7), rejected());
+    let out = actions(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Action::Deliver(TransportEvent::ChannelCompleted {
+                result: Err(Fault::PeerFailed(_)),
+                ..
+            })]
+        ),
+        "{out:?}"
+    );
+    // Paused and resumed (graphsync asks again under a fresh id), then refused: the
+    // responder no longer serves the channel's request; a restart asks anew.
+    let (mut a, channel) = pulling(AdapterConfig::default());
+    a.command(TransportCommand::PauseChannel { channel });
+    a.command(TransportCommand::ResumeChannel {
+        channel,
+        message: None,
+    });
+    let out = actions(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Action::PauseRequest { .. }, Action::UnpauseRequest { .. }]
+        ),
+        "{out:?}"
+    );
+    a.request_finished(channel, 1, rid(7), rejected());
+    let out = actions(&mut a);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Action::Deliver(TransportEvent::Disconnected { error, .. })]
+                if error.contains("resuming")
+        ),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn a_complete_request_completes_the_channel_once_its_blocks_are_flushed() {
     let (mut a, channel) = pulling(AdapterConfig::default());
