@@ -135,11 +135,16 @@ async fn requests_past_the_responders_queue_are_refused_as_busy_and_asked_again(
 
 /// A provider whose sends are slowed to 2 MiB/s, so a transfer is still running when a test
 /// breaks it; and a 4 MiB file on it.
-async fn slow_provider() -> (Node, Cid, Vec<u8>) {
+/// Quick monitor, and sends held to 2 MiB/s: a few MiB take long enough to be broken.
+fn slow_config() -> datatransfer::ManagerConfig {
     let mut config = fast_config();
     config.transport.graphsync.max_outbound_rate = Some(2 << 20);
+    config
+}
+
+async fn slow_provider() -> (Node, Cid, Vec<u8>) {
     let provider = node(NodeOptions {
-        config,
+        config: slow_config(),
         ..NodeOptions::default()
     })
     .await;
@@ -1032,8 +1037,6 @@ async fn a_client_killed_before_storing_its_completion_completes_against_a_resta
 /// the pull completes with the file whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_paused_and_resumed_while_its_provider_completes_it_again_completes() {
-    let mut slow = fast_config();
-    slow.transport.graphsync.max_outbound_rate = Some(2 << 20);
     let KilledBeforeCompletion {
         provider: _provider,
         client,
@@ -1041,7 +1044,7 @@ async fn a_pull_paused_and_resumed_while_its_provider_completes_it_again_complet
         root,
         data,
         _dir,
-    } = killed_before_completion(slow, Some(Arc::new(MemoryBlockstore::new()))).await;
+    } = killed_before_completion(slow_config(), Some(Arc::new(MemoryBlockstore::new()))).await;
     let mut sub = client.manager.subscribe().await.unwrap();
     client.manager.start().await.unwrap();
     wait_until(&mut sub, Some(ch), 30, |e, _| {
@@ -1120,12 +1123,7 @@ async fn a_pull_paused_while_its_provider_restarts_completes_when_resumed() {
     let provider_blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
     let data = random_bytes(4 << 20, 17);
     let root = import(&*provider_blocks, &data, 256 << 10).root;
-    let slow = || {
-        let mut config = fast_config();
-        config.transport.graphsync.max_outbound_rate = Some(2 << 20);
-        config
-    };
-    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, slow()).await;
+    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, slow_config()).await;
     provider.manager.start().await.unwrap();
     let client = default_node().await;
     introduce(&client, &provider).await;
@@ -1136,7 +1134,7 @@ async fn a_pull_paused_while_its_provider_restarts_completes_when_resumed() {
     provider.manager.stop().await.unwrap();
     drop(provider);
 
-    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, slow()).await;
+    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, slow_config()).await;
     provider.manager.start().await.unwrap();
     introduce(&client, &provider).await;
     client.manager.resume_channel(ch).await.unwrap();

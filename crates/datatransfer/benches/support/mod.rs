@@ -52,27 +52,28 @@ pub(crate) fn status_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The user and system CPU seconds of a process or thread from its `stat` file (fields 14
-/// and 15, after the name in parentheses, which may hold spaces; ticks of 1/100 s), and its
-/// name.
-pub(crate) fn stat_cpu(path: &str) -> (String, f64, f64) {
+/// The name in a process's or thread's `stat` file and the fields after it, the state
+/// (field 3) first; empty if the file cannot be read.
+fn stat_fields(path: &str) -> (String, Vec<String>) {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     let Some((head, rest)) = stat.rsplit_once(')') else {
-        return (String::new(), 0.0, 0.0);
+        return (String::new(), Vec::new());
     };
     let name = head
         .split_once('(')
         .map(|(_, n)| n)
         .unwrap_or("")
         .to_owned();
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    match fields[..] {
-        [user, sys] => (name, user / 100.0, sys / 100.0),
+    (name, rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The user and system CPU seconds of a process or thread from its `stat` file (fields 14
+/// and 15, the name in parentheses may hold spaces; ticks of 1/100 s), and its name.
+pub(crate) fn stat_cpu(path: &str) -> (String, f64, f64) {
+    let (name, fields) = stat_fields(path);
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(user), Some(sys)) => (name, user / 100.0, sys / 100.0),
         _ => (name, 0.0, 0.0),
     }
 }
@@ -87,13 +88,8 @@ pub(crate) fn process_cpu(pid: &str) -> (f64, f64) {
 /// (`minflt`, field 10 of its `stat` file): one per page of new memory it touched, among
 /// others.
 pub(crate) fn minor_faults(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.split_whitespace().nth(7)?.parse().ok()
-        })
-        .unwrap_or(0)
+    let (_, fields) = stat_fields(&format!("/proc/{pid}/stat"));
+    fields.get(7).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// User plus system CPU seconds of this process's threads whose name starts with `prefix`.
