@@ -537,6 +537,72 @@ async fn simulated_retrieval_flow() {
     assert!(pcodes.contains(&EventCode::BeginFinalizing), "{pcodes:?}");
 }
 
+/// A client restarts a pull while it owes its provider a payment: the provider stays paused
+/// (the restart's answer says so) and the rest of the file comes only as it is paid for.
+/// Before, the validator's plain accept of the restart resumed the transfer, and the client
+/// got everything after its first payment request unpaid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
+    let provider = default_node().await;
+    let pay = Arc::new(PayPerBytes::new(1 << 20, false));
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, pay.clone())
+        .await
+        .unwrap();
+    let client = default_node().await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(4 << 20, 15);
+    let file = import(&*provider.store, &data, 128 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let id = pull(&client, &provider, voucher(0), file.root).await;
+    wait_until(&mut sub, Some(id), 30, |e, _| {
+        e.code == EventCode::NewVoucherResult
+    })
+    .await;
+    client.manager.restart_channel(id).await.unwrap();
+    // The restart's answer: accepted, and still paused.
+    let events = wait_until(&mut sub, Some(id), 30, |e, _| e.code == EventCode::Restart).await;
+    let next = wait_until(&mut sub, Some(id), 30, |e, _| {
+        matches!(
+            e.code,
+            EventCode::PauseResponder | EventCode::ResumeResponder
+        )
+    })
+    .await;
+    let (last, st) = next.last().unwrap();
+    let got = codes(&events);
+    assert_eq!(
+        last.code,
+        EventCode::PauseResponder,
+        "{got:?} {:?}",
+        codes(&next)
+    );
+    assert_eq!(st.status, Status::ResponderPaused);
+    assert!(
+        st.received < 2 << 20,
+        "{} bytes for one payment",
+        st.received
+    );
+    // Paid now, and whenever asked after.
+    client.manager.send_voucher(id, voucher(1)).await.unwrap();
+    let (events, paid) = pay_until_done(&mut sub, &client.manager, id, 1, 60).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    // Every interval asked for, every request paid (the one before the restart too).
+    let pauses = pay.pauses.load(Ordering::SeqCst);
+    assert!(
+        pauses >= 3,
+        "{pauses} payment requests for 4 MiB at 1 MiB each"
+    );
+    assert_eq!(1 + paid, pauses);
+    assert_file(&*client.store, &file.root, &data);
+}
+
 /// Go's TestMultipleMessagesInExtension: payments due every few blocks, so the acceptance,
 /// several requests for payment and the answers to them share graphsync messages (each under
 /// its own extension name). Every payment is asked for, made and taken, and the file arrives.

@@ -12,7 +12,7 @@ use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
     InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, multiaddr, node,
-    pay_until_done, wait_finished,
+    pay_until_done, wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
@@ -363,6 +363,74 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
     go.assert_no_repeats("in");
     let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
     assert_eq!(ours.status, Status::Completed);
+}
+
+/// Go's client restarts its pull while it owes our provider a payment: our answer to the
+/// restart says we are still paused, Go takes it so, and nothing more is sent until Go pays;
+/// then every later interval is asked for and paid as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(10, dir.path())).await;
+    let policy = |auto_pay: bool| {
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true,
+               "auto_pay": auto_pay})
+    };
+    go.ok("policy", policy(false)).await;
+    let pay = Arc::new(PayPerBytes::new(MIB as u64, false));
+    let rust: RustNode = node(RustNodeOptions {
+        revalidator: Some(pay.clone()),
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let (root, data) = import_random(&*rust.store, SIZE, 11);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 9).await;
+    let want = chid_json(&ch);
+    let asked = go
+        .wait(60, |l| {
+            l["type"] == "event" && l["chid"] == want && l["code"] == "NewVoucherResult"
+        })
+        .await;
+    go.ok("restart", json!({"chid": want})).await;
+    let events = wait_until(&mut sub, ch, 60, |e, _| e.code == EventCode::Restart).await;
+    assert_eq!(events.last().unwrap().1.status, Status::ResponderPaused);
+    // Go hears the restart's answer: still paused by us (go-data-transfer v2 keeps the
+    // status Ongoing and says who paused in flags).
+    let restarted = go
+        .wait(60, |l| {
+            l["type"] == "event" && l["chid"] == want && l["code"] == "Restart"
+        })
+        .await;
+    let status = go.ok("status", json!({"chid": want})).await;
+    assert_eq!(status["responder_paused"], true, "{restarted} {status}");
+    let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(ours.status, Status::ResponderPaused);
+    assert!(ours.queued < 2 * MIB as u64, "{} bytes queued", ours.queued);
+    assert_eq!(pay.payments.load(Ordering::SeqCst), 0);
+    // Go pays what it was asked, and from then on pays when asked.
+    let owed = asked["voucher_result"]["value"]["owed"].as_u64().unwrap();
+    go.ok("policy", policy(true)).await;
+    go.ok(
+        "send_voucher",
+        json!({"chid": want, "voucher": {"type": VOUCHER_TYPE,
+               "value": {"deal": 9, "paid": owed}}}),
+    )
+    .await;
+    let theirs = go.wait_finished(&ch, 120).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    go.assert_file(dir.path(), &root, &data).await;
+    let requests = pay.requests.load(Ordering::SeqCst);
+    assert!(
+        requests as usize >= SIZE / MIB,
+        "{requests} payment requests"
+    );
+    assert_eq!(
+        pay.payments.load(Ordering::SeqCst),
+        requests,
+        "every payment request was paid, the one before the restart too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -523,3 +523,70 @@ fn a_requester_pause_cancels_its_request_and_the_resume_asks_again_for_the_rest_
         );
     }
 }
+
+/// An initiator restarts a transfer while the responder waits for a payment (their
+/// connection dropped, say): nothing more moves until it pays. The restart leaves the
+/// responder's pause in place; before, the validator's plain accept of the restart resumed
+/// the transfer and the rest of the data moved unpaid.
+#[test]
+fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
+    for seed in seeds(100) {
+        for pull in [true, false] {
+            let mut s = sim(seed, 2);
+            s.nodes[0].policy.auto_pay = false;
+            s.nodes[1].policy = Policy {
+                pay_interval: Some(4 << 20),
+                ..Policy::default()
+            };
+            let ch = if pull {
+                s.open_pull(0, 1, dag_cid(1), voucher(0))
+            } else {
+                s.open_push(0, 1, dag_cid(1), voucher(0))
+            };
+            let receiver = if pull { 0 } else { 1 };
+            s.run_until(1_000_000, |s| {
+                s.status(0, &ch) == Status::ResponderPaused
+                    && s.status(1, &ch) == Status::ResponderPaused
+            });
+            s.disconnect(0, 1);
+            s.run(1_000_000);
+            s.reconnect(0, 1);
+            s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+            assert!(
+                s.run(1_000_000),
+                "seed {seed} pull {pull}: did not go quiet"
+            );
+            let codes = s.codes(1, &ch);
+            assert!(
+                codes.contains(&EventCode::Restart),
+                "seed {seed} pull {pull}: {codes:?}"
+            );
+            for node in [0, 1] {
+                assert_eq!(
+                    s.status(node, &ch),
+                    Status::ResponderPaused,
+                    "seed {seed} pull {pull} node {node}"
+                );
+            }
+            let received = s.state(receiver, &ch).unwrap().received;
+            assert!(
+                received < 8 << 20,
+                "seed {seed} pull {pull}: {received} bytes received for one 4 MiB interval"
+            );
+            // The initiator pays, and from then on pays when asked.
+            s.nodes[0].policy.auto_pay = true;
+            s.with_engine(0, |e, now| e.send_voucher(now, ch, voucher(1)).unwrap());
+            settle(&mut s, seed);
+            for node in [0, 1] {
+                assert_eq!(
+                    s.status(node, &ch),
+                    Status::Completed,
+                    "seed {seed} pull {pull} node {node}"
+                );
+            }
+            assert_eq!(s.state(receiver, &ch).unwrap().received, 20 << 20);
+            // 20 MiB at 4 MiB per payment: a payment asked for every interval, none skipped.
+            assert_eq!(s.nodes[1].revalidations, 5, "seed {seed} pull {pull}");
+        }
+    }
+}

@@ -380,7 +380,20 @@ impl Engine {
         open: OpenRequest,
         answer: ValidationAnswer,
     ) {
-        let (verdict, result) = Verdict::from_answer(&answer);
+        let (mut verdict, result) = Verdict::from_answer(&answer);
+        // A restart does not lift our own pause: the voucher we wait for (a payment, say)
+        // is still owed, and a validator that merely accepts the restart says nothing about
+        // it (go-data-transfer v2 keeps such a restart paused too: `LeaveRequestPaused`).
+        // Only a validator that answers Resume, or a voucher, resumes it. Before this, a
+        // client whose streams closed while it owed a payment restarted the channel and got
+        // the rest of the data unpaid.
+        let held = self
+            .channels
+            .get(&id)
+            .is_some_and(|c| matches!(c.status, Status::ResponderPaused | Status::BothPaused));
+        if held && verdict == Verdict::Ok {
+            verdict = Verdict::Pause;
+        }
         let paused = verdict == Verdict::Pause;
         let response = TransferResponse::restart(id.id, verdict.accepted(), paused, result.clone());
         if verdict.accepted() && self.channels.contains_key(&id) {
@@ -398,8 +411,10 @@ impl Engine {
                 peer: id.initiator,
                 channel: id,
             });
-            if paused {
-                self.fire_quiet(id, ChannelEvent::PauseResponder, now);
+            match verdict {
+                Verdict::Pause if !held => self.fire_quiet(id, ChannelEvent::PauseResponder, now),
+                Verdict::Resume if held => self.set_paused(id, true, false, now),
+                _ => {}
             }
         }
         self.finish_request(now, id, Some(&open), via, Some(response), verdict);
