@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use datatransfer::{
     ChannelId, Cid, EventCode, GraphsyncTransport, Registerable, Status, TransportConfigurer,
@@ -535,6 +536,72 @@ async fn simulated_retrieval_flow() {
     assert_eq!(paid, pauses);
     let pcodes = codes(&pevents);
     assert!(pcodes.contains(&EventCode::BeginFinalizing), "{pcodes:?}");
+}
+
+/// A client slow to pay: each payment comes after both nodes' graphsync writers went idle
+/// and closed their streams (the provider has nothing to send while it waits). The paused
+/// request must outlive its quiet stream, as in go-graphsync, whose requests are not tied to
+/// streams: the channel completes without being restarted or disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_slower_than_the_idle_streams_does_not_restart_the_channel() {
+    let config = || {
+        let mut c = fast_config();
+        c.transport.graphsync.peer_idle_timeout = Duration::from_millis(200);
+        c
+    };
+    let provider = node(NodeOptions {
+        config: config(),
+        ..NodeOptions::default()
+    })
+    .await;
+    let pay = Arc::new(PayPerBytes::new(1 << 20, false));
+    provider
+        .manager
+        .register_revalidator(TestVoucher::TYPE, pay.clone())
+        .await
+        .unwrap();
+    let client = node(NodeOptions {
+        config: config(),
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&client, &provider).await;
+    let data = random_bytes(3 << 20, 14);
+    let file = import(&*provider.store, &data, 128 << 10);
+    let mut sub = client.manager.subscribe().await.unwrap();
+    let mut psub = provider.manager.subscribe().await.unwrap();
+    let id = pull(&client, &provider, voucher(0), file.root).await;
+    let mut paid = 0;
+    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
+        let owed = st
+            .last_voucher_result()
+            .and_then(|r| r.decode::<TestResult>().ok())
+            .map_or(0, |r| r.owed);
+        if e.code == EventCode::NewVoucherResult && owed > 0 {
+            paid += 1;
+            let (m, n) = (client.manager.clone(), paid);
+            tokio::spawn(async move {
+                // Four idle timeouts: both writers close their streams meanwhile.
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                m.send_voucher(id, voucher(n)).await.unwrap()
+            });
+        }
+        st.status.is_terminal()
+    })
+    .await;
+    let got = codes(&events);
+    let pgot = codes(&wait_finished(&mut psub, id, 30).await);
+    assert_eq!(last_status(&events), Status::Completed, "{got:?}");
+    assert!(paid >= 2, "{paid} payments: {got:?}, provider {pgot:?}");
+    for unwanted in [
+        EventCode::Disconnected,
+        EventCode::Restart,
+        EventCode::Error,
+    ] {
+        assert!(!got.contains(&unwanted), "{unwanted:?} in {got:?}");
+    }
+    assert!(!pgot.contains(&EventCode::Restart), "{pgot:?}");
+    assert_file(&*client.store, &file.root, &data);
 }
 
 /// A client restarts a pull while it owes its provider a payment: the provider stays paused

@@ -255,6 +255,50 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
     );
 }
 
+/// A response paused for longer than both nodes' idle timeout (a payment that takes its
+/// time) finishes when unpaused: the quiet stream stays open while the response waits, and
+/// the requester keeps its request. Before, the responder's writer closed its stream when
+/// idle, and the requester failed the request at the stream's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_paused_past_the_idle_timeout_finishes_when_unpaused() {
+    let config = || GraphSyncConfig {
+        peer_idle_timeout: Duration::from_millis(100),
+        ..GraphSyncConfig::default()
+    };
+    let hooks = Arc::new(PauseAtThree::default());
+    let server = node(hooks.clone(), config()).await;
+    let client = node(Arc::new(AcceptAll), config()).await;
+    client.connect(&server).await;
+    let data = random_bytes(2 << 20, 8);
+    let root = import_chunked(&*server.store, &data, 256 << 10);
+    let mut req = client
+        .gs
+        .request(server.peer, root, all_selector(), Extensions::new())
+        .await
+        .unwrap();
+    until_paused(&mut req).await;
+    // Five idle timeouts with nothing sent either way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.gs.stats().await.requests,
+        1,
+        "the request was dropped"
+    );
+    server
+        .gs
+        .unpause_response(client.peer, req.id, Extensions::new())
+        .await;
+    assert_eq!(
+        timeout(Duration::from_secs(30), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*client.store, &root, &mut back).unwrap();
+    assert!(back == data);
+}
+
 /// Pauses every request as it arrives (a paid retrieval waiting for its first payment).
 struct PauseAtStart;
 

@@ -45,10 +45,12 @@ pub struct GraphSyncConfig {
     /// Most bytes per second written to all peers together; `None` for no limit (a provider's
     /// bandwidth cap). The writers wait after each message, a quarter second's worth at once.
     pub max_outbound_rate: Option<u64>,
-    /// How long a peer's writer may have nothing to send before it closes its stream to the
-    /// peer; the node then forgets the peer (its writer task, stream and id map) unless a
-    /// request or response of the peer's is still in flight. A peer that comes back starts
-    /// afresh. Keeps the node's memory to the peers it works with, not all it ever met.
+    /// How long a peer's writer may have nothing to send before the node forgets the peer
+    /// (its writer task, stream and id map), if no request or response of the peer's is in
+    /// flight; otherwise the stream stays open (a paused response keeps it, as in
+    /// go-graphsync) and the node looks again after another such wait. A peer that comes
+    /// back starts afresh. Keeps the node's memory to the peers it works with, not all it
+    /// ever met.
     pub peer_idle_timeout: Duration,
     /// Serve blocks from a store that says it is trusted ([`Blockstore::trusted`]: its blocks
     /// were checked on their way in) without hashing them again, as go-graphsync's responder

@@ -359,11 +359,14 @@ pub(super) async fn write_stream(
             Some(m) => m,
             None => match tokio::time::timeout(config.peer_idle_timeout, queues.next()).await {
                 Err(_) => {
-                    // Idle: close the stream, and let the node forget us if it can (it
-                    // drops our queue's sender, which ends this task). Never waits on the
-                    // node, which may be waiting on our queue.
-                    open = None;
-                    written.clear();
+                    // Idle: let the node forget us if it can (it drops our queue's sender,
+                    // which ends this task and closes the stream). The stream stays open
+                    // while it cannot: a response of ours waiting (for a payment, say) or a
+                    // request of ours in flight. The peer takes the stream's end as the loss
+                    // of what was on it and fails its requests to us, which would restart a
+                    // channel that is only paused (go-graphsync keeps its stream to a peer
+                    // until the connection goes, too). Never waits on the node, which may be
+                    // waiting on our queue.
                     spare = Vec::new();
                     scratch = Vec::new();
                     tx.try_send(Cmd::PeerIdle(peer));
