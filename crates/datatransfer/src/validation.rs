@@ -12,7 +12,9 @@ use datatransfer_types::{ChannelId, Cid, DagCbor, PeerId, Validation, Validation
 #[async_trait]
 pub trait RequestValidator: Send + Sync + 'static {
     /// `sender` wants to push the DAG under `base_cid` chosen by `selector` to us.
-    /// `is_restart` is set when a channel is being restarted.
+    /// `is_restart` is set when a channel is being restarted. A restart of a channel we
+    /// paused (waiting for a voucher) stays paused when this accepts it; answer
+    /// [`datatransfer_types::ValidationOutcome::Resume`] to lift the pause with the restart.
     async fn validate_push(
         &self,
         is_restart: bool,
@@ -24,6 +26,7 @@ pub trait RequestValidator: Send + Sync + 'static {
     ) -> Result<Validation, ValidationError>;
 
     /// `receiver` wants to pull the DAG under `base_cid` chosen by `selector` from us.
+    /// `is_restart` and a paused channel's restart as for [`Self::validate_push`].
     async fn validate_pull(
         &self,
         is_restart: bool,
@@ -76,6 +79,12 @@ impl RequestValidator for AcceptAll {
 #[async_trait]
 pub trait Revalidator: Send + Sync + 'static {
     /// A new voucher arrived on a running channel. `Resume` restarts a paused transfer.
+    ///
+    /// A restart leaves a channel we paused paused, so the payment it waits for is still
+    /// owed; after our process restarts, the channel comes back paused from the store, and
+    /// this must answer the voucher that pays with `Resume` from records that survived the
+    /// restart (a revalidator that kept its state in memory only would answer `Accept`, and
+    /// the channel would wait until its responder idle timeout).
     async fn revalidate(
         &self,
         channel: ChannelId,
