@@ -588,6 +588,27 @@ impl GoPeer {
         .await;
     }
 
+    /// Accepts every voucher of the interop type, as a client paying whenever it is asked
+    /// (`auto_pay`) or only when told ([`GoPeer::pay`]).
+    pub async fn client_pays(&self, auto_pay: bool) {
+        self.ok(
+            "policy",
+            json!({"voucher_type": crate::VOUCHER_TYPE, "result_type": crate::RESULT_TYPE,
+                   "accept": true, "auto_pay": auto_pay}),
+        )
+        .await;
+    }
+
+    /// Sends a payment voucher of `deal` on `chid`: `paid` bytes in all so far.
+    pub async fn pay(&self, chid: &ChannelId, deal: u64, paid: u64) {
+        self.ok(
+            "send_voucher",
+            json!({"chid": chid_json(chid), "voucher": {"type": crate::VOUCHER_TYPE,
+                   "value": {"deal": deal, "paid": paid}}}),
+        )
+        .await;
+    }
+
     /// Slows the peer's graphsync sends at their source: `ms` before each block, so a test
     /// can act mid-transfer with little in flight.
     pub async fn throttle(&self, ms: u64) {

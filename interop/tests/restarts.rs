@@ -12,14 +12,15 @@
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use datatransfer::{ChannelId, EventCode, Status};
 use datatransfer_interop::data::{assert_file, held_prefix, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
-    InteropResult, RustNodeOptions, fast_config, multiaddr, node, voucher, wait_finished,
-    wait_until,
+    InteropResult, PayPerBytes, RustNodeOptions, fast_config, multiaddr, node, voucher,
+    wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::fsstore::FsBlockstore;
@@ -300,4 +301,48 @@ async fn paying_a_go_provider_after_the_idle_stream_reset_still_completes() {
     assert!(payments >= 2, "{payments} payments");
     assert_file(&*rust.store, &root, &data);
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+}
+
+/// A Go client takes 12 s to pay our provider, which paused for payment: both sides' streams
+/// sit idle past go-libp2p's reset, and the transfer still completes, every interval paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_client_paying_us_after_the_idle_stream_reset_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(55, dir.path())).await;
+    go.client_pays(false).await;
+    let pay = Arc::new(PayPerBytes::new(8 * MIB as u64, false));
+    let rust = node(RustNodeOptions {
+        revalidator: Some(pay.clone()),
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let (root, data) = import_random(&*rust.store, SIZE, 55);
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 9).await;
+    let want = chid_json(&ch);
+    let asked = go
+        .wait(60, |l| {
+            l["type"] == "event" && l["chid"] == want && l["code"] == "NewVoucherResult"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let owed = asked["voucher_result"]["value"]["owed"].as_u64().unwrap();
+    go.client_pays(true).await;
+    go.pay(&ch, 9, owed).await;
+    let theirs = go.wait_finished(&ch, 120).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    go.assert_file(dir.path(), &root, &data).await;
+    // Go reset the quiet stream, which our writer found when it resumed.
+    let ours = wait_finished(&mut sub, ch, 30).await;
+    let codes: Vec<EventCode> = ours.iter().map(|(e, _)| e.code).collect();
+    assert!(codes.contains(&EventCode::SendDataError), "{codes:?}");
+    assert_eq!(ours.last().unwrap().1.status, Status::Completed);
+    let requests = pay.requests.load(Ordering::SeqCst);
+    assert!(requests >= 2, "{requests} payment requests");
+    assert_eq!(
+        pay.payments.load(Ordering::SeqCst),
+        requests,
+        "every payment request was paid"
+    );
 }

@@ -372,11 +372,7 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
 async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays() {
     let dir = tempfile::tempdir().unwrap();
     let go = GoPeer::start(GoPeerOptions::new(10, dir.path())).await;
-    let policy = |auto_pay: bool| {
-        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true,
-               "auto_pay": auto_pay})
-    };
-    go.ok("policy", policy(false)).await;
+    go.client_pays(false).await;
     let pay = Arc::new(PayPerBytes::new(MIB as u64, false));
     let rust: RustNode = node(RustNodeOptions {
         revalidator: Some(pay.clone()),
@@ -411,13 +407,8 @@ async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays
     assert_eq!(pay.payments.load(Ordering::SeqCst), 0);
     // Go pays what it was asked, and from then on pays when asked.
     let owed = asked["voucher_result"]["value"]["owed"].as_u64().unwrap();
-    go.ok("policy", policy(true)).await;
-    go.ok(
-        "send_voucher",
-        json!({"chid": want, "voucher": {"type": VOUCHER_TYPE,
-               "value": {"deal": 9, "paid": owed}}}),
-    )
-    .await;
+    go.client_pays(true).await;
+    go.pay(&ch, 9, owed).await;
     let theirs = go.wait_finished(&ch, 120).await;
     assert_eq!(theirs["status"], "Completed", "{theirs}");
     go.assert_file(dir.path(), &root, &data).await;

@@ -493,6 +493,27 @@ struct Signal {
     writer: AtomicWaker,
 }
 
+/// Tells whether a stream's connection has closed; it outlives the stream
+/// ([`Stream::connection`]).
+#[derive(Clone)]
+pub struct ConnectionWatch(Arc<Signal>);
+
+impl ConnectionWatch {
+    /// Whether the connection has closed. Set when libp2p lets go of the connection's
+    /// handler, a moment after the muxer failed the connection's streams.
+    pub fn is_closed(&self) -> bool {
+        self.0.gone.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for ConnectionWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionWatch")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
 /// A stream to a peer, negotiated for one protocol.
 ///
 /// It reads and writes like the libp2p stream it wraps, and more: once its connection is
@@ -514,6 +535,12 @@ impl std::fmt::Debug for Stream {
 impl Stream {
     fn gone(&self) -> bool {
         self.signal.gone.load(Ordering::SeqCst)
+    }
+
+    /// A watch on the connection this stream runs on, to tell a stream that failed alone
+    /// (reset by the peer, its connection still up) from one whose connection closed.
+    pub fn connection(&self) -> ConnectionWatch {
+        ConnectionWatch(self.signal.clone())
     }
 
     fn aborted<T>() -> Poll<io::Result<T>> {

@@ -239,6 +239,19 @@ impl PeerWriter {
     }
 }
 
+/// Whether a stream's write failed because its connection closed: libp2p drops the
+/// connection's handler (which marks its streams) a moment after the muxer fails them, so a
+/// stream that failed alone is given that moment before it is taken as only reset.
+async fn connection_closed(watch: datatransfer_streams::ConnectionWatch) -> bool {
+    for _ in 0..10 {
+        if watch.is_closed() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watch.is_closed()
+}
+
 /// Reads one inbound stream's messages and hands them to the node.
 pub(super) struct Reader {
     pub(super) peer: PeerId,
@@ -418,9 +431,14 @@ pub(super) async fn write_stream(
                 continue;
             }
         }
-        // At most two attempts: a stream found broken on write (the connection behind it
-        // closed) is replaced once. Responses that already wrote on the broken stream lost
-        // messages and are cancelled; the rest of this message goes out on the new stream.
+        // At most two attempts: a stream found broken on write is replaced once, and the
+        // message goes out on the new one. If the connection behind it closed, the responses
+        // that wrote on the broken stream lost messages and are cancelled (the requester
+        // fails its requests with the connection, and restarts anew); the rest of this
+        // message goes on. If only the stream broke, its connection up, they go on too, as
+        // go-graphsync's message queue does: the usual cause is a go-libp2p peer resetting a
+        // stream it read nothing from for 10 s (a response paused for a payment) after it
+        // read all of it, and its requests live on.
         let mut sent = false;
         for attempt in 0..2 {
             let mut why = String::from("the peer speaks no graphsync version of ours");
@@ -477,10 +495,20 @@ pub(super) async fn write_stream(
                     break;
                 }
                 Err(e) => {
+                    let watch = stream.connection();
                     open = None;
                     if attempt == 1 {
                         let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
                         break;
+                    }
+                    let connection_closed = e.kind() == std::io::ErrorKind::ConnectionAborted
+                        || connection_closed(watch).await;
+                    if !connection_closed {
+                        written.clear();
+                        let _ = tx
+                            .send(Cmd::StreamBroken(peer, e.to_string(), Vec::new()))
+                            .await;
+                        continue;
                     }
                     written.remove(&0);
                     let mut broken = Vec::new();
