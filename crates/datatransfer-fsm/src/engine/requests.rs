@@ -395,7 +395,17 @@ impl Engine {
             verdict = Verdict::Pause;
         }
         let paused = verdict == Verdict::Pause;
-        let response = TransferResponse::restart(id.id, verdict.accepted(), paused, result.clone());
+        // What the initiator owes rides the answer again (our last voucher result, typically
+        // the payment request), unless the validator gave a result of its own: the message
+        // that asked may be what the broken connection lost.
+        let told = match (&result, held && paused) {
+            (None, true) => self
+                .channels
+                .get(&id)
+                .and_then(|c| c.last_voucher_result().cloned()),
+            _ => result.clone(),
+        };
+        let response = TransferResponse::restart(id.id, verdict.accepted(), paused, told);
         if verdict.accepted() && self.channels.contains_key(&id) {
             if let Some(r) = result {
                 self.record_result(id, r, now);
