@@ -592,33 +592,44 @@ fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
 }
 
 /// The responder's request for payment is lost with the connection before the initiator
-/// hears it; the initiator restarts. The restart's answer (still paused) carries that request
+/// hears it (a pull, or a push whose receiver charges); the initiator restarts. The restart's answer (still paused) carries that request
 /// again, so the initiator pays and the transfer completes instead of waiting, paused, for
 /// a request it never got.
 #[test]
 fn a_payment_request_lost_with_the_connection_comes_again_with_the_restart() {
     for seed in seeds(100) {
-        let mut s = sim(seed, 2);
-        s.nodes[1].policy = Policy {
-            pay_interval: Some(4 << 20),
-            ..Policy::default()
-        };
-        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
-        s.run_until(1_000_000, |s| s.status(1, &ch) == Status::ResponderPaused);
-        assert_ne!(s.status(0, &ch), Status::ResponderPaused, "seed {seed}");
-        s.disconnect(0, 1);
-        s.run(1_000_000);
-        s.reconnect(0, 1);
-        s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
-        settle(&mut s, seed);
-        for node in [0, 1] {
-            assert_eq!(
-                s.status(node, &ch),
-                Status::Completed,
-                "seed {seed} node {node}"
+        for pull in [true, false] {
+            let mut s = sim(seed, 2);
+            s.nodes[1].policy = Policy {
+                pay_interval: Some(4 << 20),
+                ..Policy::default()
+            };
+            let ch = if pull {
+                s.open_pull(0, 1, dag_cid(1), voucher(0))
+            } else {
+                s.open_push(0, 1, dag_cid(1), voucher(0))
+            };
+            let receiver = if pull { 0 } else { 1 };
+            s.run_until(1_000_000, |s| s.status(1, &ch) == Status::ResponderPaused);
+            assert_ne!(
+                s.status(0, &ch),
+                Status::ResponderPaused,
+                "seed {seed} pull {pull}"
             );
+            s.disconnect(0, 1);
+            s.run(1_000_000);
+            s.reconnect(0, 1);
+            s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+            settle(&mut s, seed);
+            for node in [0, 1] {
+                assert_eq!(
+                    s.status(node, &ch),
+                    Status::Completed,
+                    "seed {seed} pull {pull} node {node}"
+                );
+            }
+            assert_eq!(s.state(receiver, &ch).unwrap().received, 20 << 20);
+            assert_eq!(s.nodes[1].revalidations, 5, "seed {seed} pull {pull}");
         }
-        assert_eq!(s.state(0, &ch).unwrap().received, 20 << 20, "seed {seed}");
-        assert_eq!(s.nodes[1].revalidations, 5, "seed {seed}");
     }
 }
