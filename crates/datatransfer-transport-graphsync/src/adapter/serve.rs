@@ -256,8 +256,14 @@ impl Adapter {
     ) {
         let go_on = HookAnswer::Block(BlockDecision::Continue, Extensions::new());
         // Blocks the requester already has are not news: Go only reports blocks that go out.
+        // Nor are those of a response a newer request of its channel replaced (a restart):
+        // it was cancelled and says nothing of the channel. Counted, one could reach the
+        // revalidator, whose pause (and its request for payment) would go to that dying
+        // response while the current one went on unpaid (found by the chaos soak).
         let channel = self.serving.get(&(peer, id)).map(|sv| sv.channel);
-        let Some(channel) = channel.filter(|_| block.sent) else {
+        let current =
+            |c: &ChannelId| self.serving_channels.get(c) == Some(&(peer, id)) && block.sent;
+        let Some(channel) = channel.filter(current) else {
             return self.push(Action::Answer {
                 hook,
                 answer: go_on,
@@ -296,6 +302,27 @@ impl Adapter {
         reply: Option<Message>,
         result: HookResult,
     ) {
+        // The engine paused the channel on a block of a response that a newer request of the
+        // channel replaced meanwhile (a restart, a resume under a fresh id): that response is
+        // cancelled, so the pause, and its message (a request for payment, say), go to the
+        // current one, or it would go on unpaused (found by the chaos soak).
+        if matches!(result, HookResult::Pause)
+            && let Some(channel) = self.serving.get(&(peer, id)).map(|sv| sv.channel)
+            && let Some(&(now_peer, now_id)) = self.serving_channels.get(&channel)
+            && (now_peer, now_id) != (peer, id)
+        {
+            if let Some(m) = &reply {
+                self.push(Action::SendExtensions {
+                    peer: now_peer,
+                    id: now_id,
+                    extensions: extensions_for(m, &[EXTENSION_DATA_TRANSFER]),
+                });
+            }
+            self.push(Action::PauseResponse {
+                peer: now_peer,
+                id: now_id,
+            });
+        }
         // Under outgoing-block/1.1 only, though Go's responders also copy it under 1.1: every
         // Go requester that knows 1.1 (v1.15, v2) reads both names as two messages, so a
         // voucher result under both was a payment request taken twice, and a Go client paid

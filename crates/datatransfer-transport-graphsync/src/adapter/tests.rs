@@ -323,6 +323,105 @@ fn a_resume_before_the_request_is_sent_with_its_first_response() {
 }
 
 #[test]
+fn the_blocks_of_a_response_a_restart_replaced_are_not_the_channels() {
+    let (mut a, channel) = serving();
+    let them = peer_id(1);
+    let restart = Message::Request(TransferRequest::restart(
+        ID,
+        true,
+        voucher(),
+        root(),
+        selector(),
+    ));
+    a.incoming_request(HookId(2), them, &gs_request(rid(2), &restart));
+    let out = actions(&mut a);
+    assert!(
+        out.iter()
+            .any(|x| matches!(x, Action::CancelResponse { id, .. } if *id == rid(1))),
+        "the old response is cancelled: {out:?}"
+    );
+    a.command(reply(token_of(&out), channel, None, HookResult::Continue));
+    actions(&mut a);
+    let block = OutgoingBlock {
+        cid: root(),
+        size: 100,
+        sent: true,
+        index: 1,
+    };
+    // A block the old one still writes goes out unheard by the engine: its pause would
+    // stop the old response, not the current one.
+    a.outgoing_block(HookId(3), them, rid(1), &block);
+    let out = actions(&mut a);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(matches!(
+        answer(HookId(3), &out),
+        Some(HookAnswer::Block(BlockDecision::Continue, _))
+    ));
+    // The current response's blocks are the engine's, as ever.
+    a.outgoing_block(HookId(4), them, rid(2), &block);
+    let out = actions(&mut a);
+    assert!(answer(HookId(4), &out).is_none(), "{out:?}");
+    token_of(&out);
+}
+
+#[test]
+fn a_pause_decided_for_a_response_replaced_meanwhile_pauses_the_current_one() {
+    let (mut a, channel) = serving();
+    let them = peer_id(1);
+    let block = OutgoingBlock {
+        cid: root(),
+        size: 100,
+        sent: true,
+        index: 1,
+    };
+    // A block of the first response goes to the engine...
+    a.outgoing_block(HookId(2), them, rid(1), &block);
+    let block_token = token_of(&actions(&mut a));
+    // ...and a restart replaces that response before the engine answers.
+    let restart = Message::Request(TransferRequest::restart(
+        ID,
+        true,
+        voucher(),
+        root(),
+        selector(),
+    ));
+    a.incoming_request(HookId(3), them, &gs_request(rid(2), &restart));
+    let out = actions(&mut a);
+    a.command(reply(token_of(&out), channel, None, HookResult::Continue));
+    actions(&mut a);
+    // The engine pauses the channel on that block, asking for payment.
+    let ask = Message::Response(TransferResponse::voucher_result(ID, true, true, None));
+    a.command(reply(
+        block_token,
+        channel,
+        Some(ask.clone()),
+        HookResult::Pause,
+    ));
+    let out = actions(&mut a);
+    assert!(matches!(
+        answer(HookId(2), &out),
+        Some(HookAnswer::Block(BlockDecision::Pause, _))
+    ));
+    let sent = out.iter().find_map(|x| match x {
+        Action::SendExtensions { id, extensions, .. } if *id == rid(2) => Some(extensions),
+        _ => None,
+    });
+    let m = sent
+        .map(|e| message_in_extensions(e, &[EXTENSION_DATA_TRANSFER], &DecodeLimits::default()));
+    assert_eq!(m, Some(Some(Ok(ask))), "{out:?}");
+    let paused = out
+        .iter()
+        .position(|x| matches!(x, Action::PauseResponse { id, .. } if *id == rid(2)));
+    let told = out
+        .iter()
+        .position(|x| matches!(x, Action::SendExtensions { .. }));
+    assert!(
+        told < paused && paused.is_some(),
+        "told, then paused: {out:?}"
+    );
+}
+
+#[test]
 fn a_response_that_ends_short_is_our_failure_and_a_replaced_one_says_nothing() {
     let (mut a, channel) = serving();
     a.completed_response(peer_id(1), rid(1), ResponseStatus::RequestCompletedPartial);
