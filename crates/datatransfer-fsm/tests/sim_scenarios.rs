@@ -633,3 +633,47 @@ fn a_payment_request_lost_with_the_connection_comes_again_with_the_restart() {
         }
     }
 }
+
+/// The initiator pauses while the responder's request for payment is on its way, and resumes:
+/// the answer to the resume (still paused by the responder) carries that request again, so the
+/// initiator pays even if its pause dropped the response that asked first.
+#[test]
+fn a_resume_answered_still_paused_says_what_is_owed() {
+    for seed in seeds(100) {
+        let mut s = sim(seed, 2);
+        s.nodes[1].policy = Policy {
+            pay_interval: Some(4 << 20),
+            ..Policy::default()
+        };
+        s.nodes[0].policy.auto_pay = false;
+        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        s.run_until(1_000_000, |s| s.status(1, &ch) == Status::ResponderPaused);
+        s.with_engine(0, |e, now| e.pause(now, ch).unwrap());
+        s.run(1_000_000);
+        let asked_before = s
+            .codes(0, &ch)
+            .iter()
+            .filter(|c| **c == EventCode::NewVoucherResult)
+            .count();
+        s.nodes[0].policy.auto_pay = true;
+        s.with_engine(0, |e, now| e.resume(now, ch).unwrap());
+        settle(&mut s, seed);
+        let asked = s
+            .codes(0, &ch)
+            .iter()
+            .filter(|c| **c == EventCode::NewVoucherResult)
+            .count();
+        assert!(
+            asked > asked_before,
+            "seed {seed}: the resume's answer said nothing owed"
+        );
+        for node in [0, 1] {
+            assert_eq!(
+                s.status(node, &ch),
+                Status::Completed,
+                "seed {seed} node {node}"
+            );
+        }
+        assert_eq!(s.nodes[1].revalidations, 5, "seed {seed}");
+    }
+}

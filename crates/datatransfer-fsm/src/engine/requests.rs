@@ -108,19 +108,31 @@ impl Engine {
                     let err = Verdict::Err(Fault::peer(format!("channel not found: {id}")));
                     return self.finish_request(now, id, None, via, None, err);
                 }
-                let verdict = if paused {
+                let (verdict, response) = if paused {
                     self.set_paused(id, false, true, now);
-                    Verdict::Ok
+                    (Verdict::Ok, None)
                 } else {
                     self.set_paused(id, false, false, now);
-                    match self.channels.get(&id).map(|c| c.status) {
-                        Some(Status::ResponderPaused | Status::ResponderFinalizing) => {
-                            Verdict::Pause
+                    match self.channels.get(&id) {
+                        Some(c)
+                            if matches!(
+                                c.status,
+                                Status::ResponderPaused | Status::ResponderFinalizing
+                            ) =>
+                        {
+                            // Still paused by us: the answer says so, with what the
+                            // initiator owes again (its pause may have dropped the response
+                            // that asked, as our requester's does, found by the chaos soak).
+                            let owed = c.last_voucher_result().cloned();
+                            let again = owed.map(|r| {
+                                TransferResponse::voucher_result(id.id, true, true, Some(r))
+                            });
+                            (Verdict::Pause, again)
                         }
-                        _ => Verdict::Ok,
+                        _ => (Verdict::Ok, None),
                     }
                 };
-                self.finish_request(now, id, None, via, None, verdict);
+                self.finish_request(now, id, None, via, response, verdict);
             }
         }
     }
