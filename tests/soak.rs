@@ -3,8 +3,11 @@
 //! them, pauses and resumes channels, cancels some, and SIGKILLs nodes and starts them again
 //! on the same files. All choices come from one seed.
 //!
+//! Providers charge for what they serve (a payment every 64 KiB, see `PAY_EVERY`), and
+//! clients pay when asked, through the chaos.
+//!
 //! Invariants checked at the end: every transfer not cancelled completed with its file's
-//! bytes intact; its byte counter is exact (the DAG's block bytes, each block once) when its
+//! bytes intact, and paid at least once if its DAG spans two payment intervals; its byte counter is exact (the DAG's block bytes, each block once) when its
 //! client was never killed, and never above that when it was; every channel on every node
 //! reached a terminal status within the monitor's limits; no process panicked; each node's
 //! SQLite files stayed under 32 MiB. A failed soak keeps its nodes' files and prints where.
@@ -36,6 +39,10 @@ use tokio::time::timeout;
 /// Each node sends at most this many bytes a second, so transfers last long enough to be
 /// broken.
 const RATE: u64 = 256 << 10;
+
+/// Providers pause every this many bytes until their client pays (`SOAK_PAY_EVERY`; 0 for
+/// free transfers): most pulls pay once to a few times, through the kills and disconnects.
+const PAY_EVERY: u64 = 64 << 10;
 
 /// A small seeded generator (xorshift64*): the soak's only source of choices.
 struct Rng(u64);
@@ -96,6 +103,10 @@ impl Proc {
             .arg(&self.dir)
             .args(["--port", &self.port.to_string()])
             .args(["--rate", &RATE.to_string()])
+            .args(match env_or("SOAK_PAY_EVERY", PAY_EVERY) {
+                0 => vec![],
+                every => vec!["--pay-every".to_string(), every.to_string()],
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -426,6 +437,8 @@ async fn chaos_soak() {
 
     let mut completed = 0;
     let mut exact = 0;
+    let pay_every = env_or("SOAK_PAY_EVERY", PAY_EVERY);
+    let mut payments = 0;
     for t in &transfers {
         let key = (t.client, t.chid.to_string());
         let st = finals
@@ -471,6 +484,13 @@ async fn chaos_soak() {
             .await;
         assert_eq!(d["len"].as_u64(), Some(t.file.len as u64), "{d}");
         assert_eq!(d["fnv"].as_u64(), Some(t.file.fnv), "{d}");
+        // The opening voucher, then one per payment. A DAG of two intervals or more was
+        // asked to pay at least once on the way, and completed only when paid.
+        let paid = st["vouchers"].as_u64().unwrap().saturating_sub(1);
+        payments += paid;
+        if pay_every > 0 && t.file.dag_bytes >= 2 * pay_every {
+            assert!(paid >= 1, "{} bytes served unpaid: {st}", t.file.dag_bytes);
+        }
         let received = st["received"].as_u64().unwrap();
         if nodes[t.client].kills == t.kills_at_open {
             assert_eq!(received, t.file.dag_bytes, "{st}");
@@ -496,8 +516,9 @@ async fn chaos_soak() {
     let kills: u32 = nodes.iter().map(|n| n.kills).sum();
     eprintln!(
         "soak seed {seed}: {} nodes, {} transfers ({completed} completed and verified, {exact} \
-         with exact counters, {cancelled} cancelled), actions {actions:?} ({kills} kills), \
-         chaos {:.1} s, all ended at {:.1} s, SQLite bytes per node {store_bytes:?}",
+         with exact counters, {cancelled} cancelled, {payments} payments), actions \
+         {actions:?} ({kills} kills), chaos {:.1} s, all ended at {:.1} s, SQLite bytes per \
+         node {store_bytes:?}",
         n_nodes,
         transfers.len(),
         chaos_done.as_secs_f64(),

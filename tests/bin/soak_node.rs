@@ -15,12 +15,17 @@
 //! | `{"cmd":"pull","peer":ID,"root":CID}` | `{"chid":CHID}` |
 //! | `{"cmd":"pause"\|"resume"\|"cancel","chid":CHID}` | `{}` or `{"error":..}` |
 //! | `{"cmd":"disconnect","peer":ID}` | `{}` |
-//! | `{"cmd":"channels"}` | `{"channels":[{chid,status,received,sent,root,message}]}` |
+//! | `{"cmd":"channels"}` | `{"channels":[{chid,status,received,sent,root,message,vouchers}]}` |
 //! | `{"cmd":"digest","root":CID}` | `{"len":N,"fnv":H}` of the file exported, or `{"error":..}` |
 //! | `{"cmd":"store_bytes"}` | `{"bytes":N}`: the SQLite files' size |
 //! | `{"cmd":"events","chid":CHID}` | `{"events":["Code message",..]}`: the channel's stored log |
 //!
 //! A CHID is `{"initiator":ID,"responder":ID,"id":N}`.
+//!
+//! With `--pay-every BYTES` the node charges for what it serves: it pauses a pull every
+//! `BYTES` bytes until paid (its revalidator keeps what it asked for and whether it waits in
+//! files under `DIR/pay`, written before it answers, so a SIGKILL loses nothing it said), and
+//! as a client it pays whatever a provider asks, at once, from what its channel recorded.
 
 #![allow(clippy::unwrap_used)] // A test program: failing loudly is the point.
 
@@ -28,10 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use datatransfer::identity::Keypair;
-use datatransfer::{ChannelId, Cid, Multiaddr, PeerId, all_selector};
+use datatransfer::{
+    ChannelId, Cid, EventCode, Manager, Multiaddr, PeerId, Registerable, Revalidator, TypedNode,
+    Validation, ValidationError, ValidationOutcome, Voucher, all_selector,
+};
 use datatransfer_integration_tests::{
-    NodeOptions, fast_config, fnv, import, node, random_bytes, voucher,
+    NodeOptions, TestResult, TestVoucher, fast_config, fnv, import, node, random_bytes, voucher,
 };
 use datatransfer_ipld::blockstore::Blockstore;
 use datatransfer_ipld::fsstore::FsBlockstore;
@@ -65,10 +74,125 @@ fn sqlite_bytes(dir: &Path) -> u64 {
     .sum()
 }
 
+/// Pay-as-you-go for the soak, kept in files so a SIGKILL loses nothing it told a peer: per
+/// channel, the bytes served since the last request for payment, the total asked for so far
+/// (a voucher of `deal` N pays N bytes in all), and whether a payment is awaited. Each file
+/// is written whole (a new file renamed over the old) before the answer that depends on it.
+struct DurablePay {
+    dir: PathBuf,
+    every: u64,
+    lock: std::sync::Mutex<()>,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Owed {
+    unpaid: u64,
+    asked: u64,
+    awaiting: bool,
+}
+
+impl DurablePay {
+    fn path(&self, ch: &ChannelId) -> PathBuf {
+        self.dir
+            .join(format!("{}-{}-{}", ch.initiator, ch.responder, ch.id.0))
+    }
+
+    /// Reads the channel's record, lets `f` change it, writes it back; under one lock.
+    fn update<T>(&self, ch: &ChannelId, f: impl FnOnce(&mut Owed) -> T) -> T {
+        let _held = self.lock.lock().unwrap();
+        let path = self.path(ch);
+        let mut owed: Owed = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let out = f(&mut owed);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&owed).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        out
+    }
+
+    fn owed(asked: u64) -> Option<TypedNode> {
+        Some(TypedNode::encode(&TestResult { owed: asked }).unwrap())
+    }
+}
+
+#[async_trait]
+impl Revalidator for DurablePay {
+    /// A voucher that pays everything asked so far resumes the channel, also when it was not
+    /// waiting as far as this record knows (the record and the channel's own pause are
+    /// stored apart, and a kill can fall between them).
+    async fn revalidate(
+        &self,
+        channel: ChannelId,
+        voucher: &Voucher,
+    ) -> Result<Validation, ValidationError> {
+        let paid = voucher
+            .decode::<TestVoucher>()
+            .map_err(|e| ValidationError::Failed(e.to_string()))?
+            .deal;
+        let outcome = self.update(&channel, |o| {
+            if paid >= o.asked {
+                o.awaiting = false;
+                ValidationOutcome::Resume
+            } else {
+                ValidationOutcome::Accept
+            }
+        });
+        Ok(Validation::new(outcome))
+    }
+
+    async fn on_pull_data_sent(
+        &self,
+        channel: ChannelId,
+        bytes: u64,
+    ) -> Result<Option<Validation>, ValidationError> {
+        let every = self.every;
+        let asked = self.update(&channel, |o| {
+            o.unpaid += bytes;
+            if o.unpaid >= every && !o.awaiting {
+                o.asked += o.unpaid;
+                o.unpaid = 0;
+                o.awaiting = true;
+                Some(o.asked)
+            } else {
+                None
+            }
+        });
+        Ok(asked.map(|asked| {
+            let mut v = Validation::new(ValidationOutcome::Pause);
+            v.voucher_result = Self::owed(asked);
+            v
+        }))
+    }
+}
+
+/// As a client, pays whatever a provider asks at once: a voucher for the total in the last
+/// request (asked again after a restart, so a kill in between loses nothing).
+async fn pay_when_asked(manager: Manager) {
+    let mut events = manager.subscribe().await.unwrap();
+    let me = manager.peer_id();
+    while let Some((event, state)) = events.next().await {
+        if event.code != EventCode::NewVoucherResult || state.channel_id.initiator != me {
+            continue;
+        }
+        let asked = state
+            .last_voucher_result()
+            .filter(|r| r.type_id.as_str() == TestResult::TYPE)
+            .and_then(|r| r.decode::<TestResult>().ok())
+            .map_or(0, |r| r.owed);
+        if asked > 0 {
+            // Refused when the channel ended meanwhile; nothing to do then.
+            let _ = manager.send_voucher(state.channel_id, voucher(asked)).await;
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (mut seed, mut dir, mut port, mut rate) = (0u8, PathBuf::new(), 0u16, None);
+    let mut pay_every = None;
     while let Some(flag) = args.next() {
         let value = args.next().expect("a flag needs a value");
         match flag.as_str() {
@@ -76,6 +200,7 @@ async fn main() {
             "--dir" => dir = value.into(),
             "--port" => port = value.parse().unwrap(),
             "--rate" => rate = Some(value.parse().unwrap()),
+            "--pay-every" => pay_every = Some(value.parse::<u64>().unwrap()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -102,6 +227,20 @@ async fn main() {
         ..NodeOptions::default()
     })
     .await;
+    if let Some(every) = pay_every {
+        let pay_dir = dir.join("pay");
+        std::fs::create_dir_all(&pay_dir).unwrap();
+        let pay = DurablePay {
+            dir: pay_dir,
+            every,
+            lock: std::sync::Mutex::new(()),
+        };
+        n.manager
+            .register_revalidator(TestVoucher::TYPE, Arc::new(pay))
+            .await
+            .unwrap();
+        tokio::spawn(pay_when_asked(n.manager.clone()));
+    }
     let addr = n.manager.listen_addrs().await[0].clone();
     println!(
         "{}",
@@ -162,7 +301,8 @@ async fn main() {
                         json!({"chid": chid_json(&st.channel_id),
                                "status": format!("{:?}", st.status),
                                "received": st.received, "sent": st.sent,
-                               "root": st.base_cid.to_string(), "message": st.message})
+                               "root": st.base_cid.to_string(), "message": st.message,
+                               "vouchers": st.vouchers.len()})
                     })
                     .collect();
                 json!({"channels": list})
