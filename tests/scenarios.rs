@@ -400,19 +400,38 @@ async fn a_channel_completes_only_once_its_blocks_are_durable() {
     }
 }
 
-/// Go's TestRoundTripCancelledRequest: the initiator cancels a transfer paused by the
-/// responder; both sides end Cancelled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_request() {
-    let provider = default_node().await;
-    let pay = Arc::new(PayPerBytes::new(256 << 10, false));
+/// A provider that asks for a payment every `interval` bytes (and a final one if
+/// `finalize`), and a client that knows it; both with `config`.
+async fn charging(
+    interval: u64,
+    finalize: bool,
+    config: impl Fn() -> datatransfer::ManagerConfig,
+) -> (Node, Node, Arc<PayPerBytes>) {
+    let provider = node(NodeOptions {
+        config: config(),
+        ..NodeOptions::default()
+    })
+    .await;
+    let pay = Arc::new(PayPerBytes::new(interval, finalize));
     provider
         .manager
         .register_revalidator(TestVoucher::TYPE, pay.clone())
         .await
         .unwrap();
-    let client = default_node().await;
+    let client = node(NodeOptions {
+        config: config(),
+        ..NodeOptions::default()
+    })
+    .await;
     introduce(&client, &provider).await;
+    (provider, client, pay)
+}
+
+/// Go's TestRoundTripCancelledRequest: the initiator cancels a transfer paused by the
+/// responder; both sides end Cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_request() {
+    let (provider, client, _) = charging(256 << 10, false, fast_config).await;
     let file = import(&*provider.store, &random_bytes(2 << 20, 5), 64 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut psub = provider.manager.subscribe().await.unwrap();
@@ -504,15 +523,7 @@ async fn pause_and_resume_from_each_side() {
 /// with a new voucher, and asks for a final payment before completing (finalization).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_retrieval_flow() {
-    let provider = default_node().await;
-    let pay = Arc::new(PayPerBytes::new(1 << 20, true));
-    provider
-        .manager
-        .register_revalidator(TestVoucher::TYPE, pay.clone())
-        .await
-        .unwrap();
-    let client = default_node().await;
-    introduce(&client, &provider).await;
+    let (provider, client, pay) = charging(1 << 20, true, fast_config).await;
     let data = random_bytes(5 << 20, 12);
     let file = import(&*provider.store, &data, 128 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
@@ -549,23 +560,7 @@ async fn a_payment_slower_than_the_idle_streams_does_not_restart_the_channel() {
         c.transport.graphsync.peer_idle_timeout = Duration::from_millis(200);
         c
     };
-    let provider = node(NodeOptions {
-        config: config(),
-        ..NodeOptions::default()
-    })
-    .await;
-    let pay = Arc::new(PayPerBytes::new(1 << 20, false));
-    provider
-        .manager
-        .register_revalidator(TestVoucher::TYPE, pay.clone())
-        .await
-        .unwrap();
-    let client = node(NodeOptions {
-        config: config(),
-        ..NodeOptions::default()
-    })
-    .await;
-    introduce(&client, &provider).await;
+    let (provider, client, _) = charging(1 << 20, false, config).await;
     let data = random_bytes(3 << 20, 14);
     let file = import(&*provider.store, &data, 128 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
@@ -610,15 +605,7 @@ async fn a_payment_slower_than_the_idle_streams_does_not_restart_the_channel() {
 /// got everything after its first payment request unpaid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
-    let provider = default_node().await;
-    let pay = Arc::new(PayPerBytes::new(1 << 20, false));
-    provider
-        .manager
-        .register_revalidator(TestVoucher::TYPE, pay.clone())
-        .await
-        .unwrap();
-    let client = default_node().await;
-    introduce(&client, &provider).await;
+    let (provider, client, pay) = charging(1 << 20, false, fast_config).await;
     let data = random_bytes(4 << 20, 15);
     let file = import(&*provider.store, &data, 128 << 10);
     let mut sub = client.manager.subscribe().await.unwrap();
@@ -675,15 +662,7 @@ async fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
 /// its own extension name). Every payment is asked for, made and taken, and the file arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_every_few_blocks_share_graphsync_messages() {
-    let provider = default_node().await;
-    let pay = Arc::new(PayPerBytes::new(16_000, true));
-    provider
-        .manager
-        .register_revalidator(TestVoucher::TYPE, pay.clone())
-        .await
-        .unwrap();
-    let client = default_node().await;
-    introduce(&client, &provider).await;
+    let (provider, client, pay) = charging(16_000, true, fast_config).await;
     // 256 000 bytes in 1000-byte blocks: hundreds of blocks to a 512 KiB message.
     let data = random_bytes(256_000, 13);
     let file = import(&*provider.store, &data, 1000);

@@ -465,3 +465,58 @@ pub async fn pay_until_done(
     let paid = paid.lock().unwrap().clone();
     (events, paid)
 }
+
+/// A Go client pulling from our provider, which charges every `interval` bytes, held at the
+/// provider's first request for payment: the Go peer pays only when told
+/// ([`crate::go::GoPeer::pay`]; [`crate::go::GoPeer::client_pays`] for at once).
+pub struct GoClientOwing {
+    /// The Go client.
+    pub go: crate::go::GoPeer,
+    /// Our provider.
+    pub rust: RustNode,
+    /// Its revalidator.
+    pub pay: Arc<PayPerBytes>,
+    /// The file pulled: its root and bytes.
+    pub root: Cid,
+    /// The file's bytes.
+    pub data: Vec<u8>,
+    /// The channel.
+    pub ch: ChannelId,
+    /// Our provider's events, from before the pull opened.
+    pub sub: datatransfer::Subscription,
+    /// What the first request for payment asked for.
+    pub owed: u64,
+}
+
+/// Starts a [`GoClientOwing`]: Go peer `seed` in `dir` pulls a file of `size` bytes.
+pub async fn go_client_owing(dir: &Path, seed: u8, interval: u64, size: usize) -> GoClientOwing {
+    let go = crate::go::GoPeer::start(crate::go::GoPeerOptions::new(seed, dir)).await;
+    go.client_pays(false).await;
+    let pay = Arc::new(PayPerBytes::new(interval, false));
+    let rust = node(RustNodeOptions {
+        revalidator: Some(pay.clone()),
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let (root, data) = crate::data::import_random(&*rust.store, size, u64::from(seed));
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let sub = rust.manager.subscribe().await.unwrap();
+    let ch = go.open("pull", rust.manager.peer_id(), &root, 9).await;
+    let want = crate::go::chid_json(&ch);
+    let asked = go
+        .wait(60, |l| {
+            l["type"] == "event" && l["chid"] == want && l["code"] == "NewVoucherResult"
+        })
+        .await;
+    let owed = asked["voucher_result"]["value"]["owed"].as_u64().unwrap();
+    GoClientOwing {
+        go,
+        rust,
+        pay,
+        root,
+        data,
+        ch,
+        sub,
+        owed,
+    }
+}

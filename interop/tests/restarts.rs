@@ -19,8 +19,8 @@ use datatransfer::{ChannelId, EventCode, Status};
 use datatransfer_interop::data::{assert_file, held_prefix, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
-    InteropResult, PayPerBytes, RustNodeOptions, fast_config, multiaddr, node, voucher,
-    wait_finished, wait_until,
+    GoClientOwing, InteropResult, RustNodeOptions, fast_config, go_client_owing, multiaddr, node,
+    voucher, wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::fsstore::FsBlockstore;
@@ -308,26 +308,17 @@ async fn paying_a_go_provider_after_the_idle_stream_reset_still_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_client_paying_us_after_the_idle_stream_reset_still_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let go = GoPeer::start(GoPeerOptions::new(55, dir.path())).await;
-    go.client_pays(false).await;
-    let pay = Arc::new(PayPerBytes::new(8 * MIB as u64, false));
-    let rust = node(RustNodeOptions {
-        revalidator: Some(pay.clone()),
-        ..RustNodeOptions::default()
-    })
-    .await;
-    let (root, data) = import_random(&*rust.store, SIZE, 55);
-    go.connect(&multiaddr(&rust.manager).await).await;
-    let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = go.open("pull", rust.manager.peer_id(), &root, 9).await;
-    let want = chid_json(&ch);
-    let asked = go
-        .wait(60, |l| {
-            l["type"] == "event" && l["chid"] == want && l["code"] == "NewVoucherResult"
-        })
-        .await;
+    let GoClientOwing {
+        go,
+        rust: _rust,
+        pay,
+        root,
+        data,
+        ch,
+        mut sub,
+        owed,
+    } = go_client_owing(dir.path(), 55, 8 * MIB as u64, SIZE).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let owed = asked["voucher_result"]["value"]["owed"].as_u64().unwrap();
     go.client_pays(true).await;
     go.pay(&ch, 9, owed).await;
     let theirs = go.wait_finished(&ch, 120).await;

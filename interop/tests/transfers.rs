@@ -11,8 +11,8 @@ use datatransfer::{Cid, EventCode, Status};
 use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
 use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
-    InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, multiaddr, node,
-    pay_until_done, wait_finished, wait_until,
+    GoClientOwing, InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node,
+    go_client_owing, multiaddr, node, pay_until_done, wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
@@ -371,24 +371,17 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays() {
     let dir = tempfile::tempdir().unwrap();
-    let go = GoPeer::start(GoPeerOptions::new(10, dir.path())).await;
-    go.client_pays(false).await;
-    let pay = Arc::new(PayPerBytes::new(MIB as u64, false));
-    let rust: RustNode = node(RustNodeOptions {
-        revalidator: Some(pay.clone()),
-        ..RustNodeOptions::default()
-    })
-    .await;
-    let (root, data) = import_random(&*rust.store, SIZE, 11);
-    go.connect(&multiaddr(&rust.manager).await).await;
-    let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = go.open("pull", rust.manager.peer_id(), &root, 9).await;
+    let GoClientOwing {
+        go,
+        rust,
+        pay,
+        root,
+        data,
+        ch,
+        mut sub,
+        owed,
+    } = go_client_owing(dir.path(), 10, MIB as u64, SIZE).await;
     let want = chid_json(&ch);
-    let asked = go
-        .wait(60, |l| {
-            l["type"] == "event" && l["chid"] == want && l["code"] == "NewVoucherResult"
-        })
-        .await;
     go.ok("restart", json!({"chid": want})).await;
     let events = wait_until(&mut sub, ch, 60, |e, _| e.code == EventCode::Restart).await;
     assert_eq!(events.last().unwrap().1.status, Status::ResponderPaused);
@@ -406,7 +399,6 @@ async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays
     assert!(ours.queued < 2 * MIB as u64, "{} bytes queued", ours.queued);
     assert_eq!(pay.payments.load(Ordering::SeqCst), 0);
     // Go pays what it was asked, and from then on pays when asked.
-    let owed = asked["voucher_result"]["value"]["owed"].as_u64().unwrap();
     go.client_pays(true).await;
     go.pay(&ch, 9, owed).await;
     let theirs = go.wait_finished(&ch, 120).await;

@@ -524,6 +524,42 @@ fn a_requester_pause_cancels_its_request_and_the_resume_asks_again_for_the_rest_
     }
 }
 
+/// Node 0 opens a pull from node 1 (or a push to it), which asks for a payment every 4 MiB;
+/// node 0 pays when asked if `auto_pay`.
+fn charged(seed: u64, pull: bool, auto_pay: bool) -> (Sim, datatransfer_types::ChannelId) {
+    let mut s = sim(seed, 2);
+    s.nodes[0].policy.auto_pay = auto_pay;
+    s.nodes[1].policy = Policy {
+        pay_interval: Some(4 << 20),
+        ..Policy::default()
+    };
+    let ch = if pull {
+        s.open_pull(0, 1, dag_cid(1), voucher(0))
+    } else {
+        s.open_push(0, 1, dag_cid(1), voucher(0))
+    };
+    (s, ch)
+}
+
+/// Cuts the connection between the two nodes (what is in flight is lost), restores it, and
+/// has node 0 restart `ch`.
+fn cut_and_restart(s: &mut Sim, ch: datatransfer_types::ChannelId) {
+    s.disconnect(0, 1);
+    s.run(1_000_000);
+    s.reconnect(0, 1);
+    s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+}
+
+/// Both nodes ended `ch` Completed, the receiver holds all 20 MiB, and the responder asked
+/// for a payment every 4 MiB, none skipped.
+fn completed_and_paid(s: &Sim, ch: &datatransfer_types::ChannelId, receiver: usize, what: &str) {
+    for node in [0, 1] {
+        assert_eq!(s.status(node, ch), Status::Completed, "{what} node {node}");
+    }
+    assert_eq!(s.state(receiver, ch).unwrap().received, 20 << 20, "{what}");
+    assert_eq!(s.nodes[1].revalidations, 5, "{what}");
+}
+
 /// An initiator restarts a transfer while the responder waits for a payment (their
 /// connection dropped, say): nothing more moves until it pays. The restart leaves the
 /// responder's pause in place; before, the validator's plain accept of the restart resumed
@@ -532,26 +568,13 @@ fn a_requester_pause_cancels_its_request_and_the_resume_asks_again_for_the_rest_
 fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
     for seed in seeds(100) {
         for pull in [true, false] {
-            let mut s = sim(seed, 2);
-            s.nodes[0].policy.auto_pay = false;
-            s.nodes[1].policy = Policy {
-                pay_interval: Some(4 << 20),
-                ..Policy::default()
-            };
-            let ch = if pull {
-                s.open_pull(0, 1, dag_cid(1), voucher(0))
-            } else {
-                s.open_push(0, 1, dag_cid(1), voucher(0))
-            };
+            let (mut s, ch) = charged(seed, pull, false);
             let receiver = if pull { 0 } else { 1 };
             s.run_until(1_000_000, |s| {
                 s.status(0, &ch) == Status::ResponderPaused
                     && s.status(1, &ch) == Status::ResponderPaused
             });
-            s.disconnect(0, 1);
-            s.run(1_000_000);
-            s.reconnect(0, 1);
-            s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+            cut_and_restart(&mut s, ch);
             assert!(
                 s.run(1_000_000),
                 "seed {seed} pull {pull}: did not go quiet"
@@ -577,38 +600,20 @@ fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
             s.nodes[0].policy.auto_pay = true;
             s.with_engine(0, |e, now| e.send_voucher(now, ch, voucher(1)).unwrap());
             settle(&mut s, seed);
-            for node in [0, 1] {
-                assert_eq!(
-                    s.status(node, &ch),
-                    Status::Completed,
-                    "seed {seed} pull {pull} node {node}"
-                );
-            }
-            assert_eq!(s.state(receiver, &ch).unwrap().received, 20 << 20);
-            // 20 MiB at 4 MiB per payment: a payment asked for every interval, none skipped.
-            assert_eq!(s.nodes[1].revalidations, 5, "seed {seed} pull {pull}");
+            completed_and_paid(&s, &ch, receiver, &format!("seed {seed} pull {pull}"));
         }
     }
 }
 
 /// The responder's request for payment is lost with the connection before the initiator
-/// hears it (a pull, or a push whose receiver charges); the initiator restarts. The restart's answer (still paused) carries that request
-/// again, so the initiator pays and the transfer completes instead of waiting, paused, for
-/// a request it never got.
+/// hears it (a pull, or a push whose receiver charges); the initiator restarts. The
+/// restart's answer (still paused) carries that request again, so the initiator pays and the
+/// transfer completes instead of waiting, paused, for a request it never got.
 #[test]
 fn a_payment_request_lost_with_the_connection_comes_again_with_the_restart() {
     for seed in seeds(100) {
         for pull in [true, false] {
-            let mut s = sim(seed, 2);
-            s.nodes[1].policy = Policy {
-                pay_interval: Some(4 << 20),
-                ..Policy::default()
-            };
-            let ch = if pull {
-                s.open_pull(0, 1, dag_cid(1), voucher(0))
-            } else {
-                s.open_push(0, 1, dag_cid(1), voucher(0))
-            };
+            let (mut s, ch) = charged(seed, pull, true);
             let receiver = if pull { 0 } else { 1 };
             s.run_until(1_000_000, |s| s.status(1, &ch) == Status::ResponderPaused);
             assert_ne!(
@@ -616,20 +621,9 @@ fn a_payment_request_lost_with_the_connection_comes_again_with_the_restart() {
                 Status::ResponderPaused,
                 "seed {seed} pull {pull}"
             );
-            s.disconnect(0, 1);
-            s.run(1_000_000);
-            s.reconnect(0, 1);
-            s.with_engine(0, |e, now| e.restart(now, ch).unwrap());
+            cut_and_restart(&mut s, ch);
             settle(&mut s, seed);
-            for node in [0, 1] {
-                assert_eq!(
-                    s.status(node, &ch),
-                    Status::Completed,
-                    "seed {seed} pull {pull} node {node}"
-                );
-            }
-            assert_eq!(s.state(receiver, &ch).unwrap().received, 20 << 20);
-            assert_eq!(s.nodes[1].revalidations, 5, "seed {seed} pull {pull}");
+            completed_and_paid(&s, &ch, receiver, &format!("seed {seed} pull {pull}"));
         }
     }
 }
@@ -640,13 +634,7 @@ fn a_payment_request_lost_with_the_connection_comes_again_with_the_restart() {
 #[test]
 fn a_resume_answered_still_paused_says_what_is_owed() {
     for seed in seeds(100) {
-        let mut s = sim(seed, 2);
-        s.nodes[1].policy = Policy {
-            pay_interval: Some(4 << 20),
-            ..Policy::default()
-        };
-        s.nodes[0].policy.auto_pay = false;
-        let ch = s.open_pull(0, 1, dag_cid(1), voucher(0));
+        let (mut s, ch) = charged(seed, true, false);
         s.run_until(1_000_000, |s| s.status(1, &ch) == Status::ResponderPaused);
         s.with_engine(0, |e, now| e.pause(now, ch).unwrap());
         s.run(1_000_000);

@@ -113,6 +113,33 @@ fn serving() -> (Adapter, ChannelId) {
     (a, channel)
 }
 
+/// A block of 100 bytes going out (index 1).
+fn block_out() -> OutgoingBlock {
+    OutgoingBlock {
+        cid: root(),
+        size: 100,
+        sent: true,
+        index: 1,
+    }
+}
+
+/// Peer 1 restarts the channel with request `id` (hook `hook`), which the engine accepts;
+/// returns what the request's arrival made the adapter do.
+fn restarted_by(a: &mut Adapter, hook: HookId, id: RequestId, channel: ChannelId) -> Vec<Action> {
+    let restart = Message::Request(TransferRequest::restart(
+        ID,
+        true,
+        voucher(),
+        root(),
+        selector(),
+    ));
+    a.incoming_request(hook, peer_id(1), &gs_request(id, &restart));
+    let out = actions(a);
+    a.command(reply(token_of(&out), channel, None, HookResult::Continue));
+    actions(a);
+    out
+}
+
 #[test]
 fn a_pull_is_put_to_the_engine_and_its_blocks_counted_on_their_way_out() {
     let (me, them) = (peer_id(0), peer_id(1));
@@ -143,12 +170,7 @@ fn a_pull_is_put_to_the_engine_and_its_blocks_counted_on_their_way_out() {
     }
 
     // A block going out is the engine's to count (and pause, with a message).
-    let block = OutgoingBlock {
-        cid: root(),
-        size: 100,
-        sent: true,
-        index: 1,
-    };
+    let block = block_out();
     a.outgoing_block(HookId(2), them, rid(1), &block);
     let out = actions(&mut a);
     assert!(answer(HookId(2), &out).is_none());
@@ -326,28 +348,13 @@ fn a_resume_before_the_request_is_sent_with_its_first_response() {
 fn the_blocks_of_a_response_a_restart_replaced_are_not_the_channels() {
     let (mut a, channel) = serving();
     let them = peer_id(1);
-    let restart = Message::Request(TransferRequest::restart(
-        ID,
-        true,
-        voucher(),
-        root(),
-        selector(),
-    ));
-    a.incoming_request(HookId(2), them, &gs_request(rid(2), &restart));
-    let out = actions(&mut a);
+    let out = restarted_by(&mut a, HookId(2), rid(2), channel);
     assert!(
         out.iter()
             .any(|x| matches!(x, Action::CancelResponse { id, .. } if *id == rid(1))),
         "the old response is cancelled: {out:?}"
     );
-    a.command(reply(token_of(&out), channel, None, HookResult::Continue));
-    actions(&mut a);
-    let block = OutgoingBlock {
-        cid: root(),
-        size: 100,
-        sent: true,
-        index: 1,
-    };
+    let block = block_out();
     // A block the old one still writes goes out unheard by the engine: its pause would
     // stop the old response, not the current one.
     a.outgoing_block(HookId(3), them, rid(1), &block);
@@ -368,27 +375,11 @@ fn the_blocks_of_a_response_a_restart_replaced_are_not_the_channels() {
 fn a_pause_decided_for_a_response_replaced_meanwhile_pauses_the_current_one() {
     let (mut a, channel) = serving();
     let them = peer_id(1);
-    let block = OutgoingBlock {
-        cid: root(),
-        size: 100,
-        sent: true,
-        index: 1,
-    };
     // A block of the first response goes to the engine...
-    a.outgoing_block(HookId(2), them, rid(1), &block);
+    a.outgoing_block(HookId(2), them, rid(1), &block_out());
     let block_token = token_of(&actions(&mut a));
     // ...and a restart replaces that response before the engine answers.
-    let restart = Message::Request(TransferRequest::restart(
-        ID,
-        true,
-        voucher(),
-        root(),
-        selector(),
-    ));
-    a.incoming_request(HookId(3), them, &gs_request(rid(2), &restart));
-    let out = actions(&mut a);
-    a.command(reply(token_of(&out), channel, None, HookResult::Continue));
-    actions(&mut a);
+    restarted_by(&mut a, HookId(3), rid(2), channel);
     // The engine pauses the channel on that block, asking for payment.
     let ask = Message::Response(TransferResponse::voucher_result(ID, true, true, None));
     a.command(reply(
