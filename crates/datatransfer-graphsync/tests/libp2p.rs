@@ -197,6 +197,29 @@ impl Hooks for PauseAtThree {
     }
 }
 
+/// The server unpauses its response to `req`, which then completes with the file whole.
+async fn unpause_and_finish(
+    server: &TestNode,
+    client: &TestNode,
+    req: RequestHandle,
+    root: Cid,
+    data: &[u8],
+) {
+    server
+        .gs
+        .unpause_response(client.peer, req.id, Extensions::new())
+        .await;
+    assert_eq!(
+        timeout(Duration::from_secs(30), req.finish())
+            .await
+            .unwrap(),
+        Ok(ResponseStatus::RequestCompletedFull)
+    );
+    let mut back = Vec::new();
+    export(&*client.store, &root, &mut back).unwrap();
+    assert!(back == data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responder_pause_and_unpause_requester_pause_and_cancel() {
     let hooks = Arc::new(PauseAtThree::default());
@@ -224,19 +247,7 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
         }
     }
     assert_eq!(hooks.seen.load(Ordering::SeqCst), 3);
-    server
-        .gs
-        .unpause_response(client.peer, req.id, Extensions::new())
-        .await;
-    assert_eq!(
-        timeout(Duration::from_secs(30), req.finish())
-            .await
-            .unwrap(),
-        Ok(ResponseStatus::RequestCompletedFull)
-    );
-    let mut back = Vec::new();
-    export(&*client.store, &root, &mut back).unwrap();
-    assert!(back == data);
+    unpause_and_finish(&server, &client, req, root, &data).await;
 
     // A cancelled request ends with Cancelled.
     let other = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
@@ -284,19 +295,7 @@ async fn a_response_paused_past_the_idle_timeout_finishes_when_unpaused() {
         1,
         "the request was dropped"
     );
-    server
-        .gs
-        .unpause_response(client.peer, req.id, Extensions::new())
-        .await;
-    assert_eq!(
-        timeout(Duration::from_secs(30), req.finish())
-            .await
-            .unwrap(),
-        Ok(ResponseStatus::RequestCompletedFull)
-    );
-    let mut back = Vec::new();
-    export(&*client.store, &root, &mut back).unwrap();
-    assert!(back == data);
+    unpause_and_finish(&server, &client, req, root, &data).await;
 }
 
 /// Pauses every request as it arrives (a paid retrieval waiting for its first payment).
