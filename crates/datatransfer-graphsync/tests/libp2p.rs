@@ -235,17 +235,7 @@ async fn responder_pause_and_unpause_requester_pause_and_cancel() {
         .request(server.peer, root, all_selector(), Extensions::new())
         .await
         .unwrap();
-    loop {
-        match timeout(Duration::from_secs(10), req.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            RequestEvent::Response(r) if r.status == ResponseStatus::RequestPaused => break,
-            RequestEvent::Completed(r) => panic!("completed early: {r:?}"),
-            _ => {}
-        }
-    }
+    until_paused(&mut req).await;
     assert_eq!(hooks.seen.load(Ordering::SeqCst), 3);
     unpause_and_finish(&server, &client, req, root, &data).await;
 
