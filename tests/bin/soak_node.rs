@@ -150,7 +150,10 @@ impl Revalidator for DurablePay {
         let every = self.every;
         let asked = self.update(&channel, |o| {
             o.unpaid += bytes;
-            if o.unpaid >= every && !o.awaiting {
+            // Also when the record says it waits already: a whole interval more served means
+            // the channel never paused (killed after this record was written and before the
+            // pause was stored), so it asks again.
+            if o.unpaid >= every {
                 o.asked += o.unpaid;
                 o.unpaid = 0;
                 o.awaiting = true;
