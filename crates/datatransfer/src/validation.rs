@@ -84,7 +84,10 @@ pub trait Revalidator: Send + Sync + 'static {
     /// owed; after our process restarts, the channel comes back paused from the store, and
     /// this must answer the voucher that pays with `Resume` from records that survived the
     /// restart (a revalidator that kept its state in memory only would answer `Accept`, and
-    /// the channel would wait until its responder idle timeout).
+    /// the channel would wait until its responder idle timeout). Those records and the
+    /// channel's pause are stored apart, so a crash can fall between them: a revalidator that
+    /// sees a whole interval more served while its records say it waits should ask again
+    /// (`tests/bin/soak_node.rs` shows one).
     async fn revalidate(
         &self,
         channel: ChannelId,
