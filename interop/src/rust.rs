@@ -488,9 +488,18 @@ pub struct GoClientOwing {
     pub owed: u64,
 }
 
-/// Starts a [`GoClientOwing`]: Go peer `seed` in `dir` pulls a file of `size` bytes.
-pub async fn go_client_owing(dir: &Path, seed: u8, interval: u64, size: usize) -> GoClientOwing {
-    let go = crate::go::GoPeer::start(crate::go::GoPeerOptions::new(seed, dir)).await;
+/// Starts a [`GoClientOwing`]: Go peer `seed` (of `flavor`) in `dir` pulls a file of `size`
+/// bytes.
+pub async fn go_client_owing(
+    dir: &Path,
+    seed: u8,
+    flavor: crate::go::Flavor,
+    interval: u64,
+    size: usize,
+) -> GoClientOwing {
+    let mut opts = crate::go::GoPeerOptions::new(seed, dir);
+    opts.flavor = flavor;
+    let go = crate::go::GoPeer::start(opts).await;
     go.client_pays(false).await;
     let pay = Arc::new(PayPerBytes::new(interval, false));
     let rust = node(RustNodeOptions {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use datatransfer::{ChannelId, EventCode, Status};
 use datatransfer_interop::data::{assert_file, held_prefix, import_random};
-use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_from_json, chid_json};
+use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
     GoClientOwing, InteropResult, RustNodeOptions, fast_config, go_client_owing, multiaddr, node,
     voucher, wait_finished, wait_until,
@@ -317,7 +317,7 @@ async fn a_go_client_paying_us_after_the_idle_stream_reset_still_completes() {
         ch,
         mut sub,
         owed,
-    } = go_client_owing(dir.path(), 55, 8 * MIB as u64, SIZE).await;
+    } = go_client_owing(dir.path(), 55, Flavor::V2, 8 * MIB as u64, SIZE).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     go.client_pays(true).await;
     go.pay(&ch, 9, owed).await;

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use datatransfer::{Cid, EventCode, Status};
 use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
-use datatransfer_interop::go::{GoPeer, GoPeerOptions, chid_json};
+use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
     GoClientOwing, InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node,
     go_client_owing, multiaddr, node, pay_until_done, wait_finished, wait_until,
@@ -380,7 +380,7 @@ async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays
         ch,
         mut sub,
         owed,
-    } = go_client_owing(dir.path(), 10, MIB as u64, SIZE).await;
+    } = go_client_owing(dir.path(), 10, Flavor::V2, MIB as u64, SIZE).await;
     let want = chid_json(&ch);
     go.ok("restart", json!({"chid": want})).await;
     let events = wait_until(&mut sub, ch, 60, |e, _| e.code == EventCode::Restart).await;
