@@ -529,3 +529,65 @@ pub async fn go_client_owing(
         owed,
     }
 }
+
+impl GoClientOwing {
+    /// The Go client restarts its pull; once we answered (still paused by us: nothing more
+    /// is queued, nothing paid), returns the Go peer's `status` of the channel.
+    pub async fn restart(&mut self) -> serde_json::Value {
+        let want = crate::go::chid_json(&self.ch);
+        self.go
+            .ok("restart", serde_json::json!({"chid": want}))
+            .await;
+        let events = wait_until(&mut self.sub, self.ch, 60, |e, _| {
+            e.code == EventCode::Restart
+        })
+        .await;
+        assert_eq!(
+            events.last().unwrap().1.status,
+            datatransfer::Status::ResponderPaused
+        );
+        self.go
+            .wait(60, |l| {
+                l["type"] == "event" && l["chid"] == want && l["code"] == "Restart"
+            })
+            .await;
+        let ours = self
+            .rust
+            .manager
+            .channel_state(self.ch)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ours.status, datatransfer::Status::ResponderPaused);
+        assert!(
+            ours.queued < 2 * self.pay.interval,
+            "{} bytes queued",
+            ours.queued
+        );
+        assert_eq!(self.pay.payments.load(Ordering::SeqCst), 0);
+        self.go
+            .ok("status", serde_json::json!({"chid": want}))
+            .await
+    }
+
+    /// The Go client pays what it was first asked and from then on pays when asked; the pull
+    /// completes with the file whole in `dir`, and every request for payment was paid.
+    pub async fn pay_and_finish(&self, dir: &Path) {
+        self.go.client_pays(true).await;
+        self.go.pay(&self.ch, 9, self.owed).await;
+        let theirs = self.go.wait_finished(&self.ch, 120).await;
+        assert_eq!(theirs["status"], "Completed", "{theirs}");
+        self.go.assert_file(dir, &self.root, &self.data).await;
+        let requests = self.pay.requests.load(Ordering::SeqCst);
+        assert!(
+            requests * self.pay.interval >= self.data.len() as u64 - self.pay.interval,
+            "{requests} payment requests for {} bytes",
+            self.data.len()
+        );
+        assert_eq!(
+            self.pay.payments.load(Ordering::SeqCst),
+            requests,
+            "every payment request was paid"
+        );
+    }
+}

@@ -12,15 +12,14 @@
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use datatransfer::{ChannelId, EventCode, Status};
 use datatransfer_interop::data::{assert_file, held_prefix, import_random};
 use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
-    GoClientOwing, InteropResult, RustNodeOptions, fast_config, go_client_owing, multiaddr, node,
-    voucher, wait_finished, wait_until,
+    InteropResult, RustNodeOptions, fast_config, go_client_owing, multiaddr, node, voucher,
+    wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::fsstore::FsBlockstore;
@@ -308,32 +307,12 @@ async fn paying_a_go_provider_after_the_idle_stream_reset_still_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_client_paying_us_after_the_idle_stream_reset_still_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let GoClientOwing {
-        go,
-        rust: _rust,
-        pay,
-        root,
-        data,
-        ch,
-        mut sub,
-        owed,
-    } = go_client_owing(dir.path(), 55, Flavor::V2, 8 * MIB as u64, SIZE).await;
+    let mut owing = go_client_owing(dir.path(), 55, Flavor::V2, 8 * MIB as u64, SIZE).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    go.client_pays(true).await;
-    go.pay(&ch, 9, owed).await;
-    let theirs = go.wait_finished(&ch, 120).await;
-    assert_eq!(theirs["status"], "Completed", "{theirs}");
-    go.assert_file(dir.path(), &root, &data).await;
+    owing.pay_and_finish(dir.path()).await;
     // Go reset the quiet stream, which our writer found when it resumed.
-    let ours = wait_finished(&mut sub, ch, 30).await;
+    let ours = wait_finished(&mut owing.sub, owing.ch, 30).await;
     let codes: Vec<EventCode> = ours.iter().map(|(e, _)| e.code).collect();
     assert!(codes.contains(&EventCode::SendDataError), "{codes:?}");
     assert_eq!(ours.last().unwrap().1.status, Status::Completed);
-    let requests = pay.requests.load(Ordering::SeqCst);
-    assert!(requests >= 2, "{requests} payment requests");
-    assert_eq!(
-        pay.payments.load(Ordering::SeqCst),
-        requests,
-        "every payment request was paid"
-    );
 }

@@ -11,8 +11,8 @@ use datatransfer::{Cid, EventCode, Status};
 use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
 use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
-    GoClientOwing, InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node,
-    go_client_owing, multiaddr, node, pay_until_done, wait_finished, wait_until,
+    InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, go_client_owing,
+    multiaddr, node, pay_until_done, wait_finished,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
@@ -371,49 +371,12 @@ async fn go_pays_a_rust_provider_per_mib_with_finalization() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_restarting_its_pull_while_it_owes_us_gets_nothing_more_until_it_pays() {
     let dir = tempfile::tempdir().unwrap();
-    let GoClientOwing {
-        go,
-        rust,
-        pay,
-        root,
-        data,
-        ch,
-        mut sub,
-        owed,
-    } = go_client_owing(dir.path(), 10, Flavor::V2, MIB as u64, SIZE).await;
-    let want = chid_json(&ch);
-    go.ok("restart", json!({"chid": want})).await;
-    let events = wait_until(&mut sub, ch, 60, |e, _| e.code == EventCode::Restart).await;
-    assert_eq!(events.last().unwrap().1.status, Status::ResponderPaused);
+    let mut owing = go_client_owing(dir.path(), 10, Flavor::V2, MIB as u64, SIZE).await;
     // Go hears the restart's answer: still paused by us (go-data-transfer v2 keeps the
     // status Ongoing and says who paused in flags).
-    let restarted = go
-        .wait(60, |l| {
-            l["type"] == "event" && l["chid"] == want && l["code"] == "Restart"
-        })
-        .await;
-    let status = go.ok("status", json!({"chid": want})).await;
-    assert_eq!(status["responder_paused"], true, "{restarted} {status}");
-    let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
-    assert_eq!(ours.status, Status::ResponderPaused);
-    assert!(ours.queued < 2 * MIB as u64, "{} bytes queued", ours.queued);
-    assert_eq!(pay.payments.load(Ordering::SeqCst), 0);
-    // Go pays what it was asked, and from then on pays when asked.
-    go.client_pays(true).await;
-    go.pay(&ch, 9, owed).await;
-    let theirs = go.wait_finished(&ch, 120).await;
-    assert_eq!(theirs["status"], "Completed", "{theirs}");
-    go.assert_file(dir.path(), &root, &data).await;
-    let requests = pay.requests.load(Ordering::SeqCst);
-    assert!(
-        requests as usize >= SIZE / MIB,
-        "{requests} payment requests"
-    );
-    assert_eq!(
-        pay.payments.load(Ordering::SeqCst),
-        requests,
-        "every payment request was paid, the one before the restart too"
-    );
+    let status = owing.restart().await;
+    assert_eq!(status["responder_paused"], true, "{status}");
+    owing.pay_and_finish(dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

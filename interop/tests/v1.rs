@@ -14,13 +14,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datatransfer::{EventCode, ManagerConfig, Status};
+use datatransfer::{ManagerConfig, Status};
 use datatransfer_graphsync::Version;
 use datatransfer_interop::data::{assert_file, import_random};
-use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_json};
+use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions};
 use datatransfer_interop::rust::{
-    GoClientOwing, PayPerBytes, RustNode, RustNodeOptions, fast_config, go_client_owing, multiaddr,
-    node, pay_until_done, wait_finished, wait_until,
+    PayPerBytes, RustNode, RustNodeOptions, fast_config, go_client_owing, multiaddr, node,
+    pay_until_done, wait_finished,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 
@@ -186,40 +186,9 @@ async fn a_v1_client_pays_us_per_mib_with_finalization() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_client_restarting_while_it_owes_us_pays_before_more_comes() {
     let dir = tempfile::tempdir().unwrap();
-    let GoClientOwing {
-        go,
-        rust,
-        pay,
-        root,
-        data,
-        ch,
-        mut sub,
-        owed,
-    } = go_client_owing(dir.path(), 64, Flavor::V1, MIB as u64, SIZE).await;
-    let want = chid_json(&ch);
-    go.ok("restart", serde_json::json!({"chid": want})).await;
-    let events = wait_until(&mut sub, ch, 60, |e, _| e.code == EventCode::Restart).await;
-    assert_eq!(events.last().unwrap().1.status, Status::ResponderPaused);
-    let restarted = go
-        .wait(60, |l| {
-            l["type"] == "event" && l["chid"] == want && l["code"] == "Restart"
-        })
-        .await;
+    let mut owing = go_client_owing(dir.path(), 64, Flavor::V1, MIB as u64, SIZE).await;
     // v1.15 keeps the paused status across its restart, and hears ours.
-    let status = go.ok("status", serde_json::json!({"chid": want})).await;
-    assert_eq!(status["status"], "ResponderPaused", "{restarted} {status}");
-    let ours = rust.manager.channel_state(ch).await.unwrap().unwrap();
-    assert!(ours.queued < 2 * MIB as u64, "{} bytes queued", ours.queued);
-    assert_eq!(pay.payments.load(Ordering::SeqCst), 0);
-    go.client_pays(true).await;
-    go.pay(&ch, 9, owed).await;
-    let theirs = go.wait_finished(&ch, 120).await;
-    assert_eq!(theirs["status"], "Completed", "{theirs}");
-    go.assert_file(dir.path(), &root, &data).await;
-    let requests = pay.requests.load(Ordering::SeqCst);
-    assert!(
-        requests as usize >= SIZE / MIB,
-        "{requests} payment requests"
-    );
-    assert_eq!(pay.payments.load(Ordering::SeqCst), requests);
+    let status = owing.restart().await;
+    assert_eq!(status["status"], "ResponderPaused", "{status}");
+    owing.pay_and_finish(dir.path()).await;
 }
