@@ -566,24 +566,9 @@ async fn a_payment_slower_than_the_idle_streams_does_not_restart_the_channel() {
     let mut sub = client.manager.subscribe().await.unwrap();
     let mut psub = provider.manager.subscribe().await.unwrap();
     let id = pull(&client, &provider, voucher(0), file.root).await;
-    let mut paid = 0;
-    let events = wait_until(&mut sub, Some(id), 60, |e, st| {
-        let owed = st
-            .last_voucher_result()
-            .and_then(|r| r.decode::<TestResult>().ok())
-            .map_or(0, |r| r.owed);
-        if e.code == EventCode::NewVoucherResult && owed > 0 {
-            paid += 1;
-            let (m, n) = (client.manager.clone(), paid);
-            tokio::spawn(async move {
-                // Four idle timeouts: both writers close their streams meanwhile.
-                tokio::time::sleep(Duration::from_millis(800)).await;
-                m.send_voucher(id, voucher(n)).await.unwrap()
-            });
-        }
-        st.status.is_terminal()
-    })
-    .await;
+    // Each payment four idle timeouts late: both writers idle meanwhile.
+    let late = Duration::from_millis(800);
+    let (events, paid) = pay_late_until_done(&mut sub, &client.manager, id, 0, 60, late).await;
     let got = codes(&events);
     let pgot = codes(&wait_finished(&mut psub, id, 30).await);
     assert_eq!(last_status(&events), Status::Completed, "{got:?}");

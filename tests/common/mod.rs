@@ -448,6 +448,18 @@ pub async fn pay_until_done(
     after: u64,
     secs: u64,
 ) -> (Vec<(Event, ChannelState)>, u64) {
+    pay_late_until_done(sub, manager, channel, after, secs, Duration::ZERO).await
+}
+
+/// [`pay_until_done`], each payment sent `late` after it was asked for.
+pub async fn pay_late_until_done(
+    sub: &mut datatransfer::Subscription,
+    manager: &Manager,
+    channel: ChannelId,
+    after: u64,
+    secs: u64,
+    late: Duration,
+) -> (Vec<(Event, ChannelState)>, u64) {
     let mut paid = after;
     let events = wait_until(sub, Some(channel), secs, |e, st| {
         let owed = st
@@ -458,7 +470,10 @@ pub async fn pay_until_done(
             paid += 1;
             let m = manager.clone();
             let n = paid;
-            tokio::spawn(async move { m.send_voucher(channel, voucher(n)).await.unwrap() });
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                m.send_voucher(channel, voucher(n)).await.unwrap()
+            });
         }
         st.status.is_terminal()
     })

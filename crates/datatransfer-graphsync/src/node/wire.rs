@@ -504,7 +504,6 @@ pub(super) async fn write_stream(
                     let connection_closed = e.kind() == std::io::ErrorKind::ConnectionAborted
                         || connection_closed(watch).await;
                     if !connection_closed {
-                        written.clear();
                         let _ = tx
                             .send(Cmd::StreamBroken(peer, e.to_string(), Vec::new()))
                             .await;
