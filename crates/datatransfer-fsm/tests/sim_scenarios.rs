@@ -605,6 +605,33 @@ fn a_restart_while_a_payment_is_owed_stays_paused_until_paid() {
     }
 }
 
+/// The responder's validator settles what is owed on a restart (it answers Resume): the
+/// restart resumes the transfer in both directions. In a push the responder is the receiver,
+/// whose transport request died with the connection, so the resumed restart must open a new
+/// one rather than resume the dead one.
+#[test]
+fn a_restart_the_validator_resumes_goes_on_in_both_directions() {
+    for seed in seeds(100) {
+        for pull in [true, false] {
+            let (mut s, ch) = charged(seed, pull, false);
+            s.nodes[1].policy.restart_settles = true;
+            let receiver = if pull { 0 } else { 1 };
+            s.run_until(1_000_000, |s| {
+                s.status(0, &ch) == Status::ResponderPaused
+                    && s.status(1, &ch) == Status::ResponderPaused
+            });
+            cut_and_restart(&mut s, ch);
+            s.nodes[0].policy.auto_pay = true;
+            settle(&mut s, seed);
+            let what = format!("seed {seed} pull {pull}");
+            for node in [0, 1] {
+                assert_eq!(s.status(node, &ch), Status::Completed, "{what} node {node}");
+            }
+            assert_eq!(s.state(receiver, &ch).unwrap().received, 20 << 20, "{what}");
+        }
+    }
+}
+
 /// The responder's request for payment is lost with the connection before the initiator
 /// hears it (a pull, or a push whose receiver charges); the initiator restarts. The
 /// restart's answer (still paused) carries that request again, so the initiator pays and the

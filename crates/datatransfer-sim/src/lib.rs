@@ -119,6 +119,9 @@ pub struct Policy {
     pub finalize: bool,
     /// As an initiator, answer every payment request with a voucher.
     pub auto_pay: bool,
+    /// As a responder, take a restart of a channel awaiting payment as settling what is owed
+    /// (a restart voucher that pays, say): its validation answers Resume.
+    pub restart_settles: bool,
 }
 
 impl Default for Policy {
@@ -128,6 +131,7 @@ impl Default for Policy {
             pay_interval: None,
             finalize: false,
             auto_pay: true,
+            restart_settles: false,
         }
     }
 }
@@ -564,6 +568,21 @@ impl Sim {
         let result = |n: u64| PaymentNode::make(RESULT_TYPE, n);
         let request = |n: u64| PaymentNode::make(PAYMENT_REQUEST_TYPE, n);
         match call {
+            ValidationCall::ValidatePush {
+                is_restart: true,
+                channel,
+                ..
+            }
+            | ValidationCall::ValidatePull {
+                is_restart: true,
+                channel,
+                ..
+            } if policy.restart_settles && node.owed.get(channel).is_some_and(|o| o.awaiting) => {
+                let owed = node.owed.entry(*channel).or_default();
+                owed.awaiting = false;
+                owed.unpaid = 0;
+                Ok(Some(Validation::new(ValidationOutcome::Resume)))
+            }
             ValidationCall::ValidatePush { .. } | ValidationCall::ValidatePull { .. } => {
                 if policy.reject_all {
                     Ok(Some(Validation::new(ValidationOutcome::rejected(

@@ -534,12 +534,20 @@ impl Engine {
             let message = response.map(Message::Response);
             return self.hook(token, id, message, verdict.hook_result());
         }
+        // An accepted push (new or restarted) is answered by opening the transport request
+        // that asks for its data: a resume has no request to resume then (a restart's old one
+        // died with its connection), and resuming instead left the pusher waiting for ever.
+        let opens_push = response.as_ref().is_some_and(|r| {
+            matches!(r.message_type, MessageType::New | MessageType::Restart) && r.accepted
+        }) && open.is_some_and(|o| !o.pull);
         if verdict == Verdict::Resume {
             let status = self.channels.get(&id).map(|c| c.status);
-            if matches!(
-                status,
-                Some(Status::Requested | Status::Ongoing | Status::InitiatorPaused)
-            ) {
+            if !opens_push
+                && matches!(
+                    status,
+                    Some(Status::Requested | Status::Ongoing | Status::InitiatorPaused)
+                )
+            {
                 return self.transport(TransportCommand::ResumeChannel {
                     channel: id,
                     message: response.map(Message::Response),
@@ -548,11 +556,7 @@ impl Engine {
             verdict = Verdict::Ok;
         }
         if let Some(response) = response {
-            let opens = matches!(
-                response.message_type,
-                MessageType::New | MessageType::Restart
-            ) && response.accepted;
-            match open.filter(|o| opens && !o.pull) {
+            match open.filter(|_| opens_push) {
                 Some(push) => {
                     let (root, selector) = (push.root, push.selector.clone());
                     let restart = (response.message_type == MessageType::Restart)
