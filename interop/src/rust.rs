@@ -435,8 +435,21 @@ pub async fn pay_until_done(
     deal: u64,
     secs: u64,
 ) -> (Vec<(Event, ChannelState)>, Vec<u64>) {
+    pay_on_from(sub, manager, channel, deal, 0, secs).await
+}
+
+/// [`pay_until_done`] for a channel already paid `already` in all: the running total starts
+/// there.
+pub async fn pay_on_from(
+    sub: &mut datatransfer::Subscription,
+    manager: &Manager,
+    channel: ChannelId,
+    deal: u64,
+    already: u64,
+    secs: u64,
+) -> (Vec<(Event, ChannelState)>, Vec<u64>) {
     let paid = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let total = Arc::new(AtomicU64::new(0));
+    let total = Arc::new(AtomicU64::new(already));
     let failed = Arc::new(AtomicBool::new(false));
     let events = wait_until(sub, channel, secs, |e, st| {
         if e.code == EventCode::NewVoucherResult

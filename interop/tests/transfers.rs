@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datatransfer::{Cid, EventCode, Status};
+use datatransfer::{ChannelState, Cid, EventCode, Status};
 use datatransfer_interop::data::{assert_file, dag_cbor_dag, import_random};
 use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_json};
 use datatransfer_interop::rust::{
     InteropResult, PayPerBytes, RustNode, RustNodeOptions, default_node, go_client_owing,
-    multiaddr, node, pay_until_done, wait_finished,
+    multiaddr, node, pay_on_from, pay_until_done, voucher, wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
@@ -480,4 +480,79 @@ async fn rust_pulls_a_dag_of_small_blocks_packed_by_go() {
     let codes: Vec<EventCode> = events.iter().map(|(e, _)| e.code).collect();
     assert!(!codes.contains(&EventCode::Restart), "{codes:?}");
     assert_file(&*rust.store, &root, &data);
+}
+
+/// We restart our pull from a Go provider while we owe it a payment: Go's answer leaves the
+/// transfer paused by Go (its data limit stays where it was, `ValidateRestart` keeping it),
+/// asks again for what we owe, and sends at most the block it held back at the limit until we
+/// pay; then every later interval is asked for and paid, and the file is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_our_pull_from_go_while_we_owe_it_gets_nothing_more_until_we_pay() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = GoPeer::start(GoPeerOptions::new(12, dir.path())).await;
+    go.ok(
+        "policy",
+        json!({"voucher_type": VOUCHER_TYPE, "result_type": RESULT_TYPE, "accept": true,
+               "pay_every": MIB}),
+    )
+    .await;
+    let (root, data) = go.import_random(dir.path(), 4 * MIB, 12).await;
+    let rust = default_node().await;
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust.pull(go.peer_id, root, 12).await;
+    let owed = |st: &ChannelState| {
+        st.last_voucher_result()
+            .and_then(|r| r.decode::<InteropResult>().ok())
+            .and_then(|r| r.owed)
+    };
+    wait_until(&mut sub, ch, 60, |e, st| {
+        e.code == EventCode::NewVoucherResult && owed(st).is_some()
+    })
+    .await;
+    rust.manager.restart_channel(ch).await.unwrap();
+    // Go answers the restart, and asks again (its request, which may come first, covers
+    // what we owed before).
+    let (mut restarted, mut asked) = (false, None);
+    let events = wait_until(&mut sub, ch, 60, |e, st| {
+        restarted |= e.code == EventCode::Restart;
+        if e.code == EventCode::NewVoucherResult {
+            asked = owed(st).or(asked);
+        }
+        restarted && asked.is_some()
+    })
+    .await;
+    let codes: Vec<EventCode> = events.iter().map(|(e, _)| e.code).collect();
+    let st = &events.last().unwrap().1;
+    assert_eq!(st.status, Status::ResponderPaused, "{codes:?}");
+    let due = asked.unwrap();
+    // Whatever was in flight lands, then nothing until we pay: one interval and the block
+    // Go's limit let through.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let st = rust.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(st.status, Status::ResponderPaused);
+    assert!(
+        st.received < 2 * MIB as u64,
+        "{} bytes received unpaid",
+        st.received
+    );
+    rust.manager
+        .send_voucher(ch, voucher(12, due))
+        .await
+        .unwrap();
+    let (events, paid) = pay_on_from(&mut sub, &rust.manager, ch, 12, due, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_file(&*rust.store, &root, &data);
+    let theirs = go.wait_finished(&ch, 30).await;
+    assert_eq!(theirs["status"], "Completed", "{theirs}");
+    assert!(
+        !paid.is_empty(),
+        "no interval after the restart was asked for"
+    );
+    assert_eq!(
+        go.payments_taken().len(),
+        1 + paid.len(),
+        "Go took every payment"
+    );
 }
