@@ -431,6 +431,19 @@ impl GoPeer {
             .collect()
     }
 
+    /// The CID of every block that crossed the wire `dir`, in order: [`GoPeer::blocks`]
+    /// without the blocks a traversal loaded from the local store (a requester's walk of
+    /// the blocks it asked the responder to skip).
+    pub fn blocks_on_wire(&self, dir: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                l["type"] == "gs_block" && l["dir"] == dir && l["on_wire"].as_u64() > Some(0)
+            })
+            .map(|l| l["cid"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// The graphsync request and CID of every block that went `dir`, in order.
     pub fn blocks_by_request(&self, dir: &str) -> Vec<(String, String)> {
         self.lines()

@@ -216,6 +216,117 @@ async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
     assert_held_not_resent(&held, &cids(before), &cids(after));
 }
 
+/// How many of `blocks` came more than once.
+fn repeats(blocks: &[String]) -> usize {
+    blocks.len() - blocks.iter().collect::<HashSet<_>>().len()
+}
+
+/// A push of ours to go-data-transfer (a storage deal's direction) loses its connection
+/// midway: our monitor restarts it, Go's graphsync request after the restart skips what Go
+/// holds, and the file arrives whole.
+async fn a_push_to_go_restarts(seed: u8, flavor: Flavor) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GoPeerOptions::new(seed, dir.path());
+    opts.flavor = flavor;
+    let go = GoPeer::start(opts).await;
+    go.accept_all().await;
+    let mut config = fast_config();
+    config.transport.graphsync.max_outbound_rate = Some(RATE);
+    let rust = node(RustNodeOptions {
+        config,
+        known_peers: vec![(go.peer_id, go.addrs[0].clone())],
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let (root, data) = import_random(&*rust.store, SIZE, seed.into());
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust.push(go.peer_id, root, 1).await;
+    wait_until(&mut sub, ch, 60, |_, st| st.sent >= 5 * MIB as u64).await;
+    assert!(rust.manager.disconnect(go.peer_id).await);
+    let events = wait_finished(&mut sub, ch, 120).await;
+    assert!(
+        events.iter().any(|(e, _)| e.code == EventCode::Restart),
+        "the channel was not restarted"
+    );
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    go.assert_file(dir.path(), &root, &data).await;
+    // What Go held when it took the restart (its count then) did not come again.
+    let restart = go
+        .events_of(&ch)
+        .into_iter()
+        .find(|l| l["code"] == "Restart")
+        .expect("Go saw the restart");
+    let held = restart["received_cids"].as_u64().unwrap() as usize;
+    let got = go.blocks_on_wire("in");
+    assert!(
+        held > 0 && held < got.len(),
+        "{held} of {} blocks",
+        got.len()
+    );
+    assert_held_not_resent(&got[..held], &got[..held], &got[held..]);
+    assert_eq!(repeats(&got), 0, "a block came twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_go_restarts_after_a_plain_disconnect() {
+    a_push_to_go_restarts(56, Flavor::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_go_v1_restarts_after_a_plain_disconnect() {
+    a_push_to_go_restarts(58, Flavor::V1).await;
+}
+
+/// go-data-transfer pushes to us with its channel monitor on, and we drop the connection
+/// midway: Go restarts the push, we take the restart as the same channel, and our graphsync
+/// request after it asks only for what we lack.
+async fn a_push_from_go_restarts(seed: u8, flavor: Flavor) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GoPeerOptions::new(seed, dir.path());
+    opts.restart_config = true;
+    opts.flavor = flavor;
+    let go = GoPeer::start(opts).await;
+    go.accept_all().await;
+    // About 4 MiB/s at the source: still running when broken, little in flight.
+    go.throttle(60).await;
+    let (root, data) = go.import_random(dir.path(), SIZE, seed.into()).await;
+    let rust = node(RustNodeOptions::default()).await;
+    go.connect(&multiaddr(&rust.manager).await).await;
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = go.open("push", rust.manager.peer_id(), &root, 1).await;
+    wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
+    assert!(rust.manager.disconnect(go.peer_id).await);
+    let held = held_prefix(&*rust.store, root);
+    let events = wait_finished(&mut sub, ch, 120).await;
+    assert!(
+        events.iter().any(|(e, _)| e.code == EventCode::Restart),
+        "Go did not restart the channel"
+    );
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_file(&*rust.store, &root, &data);
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    let all = go.blocks_by_request("out");
+    let first = all.first().map(|(r, _)| r.clone()).unwrap_or_default();
+    let (before, after): (Vec<_>, Vec<_>) = all.into_iter().partition(|(r, _)| *r == first);
+    let cids = |v: Vec<(String, String)>| v.into_iter().map(|(_, c)| c).collect::<Vec<_>>();
+    assert!(!after.is_empty(), "no block came in a later request");
+    assert_held_not_resent(&held, &cids(before), &cids(after));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_go_restarts_after_a_plain_disconnect() {
+    a_push_from_go_restarts(57, Flavor::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_go_v1_restarts_after_a_plain_disconnect() {
+    a_push_from_go_restarts(59, Flavor::V1).await;
+}
+
 /// go-libp2p resets a stream it reads from after 10 s without a message; a pause longer
 /// than that must not break the transfer (our writer opens a new stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -537,6 +537,8 @@ impl Engine {
         // An accepted push (new or restarted) is answered by opening the transport request
         // that asks for its data: a resume has no request to resume then (a restart's old one
         // died with its connection), and resuming instead left the pusher waiting for ever.
+        // Departure from Go: go-data-transfer v2's `receiveRequest` resumes there too (its
+        // `ErrResume` path returns before `OpenChannel`), and hangs the same way.
         let opens_push = response.as_ref().is_some_and(|r| {
             matches!(r.message_type, MessageType::New | MessageType::Restart) && r.accepted
         }) && open.is_some_and(|o| !o.pull);
