@@ -1,6 +1,8 @@
 //! Restarts across implementations: the Go process killed mid-transfer and started again
 //! with the same key, port and datastore; our process killed and started again on its
-//! store; a plain disconnect; and pauses longer than go-libp2p's 10 s idle stream reset.
+//! store (pulling, and pushing as a storage client does); a plain disconnect, of pulls and
+//! of pushes both ways (against go-data-transfer v2 and v1.15); and pauses longer than
+//! go-libp2p's 10 s idle stream reset.
 //!
 //! "No block sent twice where the protocol allows it": a restart tells the sender how many
 //! blocks at the start of the walk the receiver holds (`do-not-send-first-blocks`), so none
@@ -22,6 +24,7 @@ use datatransfer_interop::rust::{
     wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
+use datatransfer_ipld::blockstore::MemoryBlockstore;
 use datatransfer_ipld::fsstore::FsBlockstore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -176,6 +179,67 @@ async fn our_process_killed_mid_pull_resumes_from_its_store() {
     assert_held_not_resent(&held, &before, &after);
 }
 
+/// Our process pushing to go-data-transfer (a storage client sending a deal's data) is
+/// killed mid-push and started again on its store: it restarts the push from its channel
+/// store, Go's request after the restart skips what Go holds, and Go gets the whole file.
+async fn our_process_killed_mid_push_resumes(seed: u8, flavor: Flavor) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GoPeerOptions::new(seed, dir.path());
+    opts.flavor = flavor;
+    let go = GoPeer::start(opts).await;
+    go.accept_all().await;
+    let ours = dir.path().join("rust-peer");
+    let args: Vec<String> = vec![
+        "--key".into(),
+        "ab".repeat(32),
+        "--data-dir".into(),
+        ours.to_str().unwrap().into(),
+        "--to".into(),
+        go.multiaddr().to_string(),
+        "--size".into(),
+        SIZE.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+        "--rate".into(),
+        RATE.to_string(),
+    ];
+    let (mut first, mut lines) = RustPeer::start(&args);
+    let opened = next_line(&mut lines, |v| v["type"] == "channel").await;
+    assert_eq!(opened["resumed"], false);
+    let ch = chid_from_json(&opened["chid"]);
+    next_line(&mut lines, |v| {
+        v["type"] == "progress" && v["sent"].as_u64().unwrap() >= 5 * MIB as u64
+    })
+    .await;
+    first.0.start_kill().unwrap();
+    first.0.wait().await.unwrap();
+
+    let (_second, mut lines) = RustPeer::start(&args);
+    let resumed = next_line(&mut lines, |v| v["type"] == "channel").await;
+    assert_eq!(
+        resumed["resumed"], true,
+        "the channel was not found in the store"
+    );
+    assert_eq!(chid_from_json(&resumed["chid"]), ch);
+    let done = next_line(&mut lines, |v| v["type"] == "done").await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
+    let (root, data) = import_random(&MemoryBlockstore::new(), SIZE, seed.into());
+    assert_eq!(resumed["root"], root.to_string());
+    go.assert_file(dir.path(), &root, &data).await;
+    assert_restart_skipped_what_go_held(&go, &ch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_process_killed_mid_push_to_go_resumes_from_its_store() {
+    our_process_killed_mid_push_resumes(60, Flavor::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_process_killed_mid_push_to_go_v1_resumes_from_its_store() {
+    our_process_killed_mid_push_resumes(61, Flavor::V1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
     let dir = tempfile::tempdir().unwrap();
@@ -253,9 +317,15 @@ async fn a_push_to_go_restarts(seed: u8, flavor: Flavor) {
     assert_eq!(last.status, Status::Completed, "{}", last.message);
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
     go.assert_file(dir.path(), &root, &data).await;
-    // What Go held when it took the restart (its count then) did not come again.
+    assert_restart_skipped_what_go_held(&go, &ch);
+}
+
+/// Go, receiving a push, held some blocks when the pusher restarted it: none of them came
+/// again, nor any other block.
+fn assert_restart_skipped_what_go_held(go: &GoPeer, ch: &ChannelId) {
+    // What Go held when it took the restart (its count then).
     let restart = go
-        .events_of(&ch)
+        .events_of(ch)
         .into_iter()
         .find(|l| l["code"] == "Restart")
         .expect("Go saw the restart");
