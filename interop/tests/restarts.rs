@@ -87,7 +87,56 @@ async fn a_go_provider_killed_mid_pull_comes_back_and_the_pull_completes() {
     assert_held_not_resent(&held, &before, &go2.blocks("out"));
 }
 
-/// Our side as a process: killed with SIGKILL mid-pull, started again on its store.
+/// A go-data-transfer v2 receiver (a storage provider taking a deal's data) is killed
+/// mid-push and comes back with the same key, port and datastore: our monitor restarts the
+/// push, and Go, resuming from what its datastore holds, gets the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_receiver_killed_mid_push_comes_back_and_the_push_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = GoPeerOptions::new(62, dir.path());
+    opts.persist = true;
+    let mut go = GoPeer::start(opts.clone()).await;
+    go.accept_all().await;
+    let mut config = fast_config();
+    config.transport.graphsync.max_outbound_rate = Some(RATE);
+    let rust = node(RustNodeOptions {
+        config,
+        known_peers: vec![(go.peer_id, go.addrs[0].clone())],
+        ..RustNodeOptions::default()
+    })
+    .await;
+    let (root, data) = import_random(&*rust.store, SIZE, 62);
+    rust.manager.connect(&go.multiaddr()).await.unwrap();
+    let mut sub = rust.manager.subscribe().await.unwrap();
+    let ch = rust.push(go.peer_id, root, 1).await;
+    wait_until(&mut sub, ch, 60, |_, st| st.sent >= 5 * MIB as u64).await;
+
+    go.kill().await;
+    wait_until(&mut sub, ch, 30, |e, _| e.code == EventCode::Disconnected).await;
+    opts.listen = format!("/ip4/127.0.0.1/tcp/{}", go.port());
+    let go2 = GoPeer::start(opts).await;
+    go2.accept_all().await;
+
+    let events = wait_finished(&mut sub, ch, 120).await;
+    let last = &events.last().unwrap().1;
+    assert_eq!(last.status, Status::Completed, "{}", last.message);
+    assert_eq!(go2.wait_finished(&ch, 30).await["status"], "Completed");
+    go2.assert_file(dir.path(), &root, &data).await;
+    // The new process asked only for what its datastore lacked: the blocks after the ones
+    // it counted at the restart, each once.
+    let restart = go2
+        .events_of(&ch)
+        .into_iter()
+        .find(|l| l["code"] == "Restart")
+        .expect("Go saw the restart");
+    let held = restart["received_cids"].as_u64().unwrap() as usize;
+    let all = held_prefix(&*rust.store, root);
+    let got = go2.blocks_on_wire("in");
+    assert!(held > 0, "Go's datastore kept nothing");
+    assert_eq!(got, all[held..], "{held} blocks held of {}", all.len());
+}
+
+/// Our side as a process: killed with SIGKILL mid-transfer, started again on its store.
 struct RustPeer(tokio::process::Child);
 
 impl RustPeer {
