@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datatransfer::{ChannelId, ChannelUpdate, Cid, EventCode, Registerable, Status};
+use datatransfer::{ChannelId, ChannelUpdate, Cid, EventCode, Registerable, Status, all_selector};
 use datatransfer_integration_tests::*;
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
 use tokio::time::timeout;
@@ -1139,4 +1139,82 @@ async fn a_pull_paused_while_its_provider_restarts_completes_when_resumed() {
     introduce(&client, &provider).await;
     client.manager.resume_channel(ch).await.unwrap();
     completes_whole(&mut sub, &client, ch, &root, &data).await;
+}
+
+/// A pusher (a storage client sending a deal's data) whose receiver took every block and
+/// completed, killed before its own completion reached its store: it comes back with the
+/// channel as stored mid-push (`as_stored`: Ongoing, or ResponderCompleted when the
+/// receiver's Complete was stored and the end of its own sending was not), restarts it, and
+/// the receiver answers that it completed. Its transport has nothing left to send for the
+/// channel (the response died with the process), so the push completes on that answer;
+/// before, it waited for the end of a response that no longer existed, restarted over and
+/// over and at last failed as stalled (found by the chaos soak once it pushed).
+async fn pusher_killed_before_storing_its_completion(as_stored: Status) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sender.sqlite");
+    let key = datatransfer::identity::Keypair::generate_ed25519();
+    let blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
+    let data = random_bytes(1 << 20, 17);
+    let root = import(&*blocks, &data, 64 << 10).root;
+    let sender = stopped_node(&db, &key, &blocks, fast_config()).await;
+    sender.manager.start().await.unwrap();
+    let receiver = default_node().await;
+    introduce(&sender, &receiver).await;
+    let mut sub = sender.manager.subscribe().await.unwrap();
+    let ch = sender
+        .manager
+        .open_push_channel(receiver.manager.peer_id(), voucher(1), root, all_selector())
+        .await
+        .unwrap();
+    let (_, mut early) = wait_until(&mut sub, Some(ch), 30, |_, st| st.sent > 0)
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        last_status(&wait_finished(&mut sub, ch, 30).await),
+        Status::Completed
+    );
+    wait_for_status(&receiver, ch, Status::Completed).await;
+    sender.manager.stop().await.unwrap();
+
+    // The kill: the sender's store goes back to what it held mid-push.
+    let sender = stopped_node(&db, &key, &blocks, fast_config()).await;
+    assert_eq!(early.status, Status::Ongoing);
+    early.status = as_stored;
+    sender
+        .manager
+        .channel_store()
+        .apply(ChannelUpdate::new(early, Vec::new()))
+        .await
+        .unwrap();
+    introduce(&sender, &receiver).await;
+    let mut sub = sender.manager.subscribe().await.unwrap();
+    assert_eq!(
+        sender.manager.start().await.unwrap(),
+        1,
+        "channels in progress"
+    );
+    let events = wait_finished(&mut sub, ch, 30).await;
+    let end = &events.last().unwrap().1;
+    assert_eq!(
+        end.status,
+        Status::Completed,
+        "{}: {:?}",
+        end.message,
+        codes(&events)
+    );
+    assert!(codes(&events).contains(&EventCode::ResponderCompletes));
+    let theirs = receiver.manager.channel_state(ch).await.unwrap().unwrap();
+    assert_eq!(theirs.status, Status::Completed);
+    assert_file(&*receiver.store, &root, &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_killed_mid_push_after_its_receiver_completed_completes() {
+    pusher_killed_before_storing_its_completion(Status::Ongoing).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_killed_after_its_receiver_completed_but_before_its_own_end_completes() {
+    pusher_killed_before_storing_its_completion(Status::ResponderCompleted).await;
 }

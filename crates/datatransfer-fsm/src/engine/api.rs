@@ -235,6 +235,7 @@ impl Engine {
                 restart: Some(Box::new(ch)),
             });
         } else {
+            self.restarted_pushes.insert(id);
             self.send(other, id, request, OnSendFailure::Disconnect);
         }
     }

@@ -85,6 +85,10 @@ pub struct Engine {
     deadlines: BTreeSet<(Timestamp, ChannelId)>,
     /// Channels re-opened by a restart whose transport has not confirmed the open yet.
     reopening: std::collections::HashSet<ChannelId>,
+    /// Pushes of ours restarted whose receiver has not answered yet. Our transport sends
+    /// nothing for them until the receiver asks again, so an answer that it completed means
+    /// the push is over here too.
+    restarted_pushes: std::collections::HashSet<ChannelId>,
 }
 
 /// Which of the four roles this node plays on a channel.
@@ -118,6 +122,7 @@ impl Engine {
             watches: HashMap::new(),
             deadlines: BTreeSet::new(),
             reopening: std::collections::HashSet::new(),
+            restarted_pushes: std::collections::HashSet::new(),
         }
     }
 
@@ -289,6 +294,8 @@ impl Engine {
             && let Some(done) = self.channels.remove(&id)
         {
             self.paused_unaccepted.remove(&id);
+            self.reopening.remove(&id);
+            self.restarted_pushes.remove(&id);
             self.remember_finished(id, &done);
         }
         Ok(())

@@ -59,6 +59,7 @@ impl Engine {
         resp: &TransferResponse,
     ) -> Verdict {
         use MessageType as T;
+        let answers_push_restart = self.restarted_pushes.remove(&id);
         // The responder answers: a restart's wait, or a wait in its queue, is over.
         if let Some(w) = self.watches.get_mut(&id) {
             w.restart_sent = None;
@@ -110,6 +111,21 @@ impl Engine {
                     self.set_paused(id, false, false, now);
                 }
                 self.fire_quiet(id, ChannelEvent::ResponderCompletes, now);
+                // The receiver of a push we restarted answers that it completed: it holds the
+                // whole DAG, and our transport, which sends only what the receiver asks for
+                // after a restart, has nothing left to send (the response of before the
+                // restart may have died with our process). Without this the push waited in
+                // ResponderCompleted for the end of a response that no longer existed,
+                // restarted again and again, and failed as stalled. Go never gets here: its
+                // responder refuses to restart a channel it completed.
+                if answers_push_restart
+                    && self
+                        .channels
+                        .get(&id)
+                        .is_some_and(|c| c.status == Status::ResponderCompleted)
+                {
+                    self.fire_quiet(id, ChannelEvent::FinishTransfer, now);
+                }
                 return Verdict::Ok;
             }
             // Departure from Go: go-data-transfer v2 sends the paused Complete (all data
