@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers may unwrap: a panic is a test failure.
 
 use datatransfer_sim::{Policy, Sim, SimConfig, dag_cid, unknown_voucher, voucher};
+use datatransfer_types::message::TransferRequest;
 use datatransfer_types::{EventCode, Status};
 
 fn seeds(default: u64) -> std::ops::Range<u64> {
@@ -629,6 +630,39 @@ fn a_restart_the_validator_resumes_goes_on_in_both_directions() {
             }
             assert_eq!(s.state(receiver, &ch).unwrap().received, 20 << 20, "{what}");
         }
+    }
+}
+
+/// The network sends a push's opening request again (its connection failed under it after it
+/// arrived): the receiver, which took it already, lets the copy be, and the push completes on
+/// both sides. Before, the copy was refused as a channel that exists, and the refusal failed
+/// the pusher's channel while the receiver's went on.
+#[test]
+fn a_push_request_delivered_twice_opens_one_channel_and_completes() {
+    for seed in seeds(50) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
+        s.run_until(1_000_000, |s| {
+            s.state(1, &ch).is_some_and(|st| st.received >= 4 << 20)
+        });
+        let again = TransferRequest::new_channel(
+            ch.id,
+            false,
+            voucher(0),
+            dag_cid(1),
+            datatransfer_sim::all_selector(),
+        );
+        let pusher = s.peer(0);
+        s.with_engine(1, |e, now| e.handle_message(now, pusher, again.into()));
+        settle(&mut s, seed);
+        for node in [0, 1] {
+            assert_eq!(
+                s.status(node, &ch),
+                Status::Completed,
+                "seed {seed} node {node}"
+            );
+        }
+        assert_eq!(s.state(1, &ch).unwrap().received, 20 << 20, "seed {seed}");
     }
 }
 
