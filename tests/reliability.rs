@@ -1218,3 +1218,41 @@ async fn a_pusher_killed_mid_push_after_its_receiver_completed_completes() {
 async fn a_pusher_killed_after_its_receiver_completed_but_before_its_own_end_completes() {
     pusher_killed_before_storing_its_completion(Status::ResponderCompleted).await;
 }
+
+/// What a peer sends a node built but not started yet waits for its start, as
+/// go-data-transfer hears nothing before its `Start`: the node's channels are not loaded
+/// from its store before it, and a message about one of them (a restart, an answer, a
+/// request to re-open) would be taken as about an unknown channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_arrives_before_start_waits_for_it() {
+    let sender = default_node().await;
+    let receiver = node(NodeOptions {
+        start: false,
+        ..NodeOptions::default()
+    })
+    .await;
+    introduce(&sender, &receiver).await;
+    let data = random_bytes(256 << 10, 19);
+    let root = import(&*sender.store, &data, 64 << 10).root;
+    let mut sub = sender.manager.subscribe().await.unwrap();
+    let ch = sender
+        .manager
+        .open_push_channel(receiver.manager.peer_id(), voucher(1), root, all_selector())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.manager.channel_state(ch).await.unwrap(),
+        None,
+        "the receiver took the request before it started"
+    );
+    receiver.manager.start().await.unwrap();
+    let events = wait_finished(&mut sub, ch, 30).await;
+    assert_eq!(
+        last_status(&events),
+        Status::Completed,
+        "{:?}",
+        codes(&events)
+    );
+    assert_file(&*receiver.store, &root, &data);
+}

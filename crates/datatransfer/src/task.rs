@@ -101,6 +101,12 @@ pub(crate) struct EngineTask {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<dyn ChannelStore>,
     pub(crate) restart_on_start: bool,
+    /// Whether [`Manager::start`](crate::Manager::start) ran. Until then messages from peers
+    /// and the transport's events wait in their queues, as go-data-transfer hears nothing
+    /// before its `Start`: the channels in the store are not loaded yet, nor the voucher
+    /// types registered, and a peer's message about a channel of before a restart would be
+    /// taken as about an unknown one (a restart request answered with a cancel, say).
+    started: bool,
     validators: HashMap<TypeIdentifier, Arc<dyn RequestValidator>>,
     revalidators: HashMap<TypeIdentifier, Arc<dyn Revalidator>>,
     configurers: HashMap<TypeIdentifier, Configure>,
@@ -165,6 +171,7 @@ impl EngineTask {
             transport,
             store,
             restart_on_start,
+            started: false,
             validators: HashMap::new(),
             revalidators: HashMap::new(),
             configurers: HashMap::new(),
@@ -208,7 +215,7 @@ impl EngineTask {
                         return;
                     }
                 },
-                Some(ev) = inputs.network.recv() => match ev {
+                Some(ev) = inputs.network.recv(), if self.started => match ev {
                     NetworkEvent::Message { from, message, .. } => {
                         self.engine.handle_message(now(), from, message);
                     }
@@ -216,7 +223,9 @@ impl EngineTask {
                         tracing::debug!(%from, %error, "unreadable data-transfer message");
                     }
                 },
-                Some(ev) = inputs.transport.recv() => self.engine.handle_transport_event(now(), ev),
+                Some(ev) = inputs.transport.recv(), if self.started => {
+                    self.engine.handle_transport_event(now(), ev);
+                }
                 Some((token, answer)) = self.validations_rx.recv() => {
                     self.engine.handle_validation(now(), token, answer);
                 }
@@ -468,6 +477,8 @@ impl EngineTask {
         for c in channels {
             self.engine.load_channel(t, c);
         }
+        // What peers sent meanwhile is handled from now on, after the restarts below.
+        self.started = true;
         if self.restart_on_start {
             for id in ids {
                 if let Err(e) = self.engine.restart(now(), id) {
