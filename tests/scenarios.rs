@@ -1037,3 +1037,51 @@ async fn restart_after_the_responder_process_restarts() {
     assert_file(&*client.store, &file.root, &data);
     assert!(provider.validator.restarts.load(Ordering::SeqCst) >= 1);
 }
+
+/// A push broken by a disconnect midway (either side dropping the connection) completes on
+/// both sides, the file whole at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_broken_by_a_disconnect_completes_on_both_sides() {
+    for receiver_drops in [false, true] {
+        let mut config = fast_config();
+        config.transport.graphsync.max_outbound_rate = Some(256 << 10);
+        let sender = node(NodeOptions {
+            config,
+            ..NodeOptions::default()
+        })
+        .await;
+        let receiver = default_node().await;
+        introduce(&sender, &receiver).await;
+        introduce(&receiver, &sender).await;
+        let data = random_bytes(200 << 10, 41);
+        let file = import(&*sender.store, &data, 16 << 10);
+        let mut ssub = sender.manager.subscribe().await.unwrap();
+        let mut rsub = receiver.manager.subscribe().await.unwrap();
+        let id = sender
+            .manager
+            .open_push_channel(
+                receiver.manager.peer_id(),
+                voucher(1),
+                file.root,
+                all_selector(),
+            )
+            .await
+            .unwrap();
+        wait_until(&mut ssub, Some(id), 30, |_, st| st.sent >= 48 << 10).await;
+        if receiver_drops {
+            receiver.manager.disconnect(sender.manager.peer_id()).await;
+        } else {
+            sender.manager.disconnect(receiver.manager.peer_id()).await;
+        }
+        let revents = wait_finished(&mut rsub, id, 30).await;
+        let sevents = wait_finished(&mut ssub, id, 30).await;
+        let what = format!(
+            "receiver drops {receiver_drops}: sender {:?}, receiver {:?}",
+            codes(&sevents),
+            codes(&revents)
+        );
+        assert_eq!(last_status(&revents), Status::Completed, "{what}");
+        assert_eq!(last_status(&sevents), Status::Completed, "{what}");
+        assert_file(&*receiver.store, &file.root, &data);
+    }
+}

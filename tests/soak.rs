@@ -1,16 +1,19 @@
 //! The chaos soak: several nodes, each a process of its own (`soak-node`) with its channels
-//! in SQLite and its blocks on disk, pull files from each other while the soak disconnects
-//! them, pauses and resumes channels, cancels some, and SIGKILLs nodes and starts them again
-//! on the same files. All choices come from one seed.
+//! in SQLite and its blocks on disk, pull files from each other and push files to each other
+//! (one transfer in four a push) while the soak disconnects them, pauses and resumes
+//! channels, cancels some, and SIGKILLs nodes and starts them again on the same files. All
+//! choices come from one seed.
 //!
-//! Providers charge for what they serve (a payment every 64 KiB, see `PAY_EVERY`), and
-//! clients pay when asked, through the chaos.
+//! Responders charge for what they serve or take (a payment every 64 KiB, see `PAY_EVERY`),
+//! and initiators pay when asked, through the chaos.
 //!
 //! Invariants checked at the end: every transfer not cancelled completed with its file's
-//! bytes intact, and paid at least once if its DAG spans two payment intervals; its byte counter is exact (the DAG's block bytes, each block once) when its
-//! client was never killed, and never above that when it was; every channel on every node
-//! reached a terminal status within the monitor's limits; no process panicked; each node's
-//! SQLite files stayed under 32 MiB. A failed soak keeps its nodes' files and prints where.
+//! bytes intact at its receiver, and paid at least once if its DAG spans two payment
+//! intervals; its receiver's byte counter is exact (the DAG's block bytes, each block once)
+//! when the receiver was never killed, and never above that when it was; every channel on
+//! every node reached a terminal status within the monitor's limits; no process panicked;
+//! each node's SQLite files stayed under 32 MiB. A failed soak keeps its nodes' files and
+//! prints where.
 //!
 //! A short soak (120 transfers over 30 s, about 40 s in all) runs in `cargo test`:
 //!
@@ -18,9 +21,10 @@
 //! cargo test -p datatransfer-integration-tests --test soak -- --nocapture
 //! ```
 //!
-//! A long one: `SOAK_SEED`, `SOAK_NODES`, `SOAK_TRANSFERS` and `SOAK_SECS` (the chaos's
-//! length) change it, for example `SOAK_SEED=7 SOAK_NODES=6 SOAK_TRANSFERS=2000
-//! SOAK_SECS=300`. The seed fixes every choice; the timing of processes still varies.
+//! A long one: `SOAK_SEED`, `SOAK_NODES`, `SOAK_TRANSFERS`, `SOAK_SECS` (the chaos's
+//! length) and `SOAK_PUSHES` (the percentage of pushes) change it, for example
+//! `SOAK_SEED=7 SOAK_NODES=6 SOAK_TRANSFERS=2000 SOAK_SECS=300`. The seed fixes every
+//! choice; the timing of processes still varies.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
@@ -176,7 +180,7 @@ impl Proc {
     }
 }
 
-/// A file one node serves.
+/// A file one node holds and sends.
 struct File {
     provider: usize,
     root: String,
@@ -185,13 +189,18 @@ struct File {
     dag_bytes: u64,
 }
 
-/// A pull the soak opened.
+/// A pull or a push the soak opened.
 struct Transfer {
-    client: usize,
+    /// The node that opened it (and pauses, resumes or cancels it): the receiver of a pull,
+    /// the sender (`file.provider`) of a push.
+    initiator: usize,
+    /// The node the file goes to.
+    receiver: usize,
+    push: bool,
     file: File,
     chid: Value,
     cancelled: bool,
-    /// The client's kill count when it opened the pull.
+    /// The receiver's kill count when the transfer opened.
     kills_at_open: u32,
 }
 
@@ -245,6 +254,7 @@ async fn chaos_soak() {
     let n_nodes = env_or("SOAK_NODES", 4) as usize;
     let n_transfers = env_or("SOAK_TRANSFERS", 120) as usize;
     let chaos_for = Duration::from_secs(env_or("SOAK_SECS", 30));
+    let push_percent = env_or("SOAK_PUSHES", 25);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let dir = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
     let started = Instant::now();
@@ -261,7 +271,7 @@ async fn chaos_soak() {
         n.learn(&book).await;
     }
 
-    // Chaos while the pulls open, a few per tick.
+    // Chaos while the transfers open, a few per tick.
     let mut transfers: Vec<Transfer> = Vec::new();
     let mut paused: Vec<(usize, Instant)> = Vec::new();
     let mut dead: Vec<(usize, Instant)> = Vec::new();
@@ -270,10 +280,10 @@ async fn chaos_soak() {
     let mut tick = 0;
     while started.elapsed() < chaos_for || transfers.len() < n_transfers {
         tick += 1;
-        // Pulls spread over the chaos: as many opened by now as its share of the time.
+        // Transfers spread over the chaos: as many opened by now as its share of the time.
         while transfers.len() < (n_transfers * tick / ticks).min(n_transfers) {
-            // A file of its own for each pull, 16 KiB to 256 KiB, so a client never holds
-            // a DAG's blocks from another pull and every counter can be exact.
+            // A file of its own for each transfer, 16 KiB to 256 KiB, so a receiver never
+            // holds a DAG's blocks from another transfer and every counter can be exact.
             let p = rng.below(n_nodes as u64) as usize;
             let client = (p + 1 + rng.below(n_nodes as u64 - 1) as usize) % n_nodes;
             if !nodes[client].alive() || !nodes[p].alive() {
@@ -292,13 +302,18 @@ async fn chaos_soak() {
                 fnv: fnv(&data),
                 dag_bytes: dag_bytes_of(&data),
             };
-            let provider = nodes[p].peer.clone();
-            let r = nodes[client]
-                .call(json!({"cmd": "pull", "peer": provider, "root": file.root}))
+            let push = rng.chance(push_percent);
+            let (initiator, other) = if push { (p, client) } else { (client, p) };
+            let peer = nodes[other].peer.clone();
+            let cmd = if push { "push" } else { "pull" };
+            let r = nodes[initiator]
+                .call(json!({"cmd": cmd, "peer": peer, "root": file.root}))
                 .await;
             let kills_at_open = nodes[client].kills;
             transfers.push(Transfer {
-                client,
+                initiator,
+                receiver: client,
+                push,
                 file,
                 chid: r["chid"].clone(),
                 cancelled: false,
@@ -314,11 +329,11 @@ async fn chaos_soak() {
                 .await;
             *actions.entry("disconnect").or_default() += 1;
         }
-        // Pauses and cancels hit recent pulls, which are likely still running.
+        // Pauses and cancels hit recent transfers, which are likely still running.
         let recent = |rng: &mut Rng, n: usize| n - 1 - rng.below(n.min(20) as u64) as usize;
         if rng.chance(15) && !transfers.is_empty() {
             let t = recent(&mut rng, transfers.len());
-            let c = transfers[t].client;
+            let c = transfers[t].initiator;
             if nodes[c].alive() && !transfers[t].cancelled {
                 let chid = transfers[t].chid.clone();
                 let r = nodes[c].call(json!({"cmd": "pause", "chid": chid})).await;
@@ -335,7 +350,7 @@ async fn chaos_soak() {
         }
         if rng.chance(3) && !transfers.is_empty() {
             let t = recent(&mut rng, transfers.len());
-            let c = transfers[t].client;
+            let c = transfers[t].initiator;
             if nodes[c].alive() && !transfers[t].cancelled {
                 let chid = transfers[t].chid.clone();
                 let r = nodes[c].call(json!({"cmd": "cancel", "chid": chid})).await;
@@ -370,7 +385,7 @@ async fn chaos_soak() {
             .collect();
         paused.retain(|(_, at)| *at > now);
         for t in due {
-            let c = transfers[t].client;
+            let c = transfers[t].initiator;
             if nodes[c].alive() {
                 let chid = transfers[t].chid.clone();
                 nodes[c].call(json!({"cmd": "resume", "chid": chid})).await;
@@ -387,7 +402,7 @@ async fn chaos_soak() {
     }
     for (t, _) in paused.drain(..) {
         let chid = transfers[t].chid.clone();
-        nodes[transfers[t].client]
+        nodes[transfers[t].initiator]
             .call(json!({"cmd": "resume", "chid": chid}))
             .await;
     }
@@ -439,8 +454,9 @@ async fn chaos_soak() {
     let mut exact = 0;
     let pay_every = env_or("SOAK_PAY_EVERY", PAY_EVERY);
     let mut payments = 0;
+    let mut pushes = 0;
     for t in &transfers {
-        let key = (t.client, t.chid.to_string());
+        let key = (t.initiator, t.chid.to_string());
         let st = finals
             .get(&key)
             .unwrap_or_else(|| panic!("{key:?} is not in its client's store"));
@@ -454,19 +470,20 @@ async fn chaos_soak() {
         }
         let elsewhere: Vec<String> = finals
             .iter()
-            .filter(|((i, c), _)| *c == key.1 && *i != t.client)
+            .filter(|((i, c), _)| *c == key.1 && *i != t.initiator)
             .map(|((i, _), v)| format!("node {i}: {v}"))
             .collect();
         if status != "Completed" {
             let chid = t.chid.clone();
-            let evs = nodes[t.client]
+            let evs = nodes[t.initiator]
                 .call(json!({"cmd": "events", "chid": chid.clone()}))
                 .await;
-            eprintln!("client's events: {evs}");
-            let evs = nodes[t.file.provider]
+            eprintln!("initiator's events (a push: {}): {evs}", t.push);
+            let responder = if t.push { t.receiver } else { t.file.provider };
+            let evs = nodes[responder]
                 .call(json!({"cmd": "events", "chid": chid}))
                 .await;
-            eprintln!("provider's events: {evs}");
+            eprintln!("responder's events: {evs}");
             for n in &nodes {
                 let log = std::fs::read_to_string(n.dir.join("stderr.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -475,11 +492,12 @@ async fn chaos_soak() {
         }
         assert_eq!(
             status, "Completed",
-            "{st}; provider {} killed {} times; elsewhere: {elsewhere:?}",
-            t.file.provider, nodes[t.file.provider].kills
+            "{st} (a push: {}); sender {} killed {} times; elsewhere: {elsewhere:?}",
+            t.push, t.file.provider, nodes[t.file.provider].kills
         );
         completed += 1;
-        let d = nodes[t.client]
+        pushes += usize::from(t.push);
+        let d = nodes[t.receiver]
             .call(json!({"cmd": "digest", "root": t.file.root}))
             .await;
         assert_eq!(d["len"].as_u64(), Some(t.file.len as u64), "{d}");
@@ -491,8 +509,16 @@ async fn chaos_soak() {
         if pay_every > 0 && t.file.dag_bytes >= 2 * pay_every {
             assert!(paid >= 1, "{} bytes served unpaid: {st}", t.file.dag_bytes);
         }
-        let received = st["received"].as_u64().unwrap();
-        if nodes[t.client].kills == t.kills_at_open {
+        // The receiver's counter (of a push: its own record of the channel).
+        let received = if t.push {
+            let theirs = finals
+                .get(&(t.receiver, key.1.clone()))
+                .unwrap_or_else(|| panic!("a completed push not in its receiver's store: {st}"));
+            theirs["received"].as_u64().unwrap()
+        } else {
+            st["received"].as_u64().unwrap()
+        };
+        if nodes[t.receiver].kills == t.kills_at_open {
             assert_eq!(received, t.file.dag_bytes, "{st}");
             exact += 1;
         } else {
@@ -515,8 +541,9 @@ async fn chaos_soak() {
     let cancelled = transfers.iter().filter(|t| t.cancelled).count();
     let kills: u32 = nodes.iter().map(|n| n.kills).sum();
     eprintln!(
-        "soak seed {seed}: {} nodes, {} transfers ({completed} completed and verified, {exact} \
-         with exact counters, {cancelled} cancelled, {payments} payments), actions \
+        "soak seed {seed}: {} nodes, {} transfers ({completed} completed and verified, {pushes} \
+         of them pushes, {exact} with exact counters, {cancelled} cancelled, {payments} \
+         payments), actions \
          {actions:?} ({kills} kills), chaos {:.1} s, all ended at {:.1} s, SQLite bytes per \
          node {store_bytes:?}",
         n_nodes,

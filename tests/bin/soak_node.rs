@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `{"cmd":"import","seed":S,"size":N}` | `{"root":CID}`: seeded random bytes, 16 KiB chunks |
 //! | `{"cmd":"peer","peer":ID,"addr":MA}` | `{}`: where a peer listens |
-//! | `{"cmd":"pull","peer":ID,"root":CID}` | `{"chid":CHID}` |
+//! | `{"cmd":"pull"\|"push","peer":ID,"root":CID}` | `{"chid":CHID}` |
 //! | `{"cmd":"pause"\|"resume"\|"cancel","chid":CHID}` | `{}` or `{"error":..}` |
 //! | `{"cmd":"disconnect","peer":ID}` | `{}` |
 //! | `{"cmd":"channels"}` | `{"channels":[{chid,status,received,sent,root,message,vouchers}]}` |
@@ -147,6 +147,24 @@ impl Revalidator for DurablePay {
         channel: ChannelId,
         bytes: u64,
     ) -> Result<Option<Validation>, ValidationError> {
+        Ok(self.served(channel, bytes))
+    }
+
+    /// A receiver charges for a push the same way (as a sim or a test might; no Filecoin
+    /// deal does).
+    async fn on_push_data_received(
+        &self,
+        channel: ChannelId,
+        bytes: u64,
+    ) -> Result<Option<Validation>, ValidationError> {
+        Ok(self.served(channel, bytes))
+    }
+}
+
+impl DurablePay {
+    /// Counts `bytes` more moved on `channel`; a pause with a request for payment once an
+    /// interval is due.
+    fn served(&self, channel: ChannelId, bytes: u64) -> Option<Validation> {
         let every = self.every;
         let asked = self.update(&channel, |o| {
             o.unpaid += bytes;
@@ -162,11 +180,11 @@ impl Revalidator for DurablePay {
                 None
             }
         });
-        Ok(asked.map(|asked| {
+        asked.map(|asked| {
             let mut v = Validation::new(ValidationOutcome::Pause);
             v.voucher_result = Self::owed(asked);
             v
-        }))
+        })
     }
 }
 
@@ -274,12 +292,17 @@ async fn main() {
                 n.manager.add_peer_address(peer(), addr).await;
                 json!({})
             }
-            "pull" => {
-                match n
-                    .manager
-                    .open_pull_channel(peer(), voucher(1), root(), all_selector())
-                    .await
-                {
+            kind @ ("pull" | "push") => {
+                let opened = if kind == "pull" {
+                    n.manager
+                        .open_pull_channel(peer(), voucher(1), root(), all_selector())
+                        .await
+                } else {
+                    n.manager
+                        .open_push_channel(peer(), voucher(1), root(), all_selector())
+                        .await
+                };
+                match opened {
                     Ok(c) => json!({"chid": chid_json(&c)}),
                     Err(e) => json!({"error": e.to_string()}),
                 }
