@@ -666,6 +666,39 @@ fn a_push_request_delivered_twice_opens_one_channel_and_completes() {
     }
 }
 
+/// Copies of a push's opening request reach the receiver while it validates the first (the
+/// network resent it, or a restart of the pusher overtook it): the copy whose validation ends
+/// after the channel was made lets it be, instead of refusing it and failing the pusher's
+/// channel (found by the long chaos soak).
+#[test]
+fn copies_of_a_push_request_validated_at_once_open_one_channel_and_complete() {
+    for seed in seeds(50) {
+        let mut s = sim(seed, 2);
+        let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
+        let copy = TransferRequest::new_channel(
+            ch.id,
+            false,
+            voucher(0),
+            dag_cid(1),
+            datatransfer_sim::all_selector(),
+        );
+        let pusher = s.peer(0);
+        s.with_engine(1, |e, now| {
+            e.handle_message(now, pusher, copy.clone().into());
+            e.handle_message(now, pusher, copy.into());
+        });
+        settle(&mut s, seed);
+        for node in [0, 1] {
+            assert_eq!(
+                s.status(node, &ch),
+                Status::Completed,
+                "seed {seed} node {node}"
+            );
+        }
+        assert_eq!(s.state(1, &ch).unwrap().received, 20 << 20, "seed {seed}");
+    }
+}
+
 /// The responder's request for payment is lost with the connection before the initiator
 /// hears it (a pull, or a push whose receiver charges); the initiator restarts. The
 /// restart's answer (still paused) carries that request again, so the initiator pays and the

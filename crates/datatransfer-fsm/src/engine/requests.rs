@@ -167,14 +167,7 @@ impl Engine {
         // the initiator's channel while ours went on (found by the chaos soak once it
         // pushed). Go refuses it ("channel already exists"). Over the network only: one in
         // a graphsync request waits for an answer, and gets the refusal below.
-        if matches!(via, Via::Network)
-            && self.channels.get(&id).is_some_and(|ch| {
-                ch.is_pull() == open.pull
-                    && ch.base_cid == open.root
-                    && ch.selector.same_node(&open.selector)
-                    && ch.voucher() == Some(&open.voucher)
-            })
-        {
+        if matches!(via, Via::Network) && self.opened_by(id, &open) {
             return;
         }
         let checked = (|| {
@@ -235,6 +228,17 @@ impl Engine {
         );
     }
 
+    /// Whether channel `id` exists and is the one `open` asks for (its direction, root,
+    /// selector and voucher).
+    fn opened_by(&self, id: ChannelId, open: &OpenRequest) -> bool {
+        self.channels.get(&id).is_some_and(|ch| {
+            ch.is_pull() == open.pull
+                && ch.base_cid == open.root
+                && ch.selector.same_node(&open.selector)
+                && ch.voucher() == Some(&open.voucher)
+        })
+    }
+
     pub(super) fn accept_new(
         &mut self,
         now: Timestamp,
@@ -263,6 +267,11 @@ impl Engine {
         let limit_hit = self.channels.len() >= self.config.max_channels;
         if let Verdict::Err(_) = verdict {
             return self.finish_request(now, id, None, via, Some(response(false, false)), verdict);
+        }
+        // A copy of the request that made the channel meanwhile (sent again by the network,
+        // or the New a restart of ours overtook): let be, as above.
+        if matches!(via, Via::Network) && self.opened_by(id, &open) {
+            return;
         }
         if self.channels.contains_key(&id) || limit_hit {
             let why = Verdict::Err(Fault::limit(format!("channel {id} cannot be created")));
