@@ -16,12 +16,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datatransfer::{ChannelId, EventCode, Status};
+use datatransfer::{ChannelId, Cid, EventCode, Status};
 use datatransfer_interop::data::{assert_file, held_prefix, import_random};
 use datatransfer_interop::go::{Flavor, GoPeer, GoPeerOptions, chid_from_json, chid_json};
 use datatransfer_interop::rust::{
-    InteropResult, RustNodeOptions, fast_config, go_client_owing, multiaddr, node, voucher,
-    wait_finished, wait_until,
+    InteropResult, RustNode, RustNodeOptions, fast_config, go_client_owing, multiaddr, node,
+    voucher, wait_finished, wait_until,
 };
 use datatransfer_interop::{MIB, RESULT_TYPE, VOUCHER_TYPE};
 use datatransfer_ipld::blockstore::MemoryBlockstore;
@@ -305,18 +305,32 @@ async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
     rust.manager.connect(&go.multiaddr()).await.unwrap();
     let mut sub = rust.manager.subscribe().await.unwrap();
     let ch = rust.pull(go.peer_id, root, 1).await;
-    wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
+    broken_and_restarted(&go, &rust, &mut sub, ch, root, &data).await;
+}
+
+/// Drops the connection while `ch` brings Go's file `data` (under `root`) to `rust` (5 MiB
+/// in), then checks that the channel was restarted and completed on both sides with the file
+/// whole, and that no block we held at the break came again.
+async fn broken_and_restarted(
+    go: &GoPeer,
+    rust: &RustNode,
+    sub: &mut datatransfer::Subscription,
+    ch: ChannelId,
+    root: Cid,
+    data: &[u8],
+) {
+    wait_until(sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
     assert!(rust.manager.disconnect(go.peer_id).await);
     // What we hold now, before the restart asks for the rest: a subset of what it skips.
     let held = held_prefix(&*rust.store, root);
-    let events = wait_finished(&mut sub, ch, 120).await;
+    let events = wait_finished(sub, ch, 120).await;
     assert!(
         events.iter().any(|(e, _)| e.code == EventCode::Restart),
         "the channel was not restarted"
     );
     let last = &events.last().unwrap().1;
     assert_eq!(last.status, Status::Completed, "{}", last.message);
-    assert_file(&*rust.store, &root, &data);
+    assert_file(&*rust.store, &root, data);
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
     // Split by graphsync request: the first one's blocks (some still on the wire at the
     // break) and those of the requests that resumed it. (A split by a count taken before
@@ -325,7 +339,7 @@ async fn a_pull_from_go_restarts_after_a_plain_disconnect() {
     let first = all.first().map(|(r, _)| r.clone()).unwrap_or_default();
     let (before, after): (Vec<_>, Vec<_>) = all.into_iter().partition(|(r, _)| *r == first);
     let cids = |v: Vec<(String, String)>| v.into_iter().map(|(_, c)| c).collect::<Vec<_>>();
-    assert!(!after.is_empty(), "no block came in a resumed request");
+    assert!(!after.is_empty(), "no block came in a later request");
     assert_held_not_resent(&held, &cids(before), &cids(after));
 }
 
@@ -416,24 +430,7 @@ async fn a_push_from_go_restarts(seed: u8, flavor: Flavor) {
     go.connect(&multiaddr(&rust.manager).await).await;
     let mut sub = rust.manager.subscribe().await.unwrap();
     let ch = go.open("push", rust.manager.peer_id(), &root, 1).await;
-    wait_until(&mut sub, ch, 60, |_, st| st.received >= 5 * MIB as u64).await;
-    assert!(rust.manager.disconnect(go.peer_id).await);
-    let held = held_prefix(&*rust.store, root);
-    let events = wait_finished(&mut sub, ch, 120).await;
-    assert!(
-        events.iter().any(|(e, _)| e.code == EventCode::Restart),
-        "Go did not restart the channel"
-    );
-    let last = &events.last().unwrap().1;
-    assert_eq!(last.status, Status::Completed, "{}", last.message);
-    assert_file(&*rust.store, &root, &data);
-    assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
-    let all = go.blocks_by_request("out");
-    let first = all.first().map(|(r, _)| r.clone()).unwrap_or_default();
-    let (before, after): (Vec<_>, Vec<_>) = all.into_iter().partition(|(r, _)| *r == first);
-    let cids = |v: Vec<(String, String)>| v.into_iter().map(|(_, c)| c).collect::<Vec<_>>();
-    assert!(!after.is_empty(), "no block came in a later request");
-    assert_held_not_resent(&held, &cids(before), &cids(after));
+    broken_and_restarted(&go, &rust, &mut sub, ch, root, &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

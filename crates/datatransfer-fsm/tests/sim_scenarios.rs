@@ -640,30 +640,42 @@ fn a_restart_the_validator_resumes_goes_on_in_both_directions() {
 #[test]
 fn a_push_request_delivered_twice_opens_one_channel_and_completes() {
     for seed in seeds(50) {
-        let mut s = sim(seed, 2);
-        let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
-        s.run_until(1_000_000, |s| {
-            s.state(1, &ch).is_some_and(|st| st.received >= 4 << 20)
-        });
-        let again = TransferRequest::new_channel(
-            ch.id,
-            false,
-            voucher(0),
-            dag_cid(1),
-            datatransfer_sim::all_selector(),
-        );
-        let pusher = s.peer(0);
-        s.with_engine(1, |e, now| e.handle_message(now, pusher, again.into()));
-        settle(&mut s, seed);
-        for node in [0, 1] {
-            assert_eq!(
-                s.status(node, &ch),
-                Status::Completed,
-                "seed {seed} node {node}"
-            );
-        }
-        assert_eq!(s.state(1, &ch).unwrap().received, 20 << 20, "seed {seed}");
+        push_given_copies(seed, 4 << 20, 1);
     }
+}
+
+/// Node 0 pushes to node 1, which, once it holds `after` bytes, is handed `copies` copies of
+/// the push's opening request at once; the push must complete on both sides.
+fn push_given_copies(seed: u64, after: u64, copies: usize) {
+    let mut s = sim(seed, 2);
+    let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
+    if after > 0 {
+        s.run_until(1_000_000, |s| {
+            s.state(1, &ch).is_some_and(|st| st.received >= after)
+        });
+    }
+    let copy = TransferRequest::new_channel(
+        ch.id,
+        false,
+        voucher(0),
+        dag_cid(1),
+        datatransfer_sim::all_selector(),
+    );
+    let pusher = s.peer(0);
+    s.with_engine(1, |e, now| {
+        for _ in 0..copies {
+            e.handle_message(now, pusher, copy.clone().into());
+        }
+    });
+    settle(&mut s, seed);
+    for node in [0, 1] {
+        assert_eq!(
+            s.status(node, &ch),
+            Status::Completed,
+            "seed {seed} node {node}"
+        );
+    }
+    assert_eq!(s.state(1, &ch).unwrap().received, 20 << 20, "seed {seed}");
 }
 
 /// Copies of a push's opening request reach the receiver while it validates the first (the
@@ -673,29 +685,7 @@ fn a_push_request_delivered_twice_opens_one_channel_and_completes() {
 #[test]
 fn copies_of_a_push_request_validated_at_once_open_one_channel_and_complete() {
     for seed in seeds(50) {
-        let mut s = sim(seed, 2);
-        let ch = s.open_push(0, 1, dag_cid(1), voucher(0));
-        let copy = TransferRequest::new_channel(
-            ch.id,
-            false,
-            voucher(0),
-            dag_cid(1),
-            datatransfer_sim::all_selector(),
-        );
-        let pusher = s.peer(0);
-        s.with_engine(1, |e, now| {
-            e.handle_message(now, pusher, copy.clone().into());
-            e.handle_message(now, pusher, copy.into());
-        });
-        settle(&mut s, seed);
-        for node in [0, 1] {
-            assert_eq!(
-                s.status(node, &ch),
-                Status::Completed,
-                "seed {seed} node {node}"
-            );
-        }
-        assert_eq!(s.state(1, &ch).unwrap().received, 20 << 20, "seed {seed}");
+        push_given_copies(seed, 0, 2);
     }
 }
 
