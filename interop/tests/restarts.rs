@@ -140,6 +140,36 @@ async fn a_go_receiver_killed_mid_push_comes_back_and_the_push_completes() {
 struct RustPeer(tokio::process::Child);
 
 impl RustPeer {
+    /// Starts the process, waits until its new channel moved 5 MiB (its `counter`, `sent` or
+    /// `received`), and kills it; the channel's id.
+    async fn killed_at(args: &[String], counter: &str) -> ChannelId {
+        let (mut first, mut lines) = Self::start(args);
+        let opened = next_line(&mut lines, |v| v["type"] == "channel").await;
+        assert_eq!(opened["resumed"], false);
+        next_line(&mut lines, |v| {
+            v["type"] == "progress" && v[counter].as_u64().unwrap() >= 5 * MIB as u64
+        })
+        .await;
+        first.0.start_kill().unwrap();
+        first.0.wait().await.unwrap();
+        chid_from_json(&opened["chid"])
+    }
+
+    /// Starts the process again on its files: it must resume `ch` from its store and
+    /// complete it. The process (alive till dropped) and its `channel` line.
+    async fn resumes(args: &[String], ch: ChannelId) -> (Self, Value) {
+        let (again, mut lines) = Self::start(args);
+        let resumed = next_line(&mut lines, |v| v["type"] == "channel").await;
+        assert_eq!(
+            resumed["resumed"], true,
+            "the channel was not found in the store"
+        );
+        assert_eq!(chid_from_json(&resumed["chid"]), ch);
+        let done = next_line(&mut lines, |v| v["type"] == "done").await;
+        assert_eq!(done["status"], "Completed", "{done}");
+        (again, resumed)
+    }
+
     fn start(
         args: &[String],
     ) -> (
@@ -193,16 +223,7 @@ async fn our_process_killed_mid_pull_resumes_from_its_store() {
         "--root".into(),
         root.to_string(),
     ];
-    let (mut first, mut lines) = RustPeer::start(&args);
-    let opened = next_line(&mut lines, |v| v["type"] == "channel").await;
-    assert_eq!(opened["resumed"], false);
-    let ch = chid_from_json(&opened["chid"]);
-    next_line(&mut lines, |v| {
-        v["type"] == "progress" && v["received"].as_u64().unwrap() >= 5 * MIB as u64
-    })
-    .await;
-    first.0.start_kill().unwrap();
-    first.0.wait().await.unwrap();
+    let ch = RustPeer::killed_at(&args, "received").await;
 
     // What survived the kill on disk is what the next process holds.
     let held = {
@@ -212,15 +233,7 @@ async fn our_process_killed_mid_pull_resumes_from_its_store() {
     assert!(!held.is_empty(), "nothing survived the kill");
     let before = go.blocks("out");
     let mark = before.len();
-    let (_second, mut lines) = RustPeer::start(&args);
-    let resumed = next_line(&mut lines, |v| v["type"] == "channel").await;
-    assert_eq!(
-        resumed["resumed"], true,
-        "the channel was not found in the store"
-    );
-    assert_eq!(chid_from_json(&resumed["chid"]), ch);
-    let done = next_line(&mut lines, |v| v["type"] == "done").await;
-    assert_eq!(done["status"], "Completed", "{done}");
+    let _resumed = RustPeer::resumes(&args, ch).await;
     let store = FsBlockstore::open(ours.join("blocks"), false).unwrap();
     assert_file(&store, &root, &data);
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
@@ -252,26 +265,9 @@ async fn our_process_killed_mid_push_resumes(seed: u8, flavor: Flavor) {
         "--rate".into(),
         RATE.to_string(),
     ];
-    let (mut first, mut lines) = RustPeer::start(&args);
-    let opened = next_line(&mut lines, |v| v["type"] == "channel").await;
-    assert_eq!(opened["resumed"], false);
-    let ch = chid_from_json(&opened["chid"]);
-    next_line(&mut lines, |v| {
-        v["type"] == "progress" && v["sent"].as_u64().unwrap() >= 5 * MIB as u64
-    })
-    .await;
-    first.0.start_kill().unwrap();
-    first.0.wait().await.unwrap();
+    let ch = RustPeer::killed_at(&args, "sent").await;
 
-    let (_second, mut lines) = RustPeer::start(&args);
-    let resumed = next_line(&mut lines, |v| v["type"] == "channel").await;
-    assert_eq!(
-        resumed["resumed"], true,
-        "the channel was not found in the store"
-    );
-    assert_eq!(chid_from_json(&resumed["chid"]), ch);
-    let done = next_line(&mut lines, |v| v["type"] == "done").await;
-    assert_eq!(done["status"], "Completed", "{done}");
+    let (_peer, resumed) = RustPeer::resumes(&args, ch).await;
     assert_eq!(go.wait_finished(&ch, 30).await["status"], "Completed");
     let (root, data) = import_random(&MemoryBlockstore::new(), SIZE, seed.into());
     assert_eq!(resumed["root"], root.to_string());
