@@ -97,19 +97,13 @@ async fn a_go_receiver_killed_mid_push_comes_back_and_the_push_completes() {
     opts.persist = true;
     let mut go = GoPeer::start(opts.clone()).await;
     go.accept_all().await;
-    let mut config = fast_config();
-    config.transport.graphsync.max_outbound_rate = Some(RATE);
-    let rust = node(RustNodeOptions {
-        config,
-        known_peers: vec![(go.peer_id, go.addrs[0].clone())],
-        ..RustNodeOptions::default()
-    })
-    .await;
-    let (root, data) = import_random(&*rust.store, SIZE, 62);
-    rust.manager.connect(&go.multiaddr()).await.unwrap();
-    let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust.push(go.peer_id, root, 1).await;
-    wait_until(&mut sub, ch, 60, |_, st| st.sent >= 5 * MIB as u64).await;
+    let Pushing {
+        rust,
+        root,
+        data,
+        mut sub,
+        ch,
+    } = Pushing::to(&go, 62).await;
 
     go.kill().await;
     wait_until(&mut sub, ch, 30, |e, _| e.code == EventCode::Disconnected).await;
@@ -339,6 +333,42 @@ async fn broken_and_restarted(
     assert_held_not_resent(&held, &cids(before), &cids(after));
 }
 
+/// A push of ours to a Go peer, 5 MiB in: our node (sending at `RATE`, so the push is still
+/// running when broken), the file and its root, our subscription and the channel.
+struct Pushing {
+    rust: RustNode,
+    root: Cid,
+    data: Vec<u8>,
+    sub: datatransfer::Subscription,
+    ch: ChannelId,
+}
+
+impl Pushing {
+    /// Pushes the seeded random file to `go`, and waits until 5 MiB of it went out.
+    async fn to(go: &GoPeer, seed: u64) -> Self {
+        let mut config = fast_config();
+        config.transport.graphsync.max_outbound_rate = Some(RATE);
+        let rust = node(RustNodeOptions {
+            config,
+            known_peers: vec![(go.peer_id, go.addrs[0].clone())],
+            ..RustNodeOptions::default()
+        })
+        .await;
+        let (root, data) = import_random(&*rust.store, SIZE, seed);
+        rust.manager.connect(&go.multiaddr()).await.unwrap();
+        let mut sub = rust.manager.subscribe().await.unwrap();
+        let ch = rust.push(go.peer_id, root, 1).await;
+        wait_until(&mut sub, ch, 60, |_, st| st.sent >= 5 * MIB as u64).await;
+        Self {
+            rust,
+            root,
+            data,
+            sub,
+            ch,
+        }
+    }
+}
+
 /// How many of `blocks` came more than once.
 fn repeats(blocks: &[String]) -> usize {
     blocks.len() - blocks.iter().collect::<HashSet<_>>().len()
@@ -353,19 +383,13 @@ async fn a_push_to_go_restarts(seed: u8, flavor: Flavor) {
     opts.flavor = flavor;
     let go = GoPeer::start(opts).await;
     go.accept_all().await;
-    let mut config = fast_config();
-    config.transport.graphsync.max_outbound_rate = Some(RATE);
-    let rust = node(RustNodeOptions {
-        config,
-        known_peers: vec![(go.peer_id, go.addrs[0].clone())],
-        ..RustNodeOptions::default()
-    })
-    .await;
-    let (root, data) = import_random(&*rust.store, SIZE, seed.into());
-    rust.manager.connect(&go.multiaddr()).await.unwrap();
-    let mut sub = rust.manager.subscribe().await.unwrap();
-    let ch = rust.push(go.peer_id, root, 1).await;
-    wait_until(&mut sub, ch, 60, |_, st| st.sent >= 5 * MIB as u64).await;
+    let Pushing {
+        rust,
+        root,
+        data,
+        mut sub,
+        ch,
+    } = Pushing::to(&go, seed.into()).await;
     assert!(rust.manager.disconnect(go.peer_id).await);
     let events = wait_finished(&mut sub, ch, 120).await;
     assert!(
