@@ -44,8 +44,9 @@ use tokio::time::timeout;
 /// broken.
 const RATE: u64 = 256 << 10;
 
-/// Providers pause every this many bytes until their client pays (`SOAK_PAY_EVERY`; 0 for
-/// free transfers): most pulls pay once to a few times, through the kills and disconnects.
+/// Responders pause every this many bytes until their initiator pays (`SOAK_PAY_EVERY`; 0
+/// for free transfers): most transfers pay once to a few times, through the kills and
+/// disconnects.
 const PAY_EVERY: u64 = 64 << 10;
 
 /// A small seeded generator (xorshift64*): the soak's only source of choices.

@@ -424,22 +424,21 @@ impl GoPeer {
 
     /// CIDs of the blocks graphsync sent (`"out"`) or received (`"in"`), in order.
     pub fn blocks(&self, dir: &str) -> Vec<String> {
-        self.lines()
-            .into_iter()
-            .filter(|l| l["type"] == "gs_block" && l["dir"] == dir)
-            .map(|l| l["cid"].as_str().unwrap_or_default().to_string())
-            .collect()
+        self.block_cids(dir, |_| true)
     }
 
     /// The CID of every block that crossed the wire `dir`, in order: [`GoPeer::blocks`]
     /// without the blocks a traversal loaded from the local store (a requester's walk of
     /// the blocks it asked the responder to skip).
     pub fn blocks_on_wire(&self, dir: &str) -> Vec<String> {
+        self.block_cids(dir, |l| l["on_wire"].as_u64() > Some(0))
+    }
+
+    /// The CIDs of the `gs_block` lines of `dir` that pass `keep`, in order.
+    fn block_cids(&self, dir: &str, keep: impl Fn(&Value) -> bool) -> Vec<String> {
         self.lines()
             .into_iter()
-            .filter(|l| {
-                l["type"] == "gs_block" && l["dir"] == dir && l["on_wire"].as_u64() > Some(0)
-            })
+            .filter(|l| l["type"] == "gs_block" && l["dir"] == dir && keep(l))
             .map(|l| l["cid"].as_str().unwrap_or_default().to_string())
             .collect()
     }

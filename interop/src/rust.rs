@@ -489,7 +489,7 @@ pub struct GoClientOwing {
     pub rust: RustNode,
     /// Its revalidator.
     pub pay: Arc<PayPerBytes>,
-    /// The file pulled: its root and bytes.
+    /// The root of the file pulled.
     pub root: Cid,
     /// The file's bytes.
     pub data: Vec<u8>,

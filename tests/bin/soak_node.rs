@@ -22,10 +22,11 @@
 //!
 //! A CHID is `{"initiator":ID,"responder":ID,"id":N}`.
 //!
-//! With `--pay-every BYTES` the node charges for what it serves: it pauses a pull every
-//! `BYTES` bytes until paid (its revalidator keeps what it asked for and whether it waits in
-//! files under `DIR/pay`, written before it answers, so a SIGKILL loses nothing it said), and
-//! as a client it pays whatever a provider asks, at once, from what its channel recorded.
+//! With `--pay-every BYTES` the node charges as a responder: it pauses a pull it serves, or a
+//! push it receives, every `BYTES` bytes until paid (its revalidator keeps what it asked for
+//! and whether it waits in files under `DIR/pay`, written before it answers, so a SIGKILL
+//! loses nothing it said), and as an initiator it pays whatever its responder asks, at once,
+//! from what its channel recorded.
 
 #![allow(clippy::unwrap_used)] // A test program: failing loudly is the point.
 
@@ -115,6 +116,31 @@ impl DurablePay {
     fn owed(asked: u64) -> Option<TypedNode> {
         Some(TypedNode::encode(&TestResult { owed: asked }).unwrap())
     }
+
+    /// Counts `bytes` more moved on `channel`; a pause with a request for payment once an
+    /// interval is due.
+    fn served(&self, channel: ChannelId, bytes: u64) -> Option<Validation> {
+        let every = self.every;
+        let asked = self.update(&channel, |o| {
+            o.unpaid += bytes;
+            // Also when the record says it waits already: a whole interval more served means
+            // the channel never paused (killed after this record was written and before the
+            // pause was stored), so it asks again.
+            if o.unpaid >= every {
+                o.asked += o.unpaid;
+                o.unpaid = 0;
+                o.awaiting = true;
+                Some(o.asked)
+            } else {
+                None
+            }
+        });
+        asked.map(|asked| {
+            let mut v = Validation::new(ValidationOutcome::Pause);
+            v.voucher_result = Self::owed(asked);
+            v
+        })
+    }
 }
 
 #[async_trait]
@@ -161,35 +187,8 @@ impl Revalidator for DurablePay {
     }
 }
 
-impl DurablePay {
-    /// Counts `bytes` more moved on `channel`; a pause with a request for payment once an
-    /// interval is due.
-    fn served(&self, channel: ChannelId, bytes: u64) -> Option<Validation> {
-        let every = self.every;
-        let asked = self.update(&channel, |o| {
-            o.unpaid += bytes;
-            // Also when the record says it waits already: a whole interval more served means
-            // the channel never paused (killed after this record was written and before the
-            // pause was stored), so it asks again.
-            if o.unpaid >= every {
-                o.asked += o.unpaid;
-                o.unpaid = 0;
-                o.awaiting = true;
-                Some(o.asked)
-            } else {
-                None
-            }
-        });
-        asked.map(|asked| {
-            let mut v = Validation::new(ValidationOutcome::Pause);
-            v.voucher_result = Self::owed(asked);
-            v
-        })
-    }
-}
-
-/// As a client, pays whatever a provider asks at once: a voucher for the total in the last
-/// request (asked again after a restart, so a kill in between loses nothing).
+/// As an initiator, pays whatever its responder asks at once: a voucher for the total in the
+/// last request (asked again after a restart, so a kill in between loses nothing).
 async fn pay_when_asked(manager: Manager) {
     let mut events = manager.subscribe().await.unwrap();
     let me = manager.peer_id();

@@ -640,9 +640,9 @@ impl<T: Transport> Manager<T> {
     /// Loads the channels left in progress in the store and restarts them (unless
     /// [`ManagerConfig::restart_on_start`] is off); returns how many there were. Register
     /// voucher types first. Until it is called, what peers send (data-transfer messages,
-    /// graphsync requests) waits, as go-data-transfer hears nothing before its `Start`: a
-    /// message about a channel of before a restart of this node finds the channel loaded,
-    /// and a request finds its voucher type registered.
+    /// graphsync requests) and what the transport reports wait, as go-data-transfer hears
+    /// nothing before its `Start`: a message about a channel of before a restart of this
+    /// node finds the channel loaded, and a request finds its voucher type registered.
     pub async fn start(&self) -> Result<usize, ManagerError> {
         self.call(Api::Start).await
     }

@@ -165,9 +165,13 @@ impl Engine {
         // message whose connection failed under it, and it may have arrived the first time
         // (our answer lost with that connection). It is news to no one; refusing it failed
         // the initiator's channel while ours went on (found by the chaos soak once it
-        // pushed). Go refuses it ("channel already exists"). Over the network only: one in
-        // a graphsync request waits for an answer, and gets the refusal below.
-        if matches!(via, Via::Network) && self.opened_by(id, &open) {
+        // pushed). Go refuses it ("channel already exists"). A copy held up until the
+        // channel ended is let be too: made anew, the channel would wait for data no one
+        // sends. Over the network only: one in a graphsync request waits for an answer, and
+        // gets the refusal below.
+        if matches!(via, Via::Network)
+            && (self.opened_by(id, &open) || self.finished.contains_key(&id))
+        {
             return;
         }
         let checked = (|| {
