@@ -1,11 +1,16 @@
 //! Operating a node through the Manager: retention removes finished channels from the store
-//! past its limits (and never a running one), and a cancel reports whether the peer heard.
+//! past its limits (and never a running one), a cancel reports whether the peer heard, and
+//! a close or cancel returns once it is stored.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use datatransfer::{ChannelFilter, PeerNotice, Retention, Status};
+use datatransfer::{
+    ChannelFilter, ChannelId, ChannelState, ChannelStore, ChannelUpdate, Event, MemoryChannelStore,
+    PeerNotice, Retention, Status, StoreError,
+};
 use datatransfer_integration_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,4 +109,100 @@ async fn retention_keeps_the_newest_finished_channels_and_every_running_one() {
             .await
             .is_err()
     );
+}
+
+/// A channel store whose writes wait while it is held: what a slow disk looks like to the
+/// Manager.
+struct HeldStore {
+    inner: MemoryChannelStore,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl ChannelStore for HeldStore {
+    async fn get(&self, id: &ChannelId) -> Result<Option<ChannelState>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, filter: ChannelFilter) -> Result<Vec<ChannelState>, StoreError> {
+        self.inner.list(filter).await
+    }
+
+    async fn apply_batch(&self, updates: Vec<ChannelUpdate>) -> Result<(), StoreError> {
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|held| !held).await;
+        self.inner.apply_batch(updates).await
+    }
+
+    async fn events(&self, id: &ChannelId) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id).await
+    }
+
+    async fn delete(&self, id: &ChannelId) -> Result<bool, StoreError> {
+        self.inner.delete(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_returns_once_the_cancel_is_stored() {
+    let store = Arc::new(HeldStore {
+        inner: MemoryChannelStore::new(100),
+        held: tokio::sync::watch::channel(false).0,
+    });
+    let client = node(NodeOptions {
+        channel_store: Some(store.clone()),
+        ..NodeOptions::default()
+    })
+    .await;
+    // The provider takes a minute to validate: the channel is open, not finished, throughout.
+    let provider = default_node().await;
+    provider
+        .validator
+        .pull_delay_ms
+        .store(60_000, std::sync::atomic::Ordering::SeqCst);
+    introduce(&client, &provider).await;
+    let file = import(&*provider.store, &random_bytes(64 << 10, 1), 16 << 10);
+    let close = |id| {
+        let manager = client.manager.clone();
+        tokio::spawn(async move { manager.close_channel(id).await })
+    };
+    let cancel = |id| {
+        let manager = client.manager.clone();
+        tokio::spawn(async move {
+            manager
+                .cancel_channel(id, Duration::from_secs(5))
+                .await
+                .map(|_| ())
+        })
+    };
+    for how in ["close", "cancel"] {
+        let id = pull(&client, &provider, voucher(1), file.root).await;
+        let stored = || async { store.inner.get(&id).await.unwrap().map(|c| c.status) };
+        assert_eq!(stored().await, Some(Status::Requested), "{how}");
+        // The disk stalls: the call does not return while the cancel is not stored.
+        store.held.send_replace(true);
+        let call = if how == "close" {
+            close(id)
+        } else {
+            cancel(id)
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !call.is_finished(),
+            "{how} returned before the cancel was stored"
+        );
+        assert_eq!(stored().await, Some(Status::Requested), "{how}");
+        // Once the disk goes on, it returns, and the store holds the cancel.
+        store.held.send_replace(false);
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap_or_else(|_| panic!("{how} never returned"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(stored().await, Some(Status::Cancelling | Status::Cancelled)),
+            "{how}: {:?}",
+            stored().await
+        );
+    }
 }

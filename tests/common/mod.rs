@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datatransfer::{
-    ChannelId, ChannelMonitorConfig, ChannelState, Cid, DagCbor, Event, EventCode, Manager,
-    ManagerConfig, PeerId, Registerable, RequestValidator, Revalidator, Status, TypedNode,
+    ChannelId, ChannelMonitorConfig, ChannelState, ChannelStore, Cid, DagCbor, Event, EventCode,
+    Manager, ManagerConfig, PeerId, Registerable, RequestValidator, Revalidator, Status, TypedNode,
     Validation, ValidationError, ValidationOutcome, Voucher,
 };
 use datatransfer_ipld::blockstore::{Blockstore, MemoryBlockstore};
@@ -215,6 +215,8 @@ pub struct Node {
 /// Settings for [`node`].
 pub struct NodeOptions<'a> {
     pub sqlite: Option<&'a Path>,
+    /// A channel store of the test's own (instead of `sqlite`, or memory).
+    pub channel_store: Option<Arc<dyn ChannelStore>>,
     pub store: Option<Arc<dyn Blockstore>>,
     pub keypair: Option<datatransfer::identity::Keypair>,
     pub config: ManagerConfig,
@@ -227,6 +229,7 @@ impl Default for NodeOptions<'_> {
     fn default() -> Self {
         Self {
             sqlite: None,
+            channel_store: None,
             store: None,
             keypair: None,
             config: fast_config(),
@@ -260,6 +263,9 @@ pub async fn node(opts: NodeOptions<'_>) -> Node {
         .config(opts.config);
     if let Some(p) = opts.sqlite {
         b = b.sqlite_store(p);
+    }
+    if let Some(s) = opts.channel_store {
+        b = b.channel_store(s);
     }
     if let Some(k) = opts.keypair {
         b = b.keypair(k);

@@ -712,6 +712,8 @@ impl<T: Transport> Manager<T> {
     }
 
     /// Opens a channel that pushes the DAG under `root` chosen by `selector` to `to`.
+    ///
+    /// Returns once the channel's first state is stored: a crash after it does not lose it.
     pub async fn open_push_channel(
         &self,
         to: PeerId,
@@ -731,6 +733,8 @@ impl<T: Transport> Manager<T> {
     }
 
     /// Opens a channel that pulls the DAG under `root` chosen by `selector` from `from`.
+    ///
+    /// Returns once the channel's first state is stored: a crash after it does not lose it.
     pub async fn open_pull_channel(
         &self,
         from: PeerId,
@@ -755,6 +759,10 @@ impl<T: Transport> Manager<T> {
     }
 
     /// Cancels a channel, telling the other peer.
+    ///
+    /// Returns once the cancel is stored: a crash after it does not bring the channel back.
+    /// The message to the peer goes out meanwhile; [`Manager::cancel_channel`] says whether
+    /// it did.
     pub async fn close_channel(&self, id: ChannelId) -> Result<(), ManagerError> {
         self.call(|tx| Api::Close(id, tx)).await
     }

@@ -347,19 +347,17 @@ impl EngineTask {
                 // The caller hears of the channel once its first state is stored: a crash
                 // after the call returns cannot lose it. The engine goes on meanwhile.
                 self.drain();
-                let (stored, flushed) = oneshot::channel();
-                self.store_tx.0.flush(stored);
-                tokio::spawn(async move {
-                    let _ = flushed.await;
-                    let _ = reply.send(r.map_err(ManagerError::from));
-                });
+                self.reply_once_stored(reply, r.map_err(ManagerError::from));
             }
             Api::SendVoucher(id, v, reply) => {
                 let r = self.engine.send_voucher(t, id, v);
                 let _ = reply.send(r.map_err(ManagerError::from));
             }
             Api::Close(id, reply) => {
-                let _ = reply.send(self.engine.close(t, id).map_err(ManagerError::from));
+                // As for a cancel: the caller hears of it once the cancel is stored.
+                let r = self.engine.close(t, id).map_err(ManagerError::from);
+                self.drain();
+                self.reply_once_stored(reply, r);
             }
             Api::Cancel(id, reply) => {
                 let (done, told) = oneshot::channel();
@@ -376,12 +374,10 @@ impl EngineTask {
                     .unwrap_or(Status::Cancelled);
                 // The caller hears of it once the cancel is stored: a crash after the call
                 // returns does not bring the channel back.
-                let (flushed_tx, flushed) = oneshot::channel();
-                self.store_tx.0.flush(flushed_tx);
-                tokio::spawn(async move {
-                    let _ = flushed.await;
-                    let _ = reply.send(r.map(|()| (status, told)).map_err(ManagerError::from));
-                });
+                self.reply_once_stored(
+                    reply,
+                    r.map(|()| (status, told)).map_err(ManagerError::from),
+                );
             }
             Api::Purge(purge, reply) => {
                 // Earlier writes land first, so a channel finished just now is seen finished;
@@ -451,6 +447,18 @@ impl EngineTask {
             }
             Api::Stop(_) => {}
         }
+    }
+
+    /// Answers a caller with `value` once every store write queued so far has landed, off
+    /// this task (the engine goes on meanwhile): what the call changed is stored before the
+    /// caller hears of it, so a crash after the call returns cannot undo it.
+    fn reply_once_stored<T: Send + 'static>(&self, reply: oneshot::Sender<T>, value: T) {
+        let (stored, flushed) = oneshot::channel();
+        self.store_tx.0.flush(stored);
+        tokio::spawn(async move {
+            let _ = flushed.await;
+            let _ = reply.send(value);
+        });
     }
 
     async fn flush(&mut self) {
