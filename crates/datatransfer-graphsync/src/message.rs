@@ -60,12 +60,30 @@ impl Extensions {
     }
 
     /// Extensions from entries (a later entry with the same name replaces an earlier one).
+    ///
+    /// Sorts once, so many entries in any order cost `n log n`, never `n²`.
     pub fn from_entries(entries: impl IntoIterator<Item = (String, RawNode)>) -> Self {
-        let mut out = Self::new();
-        for (k, v) in entries {
-            out.set(k, v);
+        let mut sorted: Vec<(String, RawNode)> = entries.into_iter().collect();
+        // Stable: entries with the same name stay in their order, the last one wins.
+        sorted.sort_by(|a, b| canonical(&a.0, &b.0));
+        let mut out: Vec<(String, RawNode)> = Vec::with_capacity(sorted.len());
+        for (k, v) in sorted {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
         }
-        out
+        Self(out)
+    }
+
+    /// Extensions from a peer's map: as [`Extensions::from_entries`], but a name given twice
+    /// is an error (naming it).
+    pub(crate) fn from_unique_entries(mut entries: Vec<(String, RawNode)>) -> Result<Self, String> {
+        entries.sort_by(|a, b| canonical(&a.0, &b.0));
+        match entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            Some(w) => Err(w[0].0.clone()),
+            None => Ok(Self(entries)),
+        }
     }
 
     /// The value of the extension `name`, if present.

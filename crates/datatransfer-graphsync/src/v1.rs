@@ -199,7 +199,8 @@ fn decode_metadata(bytes: &[u8]) -> Result<Metadata, MessageError> {
 fn ext_from_v1(
     map: BTreeMap<String, Vec<u8>>,
 ) -> Result<(Extensions, Option<Metadata>), MessageError> {
-    let mut ext = Extensions::new();
+    // Collected, then sorted once into canonical order (the map's is bytewise).
+    let mut ext = Vec::with_capacity(map.len());
     let mut md = None;
     for (name, bytes) in map {
         if name == METADATA_EXTENSION {
@@ -213,9 +214,9 @@ fn ext_from_v1(
         };
         let node = RawNode::new(node)
             .map_err(|e| MessageError::Invalid(format!("extension {name}: {e}")))?;
-        ext.set(name, node);
+        ext.push((name, node));
     }
-    Ok((ext, md))
+    Ok((Extensions::from_entries(ext), md))
 }
 
 /// Encodes a message body (no length prefix); `ids` maps request ids for this peer.

@@ -224,18 +224,17 @@ fn read_id(r: &mut Reader<'_>) -> Result<RequestId, MessageError> {
 
 fn read_extensions(r: &mut Reader<'_>) -> Result<Extensions, MessageError> {
     let n = r.read_map_len()?;
-    let mut ext = Extensions::new();
+    // Collected, then sorted once: a peer's map of many names in any order costs n log n.
+    let mut entries = Vec::new();
     for _ in 0..n {
         let k = r.read_text()?;
         let name =
             String::from_utf8(k.to_vec()).map_err(|_| invalid("extension name is not UTF-8"))?;
-        if ext.get(&name).is_some() {
-            return Err(invalid(format!("duplicate extension {name}")));
-        }
         let v = r.skip_item()?;
-        ext.set(name, RawNode::checked(v));
+        entries.push((name, RawNode::checked(v)));
     }
-    Ok(ext)
+    Extensions::from_unique_entries(entries)
+        .map_err(|name| invalid(format!("duplicate extension {name}")))
 }
 
 fn read_request(r: &mut Reader<'_>) -> Result<Request, MessageError> {
@@ -370,4 +369,45 @@ fn decode_with(
         return Err(invalid("no gs2 message in the root"));
     }
     Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a test failure.
+
+    use super::*;
+
+    /// A map of `names` to `null`, in the order given.
+    fn map_of(names: &[String]) -> Vec<u8> {
+        let mut out = Vec::new();
+        cbor::write_header(&mut out, MAJOR_MAP, names.len() as u64);
+        for n in names {
+            cbor::write_text(&mut out, n.as_bytes());
+            out.push(cbor::NULL);
+        }
+        out
+    }
+
+    #[test]
+    fn a_peer_s_extensions_in_any_order_come_out_canonical_and_whole() {
+        // Many names, the longest first, each length from its largest: the order in which
+        // inserting each into a sorted list moves every one before it.
+        let mut names: Vec<String> = (0..60_000u32).map(|i| format!("x{i}")).collect();
+        names.sort_by(|a, b| (b.len(), b.as_bytes()).cmp(&(a.len(), a.as_bytes())));
+        let buf = map_of(&names);
+        let ext = read_extensions(&mut Reader::new(&buf)).unwrap();
+        assert_eq!(ext.len(), names.len());
+        let got: Vec<&str> = ext.iter().map(|(k, _)| k).collect();
+        let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+        want.reverse();
+        assert_eq!(got, want);
+        assert!(ext.get("x59999").is_some() && ext.get("x60000").is_none());
+    }
+
+    #[test]
+    fn a_name_given_twice_is_refused_by_name() {
+        let names: Vec<String> = ["b", "aa", "c", "aa"].map(String::from).to_vec();
+        let err = read_extensions(&mut Reader::new(&map_of(&names))).unwrap_err();
+        assert!(err.to_string().contains("duplicate extension aa"), "{err}");
+    }
 }

@@ -147,6 +147,17 @@ proptest! {
     })]
 
     #[test]
+    fn extensions_from_entries_are_entries_set_one_by_one(
+        entries in prop::collection::vec(("[ab/]{1,3}", node()), 0..24),
+    ) {
+        let mut one_by_one = Extensions::new();
+        for (k, v) in entries.clone() {
+            one_by_one.set(k, v);
+        }
+        prop_assert_eq!(Extensions::from_entries(entries), one_by_one);
+    }
+
+    #[test]
     fn v2_round_trips(msg in message(false)) {
         prop_assert_eq!(v2::decode(&v2::encode(&msg), 256)?, msg);
     }
