@@ -386,12 +386,109 @@ impl<'a> Reader<'a> {
 /// This is what a stream reader needs: data-transfer messages are written back to back with no
 /// length prefix, so the reader must find where each ends. Pair it with a cap on how many bytes
 /// it buffers before giving up.
+///
+/// A reader whose buffer grows a piece at a time should keep an [`ItemScanner`] instead:
+/// calling this on every piece reads the item's first bytes again each time.
 pub fn item_len(buf: &[u8], max_depth: usize) -> Result<Option<usize>, CborError> {
-    let mut r = Reader::with_max_depth(buf, max_depth);
-    match r.skip_item() {
-        Ok(raw) => Ok(Some(raw.len())),
-        Err(CborError::Truncated { .. }) => Ok(None),
-        Err(e) => Err(e),
+    ItemScanner::new(max_depth).scan(buf)
+}
+
+/// Finds where the CBOR item at the start of a growing buffer ends, reading each byte once.
+///
+/// A stream reader appends what arrives and calls [`ItemScanner::scan`] again; the scanner
+/// goes on from where it stopped, so an item of `n` bytes arriving in any number of pieces
+/// costs `O(n)` in all ([`item_len`] on each piece would cost `O(n)` a piece: quadratic for a
+/// peer that sends a large item a few bytes at a time). It checks what [`Reader::skip_item`]
+/// checks (nesting depth, reserved and indefinite headers, simple values).
+#[derive(Debug, Clone)]
+pub struct ItemScanner {
+    max_depth: usize,
+    /// Where the next header starts.
+    pos: usize,
+    /// How many items each open container still holds, the innermost last; the first entry
+    /// is the item itself.
+    owed: Vec<u64>,
+}
+
+impl ItemScanner {
+    /// A scanner for one item nested at most `max_depth` deep.
+    pub fn new(max_depth: usize) -> Self {
+        Self {
+            max_depth,
+            pos: 0,
+            owed: vec![1],
+        }
+    }
+
+    /// Looks at `buf` (the bytes of the previous call, perhaps with more after them) from where
+    /// the last call stopped. Returns the item's length once it is whole, `Ok(None)` while it
+    /// is not. After a length, [`ItemScanner::reset`] before scanning the next item.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, CborError> {
+        let mut r = Reader::with_max_depth(buf, self.max_depth);
+        loop {
+            let Some(owed) = self.owed.last_mut() else {
+                return Ok(Some(self.pos));
+            };
+            if *owed == 0 {
+                self.owed.pop();
+                if self.owed.is_empty() {
+                    return Ok(Some(self.pos));
+                }
+                continue;
+            }
+            // The item read now is at depth `owed.len() - 1`, as in `skip_nested`.
+            if self.owed.len() > self.max_depth {
+                return Err(CborError::TooDeep {
+                    max: self.max_depth,
+                });
+            }
+            r.rewind_to(self.pos);
+            let h = match r.header() {
+                Err(CborError::Truncated { .. }) => return Ok(None),
+                other => other?,
+            };
+            let inner = match h.major {
+                MAJOR_UINT | MAJOR_NEGINT => 0,
+                MAJOR_BYTES | MAJOR_TEXT => {
+                    match r.take(h.value) {
+                        Err(CborError::Truncated { .. }) => return Ok(None),
+                        other => other?,
+                    };
+                    0
+                }
+                MAJOR_ARRAY => h.value,
+                // A lie about the length only ever ends in "not whole yet", which the
+                // caller's cap on what it buffers ends.
+                MAJOR_MAP => h.value.saturating_mul(2),
+                MAJOR_TAG => 1,
+                _ => match h.info {
+                    // false, true, null, undefined; then half, single and double floats.
+                    20..=23 | 25..=27 => 0,
+                    _ => {
+                        return Err(CborError::UnsupportedSimple {
+                            value: h.value,
+                            offset: h.offset,
+                        });
+                    }
+                },
+            };
+            // Counted only once whole: a header or string cut short is read again next time.
+            self.pos = r.position();
+            if let Some(owed) = self.owed.last_mut() {
+                *owed -= 1;
+            }
+            if inner > 0 {
+                self.owed.push(inner);
+            }
+        }
+    }
+
+    /// Starts over, for an item at the start of the buffer (once the caller has taken the
+    /// last one out).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.owed.clear();
+        self.owed.push(1);
     }
 }
 

@@ -1,11 +1,12 @@
 //! Reading data-transfer messages from a stream.
 //!
 //! Go writes messages back to back with no length prefix: each is one CBOR item, so the
-//! reader finds each end itself ([`datatransfer_types::cbor::item_len`]) and refuses to
-//! buffer more than the size limit.
+//! reader finds each end itself ([`datatransfer_types::cbor::ItemScanner`], which reads each
+//! byte once however the message is cut into pieces) and refuses to buffer more than the size
+//! limit.
 
 use datatransfer_types::PeerId;
-use datatransfer_types::cbor::item_len;
+use datatransfer_types::cbor::ItemScanner;
 use datatransfer_types::message::{DecodeLimits, Message, WireVersion};
 use futures::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -26,18 +27,23 @@ pub async fn read_messages<S: AsyncRead + Unpin>(
 ) -> Result<(), InboundError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
+    let mut scanner = ItemScanner::new(limits.max_depth);
     loop {
-        // Hand out every complete message already buffered.
-        while let Some(n) =
-            item_len(&buf, limits.max_depth).map_err(|e| InboundError::Invalid(e.into()))?
+        // Hand out every complete message already buffered, then drop their bytes at once
+        // (not one message at a time: many small ones would move the rest again each time).
+        let mut taken = 0;
+        while let Some(n) = scanner
+            .scan(&buf[taken..])
+            .map_err(|e| InboundError::Invalid(e.into()))?
         {
             if n > limits.max_message_size {
                 return Err(InboundError::TooLarge {
                     max: limits.max_message_size,
                 });
             }
-            let message = Message::from_cbor_with_limits(version, &buf[..n], limits)?;
-            buf.drain(..n);
+            let message = Message::from_cbor_with_limits(version, &buf[taken..taken + n], limits)?;
+            taken += n;
+            scanner.reset();
             let event = NetworkEvent::Message {
                 from,
                 message,
@@ -47,6 +53,7 @@ pub async fn read_messages<S: AsyncRead + Unpin>(
                 return Ok(());
             }
         }
+        buf.drain(..taken);
         if buf.len() > limits.max_message_size {
             return Err(InboundError::TooLarge {
                 max: limits.max_message_size,
@@ -113,6 +120,59 @@ mod tests {
         let (msgs, res) = read_all(bytes, DecodeLimits::default()).await;
         assert_eq!(msgs, vec![a]);
         assert!(matches!(res, Err(InboundError::Truncated { .. })));
+    }
+
+    /// A stream that hands out at most `step` bytes a read, as a peer writing a few bytes at
+    /// a time looks.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = self.step.min(out.len()).min(self.bytes.len() - self.at);
+            out[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_arriving_a_few_bytes_at_a_time_are_read_whole() {
+        let msgs: Vec<Message> = (0..20u64)
+            .map(|i| match i % 3 {
+                0 => TransferRequest::update(TransferId(i), i % 2 == 0).into(),
+                1 => TransferResponse::cancel(TransferId(i)).into(),
+                _ => TransferRequest::cancel(TransferId(i)).into(),
+            })
+            .collect();
+        let bytes: Vec<u8> = msgs
+            .iter()
+            .flat_map(|m| m.to_cbor(WireVersion::V1_2))
+            .collect();
+        for step in [1, 2, 3, 7, 64] {
+            let (tx, mut rx) = mpsc::channel(64);
+            let stream = Trickle {
+                bytes: bytes.clone(),
+                at: 0,
+                step,
+            };
+            let limits = DecodeLimits::default();
+            let res = read_messages(stream, peer(), WireVersion::V1_2, &limits, &tx).await;
+            drop(tx);
+            assert_eq!(res, Ok(()), "{step} bytes a read");
+            let mut got = Vec::new();
+            while let Some(NetworkEvent::Message { message, .. }) = rx.recv().await {
+                got.push(message);
+            }
+            assert_eq!(got, msgs, "{step} bytes a read");
+        }
     }
 
     #[tokio::test]

@@ -193,6 +193,40 @@ proptest! {
     }
 
     #[test]
+    fn a_scanner_fed_in_pieces_agrees_with_a_reader_on_every_prefix(
+        msg in any_message(),
+        version in any_version(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        max_depth in 2usize..12,
+    ) {
+        // A message, perhaps damaged, then a second item that must not count.
+        let mut bytes = msg.to_cbor(version);
+        for (idx, b) in flips {
+            let i = idx.index(bytes.len());
+            bytes[i] = b;
+        }
+        bytes.push(0x01);
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        let mut scanner = cbor::ItemScanner::new(max_depth);
+        for end in ends {
+            let prefix = &bytes[..end];
+            let want = match cbor::Reader::with_max_depth(prefix, max_depth).skip_item() {
+                Ok(raw) => Ok(Some(raw.len())),
+                Err(cbor::CborError::Truncated { .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let got = scanner.scan(prefix);
+            prop_assert_eq!(&got, &want, "prefix of {} bytes", end);
+            if !matches!(got, Ok(None)) {
+                break;
+            }
+        }
+    }
+
+    #[test]
     fn every_truncation_is_an_error(msg in any_message(), version in any_version()) {
         let bytes = msg.to_cbor(version);
         for cut in 0..bytes.len() {
