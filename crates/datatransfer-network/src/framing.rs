@@ -10,12 +10,16 @@ use datatransfer_types::cbor::ItemScanner;
 use datatransfer_types::message::{DecodeLimits, Message, WireVersion};
 use futures::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 
 use crate::{InboundError, NetworkEvent};
 
 /// Reads messages from `stream` until it ends, sending each to `events`.
 ///
-/// Returns the first error (garbage, an oversized or truncated message, a read failure);
+/// Each message, and the end after the last, must come within `receive_timeout` of the start
+/// or of the message before (time spent waiting for room in `events` does not count).
+/// Returns the first error (garbage, an oversized or truncated message, a read failure, a
+/// stream too slow);
 /// the caller then drops (resets) the stream. Returns `Ok` at a clean end of stream, or when
 /// `events` is closed.
 pub async fn read_messages<S: AsyncRead + Unpin>(
@@ -23,8 +27,10 @@ pub async fn read_messages<S: AsyncRead + Unpin>(
     from: PeerId,
     version: WireVersion,
     limits: &DecodeLimits,
+    receive_timeout: Duration,
     events: &mpsc::Sender<NetworkEvent>,
 ) -> Result<(), InboundError> {
+    let mut deadline = Instant::now() + receive_timeout;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     let mut scanner = ItemScanner::new(limits.max_depth);
@@ -52,6 +58,7 @@ pub async fn read_messages<S: AsyncRead + Unpin>(
             if events.send(event).await.is_err() {
                 return Ok(());
             }
+            deadline = Instant::now() + receive_timeout;
         }
         buf.drain(..taken);
         if buf.len() > limits.max_message_size {
@@ -60,9 +67,11 @@ pub async fn read_messages<S: AsyncRead + Unpin>(
             });
         }
         let want = chunk.len().min(limits.max_message_size + 1 - buf.len());
-        let n = stream
-            .read(&mut chunk[..want])
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want]))
             .await
+            .map_err(|_| InboundError::TimedOut {
+                after: receive_timeout,
+            })?
             .map_err(|e| InboundError::Io(e.to_string()))?;
         if n == 0 {
             return match buf.len() {
@@ -95,6 +104,7 @@ mod tests {
             peer(),
             WireVersion::V1_2,
             &limits,
+            Duration::from_secs(10),
             &tx,
         )
         .await;
@@ -164,7 +174,15 @@ mod tests {
                 step,
             };
             let limits = DecodeLimits::default();
-            let res = read_messages(stream, peer(), WireVersion::V1_2, &limits, &tx).await;
+            let res = read_messages(
+                stream,
+                peer(),
+                WireVersion::V1_2,
+                &limits,
+                Duration::from_secs(10),
+                &tx,
+            )
+            .await;
             drop(tx);
             assert_eq!(res, Ok(()), "{step} bytes a read");
             let mut got = Vec::new();

@@ -78,6 +78,21 @@ pub enum InboundError {
     /// Reading the stream failed.
     #[error("stream read failed: {0}")]
     Io(String),
+    /// No whole message (nor the stream's end) came within the time allowed
+    /// ([`NetworkConfig::receive_timeout`]): the peer holds the stream open and idle, or
+    /// sends too slowly.
+    #[error("no whole message within {after:?}")]
+    TimedOut {
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The peer already had as many streams being read as we allow one peer
+    /// ([`NetworkConfig::max_inbound_streams_per_peer`]); this one was reset unread.
+    #[error("the peer already has {max} inbound streams being read")]
+    TooManyStreams {
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Sending a message failed.
@@ -153,6 +168,15 @@ pub struct NetworkConfig {
     pub limits: DecodeLimits,
     /// Most inbound streams read at once; more wait.
     pub max_inbound_streams: usize,
+    /// Most inbound streams read at once from one peer; more from it are reset unread, so
+    /// one peer cannot take every reader (its sender sees a failed send, and retries).
+    /// Senders open one stream per message (ours send one at a time to a peer), so honest
+    /// peers stay far below it.
+    pub max_inbound_streams_per_peer: usize,
+    /// How long an inbound stream may take to bring its next whole message, or its end, from
+    /// when it is read first and after each message; past it the stream is reset. As
+    /// go-data-transfer's read deadline on its streams (its send timeout, 10 s).
+    pub receive_timeout: Duration,
     /// Capacity of the event queue; a full queue slows the readers down.
     pub event_buffer: usize,
 }
@@ -165,6 +189,8 @@ impl Default for NetworkConfig {
             send_timeout: Duration::from_secs(10),
             limits: DecodeLimits::default(),
             max_inbound_streams: 256,
+            max_inbound_streams_per_peer: 32,
+            receive_timeout: Duration::from_secs(10),
             event_buffer: 1024,
         }
     }

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::framing::read_messages;
 use crate::protect::ProtectHandle;
-use crate::{DataTransferNetwork, NetworkConfig, NetworkError, NetworkEvent};
+use crate::{DataTransferNetwork, InboundError, NetworkConfig, NetworkError, NetworkEvent};
 
 fn protocol(v: WireVersion) -> StreamProtocol {
     StreamProtocol::new(v.protocol())
@@ -42,6 +42,44 @@ impl std::fmt::Debug for Libp2pNetwork {
     }
 }
 
+/// One of a peer's inbound streams being read (or waiting for a reader): counted while held.
+struct PeerSlot {
+    reading: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl PeerSlot {
+    /// A slot for `peer`, unless it holds `max` already.
+    fn take(
+        reading: &Arc<Mutex<HashMap<PeerId, usize>>>,
+        peer: PeerId,
+        max: usize,
+    ) -> Option<Self> {
+        let mut map = reading.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(peer).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(Self {
+            reading: reading.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get_mut(&self.peer) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
 impl Libp2pNetwork {
     /// Starts serving the configured protocol versions through `control` and returns the
     /// network and the receiver of what peers send. Must be called inside a tokio runtime
@@ -55,21 +93,38 @@ impl Libp2pNetwork {
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_inbound_streams.max(1)));
+        let reading = Arc::new(Mutex::new(HashMap::new()));
         for &version in &config.versions {
             let mut incoming = control.accept(protocol(version))?;
             let tx = tx.clone();
             let config = config.clone();
             let permits = permits.clone();
+            let reading = reading.clone();
             tokio::spawn(async move {
                 while let Some((from, mut stream)) = incoming.next().await {
+                    let max = config.max_inbound_streams_per_peer.max(1);
+                    let Some(slot) = PeerSlot::take(&reading, from, max) else {
+                        // Dropping the stream resets it.
+                        drop(stream);
+                        let error = InboundError::TooManyStreams { max };
+                        let _ = tx.try_send(NetworkEvent::Error { from, error });
+                        continue;
+                    };
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
                     let tx = tx.clone();
                     let config = config.clone();
                     tokio::spawn(async move {
-                        let res =
-                            read_messages(&mut stream, from, version, &config.limits, &tx).await;
+                        let res = read_messages(
+                            &mut stream,
+                            from,
+                            version,
+                            &config.limits,
+                            config.receive_timeout,
+                            &tx,
+                        )
+                        .await;
                         match res {
                             // Read to the end: close our side, which tells the sender its
                             // messages were taken.
@@ -82,6 +137,7 @@ impl Libp2pNetwork {
                             }
                         }
                         drop(permit);
+                        drop(slot);
                     });
                 }
             });

@@ -403,3 +403,92 @@ async fn protected_peers_stay_connected_past_the_idle_timeout() {
         .expect("closed in time");
     assert_eq!(peer, Some(b.peer));
 }
+
+#[tokio::test]
+async fn idle_streams_time_out_and_one_peer_cannot_take_every_reader() {
+    let receive_timeout = Duration::from_millis(500);
+    let config = NetworkConfig {
+        max_inbound_streams: 4,
+        max_inbound_streams_per_peer: 2,
+        receive_timeout,
+        ..NetworkConfig::default()
+    };
+    let mut b = node(config, Duration::from_secs(30)).await;
+    let x = node(NetworkConfig::default(), Duration::from_secs(30)).await;
+    let y = node(NetworkConfig::default(), Duration::from_secs(30)).await;
+    let good = node(NetworkConfig::default(), Duration::from_secs(30)).await;
+    for n in [&x, &y, &good] {
+        n.knows(&b).await;
+    }
+    let msg: Message = TransferRequest::update(TransferId(9), true).into();
+    let first_byte = msg.to_cbor(WireVersion::V1_2)[..1].to_vec();
+    // Streams that start a message and never finish it, kept open.
+    let proto = StreamProtocol::new(WireVersion::V1_2.protocol());
+    let mut held = Vec::new();
+    for (from, count) in [(&x, 3), (&y, 2)] {
+        for i in 0..count {
+            let mut s = from
+                .control
+                .clone()
+                .open_stream(b.peer, proto.clone())
+                .await
+                .unwrap();
+            // x's third stream is over its share: reset unread at once (the write may
+            // already see the reset).
+            let over = i == 2;
+            let wrote = s.write_all(&first_byte).await.and(s.flush().await);
+            if over {
+                match b.next_event().await {
+                    NetworkEvent::Error {
+                        from,
+                        error: InboundError::TooManyStreams { max: 2 },
+                    } => assert_eq!(from, x.peer),
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                wrote.unwrap();
+                held.push(s);
+            }
+        }
+    }
+    // Every reader is taken now; a message from another peer waits for the idle streams'
+    // time to run out, then is served.
+    let sent = tokio::spawn({
+        let msg = msg.clone();
+        async move { good.net.send_message(b.peer, msg).await.map(|()| good) }
+    });
+    let mut timed_out = Vec::new();
+    let mut served_after = None;
+    while served_after.is_none() || timed_out.len() < 4 {
+        match b.next_event().await {
+            NetworkEvent::Error {
+                from,
+                error: InboundError::TimedOut { after },
+            } => {
+                assert_eq!(after, receive_timeout);
+                timed_out.push(from);
+            }
+            NetworkEvent::Message { from, message, .. } => {
+                assert_eq!(message, msg);
+                assert_ne!(from, x.peer);
+                assert_ne!(from, y.peer);
+                served_after = Some(timed_out.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        served_after >= Some(1),
+        "served while every reader was taken"
+    );
+    timed_out.sort();
+    let mut want = vec![x.peer, x.peer, y.peer, y.peer];
+    want.sort();
+    assert_eq!(timed_out, want, "each idle stream timed out once");
+    timeout(Duration::from_secs(10), sent)
+        .await
+        .expect("sent")
+        .unwrap()
+        .unwrap();
+    drop(held);
+}
