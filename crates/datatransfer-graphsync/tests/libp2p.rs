@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datatransfer_graphsync::node::{
-    AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError, Hooks, RequestDecision, RequestEvent,
-    RequestHandle,
+    AcceptAll, GraphSync, GraphSyncConfig, GraphSyncError, GraphSyncStats, Hooks, RequestDecision,
+    RequestEvent, RequestHandle,
 };
 use datatransfer_graphsync::requester::VerifyError;
 use datatransfer_graphsync::responder::{BlockDecision, OutgoingBlock};
@@ -1327,4 +1327,139 @@ async fn a_request_whose_events_nobody_reads_holds_up_no_other() {
     };
     assert!(blocks > 2_048, "{blocks} block events");
     assert_eq!(last, Ok(ResponseStatus::RequestCompletedFull));
+}
+
+/// A peer that asks `server` for `root` over a raw stream and never reads what comes back:
+/// the responses fill the stream's window and the server's writes wait. Returns the peer
+/// and the stream it sends on (to send more).
+async fn ask_and_never_read(
+    server: &TestNode,
+    root: Cid,
+) -> (TestNode, datatransfer_streams::Stream) {
+    let deaf = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            versions: vec![],
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let mut incoming = deaf
+        .control
+        .clone()
+        .accept(libp2p::StreamProtocol::new(Version::V2.protocol()))
+        .unwrap();
+    tokio::spawn(async move {
+        // Held, never read.
+        let mut held = Vec::new();
+        while let Some((_, stream)) = incoming.next().await {
+            held.push(stream);
+        }
+    });
+    deaf.connect(server).await;
+    let mut out = deaf
+        .control
+        .clone()
+        .open_stream(
+            server.peer,
+            libp2p::StreamProtocol::new(Version::V2.protocol()),
+        )
+        .await
+        .unwrap();
+    let ask = Message {
+        requests: vec![Request::new(
+            RequestId([7; 16]),
+            root,
+            all_selector(),
+            0,
+            Extensions::new(),
+        )],
+        ..Message::default()
+    };
+    out.write_all(&datatransfer_graphsync::encode_frame(
+        &ask,
+        Version::V2,
+        &mut V1Ids::default(),
+    ))
+    .await
+    .unwrap();
+    out.flush().await.unwrap();
+    (deaf, out)
+}
+
+/// Waits until the server's stats pass `check`.
+async fn until_stats(server: &TestNode, check: impl Fn(&GraphSyncStats) -> bool) -> GraphSyncStats {
+    timeout(Duration::from_secs(20), async {
+        loop {
+            let stats = server.gs.stats().await;
+            if check(&stats) {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("stats never got there")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_that_never_reads_loses_its_response_after_the_write_timeout() {
+    let server = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            write_timeout: Duration::from_millis(300),
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let root = import_chunked(&*server.store, &random_bytes(8 << 20, 5), 64 << 10);
+    let (_deaf, _out) = ask_and_never_read(&server, root).await;
+    until_stats(&server, |s| s.responses == 1).await;
+    // The writes wait on the full window; after the timeout (and once more on a new stream)
+    // the response ends, and its slot is free.
+    until_stats(&server, |s| s.responses == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_responses_from_a_peer_that_never_reads_queue_bounded_advice() {
+    let server = node(Arc::new(AcceptAll), GraphSyncConfig::default()).await;
+    let root = import_chunked(&*server.store, &random_bytes(8 << 20, 6), 64 << 10);
+    let (_deaf, mut out) = ask_and_never_read(&server, root).await;
+    until_stats(&server, |s| s.responses == 1).await;
+    // Time for the response to fill the window the deaf peer never empties.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Responses under ids the server never used: each would be answered with a cancel, and
+    // none of them can be written.
+    let stale = Message {
+        responses: (0..2000u32)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                Response {
+                    id: RequestId(id),
+                    status: ResponseStatus::PartialResponse,
+                    metadata: Vec::new(),
+                    extensions: Extensions::new(),
+                }
+            })
+            .collect(),
+        ..Message::default()
+    };
+    out.write_all(&datatransfer_graphsync::encode_frame(
+        &stale,
+        Version::V2,
+        &mut V1Ids::default(),
+    ))
+    .await
+    .unwrap();
+    out.flush().await.unwrap();
+    // The node read them (a request after them is served in order) ...
+    let stats = until_stats(&server, |s| s.own_messages_queued > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats_after = server.gs.stats().await;
+    // ... and queued no more than a bounded few cancels for a peer that takes none.
+    assert!(
+        stats_after.own_messages_queued <= 64,
+        "{stats:?} then {stats_after:?}"
+    );
 }

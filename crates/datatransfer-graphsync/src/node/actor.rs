@@ -39,8 +39,73 @@ pub(super) struct Served {
     pub(super) state: Arc<AtomicU8>,
 }
 
+/// The responses being served (or waiting for their turn), by peer: a peer's count is one
+/// lookup, whatever the number of peers and responses (it is asked for every request).
+#[derive(Default)]
+pub(super) struct Responses {
+    by_peer: HashMap<PeerId, HashMap<RequestId, Served>>,
+    len: usize,
+}
+
+impl Responses {
+    pub(super) fn get(&self, peer: PeerId, id: RequestId) -> Option<&Served> {
+        self.by_peer.get(&peer)?.get(&id)
+    }
+
+    /// Adds a response; returns the one it replaces (same peer and id), if any.
+    pub(super) fn insert(&mut self, peer: PeerId, id: RequestId, served: Served) -> Option<Served> {
+        let old = self.by_peer.entry(peer).or_default().insert(id, served);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    pub(super) fn remove(&mut self, peer: PeerId, id: RequestId) -> Option<Served> {
+        let of_peer = self.by_peer.get_mut(&peer)?;
+        let served = of_peer.remove(&id)?;
+        if of_peer.is_empty() {
+            self.by_peer.remove(&peer);
+        }
+        self.len -= 1;
+        Some(served)
+    }
+
+    /// Removes every response to `peer`.
+    pub(super) fn remove_peer(&mut self, peer: PeerId) -> Vec<Served> {
+        let gone: Vec<Served> = self
+            .by_peer
+            .remove(&peer)
+            .map(|m| m.into_values().collect())
+            .unwrap_or_default();
+        self.len -= gone.len();
+        gone
+    }
+
+    /// How many responses `peer` has.
+    pub(super) fn held_by(&self, peer: PeerId) -> usize {
+        self.by_peer.get(&peer).map_or(0, HashMap::len)
+    }
+
+    pub(super) fn of_peer(&self, peer: PeerId) -> impl Iterator<Item = (&RequestId, &Served)> {
+        self.by_peer.get(&peer).into_iter().flatten()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Served> {
+        self.by_peer.values().flat_map(HashMap::values)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
 /// How many unknown responses [`Node::stopped`] remembers.
 pub(super) const MAX_STOPPED: usize = 4096;
+
+/// How many of the node's own messages may wait for a peer's writer before the node stops
+/// queuing advice to it (cancels of responses it sends under ids we no longer use).
+const MAX_OWN_BACKLOG_FOR_ADVICE: usize = 64;
 
 pub(super) struct Peer {
     pub(super) writer: PeerWriter,
@@ -67,7 +132,7 @@ pub(super) struct Node {
     /// Responses to requests we do not know (any more) that we asked the peer to stop; a
     /// bounded memory, so a cancel goes out once per such response.
     pub(super) stopped: HashSet<(PeerId, RequestId)>,
-    pub(super) responses: HashMap<(PeerId, RequestId), Served>,
+    pub(super) responses: Responses,
     pub(super) all_responses: Arc<Semaphore>,
     /// The outbound rate limit shared by all peer writers, if any.
     pub(super) outbound_rate: Option<Arc<RateLimit>>,
@@ -176,33 +241,25 @@ impl Node {
                 Cmd::PauseRequest(id) => self.pause_request(id),
                 Cmd::UnpauseRequest(id, ext) => self.unpause_request(id, ext),
                 Cmd::Response(peer, id, cmd) => {
-                    if let Some(served) = self.responses.get(&(peer, id)) {
+                    if let Some(served) = self.responses.get(peer, id) {
                         let _ = served.ctl.send(cmd);
                     }
                 }
                 Cmd::ResponseDone(peer, id, token) => {
                     if self
                         .responses
-                        .get(&(peer, id))
+                        .get(peer, id)
                         .is_some_and(|s| s.token == token)
                     {
-                        self.responses.remove(&(peer, id));
+                        self.responses.remove(peer, id);
                     }
                 }
                 Cmd::WriteFailed(peer, error) => {
                     self.hooks.network_error(peer, &error);
                     // Messages to the peer were lost: the responses they belonged to have
                     // gaps the requester cannot get past, so they end here.
-                    let broken: Vec<(PeerId, RequestId)> = self
-                        .responses
-                        .keys()
-                        .filter(|(p, _)| *p == peer)
-                        .copied()
-                        .collect();
-                    for key in broken {
-                        if let Some(served) = self.responses.remove(&key) {
-                            let _ = served.ctl.send(ResponseCmd::Drop);
-                        }
+                    for served in self.responses.remove_peer(peer) {
+                        let _ = served.ctl.send(ResponseCmd::Drop);
                     }
                     self.fail_requests_to(peer, &error);
                 }
@@ -213,9 +270,9 @@ impl Node {
                         // may have the same id (a requester resuming after its pause).
                         if self
                             .responses
-                            .get(&(peer, id))
+                            .get(peer, id)
                             .is_some_and(|s| s.token == token)
-                            && let Some(served) = self.responses.remove(&(peer, id))
+                            && let Some(served) = self.responses.remove(peer, id)
                         {
                             let _ = served.ctl.send(ResponseCmd::Drop);
                         }
@@ -243,9 +300,8 @@ impl Node {
                         .collect();
                     let incoming = self
                         .responses
-                        .iter()
-                        .filter(|((p, _), _)| *p == peer)
-                        .map(|((_, id), served)| RequestInfo {
+                        .of_peer(peer)
+                        .map(|(id, served)| RequestInfo {
                             id: *id,
                             root: served.root,
                             state: match served.state.load(Ordering::Relaxed) {
@@ -271,6 +327,11 @@ impl Node {
                         responses: self.responses.len(),
                         responses_queued: state(SERVED_QUEUED),
                         responses_paused: state(SERVED_PAUSED),
+                        own_messages_queued: self
+                            .peers
+                            .values()
+                            .map(|p| p.writer.own_backlog())
+                            .sum(),
                     });
                 }
                 // The permit is held until the message is handled (its blocks stored).
@@ -297,9 +358,7 @@ impl Node {
     /// request to it, no response to it (running or waiting for its turn), no busy refusal
     /// on its way and nothing queued for its writer.
     pub(super) fn forget_idle_peer(&mut self, peer: PeerId) {
-        if self.outgoing.values().any(|o| o.peer == peer)
-            || self.responses.keys().any(|(p, _)| *p == peer)
-        {
+        if self.outgoing.values().any(|o| o.peer == peer) || self.responses.held_by(peer) > 0 {
             return;
         }
         let Some(p) = self.peers.get(&peer) else {
@@ -425,7 +484,7 @@ impl Node {
             match req.kind {
                 RequestType::New => self.serve(peer, req),
                 RequestType::Cancel => {
-                    if let Some(served) = self.responses.remove(&(peer, req.id)) {
+                    if let Some(served) = self.responses.remove(peer, req.id) {
                         self.forget(peer, served.token);
                         let _ = served.ctl.send(ResponseCmd::Drop);
                         self.hooks.requestor_cancelled(peer, req.id);
@@ -461,7 +520,10 @@ impl Node {
                 if self.stopped.len() >= MAX_STOPPED {
                     self.stopped.clear();
                 }
-                if self.stopped.insert((peer, resp.id)) {
+                // Advice only, so none is queued for a peer that is not taking our messages
+                // (else a peer sending many stale ids and reading nothing grows the queue).
+                let backlog = self.peer(peer).writer.own_backlog();
+                if backlog < MAX_OWN_BACKLOG_FOR_ADVICE && self.stopped.insert((peer, resp.id)) {
                     self.send(
                         peer,
                         Message {
@@ -552,9 +614,9 @@ impl Node {
     }
 
     pub(super) fn serve(&mut self, peer: PeerId, request: Request) {
-        let held = self.responses.keys().filter(|(p, _)| *p == peer).count();
+        let held = self.responses.held_by(peer);
         if held >= self.config.max_requests_per_peer
-            && !self.responses.contains_key(&(peer, request.id))
+            && self.responses.get(peer, request.id).is_none()
         {
             let p = self.peer(peer);
             let (writer, busy) = (p.writer.clone(), p.busy.clone());
@@ -579,7 +641,7 @@ impl Node {
             state: state.clone(),
         };
         // A repeated request (an unpause after a requester-side pause) replaces the old one.
-        if let Some(old) = self.responses.insert((peer, request.id), served) {
+        if let Some(old) = self.responses.insert(peer, request.id, served) {
             self.forget(peer, old.token);
             let _ = old.ctl.send(ResponseCmd::Drop);
         }

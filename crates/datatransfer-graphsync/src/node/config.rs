@@ -57,6 +57,14 @@ pub struct GraphSyncConfig {
     /// trusts its store. The requester always checks every block, so a block damaged on disk
     /// fails the transfer there. On by default; off, every served block is hashed.
     pub trust_local_stores: bool,
+    /// Longest a message may take to be written to a peer. A peer that stops reading fills
+    /// the stream's window and the write waits; past this the stream is dropped and the
+    /// message tried once more on a new one, and if that one waits as long, the peer's
+    /// requests and responses fail, as when its connection is lost. Without it, a peer that
+    /// never reads would hold its response slots (and the memory queued for it) for ever.
+    /// go-graphsync sets a write deadline of 10 minutes; the default here, a minute, is the
+    /// data-transfer channel monitor's default stall timeout.
+    pub write_timeout: Duration,
 }
 
 impl GraphSyncConfig {
@@ -91,6 +99,7 @@ impl Default for GraphSyncConfig {
             max_outbound_rate: None,
             peer_idle_timeout: Duration::from_secs(60),
             trust_local_stores: true,
+            write_timeout: Duration::from_secs(60),
         }
     }
 }

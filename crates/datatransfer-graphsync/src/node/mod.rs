@@ -44,7 +44,7 @@ mod rate;
 mod serve;
 mod wire;
 
-use actor::Node;
+use actor::{Node, Responses};
 pub use config::GraphSyncConfig;
 pub use hooks::{AcceptAll, Hooks, IncomingBlock, RequestDecision};
 use rate::RateLimit;
@@ -145,6 +145,9 @@ pub struct GraphSyncStats {
     pub responses_queued: usize,
     /// Of those, paused.
     pub responses_paused: usize,
+    /// The node's own messages (not responses: cancels and updates of its requests, and
+    /// advice to stop stale responses) waiting for peers' writers.
+    pub own_messages_queued: usize,
 }
 
 /// Where one request stands, as [`GraphSync::peer_requests`] reports it.
@@ -405,7 +408,7 @@ impl GraphSync {
             wire_ids: HashMap::new(),
             ids: ids.clone(),
             stopped: HashSet::new(),
-            responses: HashMap::new(),
+            responses: Responses::default(),
         };
         tokio::spawn(node.run(rx));
         Ok(Self { me, tx, ids })

@@ -230,6 +230,11 @@ impl PeerWriter {
         }
     }
 
+    /// How many of the node's own messages wait for the writer.
+    pub(super) fn own_backlog(&self) -> usize {
+        self.own_queued.load(Ordering::Relaxed)
+    }
+
     pub(super) async fn send(&self, msg: Message) -> bool {
         self.send_as(0, msg).await
     }
@@ -480,7 +485,21 @@ pub(super) async fn write_stream(
                 ),
                 Err(_) => return,
             };
-            let written_ok = write_frame(stream, &frame, &mut scratch).await;
+            let written_ok = match tokio::time::timeout(
+                config.write_timeout,
+                write_frame(stream, &frame, &mut scratch),
+            )
+            .await
+            {
+                Ok(written) => written,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer took no message for {:?} (not reading)",
+                        config.write_timeout
+                    ),
+                )),
+            };
             let len = frame.len();
             let buffer = frame.into_buffer();
             if buffer.capacity() <= KEEP_BUFFER_UP_TO {
