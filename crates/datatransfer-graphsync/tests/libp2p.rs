@@ -1336,6 +1336,24 @@ async fn ask_and_never_read(
     server: &TestNode,
     root: Cid,
 ) -> (TestNode, datatransfer_streams::Stream) {
+    let deaf = deaf_node().await;
+    deaf.connect(server).await;
+    let mut out = deaf
+        .control
+        .clone()
+        .open_stream(
+            server.peer,
+            libp2p::StreamProtocol::new(Version::V2.protocol()),
+        )
+        .await
+        .unwrap();
+    out.write_all(&ask_frame(root)).await.unwrap();
+    out.flush().await.unwrap();
+    (deaf, out)
+}
+
+/// A peer that takes graphsync streams and never reads them.
+async fn deaf_node() -> TestNode {
     let deaf = node(
         Arc::new(AcceptAll),
         GraphSyncConfig {
@@ -1356,16 +1374,11 @@ async fn ask_and_never_read(
             held.push(stream);
         }
     });
-    deaf.connect(server).await;
-    let mut out = deaf
-        .control
-        .clone()
-        .open_stream(
-            server.peer,
-            libp2p::StreamProtocol::new(Version::V2.protocol()),
-        )
-        .await
-        .unwrap();
+    deaf
+}
+
+/// A version 2 frame asking for everything under `root`.
+fn ask_frame(root: Cid) -> datatransfer_graphsync::Frame {
     let ask = Message {
         requests: vec![Request::new(
             RequestId([7; 16]),
@@ -1376,15 +1389,7 @@ async fn ask_and_never_read(
         )],
         ..Message::default()
     };
-    out.write_all(&datatransfer_graphsync::encode_frame(
-        &ask,
-        Version::V2,
-        &mut V1Ids::default(),
-    ))
-    .await
-    .unwrap();
-    out.flush().await.unwrap();
-    (deaf, out)
+    datatransfer_graphsync::encode_frame(&ask, Version::V2, &mut V1Ids::default())
 }
 
 /// Waits until the server's stats pass `check`.
@@ -1462,4 +1467,71 @@ async fn stale_responses_from_a_peer_that_never_reads_queue_bounded_advice() {
         stats_after.own_messages_queued <= 64,
         "{stats:?} then {stats_after:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_s_streams_past_the_limit_replace_its_oldest() {
+    let server = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            max_inbound_streams_per_peer: 3,
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let peer = deaf_node().await;
+    peer.connect(&server).await;
+    // Five streams, each with the start of a 1,000-byte frame that never ends.
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut s = peer
+            .control
+            .clone()
+            .open_stream(
+                server.peer,
+                libp2p::StreamProtocol::new(Version::V2.protocol()),
+            )
+            .await
+            .unwrap();
+        s.write_all(&[0xe8, 0x07, 0xa1, 0x61]).await.unwrap();
+        s.flush().await.unwrap();
+        streams.push(s);
+        // One at a time, so the server sees them in this order.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut buf = [0u8; 16];
+    // The two oldest were dropped: reset, or closed, under the peer.
+    for (i, s) in streams.iter_mut().enumerate().take(2) {
+        let read = timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("stream {i} still open"));
+        assert!(matches!(read, Ok(0) | Err(_)), "stream {i}: {read:?}");
+    }
+    // The three newest are still being read: nothing comes back, and the stream stays open.
+    for (i, s) in streams.iter_mut().enumerate().skip(2) {
+        assert!(
+            timeout(Duration::from_millis(200), s.read(&mut buf))
+                .await
+                .is_err(),
+            "stream {i} ended"
+        );
+    }
+    // A new stream of the peer's replaces the oldest left, and is read: its request is served.
+    let root = import_chunked(&*server.store, &random_bytes(8 << 20, 8), 64 << 10);
+    let mut newest = peer
+        .control
+        .clone()
+        .open_stream(
+            server.peer,
+            libp2p::StreamProtocol::new(Version::V2.protocol()),
+        )
+        .await
+        .unwrap();
+    newest.write_all(&ask_frame(root)).await.unwrap();
+    newest.flush().await.unwrap();
+    until_stats(&server, |s| s.responses == 1).await;
+    let read = timeout(Duration::from_secs(5), streams[2].read(&mut buf))
+        .await
+        .expect("the oldest left still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }

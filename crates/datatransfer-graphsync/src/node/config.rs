@@ -65,6 +65,12 @@ pub struct GraphSyncConfig {
     /// go-graphsync sets a write deadline of 10 minutes; the default here, a minute, is the
     /// data-transfer channel monitor's default stall timeout.
     pub write_timeout: Duration,
+    /// Most inbound streams read at once from one peer. A peer writes its messages on one
+    /// stream at a time (go-graphsync's message queue, our writer) and opens a new one when
+    /// it breaks, so past this a new stream replaces the peer's oldest, which is dropped
+    /// unread. Bounds what a peer opening many streams, each with part of a message, makes
+    /// us hold.
+    pub max_inbound_streams_per_peer: usize,
 }
 
 impl GraphSyncConfig {
@@ -100,6 +106,7 @@ impl Default for GraphSyncConfig {
             peer_idle_timeout: Duration::from_secs(60),
             trust_local_stores: true,
             write_timeout: Duration::from_secs(60),
+            max_inbound_streams_per_peer: 8,
         }
     }
 }

@@ -54,6 +54,74 @@ use wire::{
     write_stream,
 };
 
+/// The inbound streams being read, by peer, oldest first: a peer gets at most
+/// [`GraphSyncConfig::max_inbound_streams_per_peer`], and a new one past that replaces its
+/// oldest (honest peers write on one stream at a time and open a new one when it breaks, so
+/// the newest is the live one; a peer opening streams by the hundred, each holding part of a
+/// message, cannot make us hold them all).
+#[derive(Clone)]
+struct InboundStreams {
+    max: usize,
+    next: Arc<AtomicU64>,
+    by_peer: Arc<Mutex<HashMap<PeerId, VecDeque<Stopper>>>>,
+}
+
+/// An inbound stream's key, and the sender whose drop stops its reader.
+type Stopper = (u64, tokio::sync::oneshot::Sender<()>);
+
+/// A reader's place in [`InboundStreams`], given up when the reader ends.
+struct InboundSlot {
+    streams: InboundStreams,
+    peer: PeerId,
+    key: u64,
+}
+
+impl InboundStreams {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            next: Arc::new(AtomicU64::new(0)),
+            by_peer: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Counts a new stream of `peer`'s, stopping the peer's oldest past the limit. Returns its
+    /// slot and what resolves when a newer stream replaces it.
+    fn add(&self, peer: PeerId) -> (InboundSlot, tokio::sync::oneshot::Receiver<()>) {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let (stop, replaced) = tokio::sync::oneshot::channel();
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = by_peer.entry(peer).or_default();
+        streams.push_back((key, stop));
+        while streams.len() > self.max {
+            // Dropping its sender stops the oldest reader.
+            streams.pop_front();
+        }
+        let slot = InboundSlot {
+            streams: self.clone(),
+            peer,
+            key,
+        };
+        (slot, replaced)
+    }
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        let mut by_peer = self
+            .streams
+            .by_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(streams) = by_peer.get_mut(&self.peer) {
+            streams.retain(|(k, _)| *k != self.key);
+            if streams.is_empty() {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// A request of ours failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -372,12 +440,14 @@ impl GraphSync {
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         let budget = Arc::new(Semaphore::new(budget_total));
         let rate = config.max_inbound_rate.map(|r| Arc::new(RateLimit::new(r)));
+        let inbound = InboundStreams::new(config.max_inbound_streams_per_peer);
         for &version in &config.versions {
             let mut incoming = control.accept(StreamProtocol::new(version.protocol()))?;
             let tx = tx.clone();
             let max = config.max_message_size;
             let budget = budget.clone();
             let rate = rate.clone();
+            let inbound = inbound.clone();
             tokio::spawn(async move {
                 while let Some((peer, stream)) = incoming.next().await {
                     let reader = Reader {
@@ -389,7 +459,16 @@ impl GraphSync {
                         rate: rate.clone(),
                         tx: tx.clone(),
                     };
-                    tokio::spawn(reader.run(stream));
+                    let (slot, replaced) = inbound.add(peer);
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        tokio::select! {
+                            // A newer stream of the peer's took its place: dropped here
+                            // (which resets it), quietly, as the peer goes on on the new one.
+                            _ = replaced => {}
+                            () = reader.run(stream) => {}
+                        }
+                    });
                 }
             });
         }
