@@ -227,6 +227,12 @@ impl Verifier {
         if self.received.len() > self.max_buffered {
             return Err(VerifyError::TooManyBuffered(self.max_buffered));
         }
+        // Links the walk never takes: only once it has ended does metadata wait here, and no
+        // later message can make it right (the final status would fail it), so it fails now
+        // rather than keep whatever more a responder sends before its final status.
+        if self.done && !self.metadata.is_empty() {
+            return Err(VerifyError::UnexpectedLinks(self.metadata.len()));
+        }
         // A received block is a slice of its whole message: one that waits keeps only its own
         // bytes, not a message of up to the size cap around a small block.
         for cid in &arrived {

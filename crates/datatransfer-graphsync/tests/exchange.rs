@@ -316,6 +316,22 @@ fn wrong_unexpected_and_unrequested_blocks_fail_the_request() {
         Err(VerifyError::Traversal(_))
     ));
 
+    // Links past the end of the walk, before the final status: refused at once, not kept
+    // until a final status that may never come.
+    let mut all_then_more = part.response.clone();
+    all_then_more.status = datatransfer_graphsync::ResponseStatus::PartialResponse;
+    let mut v = Verifier::new(root, selector(), TraversalConfig::default(), 64);
+    assert_eq!(
+        v.on_response(&all_then_more, part.blocks.clone(), &client, &mut ignore),
+        Ok(datatransfer_graphsync::requester::Progress::InProgress)
+    );
+    let mut more = all_then_more.clone();
+    more.metadata.truncate(3);
+    assert_eq!(
+        v.on_response(&more, Vec::new(), &client, &mut ignore),
+        Err(VerifyError::UnexpectedLinks(3))
+    );
+
     // A flood of blocks ahead of any link that would take them is refused.
     let flood: Vec<_> = (0..100u32)
         .map(|i| {
