@@ -1352,6 +1352,37 @@ async fn ask_and_never_read(
     (deaf, out)
 }
 
+/// A peer that hands each graphsync stream it takes to `read`, with a sender for what it
+/// finds.
+async fn deaf_node_with<F, Fut>(read: F) -> (TestNode, mpsc::UnboundedReceiver<ResponseStatus>)
+where
+    F: Fn(datatransfer_streams::Stream, mpsc::UnboundedSender<ResponseStatus>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let peer = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            versions: vec![],
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let mut incoming = peer
+        .control
+        .clone()
+        .accept(libp2p::StreamProtocol::new(Version::V2.protocol()))
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((_, stream)) = incoming.next().await {
+            tokio::spawn(read(stream, tx.clone()));
+        }
+    });
+    (peer, rx)
+}
+
 /// A peer that takes graphsync streams and never reads them.
 async fn deaf_node() -> TestNode {
     let deaf = node(
@@ -1534,4 +1565,63 @@ async fn a_peer_s_streams_past_the_limit_replace_its_oldest() {
         .await
         .expect("the oldest left still open");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_requester_that_reads_is_never_cut_off_by_the_write_timeout() {
+    let server = node(
+        Arc::new(AcceptAll),
+        GraphSyncConfig {
+            write_timeout: Duration::from_secs(1),
+            ..GraphSyncConfig::default()
+        },
+    )
+    .await;
+    let root = import_chunked(&*server.store, &random_bytes(1 << 20, 9), 64 << 10);
+    // A peer that reads what the server sends 64 KiB at a time, 200 ms apart: a message of
+    // the server's (512 KiB of blocks or more) takes it longer than the write timeout, but
+    // the server's writes never wait a whole timeout for room (the muxer gives room back
+    // each time the peer has read half its window, 128 KiB).
+    let slow = deaf_node_with(|mut stream, statuses| async move {
+        let mut frames = datatransfer_graphsync::FrameReader::new(8 << 20);
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            while let Ok(Some(body)) = frames.next_frame() {
+                let msg = datatransfer_graphsync::v2::decode(&body, 64).unwrap();
+                for r in msg.responses {
+                    let _ = statuses.send(r.status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => frames.push(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let (slow, mut statuses) = slow;
+    slow.connect(&server).await;
+    let mut out = slow
+        .control
+        .clone()
+        .open_stream(
+            server.peer,
+            libp2p::StreamProtocol::new(Version::V2.protocol()),
+        )
+        .await
+        .unwrap();
+    out.write_all(&ask_frame(root)).await.unwrap();
+    out.flush().await.unwrap();
+    let last = timeout(Duration::from_secs(30), async {
+        loop {
+            let status = statuses.recv().await.expect("the stream ended first");
+            if status.is_terminal() {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("a final status");
+    assert_eq!(last, ResponseStatus::RequestCompletedFull);
 }

@@ -259,6 +259,8 @@ impl Node {
                     // Messages to the peer were lost: the responses they belonged to have
                     // gaps the requester cannot get past, so they end here.
                     for served in self.responses.remove_peer(peer) {
+                        // Their messages still queued are dropped, not sent with a gap.
+                        self.forget(peer, served.token);
                         let _ = served.ctl.send(ResponseCmd::Drop);
                     }
                     self.fail_requests_to(peer, &error);

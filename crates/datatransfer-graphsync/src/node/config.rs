@@ -57,13 +57,14 @@ pub struct GraphSyncConfig {
     /// trusts its store. The requester always checks every block, so a block damaged on disk
     /// fails the transfer there. On by default; off, every served block is hashed.
     pub trust_local_stores: bool,
-    /// Longest a message may take to be written to a peer. A peer that stops reading fills
-    /// the stream's window and the write waits; past this the stream is dropped and the
-    /// message tried once more on a new one, and if that one waits as long, the peer's
-    /// requests and responses fail, as when its connection is lost. Without it, a peer that
-    /// never reads would hold its response slots (and the memory queued for it) for ever.
-    /// go-graphsync sets a write deadline of 10 minutes; the default here, a minute, is the
-    /// data-transfer channel monitor's default stall timeout.
+    /// Longest a peer's stream may take no byte of ours. A peer that stops reading fills
+    /// the stream's window and our writes wait; past this the stream is dropped and the
+    /// peer's requests and responses fail, as when its connection is lost (what we wrote
+    /// before and it never read is lost with the stream). A deadline on progress, not on a
+    /// whole message: a slow peer that reads is never cut off. Without it, a peer that never
+    /// reads would hold its response slots (and the memory queued for it) for ever.
+    /// go-graphsync sets a deadline of 10 minutes on each whole message; the default here, a
+    /// minute without progress, is the data-transfer channel monitor's default stall timeout.
     pub write_timeout: Duration,
     /// Most inbound streams read at once from one peer. A peer writes its messages on one
     /// stream at a time (go-graphsync's message queue, our writer) and opens a new one when

@@ -21,11 +21,14 @@ const WRITE_RUN: usize = 16 << 10;
 
 /// Writes a frame's parts in order: whole runs of [`WRITE_RUN`] straight from each part, the
 /// bytes between them gathered in `scratch` until they make a run. `scratch` holds at most a
-/// run, and is cleared first (a failed write may leave bytes in it).
+/// run, and is cleared first (a failed write may leave bytes in it). Fails with
+/// [`std::io::ErrorKind::TimedOut`] if the stream takes no byte for `stalled` (the peer
+/// stopped reading).
 async fn write_frame(
     stream: &mut (impl futures::AsyncWrite + Unpin),
     frame: &SharedFrame,
     scratch: &mut Vec<u8>,
+    stalled: Duration,
 ) -> std::io::Result<()> {
     scratch.clear();
     scratch.reserve_exact(WRITE_RUN);
@@ -38,18 +41,42 @@ async fn write_frame(
             if scratch.len() < WRITE_RUN {
                 continue;
             }
-            stream.write_all(scratch).await?;
+            write_all(stream, scratch, stalled).await?;
             scratch.clear();
         }
         let whole = part.len() - part.len() % WRITE_RUN;
         if whole > 0 {
-            stream.write_all(&part[..whole]).await?;
+            write_all(stream, &part[..whole], stalled).await?;
         }
         scratch.extend_from_slice(&part[whole..]);
     }
     if !scratch.is_empty() {
-        stream.write_all(scratch).await?;
+        write_all(stream, scratch, stalled).await?;
         scratch.clear();
+    }
+    Ok(())
+}
+
+/// Writes all of `buf`, failing with [`std::io::ErrorKind::TimedOut`] if the stream takes no
+/// byte for `stalled`: a deadline on progress, not on the whole (a large frame to a slow but
+/// reading peer takes as long as it takes).
+async fn write_all(
+    stream: &mut (impl futures::AsyncWrite + Unpin),
+    mut buf: &[u8],
+    stalled: Duration,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match tokio::time::timeout(stalled, stream.write(buf)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the peer took nothing for {stalled:?} (it stopped reading)"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -485,21 +512,7 @@ pub(super) async fn write_stream(
                 ),
                 Err(_) => return,
             };
-            let written_ok = match tokio::time::timeout(
-                config.write_timeout,
-                write_frame(stream, &frame, &mut scratch),
-            )
-            .await
-            {
-                Ok(written) => written,
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the peer took no message for {:?} (not reading)",
-                        config.write_timeout
-                    ),
-                )),
-            };
+            let written_ok = write_frame(stream, &frame, &mut scratch, config.write_timeout).await;
             let len = frame.len();
             let buffer = frame.into_buffer();
             if buffer.capacity() <= KEEP_BUFFER_UP_TO {
@@ -516,7 +529,25 @@ pub(super) async fn write_stream(
                 Err(e) => {
                     let watch = stream.connection();
                     open = None;
-                    if attempt == 1 {
+                    // A peer that took nothing for the write timeout has not read what we
+                    // wrote before either: the messages on the dropped stream are lost, so the
+                    // peer's requests and responses end, as when its connection is lost.
+                    if attempt == 1 || e.kind() == std::io::ErrorKind::TimedOut {
+                        // The node ends every response and request of the peer's. None of
+                        // their messages (on the dropped stream, in this one, waiting) may go
+                        // out on a later stream with a gap before it: their tokens are dead
+                        // before the writer takes another message.
+                        let mut ended: Vec<u64> = written.drain().map(|(t, _)| t).collect();
+                        ended.extend(tokens.values().copied());
+                        ended.extend(carry.take().map(|(t, _)| t));
+                        while let Some((t, _)) = queues.try_next() {
+                            ended.push(t);
+                        }
+                        if let Ok(mut d) = dead.lock() {
+                            for t in ended.into_iter().filter(|t| *t != 0) {
+                                d.insert(t);
+                            }
+                        }
                         let _ = tx.send(Cmd::WriteFailed(peer, e.to_string())).await;
                         break;
                     }
@@ -688,7 +719,7 @@ mod tests {
         assert!(frame.clone().into_buffer().len() <= whole.len() - large + crate::PREFIX_ROOM);
         let mut out = Writes::default();
         let mut scratch = Vec::new();
-        write_frame(&mut out, &frame, &mut scratch)
+        write_frame(&mut out, &frame, &mut scratch, Duration::from_secs(10))
             .await
             .expect("writes to memory");
         assert_eq!(out.0.concat(), whole, "the bytes of the frame, in order");
@@ -729,7 +760,16 @@ mod tests {
             let (whole, frame) = both_ways(&msg);
             let mut out = Writes(Vec::new(), Vec::new(), cap);
             let mut scratch = Vec::new();
-            futures::executor::block_on(write_frame(&mut out, &frame, &mut scratch))
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime")
+                .block_on(write_frame(
+                    &mut out,
+                    &frame,
+                    &mut scratch,
+                    Duration::from_secs(10),
+                ))
                 .expect("writes to memory");
             proptest::prop_assert_eq!(out.0.concat(), whole);
             proptest::prop_assert!(scratch.is_empty());
