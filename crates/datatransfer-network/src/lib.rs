@@ -86,9 +86,10 @@ pub enum InboundError {
         /// The time allowed.
         after: Duration,
     },
-    /// The peer already had as many streams being read as we allow one peer
-    /// ([`NetworkConfig::max_inbound_streams_per_peer`]); this one was reset unread.
-    #[error("the peer already has {max} inbound streams being read")]
+    /// The peer already held as many streams as we allow one peer, read or waiting their
+    /// turn ([`NetworkConfig::max_inbound_streams_per_peer`] plus
+    /// [`NetworkConfig::max_waiting_inbound_streams_per_peer`]); this one was reset unread.
+    #[error("the peer already holds {max} inbound streams")]
     TooManyStreams {
         /// The limit.
         max: usize,
@@ -168,14 +169,19 @@ pub struct NetworkConfig {
     pub limits: DecodeLimits,
     /// Most inbound streams read at once; more wait.
     pub max_inbound_streams: usize,
-    /// Most inbound streams read at once from one peer; more from it are reset unread, so
-    /// one peer cannot take every reader (its sender sees a failed send, and retries).
-    /// Senders open one stream per message (ours send one at a time to a peer), so honest
-    /// peers stay far below it.
+    /// Most inbound streams read at once from one peer; more from it wait their turn (not
+    /// holding up other peers' streams), so one peer cannot take every reader. A peer opens
+    /// one stream per message (go-data-transfer sends from many goroutines at once), so a
+    /// burst waits rather than fails: go-data-transfer takes a message for sent once it is
+    /// written, and would not retry one we reset.
     pub max_inbound_streams_per_peer: usize,
+    /// Most inbound streams of one peer's waiting for their turn; past it a new one is reset
+    /// unread ([`InboundError::TooManyStreams`]).
+    pub max_waiting_inbound_streams_per_peer: usize,
     /// How long an inbound stream may take to bring its next whole message, or its end, from
     /// when it is read first and after each message; past it the stream is reset. As
-    /// go-data-transfer's read deadline on its streams (its send timeout, 10 s).
+    /// go-data-transfer v2's read deadline on its streams (its send timeout, 10 s; v1.x sets
+    /// none, and writes one message a stream and closes it, as v2 does).
     pub receive_timeout: Duration,
     /// Capacity of the event queue; a full queue slows the readers down.
     pub event_buffer: usize,
@@ -190,6 +196,7 @@ impl Default for NetworkConfig {
             limits: DecodeLimits::default(),
             max_inbound_streams: 256,
             max_inbound_streams_per_peer: 32,
+            max_waiting_inbound_streams_per_peer: 1024,
             receive_timeout: Duration::from_secs(10),
             event_buffer: 1024,
         }

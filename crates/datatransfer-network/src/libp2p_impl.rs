@@ -42,38 +42,54 @@ impl std::fmt::Debug for Libp2pNetwork {
     }
 }
 
-/// One of a peer's inbound streams being read (or waiting for a reader): counted while held.
+/// A peer's inbound streams: its turns to be read (at most
+/// [`NetworkConfig::max_inbound_streams_per_peer`] at once) and how many it holds, read or
+/// waiting for a turn.
+struct PeerStreams {
+    turns: Arc<Semaphore>,
+    held: usize,
+}
+
+type Peers = Arc<Mutex<HashMap<PeerId, PeerStreams>>>;
+
+/// One of a peer's inbound streams, counted while held.
 struct PeerSlot {
-    reading: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peers: Peers,
     peer: PeerId,
 }
 
 impl PeerSlot {
-    /// A slot for `peer`, unless it holds `max` already.
+    /// A slot for `peer` and the peer's turns, unless it holds `max_held` streams already.
     fn take(
-        reading: &Arc<Mutex<HashMap<PeerId, usize>>>,
+        peers: &Peers,
         peer: PeerId,
-        max: usize,
-    ) -> Option<Self> {
-        let mut map = reading.lock().unwrap_or_else(|e| e.into_inner());
-        let held = map.entry(peer).or_insert(0);
-        if *held >= max {
+        turns: usize,
+        max_held: usize,
+    ) -> Option<(Self, Arc<Semaphore>)> {
+        let mut map = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = map.entry(peer).or_insert_with(|| PeerStreams {
+            turns: Arc::new(Semaphore::new(turns)),
+            held: 0,
+        });
+        if streams.held >= max_held {
             return None;
         }
-        *held += 1;
-        Some(Self {
-            reading: reading.clone(),
+        streams.held += 1;
+        let turns = streams.turns.clone();
+        let slot = Self {
+            peers: peers.clone(),
             peer,
-        })
+        };
+        Some((slot, turns))
     }
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut map = self.reading.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = map.get_mut(&self.peer) {
-            *held -= 1;
-            if *held == 0 {
+        let mut map = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(streams) = map.get_mut(&self.peer) {
+            streams.held -= 1;
+            if streams.held == 0 {
                 map.remove(&self.peer);
             }
         }
@@ -93,29 +109,36 @@ impl Libp2pNetwork {
         let (tx, rx) = mpsc::channel(config.event_buffer.max(1));
         let config = Arc::new(config);
         let permits = Arc::new(Semaphore::new(config.max_inbound_streams.max(1)));
-        let reading = Arc::new(Mutex::new(HashMap::new()));
+        let peers: Peers = Arc::new(Mutex::new(HashMap::new()));
         for &version in &config.versions {
             let mut incoming = control.accept(protocol(version))?;
             let tx = tx.clone();
             let config = config.clone();
             let permits = permits.clone();
-            let reading = reading.clone();
+            let peers = peers.clone();
             tokio::spawn(async move {
                 while let Some((from, mut stream)) = incoming.next().await {
-                    let max = config.max_inbound_streams_per_peer.max(1);
-                    let Some(slot) = PeerSlot::take(&reading, from, max) else {
+                    let turns = config.max_inbound_streams_per_peer.max(1);
+                    let max_held = turns + config.max_waiting_inbound_streams_per_peer;
+                    let Some((slot, turns)) = PeerSlot::take(&peers, from, turns, max_held) else {
                         // Dropping the stream resets it.
                         drop(stream);
-                        let error = InboundError::TooManyStreams { max };
+                        let error = InboundError::TooManyStreams { max: max_held };
                         let _ = tx.try_send(NetworkEvent::Error { from, error });
                         continue;
                     };
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
                     let tx = tx.clone();
                     let config = config.clone();
+                    let permits = permits.clone();
+                    // Waits for the peer's turn, then for a reader, off the accept loop: a
+                    // peer's streams wait behind its own, not other peers'.
                     tokio::spawn(async move {
+                        let Ok(turn) = turns.acquire_owned().await else {
+                            return;
+                        };
+                        let Ok(permit) = permits.acquire_owned().await else {
+                            return;
+                        };
                         let res = read_messages(
                             &mut stream,
                             from,
@@ -137,6 +160,7 @@ impl Libp2pNetwork {
                             }
                         }
                         drop(permit);
+                        drop(turn);
                         drop(slot);
                     });
                 }

@@ -404,12 +404,31 @@ async fn protected_peers_stay_connected_past_the_idle_timeout() {
     assert_eq!(peer, Some(b.peer));
 }
 
+/// Opens a data-transfer stream from `from` to `to` and writes `bytes` on it, leaving it open.
+async fn open_and_write(
+    from: &Node,
+    to: PeerId,
+    bytes: &[u8],
+) -> std::io::Result<datatransfer_streams::Stream> {
+    let proto = StreamProtocol::new(WireVersion::V1_2.protocol());
+    let mut s = from
+        .control
+        .clone()
+        .open_stream(to, proto)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    s.write_all(bytes).await?;
+    s.flush().await?;
+    Ok(s)
+}
+
 #[tokio::test]
 async fn idle_streams_time_out_and_one_peer_cannot_take_every_reader() {
     let receive_timeout = Duration::from_millis(500);
     let config = NetworkConfig {
         max_inbound_streams: 4,
         max_inbound_streams_per_peer: 2,
+        max_waiting_inbound_streams_per_peer: 1,
         receive_timeout,
         ..NetworkConfig::default()
     };
@@ -422,44 +441,36 @@ async fn idle_streams_time_out_and_one_peer_cannot_take_every_reader() {
     }
     let msg: Message = TransferRequest::update(TransferId(9), true).into();
     let first_byte = msg.to_cbor(WireVersion::V1_2)[..1].to_vec();
-    // Streams that start a message and never finish it, kept open.
-    let proto = StreamProtocol::new(WireVersion::V1_2.protocol());
+    // Streams that start a message and never finish it, kept open: x's first two are read,
+    // its third waits its turn, its fourth is one too many and is reset unread, at once.
     let mut held = Vec::new();
-    for (from, count) in [(&x, 3), (&y, 2)] {
-        for i in 0..count {
-            let mut s = from
-                .control
-                .clone()
-                .open_stream(b.peer, proto.clone())
-                .await
-                .unwrap();
-            // x's third stream is over its share: reset unread at once (the write may
-            // already see the reset).
-            let over = i == 2;
-            let wrote = s.write_all(&first_byte).await.and(s.flush().await);
-            if over {
-                match b.next_event().await {
-                    NetworkEvent::Error {
-                        from,
-                        error: InboundError::TooManyStreams { max: 2 },
-                    } => assert_eq!(from, x.peer),
-                    other => panic!("{other:?}"),
-                }
-            } else {
-                wrote.unwrap();
-                held.push(s);
+    for i in 0..4 {
+        let opened = open_and_write(&x, b.peer, &first_byte).await;
+        if i == 3 {
+            match b.next_event().await {
+                NetworkEvent::Error {
+                    from,
+                    error: InboundError::TooManyStreams { max: 3 },
+                } => assert_eq!(from, x.peer),
+                other => panic!("{other:?}"),
             }
+        } else {
+            held.push(opened.unwrap());
         }
     }
-    // Every reader is taken now; a message from another peer waits for the idle streams'
-    // time to run out, then is served.
+    for _ in 0..2 {
+        held.push(open_and_write(&y, b.peer, &first_byte).await.unwrap());
+    }
+    // Every reader is taken now (x's two, y's two); a message from another peer waits for
+    // the idle streams' time to run out, then is served.
     let sent = tokio::spawn({
         let msg = msg.clone();
         async move { good.net.send_message(b.peer, msg).await.map(|()| good) }
     });
     let mut timed_out = Vec::new();
     let mut served_after = None;
-    while served_after.is_none() || timed_out.len() < 4 {
+    // x's waiting stream is read once x has a turn free, and times out in its turn.
+    while served_after.is_none() || timed_out.len() < 5 {
         match b.next_event().await {
             NetworkEvent::Error {
                 from,
@@ -482,7 +493,7 @@ async fn idle_streams_time_out_and_one_peer_cannot_take_every_reader() {
         "served while every reader was taken"
     );
     timed_out.sort();
-    let mut want = vec![x.peer, x.peer, y.peer, y.peer];
+    let mut want = vec![x.peer, x.peer, x.peer, y.peer, y.peer];
     want.sort();
     assert_eq!(timed_out, want, "each idle stream timed out once");
     timeout(Duration::from_secs(10), sent)
@@ -491,4 +502,48 @@ async fn idle_streams_time_out_and_one_peer_cannot_take_every_reader() {
         .unwrap()
         .unwrap();
     drop(held);
+}
+
+#[tokio::test]
+async fn a_burst_of_streams_from_one_peer_waits_its_turn_and_is_read_whole() {
+    // go-data-transfer sends from many goroutines at once, a stream per message, and takes a
+    // message for sent once written: a burst past the readers a peer gets must wait, not be
+    // reset.
+    let config = NetworkConfig {
+        max_inbound_streams_per_peer: 2,
+        ..NetworkConfig::default()
+    };
+    let mut b = node(config, Duration::from_secs(30)).await;
+    let x = node(NetworkConfig::default(), Duration::from_secs(30)).await;
+    x.knows(&b).await;
+    let msgs: Vec<Message> = (0..20)
+        .map(|i| TransferRequest::update(TransferId(i), true).into())
+        .collect();
+    // All twenty open at once, each with its message begun; then each finished.
+    let mut streams = Vec::new();
+    for m in &msgs {
+        let bytes = m.to_cbor(WireVersion::V1_2);
+        let s = open_and_write(&x, b.peer, &bytes[..1]).await.unwrap();
+        streams.push((s, bytes));
+    }
+    for (s, bytes) in &mut streams {
+        s.write_all(&bytes[1..]).await.unwrap();
+        s.close().await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < msgs.len() {
+        match b.next_event().await {
+            NetworkEvent::Message { from, message, .. } => {
+                assert_eq!(from, x.peer);
+                got.push(message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let id = |m: &Message| match m {
+        Message::Request(r) => r.transfer_id,
+        Message::Response(r) => r.transfer_id,
+    };
+    got.sort_by_key(id);
+    assert_eq!(got, msgs);
 }
