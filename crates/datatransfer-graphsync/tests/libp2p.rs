@@ -1489,7 +1489,7 @@ async fn stale_responses_from_a_peer_that_never_reads_queue_bounded_advice() {
     .await
     .unwrap();
     out.flush().await.unwrap();
-    // The node read them (a request after them is served in order) ...
+    // The node has read them all once one cancel is queued (it handles a message whole) ...
     let stats = until_stats(&server, |s| s.own_messages_queued > 0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats_after = server.gs.stats().await;
