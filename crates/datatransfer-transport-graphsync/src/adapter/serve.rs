@@ -215,24 +215,13 @@ impl Adapter {
                 extensions_for(&m, &[EXTENSION_INCOMING_REQUEST, EXTENSION_DATA_TRANSFER]),
             );
         }
-        let live = self
-            .serving
-            .get(&key)
-            .is_some_and(|sv| sv.channel == channel);
         if !matches!(result, HookResult::Fail(_))
-            && live
             && let Some(sv) = self.serving.get_mut(&key)
+            && sv.channel == channel
         {
             sv.accepted = true;
         }
         let decision = match result {
-            // The channel was closed while this request was being validated (the engine,
-            // hearing of a channel it did not know yet, closed it): an accept now would
-            // serve blocks no one counts, and no revalidator could pause (found by the chaos
-            // soak: a pull served whole, unpaid). The requester restarts the channel.
-            HookResult::Continue | HookResult::Resume | HookResult::Pause if !live => {
-                RequestDecision::Reject(ResponseStatus::RequestRejected, extensions)
-            }
             HookResult::Continue | HookResult::Resume => RequestDecision::Accept(extensions),
             HookResult::Pause => RequestDecision::Pause(extensions),
             HookResult::Fail(_) => {
@@ -271,20 +260,7 @@ impl Adapter {
         // it was cancelled and says nothing of the channel. Counted, one could reach the
         // revalidator, whose pause (and its request for payment) would go to that dying
         // response while the current one went on unpaid (found by the chaos soak).
-        let Some(channel) = self.serving.get(&(peer, id)).map(|sv| sv.channel) else {
-            // A response we no longer serve (its channel closed under it): what it would send
-            // now no one counts, so it stops, and ends.
-            if block.sent {
-                self.push(Action::CancelResponse { peer, id });
-                let answer = HookAnswer::Block(BlockDecision::Pause, Extensions::new());
-                return self.push(Action::Answer { hook, answer });
-            }
-            return self.push(Action::Answer {
-                hook,
-                answer: go_on,
-            });
-        };
-        let channel = Some(channel);
+        let channel = self.serving.get(&(peer, id)).map(|sv| sv.channel);
         let current =
             |c: &ChannelId| self.serving_channels.get(c) == Some(&(peer, id)) && block.sent;
         let Some(channel) = channel.filter(current) else {

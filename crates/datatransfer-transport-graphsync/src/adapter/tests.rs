@@ -230,48 +230,6 @@ fn a_pull_is_put_to_the_engine_and_its_blocks_counted_on_their_way_out() {
 }
 
 #[test]
-fn a_pull_closed_while_it_is_validated_is_refused_and_never_served_uncounted() {
-    let (me, them) = (peer_id(0), peer_id(1));
-    let channel = ChannelId::new(them, me, ID);
-    let mut a = adapter(me);
-    a.incoming_request(HookId(1), them, &gs_request(rid(1), &pull()));
-    let token = token_of(&actions(&mut a));
-    // The engine closes the channel while its opening request is validated (a message of
-    // the initiator's came first, about a channel it did not know yet).
-    a.command(TransportCommand::CloseChannel { channel });
-    actions(&mut a);
-    // Then the validator's accept comes: the graphsync request is refused, not served.
-    a.command(reply(token, channel, None, HookResult::Continue));
-    let out = actions(&mut a);
-    assert!(
-        matches!(
-            answer(HookId(1), &out),
-            Some(HookAnswer::Request(RequestDecision::Reject(..)))
-        ),
-        "{out:?}"
-    );
-    // Had it gone out anyway, its first block stops it: no block goes uncounted.
-    a.outgoing_block(HookId(2), them, rid(1), &block_out());
-    let out = actions(&mut a);
-    assert!(
-        matches!(
-            answer(HookId(2), &out),
-            Some(HookAnswer::Block(BlockDecision::Pause, _))
-        ),
-        "{out:?}"
-    );
-    assert!(
-        out.iter()
-            .any(|x| matches!(x, Action::CancelResponse { id, .. } if *id == rid(1))),
-        "{out:?}"
-    );
-    assert!(
-        !out.iter().any(|x| matches!(x, Action::Deliver(_))),
-        "{out:?}"
-    );
-}
-
-#[test]
 fn requests_that_do_not_open_or_continue_a_validated_channel_are_refused_unheard() {
     let them = peer_id(1);
     let rejected = |a: &mut Adapter, request: &Request| {
