@@ -73,3 +73,56 @@ fn a_request_typed_as_a_response_is_refused_not_taken_for_a_pause() {
         matches!(o, Output::Event { event, .. } if event.code == EventCode::PauseInitiator)
     }));
 }
+
+#[test]
+fn a_pause_that_overtakes_the_validation_of_its_opening_request_closes_nothing() {
+    // Found by the chaos soak: a client paused a pull right after opening it; its pause
+    // reached the provider while the opening request was validated, was refused as about an
+    // unknown channel, and the refusal closed the channel's transport under the validation.
+    let mut e = Engine::new(peer_id(0), EngineConfig::default(), 1);
+    e.register_voucher_type(VOUCHER_TYPE.into()).unwrap();
+    let now = Timestamp::from_unix_nanos(1_000_000_000);
+    let open =
+        TransferRequest::new_channel(TransferId(7), true, voucher(1), dag_cid(1), all_selector());
+    e.handle_message(now, peer_id(1), Message::Request(open));
+    let token = outputs(&mut e)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Validate { token, .. } => Some(token),
+            _ => None,
+        })
+        .unwrap();
+    e.handle_message(
+        now,
+        peer_id(1),
+        Message::Request(TransferRequest::update(TransferId(7), true)),
+    );
+    let outs = outputs(&mut e);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Transport(_))),
+        "{outs:?}"
+    );
+    assert!(responses(&outs).is_empty(), "{outs:?}");
+    // The validation's accept opens the channel as usual.
+    e.handle_validation(now, token, accept());
+    let outs = outputs(&mut e);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Event { event, .. } if event.code == EventCode::Accept)),
+        "{outs:?}"
+    );
+    // An update about a channel no one opened is still refused.
+    e.handle_message(
+        now,
+        peer_id(1),
+        Message::Request(TransferRequest::update(TransferId(8), true)),
+    );
+    let outs = outputs(&mut e);
+    assert!(
+        outs.iter().any(|o| matches!(
+            o,
+            Output::Transport(datatransfer_fsm::TransportCommand::CloseChannel { .. })
+        )),
+        "{outs:?}"
+    );
+}
