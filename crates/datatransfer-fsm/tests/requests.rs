@@ -12,13 +12,14 @@ fn outputs(e: &mut Engine) -> Vec<Output> {
     std::iter::from_fn(|| e.poll_output()).collect()
 }
 
-/// An engine that responds to a push from peer 1, accepted.
-fn responder() -> Engine {
+/// An engine asked by peer 1 to open channel 7 (a pull if `pull`, else a push), the
+/// request waiting for its validation under the token returned.
+fn asked(pull: bool) -> (Engine, datatransfer_fsm::ValidationToken) {
     let mut e = Engine::new(peer_id(0), EngineConfig::default(), 1);
     e.register_voucher_type(VOUCHER_TYPE.into()).unwrap();
     let now = Timestamp::from_unix_nanos(1_000_000_000);
     let open =
-        TransferRequest::new_channel(TransferId(7), false, voucher(1), dag_cid(1), all_selector());
+        TransferRequest::new_channel(TransferId(7), pull, voucher(1), dag_cid(1), all_selector());
     e.handle_message(now, peer_id(1), Message::Request(open));
     let token = outputs(&mut e)
         .into_iter()
@@ -27,6 +28,13 @@ fn responder() -> Engine {
             _ => None,
         })
         .unwrap();
+    (e, token)
+}
+
+/// An engine that responds to a push from peer 1, accepted.
+fn responder() -> Engine {
+    let (mut e, token) = asked(false);
+    let now = Timestamp::from_unix_nanos(1_000_000_000);
     e.handle_validation(now, token, accept());
     outputs(&mut e);
     e
@@ -79,19 +87,8 @@ fn a_pause_that_overtakes_the_validation_of_its_opening_request_closes_nothing()
     // Found by the chaos soak: a client paused a pull right after opening it; its pause
     // reached the provider while the opening request was validated, was refused as about an
     // unknown channel, and the refusal closed the channel's transport under the validation.
-    let mut e = Engine::new(peer_id(0), EngineConfig::default(), 1);
-    e.register_voucher_type(VOUCHER_TYPE.into()).unwrap();
+    let (mut e, token) = asked(true);
     let now = Timestamp::from_unix_nanos(1_000_000_000);
-    let open =
-        TransferRequest::new_channel(TransferId(7), true, voucher(1), dag_cid(1), all_selector());
-    e.handle_message(now, peer_id(1), Message::Request(open));
-    let token = outputs(&mut e)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Validate { token, .. } => Some(token),
-            _ => None,
-        })
-        .unwrap();
     e.handle_message(
         now,
         peer_id(1),

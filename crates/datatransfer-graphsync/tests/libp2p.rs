@@ -1338,18 +1338,25 @@ async fn ask_and_never_read(
 ) -> (TestNode, datatransfer_streams::Stream) {
     let deaf = deaf_node().await;
     deaf.connect(server).await;
-    let mut out = deaf
+    let out = write_on_new_stream(&deaf, server.peer, &ask_frame(root)).await;
+    (deaf, out)
+}
+
+/// Opens a graphsync 2.0.0 stream from `from` to `to` and writes `bytes` on it, raw.
+async fn write_on_new_stream(
+    from: &TestNode,
+    to: PeerId,
+    bytes: &[u8],
+) -> datatransfer_streams::Stream {
+    let mut out = from
         .control
         .clone()
-        .open_stream(
-            server.peer,
-            libp2p::StreamProtocol::new(Version::V2.protocol()),
-        )
+        .open_stream(to, libp2p::StreamProtocol::new(Version::V2.protocol()))
         .await
         .unwrap();
-    out.write_all(&ask_frame(root)).await.unwrap();
+    out.write_all(bytes).await.unwrap();
     out.flush().await.unwrap();
-    (deaf, out)
+    out
 }
 
 /// A peer that hands each graphsync stream it takes to `read`, with a sender for what it
@@ -1385,27 +1392,13 @@ where
 
 /// A peer that takes graphsync streams and never reads them.
 async fn deaf_node() -> TestNode {
-    let deaf = node(
-        Arc::new(AcceptAll),
-        GraphSyncConfig {
-            versions: vec![],
-            ..GraphSyncConfig::default()
-        },
-    )
-    .await;
-    let mut incoming = deaf
-        .control
-        .clone()
-        .accept(libp2p::StreamProtocol::new(Version::V2.protocol()))
-        .unwrap();
-    tokio::spawn(async move {
-        // Held, never read.
-        let mut held = Vec::new();
-        while let Some((_, stream)) = incoming.next().await {
-            held.push(stream);
-        }
-    });
-    deaf
+    // Each stream is held, never read, for as long as the test runs.
+    deaf_node_with(|stream, _| async move {
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+    .await
+    .0
 }
 
 /// A version 2 frame asking for everything under `root`.
@@ -1515,17 +1508,7 @@ async fn a_peer_s_streams_past_the_limit_replace_its_oldest() {
     // Five streams, each with the start of a 1,000-byte frame that never ends.
     let mut streams = Vec::new();
     for _ in 0..5 {
-        let mut s = peer
-            .control
-            .clone()
-            .open_stream(
-                server.peer,
-                libp2p::StreamProtocol::new(Version::V2.protocol()),
-            )
-            .await
-            .unwrap();
-        s.write_all(&[0xe8, 0x07, 0xa1, 0x61]).await.unwrap();
-        s.flush().await.unwrap();
+        let s = write_on_new_stream(&peer, server.peer, &[0xe8, 0x07, 0xa1, 0x61]).await;
         streams.push(s);
         // One at a time, so the server sees them in this order.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1549,17 +1532,7 @@ async fn a_peer_s_streams_past_the_limit_replace_its_oldest() {
     }
     // A new stream of the peer's replaces the oldest left, and is read: its request is served.
     let root = import_chunked(&*server.store, &random_bytes(8 << 20, 8), 64 << 10);
-    let mut newest = peer
-        .control
-        .clone()
-        .open_stream(
-            server.peer,
-            libp2p::StreamProtocol::new(Version::V2.protocol()),
-        )
-        .await
-        .unwrap();
-    newest.write_all(&ask_frame(root)).await.unwrap();
-    newest.flush().await.unwrap();
+    let _newest = write_on_new_stream(&peer, server.peer, &ask_frame(root)).await;
     until_stats(&server, |s| s.responses == 1).await;
     let read = timeout(Duration::from_secs(5), streams[2].read(&mut buf))
         .await
@@ -1602,17 +1575,7 @@ async fn a_slow_requester_that_reads_is_never_cut_off_by_the_write_timeout() {
     .await;
     let (slow, mut statuses) = slow;
     slow.connect(&server).await;
-    let mut out = slow
-        .control
-        .clone()
-        .open_stream(
-            server.peer,
-            libp2p::StreamProtocol::new(Version::V2.protocol()),
-        )
-        .await
-        .unwrap();
-    out.write_all(&ask_frame(root)).await.unwrap();
-    out.flush().await.unwrap();
+    let _out = write_on_new_stream(&slow, server.peer, &ask_frame(root)).await;
     let last = timeout(Duration::from_secs(30), async {
         loop {
             let status = statuses.recv().await.expect("the stream ended first");

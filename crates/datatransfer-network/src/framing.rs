@@ -98,9 +98,18 @@ mod tests {
         bytes: Vec<u8>,
         limits: DecodeLimits,
     ) -> (Vec<Message>, Result<(), InboundError>) {
+        read_from(futures::io::Cursor::new(bytes), limits).await
+    }
+
+    /// Reads `stream` to its end, as a stream's reader does; returns the messages it handed
+    /// out and how it ended.
+    async fn read_from(
+        stream: impl AsyncRead + Unpin,
+        limits: DecodeLimits,
+    ) -> (Vec<Message>, Result<(), InboundError>) {
         let (tx, mut rx) = mpsc::channel(64);
         let res = read_messages(
-            futures::io::Cursor::new(bytes),
+            stream,
             peer(),
             WireVersion::V1_2,
             &limits,
@@ -167,28 +176,13 @@ mod tests {
             .flat_map(|m| m.to_cbor(WireVersion::V1_2))
             .collect();
         for step in [1, 2, 3, 7, 64] {
-            let (tx, mut rx) = mpsc::channel(64);
             let stream = Trickle {
                 bytes: bytes.clone(),
                 at: 0,
                 step,
             };
-            let limits = DecodeLimits::default();
-            let res = read_messages(
-                stream,
-                peer(),
-                WireVersion::V1_2,
-                &limits,
-                Duration::from_secs(10),
-                &tx,
-            )
-            .await;
-            drop(tx);
+            let (got, res) = read_from(stream, DecodeLimits::default()).await;
             assert_eq!(res, Ok(()), "{step} bytes a read");
-            let mut got = Vec::new();
-            while let Some(NetworkEvent::Message { message, .. }) = rx.recv().await {
-                got.push(message);
-            }
             assert_eq!(got, msgs, "{step} bytes a read");
         }
     }
