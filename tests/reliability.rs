@@ -945,10 +945,8 @@ async fn killed_before_completion(
     );
     let data = random_bytes(4 << 20, 13);
     let root = import(&*provider_blocks, &data, 256 << 10).root;
-    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, fast_config()).await;
-    provider.manager.start().await.unwrap();
-    let client = stopped_node(&client_db, &client_key, &first_blocks, fast_config()).await;
-    client.manager.start().await.unwrap();
+    let provider = durable_node(&provider_db, &provider_key, &provider_blocks, fast_config()).await;
+    let client = durable_node(&client_db, &client_key, &first_blocks, fast_config()).await;
     introduce(&client, &provider).await;
     let mut sub = client.manager.subscribe().await.unwrap();
     let ch = pull(&client, &provider, voucher(1), root).await;
@@ -1096,6 +1094,18 @@ async fn stopped_node(
     .await
 }
 
+/// [`stopped_node`], started.
+async fn durable_node(
+    db: &std::path::Path,
+    key: &datatransfer::identity::Keypair,
+    blocks: &Arc<dyn Blockstore>,
+    config: datatransfer::ManagerConfig,
+) -> Node {
+    let node = stopped_node(db, key, blocks, config).await;
+    node.manager.start().await.unwrap();
+    node
+}
+
 /// Waits up to 10 s for `node`'s side of `ch` to reach `status`.
 async fn wait_for_status(node: &Node, ch: ChannelId, status: Status) {
     let r = timeout(Duration::from_secs(10), async {
@@ -1123,8 +1133,7 @@ async fn a_pull_paused_while_its_provider_restarts_completes_when_resumed() {
     let provider_blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
     let data = random_bytes(4 << 20, 17);
     let root = import(&*provider_blocks, &data, 256 << 10).root;
-    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, slow_config()).await;
-    provider.manager.start().await.unwrap();
+    let provider = durable_node(&provider_db, &provider_key, &provider_blocks, slow_config()).await;
     let client = default_node().await;
     introduce(&client, &provider).await;
     let mut sub = client.manager.subscribe().await.unwrap();
@@ -1134,8 +1143,7 @@ async fn a_pull_paused_while_its_provider_restarts_completes_when_resumed() {
     provider.manager.stop().await.unwrap();
     drop(provider);
 
-    let provider = stopped_node(&provider_db, &provider_key, &provider_blocks, slow_config()).await;
-    provider.manager.start().await.unwrap();
+    let provider = durable_node(&provider_db, &provider_key, &provider_blocks, slow_config()).await;
     introduce(&client, &provider).await;
     client.manager.resume_channel(ch).await.unwrap();
     completes_whole(&mut sub, &client, ch, &root, &data).await;
@@ -1156,8 +1164,7 @@ async fn pusher_killed_before_storing_its_completion(as_stored: Status) {
     let blocks: Arc<dyn Blockstore> = Arc::new(MemoryBlockstore::new());
     let data = random_bytes(1 << 20, 17);
     let root = import(&*blocks, &data, 64 << 10).root;
-    let sender = stopped_node(&db, &key, &blocks, fast_config()).await;
-    sender.manager.start().await.unwrap();
+    let sender = durable_node(&db, &key, &blocks, fast_config()).await;
     let receiver = default_node().await;
     introduce(&sender, &receiver).await;
     let mut sub = sender.manager.subscribe().await.unwrap();
